@@ -1,0 +1,46 @@
+# One-command setup, tests and demo on a CPU machine. See README.md.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.satori-setup
+DEMO_DIR ?= $(CURDIR)/outputs/demo
+# torch 2.14.1 + torchvision 0.29.1 import cleanly together on CPU-only machines (a CUDA build
+# that falls back to the CPU); on a GPU box install the torch that matches your CUDA first.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+EXTRAS ?= train,eval,serve,dev
+
+.PHONY: setup test test-fast lint bench demo browser clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow and not browser"
+
+lint: setup
+	$(BIN)/ruff check satori_cli tests benchmarks
+	$(BIN)/ruff format --check satori_cli tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+# Headless Chromium for the browser tests (Debian package; Playwright drives it, no download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+demo: setup
+	@mkdir -p $(DEMO_DIR)
+	$(BIN)/satori doctor
+	$(BIN)/satori tiny-model --out $(DEMO_DIR)/tiny-model
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache outputs

@@ -1,0 +1,3 @@
+from satori_cli.app import main
+
+main()

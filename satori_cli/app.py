@@ -1,0 +1,65 @@
+"""The `satori` Typer app. Commands are thin; heavy libraries are imported inside them.
+
+`satori --help` must stay instant, so nothing imported here (or by the command modules at
+import time) may pull in torch, swift, vlmeval, gradio or vllm. A test enforces it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from satori_cli import __version__
+from satori_cli.errors import SatoriError
+
+app = typer.Typer(
+    name="satori",
+    help="SATORI-R1 as one command: download, prepare data, train with GRPO, evaluate, serve.\n\n"
+    "Every heavy library is loaded only by the command that needs it. "
+    "Run `satori doctor` to see what this machine can do.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"satori {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """SATORI-R1 as one command."""
+
+
+def _register() -> None:
+    # Each module adds its commands to `app`; they import only typer/rich at module level.
+    from satori_cli.commands import doctor, tiny
+
+    doctor.register(app)
+    tiny.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors end in one line on stderr and a non-zero exit."""
+    try:
+        app(args=argv, prog_name="satori", standalone_mode=True)
+    except SatoriError as exc:
+        from satori_cli.ui import print_error
+
+        print_error(exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)

@@ -1,0 +1,37 @@
+"""`satori tiny-model`: build the tiny random Qwen2.5-VL used by the demo and the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def tiny_model(
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Folder to write (default: $SATORI_HOME/models/tiny-qwen2_5_vl)."
+    ),
+    hidden_size: int = typer.Option(32, help="Hidden size of the text and vision towers."),
+    layers: int = typer.Option(2, help="Number of text decoder layers."),
+    seed: int = typer.Option(0, help="Random seed of the weights."),
+    overwrite: bool = typer.Option(False, help="Replace an existing folder."),
+) -> None:
+    """Build a tiny, random Qwen2.5-VL (a few million parameters) for CPU runs and tests.
+
+    It loads wherever the real Qwen2.5-VL-3B does (ms-swift, transformers, VLMEvalKit), in
+    seconds and with no network. Its outputs are noise: use it to try the plumbing.
+    """
+    from satori_cli.config import paths
+    from satori_cli.tiny_model import build_tiny_model
+    from satori_cli.ui import console
+
+    target = out or paths().tiny_model
+    with console().status(f"building the tiny model in {target} ..."):
+        folder = build_tiny_model(
+            target, hidden_size=hidden_size, layers=layers, seed=seed, overwrite=overwrite
+        )
+    console().print(f"[green]tiny model ready:[/] {folder}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tiny-model")(tiny_model)

@@ -1,0 +1,175 @@
+"""What this machine has for each job, found without importing any heavy library.
+
+Versions come from package metadata and GPUs from `nvidia-smi`, so `satori doctor` answers
+in well under a second even where importing torch would take ten.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_mib: int
+
+
+@dataclass(frozen=True)
+class Report:
+    checks: list[Check]
+    gpus: list[Gpu]
+    jobs: dict[str, list[str]] = field(default_factory=dict)  # job -> what is missing
+
+    def check(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+
+# (display name, distribution name, extra that brings it)
+PACKAGES = (
+    ("torch", "torch", "train"),
+    ("transformers", "transformers", "train"),
+    ("ms-swift", "ms-swift", "train"),
+    ("msgspec", "msgspec", "train"),
+    ("qwen-vl-utils", "qwen-vl-utils", "train"),
+    ("nltk", "nltk", "rewards"),
+    ("deepspeed", "deepspeed", "gpu"),
+    ("flash-attn", "flash-attn", "gpu"),
+    ("ms-vlmeval", "ms-vlmeval", "eval"),
+    ("vllm", "vllm", "gpu"),
+    ("gradio", "gradio", "serve"),
+    ("openai", "openai", "serve"),
+)
+
+NEEDS = {
+    "train": ["torch", "transformers", "ms-swift", "msgspec", "qwen-vl-utils", "nltk"],
+    "train on GPU (paper preset)": ["gpu", "deepspeed"],
+    "train with vLLM rollouts (fast preset)": ["gpu", "vllm"],
+    "eval": ["torch", "transformers", "ms-vlmeval"],
+    "serve --backend vllm": ["gpu", "vllm executable"],
+    "serve --backend transformers": ["ms-swift", "torch"],
+    "serve --ui": ["gradio", "openai"],
+}
+
+
+def package_version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def find_gpus(timeout: float = 5.0) -> list[Gpu]:
+    """NVIDIA GPUs as nvidia-smi reports them (none if it is absent or fails)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        name, _, mem = line.rpartition(",")
+        try:
+            gpus.append(Gpu(name.strip(), int(float(mem.strip()))))
+        except ValueError:
+            continue
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v for v in visible.split(",") if v.strip() != ""]
+        gpus = gpus[: len(ids)]
+    return gpus
+
+
+def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
+    """Whether the Hugging Face hub (or HF_ENDPOINT) answers, honouring HF_HUB_OFFLINE."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return False, "HF_HUB_OFFLINE is set"
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{endpoint}/api/models?limit=1", timeout=timeout):
+            return True, endpoint
+    except urllib.error.HTTPError:
+        return True, endpoint  # it answered, even if with an error status
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, f"{endpoint} unreachable ({reason})"
+
+
+def diagnose(home: Path, check_hub: bool = True) -> Report:
+    checks = [Check("python", sys.version_info >= (3, 10), f"{platform.python_version()} ({sys.executable})")]
+    present: set[str] = set()
+    for name, dist, extra in PACKAGES:
+        version = package_version(dist)
+        if version:
+            present.add(name)
+        checks.append(
+            Check(
+                name,
+                version is not None,
+                version or "not installed",
+                "" if version else f"pip install 'satori-cli[{extra}]'",
+            )
+        )
+    vllm_exe = shutil.which("vllm")
+    if vllm_exe:
+        present.add("vllm executable")
+    checks.append(
+        Check(
+            "vllm executable",
+            vllm_exe is not None,
+            vllm_exe or "not on PATH",
+            "" if vllm_exe else "install vLLM (its own environment is fine) and use --vllm-bin",
+        )
+    )
+    gpus = find_gpus()
+    if gpus:
+        present.add("gpu")
+        detail = "; ".join(f"{g.name} ({g.memory_mib / 1024:.0f} GiB)" for g in gpus)
+        checks.append(Check("GPUs", True, f"{len(gpus)}: {detail}"))
+    else:
+        checks.append(
+            Check(
+                "GPUs", False, "none found (nvidia-smi)", "CPU-only: use the smoke preset and the tiny model"
+            )
+        )
+    probe = home if home.exists() else next((p for p in home.parents if p.exists()), Path("/"))
+    free_gib = shutil.disk_usage(probe).free / 2**30
+    checks.append(
+        Check(
+            "disk",
+            free_gib >= 20,
+            f"{free_gib:.0f} GiB free at {probe}",
+            "" if free_gib >= 20 else "the 3B model and VQA-Verify need about 20 GiB",
+        )
+    )
+    if check_hub:
+        ok, detail = hub_reachable()
+        checks.append(Check("hub", ok, detail, "" if ok else "download elsewhere and pass local folders"))
+    jobs = {job: [need for need in needs if need not in present] for job, needs in NEEDS.items()}
+    return Report(checks=checks, gpus=gpus, jobs=jobs)

@@ -1,0 +1,48 @@
+"""Errors a user can cause, reported as one line and a non-zero exit instead of a traceback."""
+
+from __future__ import annotations
+
+
+class SatoriError(Exception):
+    """An error with a message meant for the user.
+
+    `exit_code` follows a simple convention: 2 for bad input or a failed preflight
+    check (the user can fix it), 1 for a tool that ran and failed.
+    """
+
+    def __init__(self, message: str, exit_code: int = 2, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class MissingDependency(SatoriError):
+    """An optional package is not installed; the message says which extra brings it."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the Python package '{package}', which is not installed",
+            exit_code=2,
+            hint=f"install it with: pip install 'satori-cli[{extra}]'",
+        )
+        self.package = package
+        self.extra = extra
+
+
+def require(module: str, extra: str, purpose: str, package: str | None = None):
+    """Import an optional module or raise a one-line MissingDependency."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        # Only a missing top-level package is the user's to fix; a broken import
+        # inside an installed package is a real bug and must keep its traceback.
+        missing = getattr(exc, "name", None) or ""
+        if missing and missing.split(".")[0] != module.split(".")[0]:
+            raise
+        raise MissingDependency(package or module.split(".")[0], extra, purpose) from exc

@@ -1,0 +1,140 @@
+"""The pixel budget: one definition of how big an image the model sees, and how boxes map.
+
+Qwen2.5-VL resizes every image with `smart_resize` to sides that are multiples of 28 and an
+area inside [min_pixels, max_pixels], and it answers with boxes in the pixels of that
+*resized* image. Training, the rewards, evaluation and serving must all agree on the
+budget, or boxes are scored and drawn in the wrong place (the original SATORI baseline
+numbers were off for exactly this reason). Everything reads it from here.
+
+The budget travels between processes through the `MIN_PIXELS` / `MAX_PIXELS` environment
+variables, the same ones ms-swift reads for Qwen2.5-VL, so a training run and the reward
+plugin inside it can never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+FACTOR = 28  # patch_size (14) x spatial_merge_size (2) for Qwen2-VL and Qwen2.5-VL
+MAX_RATIO = 200  # Qwen refuses images whose long side exceeds 200x the short side
+
+PAPER_MIN_PIXELS = 256 * FACTOR * FACTOR  # 200704
+PAPER_MAX_PIXELS = 512 * FACTOR * FACTOR  # 401408
+
+Box = tuple[float, float, float, float]
+
+
+def _round_half_even(x: float) -> int:
+    # Python's round() is banker's rounding, which is what Qwen's reference code uses.
+    return int(round(x))
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    factor: int = FACTOR,
+    min_pixels: int = PAPER_MIN_PIXELS,
+    max_pixels: int = PAPER_MAX_PIXELS,
+) -> tuple[int, int]:
+    """Return the (height, width) Qwen2.5-VL resizes an image to. Note the order.
+
+    The exact algorithm of qwen-vl-utils / transformers: round each side to a multiple
+    of `factor`, then scale down (floor) into max_pixels or up (ceil) into min_pixels.
+
+    >>> smart_resize(480, 640)
+    (476, 644)
+
+    Raises ValueError for non-positive sizes or an aspect ratio above 200, like Qwen's.
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got height={height} width={width}")
+    if max(height, width) / min(height, width) > MAX_RATIO:
+        raise ValueError(
+            f"absolute aspect ratio must be smaller than {MAX_RATIO}, "
+            f"got {max(height, width) / min(height, width)}"
+        )
+    h_bar = max(factor, _round_half_even(height / factor) * factor)
+    w_bar = max(factor, _round_half_even(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+@dataclass(frozen=True)
+class PixelBudget:
+    """min/max pixels of the model's input image, plus the resize factor."""
+
+    min_pixels: int = PAPER_MIN_PIXELS
+    max_pixels: int = PAPER_MAX_PIXELS
+    factor: int = FACTOR
+
+    def __post_init__(self) -> None:
+        if self.min_pixels <= 0 or self.max_pixels <= 0:
+            raise ValueError("min_pixels and max_pixels must be positive")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+
+    # -- sizes -------------------------------------------------------------------------
+    def resized_hw(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the model input for an original image of that size."""
+        return smart_resize(height, width, self.factor, self.min_pixels, self.max_pixels)
+
+    def resized_wh(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the model input, in PIL's order."""
+        h, w = self.resized_hw(height, width)
+        return w, h
+
+    # -- boxes -------------------------------------------------------------------------
+    def to_original(self, boxes: Iterable[Sequence[float]], width: int, height: int) -> list[Box]:
+        """Map boxes from resized-input pixels (what the model says) to original pixels."""
+        in_h, in_w = self.resized_hw(height, width)
+        sx, sy = width / in_w, height / in_h
+        return [(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in boxes]
+
+    def to_resized(self, boxes: Iterable[Sequence[float]], width: int, height: int) -> list[Box]:
+        """Map boxes from original pixels to resized-input pixels (what the model should say)."""
+        in_h, in_w = self.resized_hw(height, width)
+        sx, sy = in_w / width, in_h / height
+        return [(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in boxes]
+
+    # -- transport ---------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        """Environment variables that carry this budget to ms-swift and our reward plugin."""
+        return {"MIN_PIXELS": str(self.min_pixels), "MAX_PIXELS": str(self.max_pixels)}
+
+    def processor_kwargs(self) -> dict[str, int]:
+        """Keyword arguments for a Qwen2.5-VL image processor or vLLM's mm_processor_kwargs."""
+        return {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PixelBudget:
+        """The budget set by MIN_PIXELS / MAX_PIXELS, else the paper's."""
+        environ = os.environ if environ is None else environ
+        try:
+            return cls(
+                min_pixels=int(environ.get("MIN_PIXELS", PAPER_MIN_PIXELS)),
+                max_pixels=int(environ.get("MAX_PIXELS", PAPER_MAX_PIXELS)),
+            )
+        except ValueError as exc:
+            raise ValueError(f"invalid MIN_PIXELS/MAX_PIXELS in the environment: {exc}") from exc
+
+
+PAPER_BUDGET = PixelBudget()
+
+
+def clamp_box(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
+    """Order the corners, clamp into the image and round to whole pixels (for drawing)."""
+    x1, x2 = sorted((float(box[0]), float(box[2])))
+    y1, y2 = sorted((float(box[1]), float(box[3])))
+    x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
+    y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
+    return int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2))
