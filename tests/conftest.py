@@ -1,0 +1,66 @@
+"""Shared fixtures: an isolated SATORI_HOME, the tiny model built once, and the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def satori_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own SATORI_HOME, and never touches the network."""
+    home = tmp_path_factory.mktemp("satori_home")
+    monkeypatch.setenv("SATORI_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for var in ("MIN_PIXELS", "MAX_PIXELS", "SATORI_MODELS_DIR", "SATORI_DATA_DIR", "SATORI_RUNS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The tiny random Qwen2.5-VL, built once per test session (about 10 s)."""
+    from satori_cli.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2_5_vl")
+
+
+def satori_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.setdefault("COLUMNS", "200")
+    env.update(extra or {})
+    return env
+
+
+def run_satori(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 600,
+    input: str | None = None,
+) -> subprocess.CompletedProcess:
+    """Run `satori ARGS...` in a fresh process, exactly as a user would (this checkout's code)."""
+    return subprocess.run(
+        [sys.executable, "-m", "satori_cli", *args],
+        env=satori_env(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+    )
+
+
+@pytest.fixture
+def satori():
+    """`satori(*args)` runs the CLI in a subprocess and returns the CompletedProcess."""
+    return run_satori
