@@ -1,0 +1,101 @@
+"""The CLI as a user meets it: fast help, version, one-line errors, doctor telling the truth."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import metadata
+
+from satori_cli import __version__
+from satori_cli.config import paths
+from satori_cli.doctor import diagnose
+
+HEAVY = ("torch", "swift", "vlmeval", "gradio", "vllm", "transformers", "openai", "pandas", "matplotlib")
+
+
+def _imported_modules(*args: str) -> set[str]:
+    trace = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "satori_cli", *args], capture_output=True, text=True
+    )
+    assert trace.returncode == 0, trace.stderr[-2000:]
+    return {line.split("|")[-1].strip().split(".")[0] for line in trace.stderr.splitlines() if "|" in line}
+
+
+def test_help_imports_no_heavy_library():
+    assert not set(HEAVY) & _imported_modules("--help")
+
+
+def test_every_subcommand_help_imports_no_heavy_library(satori):
+    from satori_cli.app import app
+
+    names = [c.name for c in app.registered_commands] + [g.name for g in app.registered_groups]
+    assert names
+    for name in names:
+        assert not set(HEAVY) & _imported_modules(name, "--help"), name
+
+
+def test_doctor_imports_no_heavy_library():
+    assert not set(HEAVY) & _imported_modules("doctor", "--no-hub")
+
+
+def test_help_lists_commands(satori):
+    result = satori("--help")
+    assert result.returncode == 0
+    for name in ("doctor", "tiny-model"):
+        assert name in result.stdout
+
+
+def test_version(satori):
+    result = satori("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"satori {__version__}"
+
+
+def test_user_error_is_one_line_without_traceback(satori, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    result = satori("tiny-model", "--out", str(tmp_path / "full"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "not empty" in lines[0]
+
+
+def test_unknown_option_is_a_usage_error(satori):
+    result = satori("doctor", "--bogus")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_doctor_tells_the_truth(satori_home):
+    report = diagnose(paths().home, check_hub=False)
+    for name, dist in (("ms-swift", "ms-swift"), ("gradio", "gradio"), ("torch", "torch")):
+        check = report.check(name)
+        assert check.ok and check.detail == metadata.version(dist)
+    vllm = report.check("vllm")
+    try:
+        metadata.version("vllm")
+        assert vllm.ok
+    except metadata.PackageNotFoundError:
+        assert not vllm.ok and "satori-cli[gpu]" in vllm.hint
+    assert report.check("GPUs").ok == bool(report.gpus)
+    assert "train" in report.jobs
+
+
+def test_doctor_hub_check_honours_offline(monkeypatch, satori_home):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = diagnose(paths().home, check_hub=True).check("hub")
+    assert not hub.ok and "HF_HUB_OFFLINE" in hub.detail
+
+
+def test_doctor_command_runs(satori):
+    result = satori("doctor", "--no-hub")
+    assert result.returncode == 0, result.stderr
+    assert "ms-swift" in result.stdout and "ready for" in result.stdout
+    assert "satori-cli[gpu]" in result.stdout or "vllm" in result.stdout
+
+
+def test_satori_home_and_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("SATORI_HOME", str(tmp_path / "h"))
+    assert paths().models == tmp_path / "h" / "models"
+    monkeypatch.setenv("SATORI_RUNS_DIR", str(tmp_path / "runs"))
+    assert paths().runs == tmp_path / "runs"
+    assert paths(tmp_path / "x").data == tmp_path / "x" / "data"

@@ -1,0 +1,112 @@
+"""The command builder: argv lists in, exact shell lines out, process groups handled."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+
+import pytest
+
+from satori_cli.cmdline import Command, find_program, flag_args, run, spawn, stop_group
+from satori_cli.errors import SatoriError
+
+
+def test_flag_args_snake_with_value_bools():
+    argv = flag_args(
+        {
+            "rlhf_type": "grpo",
+            "learning_rate": 1e-6,
+            "use_vllm": False,
+            "num_generations": 16,
+            "reward_funcs": ["a", "b"],
+            "beta": 0.001,
+            "skip": None,
+            "empty": [],
+            "max_pixels": 401408.0,
+        }
+    )
+    assert argv == [
+        "--rlhf_type", "grpo", "--learning_rate", "1e-06", "--use_vllm", "false",
+        "--num_generations", "16", "--reward_funcs", "a", "b", "--beta", "0.001", "--max_pixels", "401408",
+    ]  # fmt: skip
+
+
+def test_flag_args_kebab_with_switches_and_json():
+    argv = flag_args(
+        {
+            "served_model_name": "satori",
+            "enforce_eager": True,
+            "trust_remote_code": False,
+            "mm_processor_kwargs": {"min_pixels": 1, "max_pixels": 2},
+        },
+        style="kebab",
+        bools="switch",
+    )
+    assert argv == ["--served-model-name", "satori", "--enforce-eager",
+                    "--mm-processor-kwargs", '{"min_pixels":1,"max_pixels":2}']  # fmt: skip
+
+
+def test_display_is_the_same_argv_a_shell_would_run():
+    cmd = Command(
+        ["swift", "rlhf", "--system", 'it\'s a "prompt" with spaces', "--x", "$HOME"],
+        env={"MAX_PIXELS": "401408", "NPROC_PER_NODE": "4"},
+    )
+    line = cmd.display()
+    assert line.startswith("MAX_PIXELS=401408 NPROC_PER_NODE=4 swift rlhf")
+    assert shlex.split(line)[2:] == cmd.argv
+
+
+def test_command_rejects_empty_argv():
+    with pytest.raises(ValueError):
+        Command([])
+
+
+def test_run_streams_lines_logs_and_returns_the_exit_code(tmp_path):
+    lines: list[str] = []
+    log = tmp_path / "log.txt"
+    code = run(
+        Command(
+            [sys.executable, "-c", "import os,sys; print('a'); print(os.environ['X']); sys.exit(3)"],
+            env={"X": "from-env"},
+        ),
+        on_line=lines.append,
+        log_path=log,
+    )
+    assert code == 3
+    assert lines == ["a", "from-env"]
+    assert log.read_text() == "a\nfrom-env\n"
+
+
+def test_stop_group_stops_the_whole_tree(tmp_path):
+    # A parent that starts a child which ignores nothing: both must be gone after stop_group.
+    pidfile = tmp_path / "child.pid"
+    script = (
+        "import subprocess,sys,time;"
+        f"p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)']);"
+        f"open({str(pidfile)!r},'w').write(str(p.pid)); time.sleep(60)"
+    )
+    proc = spawn(Command([sys.executable, "-c", script]))
+    for _ in range(100):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.1)
+    child = int(pidfile.read_text())
+    stop_group(proc, grace=2)
+    assert proc.poll() is not None
+    import os
+
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the grandchild survived stop_group")
+
+
+def test_find_program():
+    assert find_program("python3" if sys.platform != "win32" else "python", "hint")
+    with pytest.raises(SatoriError, match="not found on PATH"):
+        find_program("definitely-not-a-program-xyz", "install it")

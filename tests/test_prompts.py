@@ -1,0 +1,46 @@
+"""The bundled prompts are the released SATORI-3B's, word for word (reference/satori-rewards.md §4)."""
+
+from __future__ import annotations
+
+import pytest
+
+from satori_cli.errors import SatoriError
+from satori_cli.prompts import load_prompt, prompt_path
+
+SYSTEM = (
+    "Given an image and a question, follow these steps: First, generate a brief image caption describing "
+    "the overall scene. Provide the caption inside <caption> </caption>. Next, determine the relevant "
+    "reasoning process for answering the question by identifying the most relevant image regions. Enclose "
+    "these coordinates in <bbox>[[x1,y1,x2,y2], ...]</bbox>. Finally, provide the final answer to the "
+    "question inside <answer> </answer> tags."
+)
+SUFFIX = (
+    " \nFirst, provide an image caption describing the overall scene inside <caption> </caption>. Then, "
+    "output the list of bounding boxes in the format of [[x1,y1,x2,y2], ...] inside <bbox> </bbox>. "
+    "Finally, give the final answer in <answer> </answer>."
+)
+
+
+def test_system_prompt_is_verbatim():
+    assert load_prompt("system") == SYSTEM
+
+
+def test_eval_suffix_is_verbatim_including_leading_space_and_newline():
+    assert load_prompt("eval_suffix") == SUFFIX
+
+
+def test_prompt_path_is_a_real_file():
+    assert prompt_path("system").read_text().strip() == SYSTEM
+
+
+def test_user_prompt_file(tmp_path):
+    own = tmp_path / "mine.txt"
+    own.write_text("  Be brief.\n")
+    assert load_prompt("system", path=own) == "Be brief."
+
+
+def test_errors_are_user_errors(tmp_path):
+    with pytest.raises(SatoriError, match="not found"):
+        load_prompt("system", path=tmp_path / "missing.txt")
+    with pytest.raises(SatoriError, match="unknown prompt"):
+        load_prompt("nope")
