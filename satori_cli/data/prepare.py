@@ -234,10 +234,7 @@ def _rejection(record: readers.Record, rej: v.Rejected) -> str:
 def _split(rows: Path, train: Path, val: Path, n: int, ratio: float, seed: int) -> tuple[int, int]:
     """An exact seeded split: round(n * ratio) rows to val (at least 1, and 1 left to train)."""
     k = round(n * ratio)
-    if n >= 2:
-        k = min(max(k, 1), n - 1)
-    else:
-        k = 0
+    k = min(max(k, 1), n - 1) if n >= 2 else 0
     chosen = set(random.Random(seed).sample(range(n), k))
     with (
         open(rows, encoding="utf-8") as src,

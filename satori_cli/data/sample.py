@@ -67,9 +67,9 @@ def make_row(index: int, rng: random.Random, size: tuple[int, int] | None = None
         boxes.append(_place(rng, width, height, boxes))
     image = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(image)
-    for shape, color, box in zip(shapes, colors, boxes):
+    for shape, color, box in zip(shapes, colors, boxes, strict=True):
         _draw(draw, shape, box, COLORS[color])
-    objects = list(zip(colors, shapes))
+    objects = list(zip(colors, shapes, strict=True))
     caption = f"{_phrase(objects)} on a white background."
 
     kind = rng.choice(("color", "count", "shape", "left") if n >= 2 else ("color", "count", "shape"))

@@ -7,6 +7,7 @@ silently fixed: a box outside the image is rejected, not clamped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -74,10 +75,8 @@ def answers(value: object) -> list[str]:
     `[{"answer": ...}, ...]`; duplicates are dropped, order kept.
     """
     if isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
-        try:
+        with contextlib.suppress(json.JSONDecodeError):
             value = json.loads(value)
-        except json.JSONDecodeError:
-            pass
     items = value if isinstance(value, (list, tuple)) else [value]
     out: list[str] = []
     for item in items:
