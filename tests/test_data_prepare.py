@@ -98,7 +98,7 @@ def test_sample_boxes_cover_the_drawn_shapes(tmp_path: Path) -> None:
     for row in read_jsonl(src):
         with Image.open(src.parent / row["image"]) as img:
             rgb = img.convert("RGB")
-        for x1, y1, x2, y2 in row["bboxs"]:
+        for x1, _y1, x2, y2 in row["bboxs"]:
             centre = rgb.getpixel((int((x1 + x2) / 2), int(y2) - 2))  # bottom centre is inside every shape
             assert centre != (255, 255, 255)
             if x1 >= 1:
@@ -262,7 +262,10 @@ def test_interrupted_run_leaves_no_partial_jsonl(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "train.jsonl").write_text("previous run\n")
-    code = "import sys; from satori_cli.data.prepare import prepare_dataset; prepare_dataset(sys.argv[1], sys.argv[2])"
+    code = (
+        "import sys; from satori_cli.data.prepare import prepare_dataset; "
+        "prepare_dataset(sys.argv[1], sys.argv[2])"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-c", code, str(raw / "data.jsonl"), str(out)], env=env)
     try:
@@ -294,7 +297,7 @@ def test_missing_source_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(SatoriError, match="not a data file"):
         prepare_dataset(tmp_path / "notes.txt", tmp_path / "out")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SatoriError, match="no .parquet"):
+    with pytest.raises(SatoriError, match=r"no \.parquet"):
         prepare_dataset(tmp_path / "empty", tmp_path / "out")
 
 
