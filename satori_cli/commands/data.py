@@ -100,5 +100,32 @@ def prepare(
         )
 
 
+@data_app.command("inspect")
+def inspect(
+    target: Path = typer.Argument(..., help="A prepared folder (train.jsonl, val.jsonl) or one JSONL file."),
+    samples: int = typer.Option(8, "--samples", "-n", min=0, help="Samples on the contact sheet (0: none)."),
+    sheet: Path = typer.Option(
+        None, "--sheet", help="Where to write the contact sheet PNG (default: TARGET/contact_sheet.png)."
+    ),
+    seed: int = typer.Option(0, help="Seed for picking the samples."),
+) -> None:
+    """Print statistics of a prepared set and draw samples with their question, answer and boxes."""
+    from satori_cli.data.inspect import contact_sheet, inspect_dataset
+    from satori_cli.data.report import inspect_table
+    from satori_cli.ui import console
+
+    with console().status(f"reading {target} ..."):
+        stats, rows = inspect_dataset(target, samples=samples, seed=seed)
+    console().print(inspect_table(stats))
+    if samples:
+        default = (target if target.is_dir() else target.parent) / "contact_sheet.png"
+        out = sheet or default
+        with console().status("drawing the contact sheet ..."):
+            contact_sheet(rows, out)
+        console().print(
+            f"[green]contact sheet ({len(rows)} samples, ground-truth boxes in magenta):[/] {out}"
+        )
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")

@@ -9,6 +9,7 @@ from satori_cli.data.validate import REASONS
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from satori_cli.data.inspect import Stats
     from satori_cli.data.prepare import PrepareResult
 
 
@@ -25,4 +26,30 @@ def prepare_table(result: PrepareResult) -> Table:
     table.add_row("rejected", str(result.rejected_total), "see rejected.jsonl")
     for reason, count in result.rejected.most_common():
         table.add_row(f"  {reason}", str(count), REASONS[reason])
+    return table
+
+
+def inspect_table(stats: Stats, top: int = 6) -> Table:
+    """One table: rows per file, source mix, boxes per row, image sizes, text lengths."""
+    from rich.table import Table
+
+    from satori_cli.data.inspect import summarize
+
+    def mix(counter, fmt=str) -> str:
+        total = sum(counter.values())
+        items = [f"{fmt(k)}: {v} ({100 * v / total:.0f}%)" for k, v in counter.most_common(top)]
+        if len(counter) > top:
+            items.append(f"... {len(counter) - top} more")
+        return "\n".join(items)
+
+    table = Table(title="satori data inspect")
+    table.add_column("statistic")
+    table.add_column("value")
+    table.add_row("rows", f"{stats.rows} ({', '.join(f'{k}: {v}' for k, v in stats.files.items())})")
+    table.add_row("sources", mix(stats.sources))
+    table.add_row("boxes per row", mix(stats.boxes_per_row))
+    table.add_row("image sizes (w x h)", mix(stats.sizes, lambda wh: f"{wh[0]}x{wh[1]}"))
+    table.add_row("question words (min / median / max)", summarize(stats.question_words))
+    table.add_row("answer chars (min / median / max)", summarize(stats.answer_chars))
+    table.add_row("caption words (min / median / max)", summarize(stats.caption_words))
     return table
