@@ -39,8 +39,11 @@ browser:
 
 demo: setup
 	@mkdir -p $(DEMO_DIR)
-	$(BIN)/satori doctor
+	$(BIN)/satori doctor --no-hub
 	$(BIN)/satori tiny-model --out $(DEMO_DIR)/tiny-model
+	$(BIN)/satori data sample --out $(DEMO_DIR)/raw --n 32
+	$(BIN)/satori data prepare $(DEMO_DIR)/raw/data.jsonl --out $(DEMO_DIR)/data --val-ratio 0.1
+	$(BIN)/satori data inspect $(DEMO_DIR)/data --samples 8
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache outputs

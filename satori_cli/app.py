@@ -42,10 +42,12 @@ def _root(
 
 def _register() -> None:
     # Each module adds its commands to `app`; they import only typer/rich at module level.
-    from satori_cli.commands import doctor, tiny
+    from satori_cli.commands import data, doctor, download, tiny
 
     doctor.register(app)
     tiny.register(app)
+    data.register(app)
+    download.register(app)
 
 
 _register()

@@ -1,0 +1,95 @@
+"""Benchmark `satori data prepare`: rows per second and peak memory on embedded-image parquet.
+
+Setup (not timed): 12,000 synthetic rows of 640x480 PNGs embedded in parquet, and the first
+3,000 of them as a second file. Each `prepare` runs in a fresh process that reports its own
+time and peak RSS, so the two sizes can be compared: memory must stay flat in the number of
+rows (the run streams), and the speed must reach the target.
+
+    python benchmarks/bench_data.py [--rows 12000]
+
+Exit 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGET_ROWS_PER_S = 500
+MAX_RSS_GROWTH_MB = 64  # peak RSS of the big run minus the small one
+
+CHILD = """
+import json, resource, sys, time
+from satori_cli.data.prepare import prepare_dataset
+start = time.perf_counter()
+result = prepare_dataset(sys.argv[1], sys.argv[2])
+seconds = time.perf_counter() - start
+rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"rows": result.rows_in, "written": result.written, "seconds": seconds, "rss_mb": rss_mb}))
+"""
+
+
+def run_prepare(src: Path, out: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(src), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=12_000)
+    args = parser.parse_args()
+    import pyarrow.parquet as pq
+
+    from satori_cli.data.sample import write_sample
+
+    small_rows = max(1, args.rows // 4)
+    with tempfile.TemporaryDirectory(prefix="satori-bench-data-") as tmp:
+        tmp = Path(tmp)
+        start = time.perf_counter()
+        big = write_sample(tmp / "big", n=args.rows, seed=0, form="parquet", size=(640, 480))
+        small = tmp / "small" / "data.parquet"
+        small.parent.mkdir()
+        pq.write_table(pq.read_table(big).slice(0, small_rows), small, row_group_size=256)
+        size_mb = big.stat().st_size / 2**20
+        print(
+            f"setup: {args.rows} rows of 640x480 PNG in parquet ({size_mb:.0f} MiB) "
+            f"in {time.perf_counter() - start:.0f} s"
+        )
+        results = {}
+        for name, src in (("small", small), ("big", big)):
+            results[name] = r = run_prepare(src, tmp / f"out-{name}")
+            assert r["written"] == r["rows"], r
+            print(
+                f"prepare {r['rows']:>6} rows: {r['seconds']:6.1f} s  "
+                f"{r['rows'] / r['seconds']:7.0f} rows/s  "
+                f"peak RSS {r['rss_mb']:6.0f} MiB"
+            )
+    big_r, small_r = results["big"], results["small"]
+    rate = big_r["rows"] / big_r["seconds"]
+    growth = big_r["rss_mb"] - small_r["rss_mb"]
+    ok_rate, ok_mem = rate >= TARGET_ROWS_PER_S, growth <= MAX_RSS_GROWTH_MB
+    print(f"speed:  {rate:.0f} rows/s (target >= {TARGET_ROWS_PER_S}) {'ok' if ok_rate else 'MISSED'}")
+    print(
+        f"memory: +{growth:.0f} MiB peak RSS from {small_r['rows']} to {big_r['rows']} rows "
+        f"(target <= {MAX_RSS_GROWTH_MB}) {'ok' if ok_mem else 'MISSED'}"
+    )
+    return 0 if ok_rate and ok_mem else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

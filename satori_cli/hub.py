@@ -1,0 +1,192 @@
+"""Fetch the SATORI checkpoint, the base model or VQA-Verify, or accept a folder placed by hand.
+
+Downloads go through `huggingface_hub.snapshot_download` (resume of partial files, the HF
+cache, `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` are all native there) or, with
+`source="modelscope"`, through ModelScope's `snapshot_download`. A folder that already
+exists is used as is, wherever a repo id is accepted. With no network and nothing cached,
+the error is one line that says how to place the files by hand.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from satori_cli.config import BASE_MODEL, DEFAULT_DATASET, DEFAULT_MODEL
+from satori_cli.errors import SatoriError, require
+
+Kind = Literal["model", "data"]
+SOURCES = ("hf", "modelscope")
+ALIASES = {"satori": DEFAULT_MODEL, "base": BASE_MODEL, "vqa-verify": DEFAULT_DATASET}
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """Where the files are, and how they got there ("local", "hf" or "modelscope")."""
+
+    repo: str
+    path: Path
+    origin: str
+
+
+def default_repo(kind: Kind) -> str:
+    return DEFAULT_MODEL if kind == "model" else DEFAULT_DATASET
+
+
+def _looks_like_path(repo: str) -> bool:
+    return repo.startswith(("/", "./", "../", "~")) or os.sep in repo.strip("/").replace("/", "", 1)
+
+
+def local_folder(kind: Kind, repo: str) -> Path | None:
+    """The folder `repo` names, checked to hold a model or data; None when it is a repo id."""
+    path = Path(repo).expanduser()
+    if not path.exists():
+        if _looks_like_path(repo) or not _REPO_ID.match(repo):
+            raise SatoriError(
+                f"'{repo}' is neither an existing folder nor a hub repo id (owner/name)",
+                hint="give a folder that exists, or a repo id like " + default_repo(kind),
+            )
+        return None
+    if not path.is_dir():
+        raise SatoriError(f"{path} is a file; give the folder that holds the {kind}")
+    if kind == "model" and not (path / "config.json").is_file():
+        raise SatoriError(f"{path} has no config.json, so it is not a model folder")
+    if kind == "data":
+        from satori_cli.data.readers import ARCHIVE_SUFFIXES, DATA_SUFFIXES
+
+        suffixes = DATA_SUFFIXES + ARCHIVE_SUFFIXES
+        if not any(p.name.lower().endswith(suffixes) for p in path.rglob("*") if p.is_file()):
+            raise SatoriError(
+                f"{path} holds no .parquet, .jsonl, .json or archive file, so it is not a dataset"
+            )
+    return path.resolve()
+
+
+def manual_hint(kind: Kind, repo: str, revision: str | None) -> str:
+    repo_type = "model" if kind == "model" else "dataset"
+    rev = f" --revision {revision}" if revision else ""
+    return (
+        f"on a machine with network run `hf download {repo} --repo-type {repo_type}{rev} --local-dir DIR`, "
+        f"copy DIR here and pass it instead of the repo id: `satori download {kind} DIR`"
+    )
+
+
+def fetch(
+    kind: Kind,
+    repo: str | None = None,
+    *,
+    revision: str | None = None,
+    local_dir: str | Path | None = None,
+    source: str = "hf",
+    token: str | None = None,
+    tqdm_class: type | None = None,
+) -> Fetched:
+    """Return the local path of `repo` (a model or dataset), downloading what is missing."""
+    repo = ALIASES.get(repo or "", repo) or default_repo(kind)
+    if source not in SOURCES:
+        raise SatoriError(f"unknown --source '{source}'", hint=f"choose one of: {', '.join(SOURCES)}")
+    folder = local_folder(kind, repo)
+    if folder is not None:
+        return Fetched(repo, folder, "local")
+    if source == "modelscope":
+        return _fetch_modelscope(kind, repo, revision, local_dir, token)
+    return _fetch_hf(kind, repo, revision, local_dir, token, tqdm_class)
+
+
+def _fetch_hf(kind, repo, revision, local_dir, token, tqdm_class) -> Fetched:
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo_type = "model" if kind == "model" else "dataset"
+    try:
+        path = snapshot_download(
+            repo,
+            repo_type=repo_type,
+            revision=revision,
+            local_dir=str(Path(local_dir).expanduser()) if local_dir else None,
+            token=token,
+            tqdm_class=tqdm_class,
+            # Offline, look only on disk: otherwise a commit-hash revision still asks the hub for its
+            # file list and fails although the snapshot is cached.
+            local_files_only=constants.HF_HUB_OFFLINE,
+        )
+    except GatedRepoError as exc:
+        raise SatoriError(
+            f"{repo} is gated on the hub and this token has no access",
+            hint="accept its terms and set HF_TOKEN",
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise SatoriError(f"{repo} has no revision '{revision}'") from exc
+    except RepositoryNotFoundError as exc:
+        raise SatoriError(
+            f"{repo_type} {repo} not found on {constants.ENDPOINT} (or it is private)",
+            hint="check the name, or set HF_TOKEN for a private repo",
+        ) from exc
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        why = (
+            "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} cannot be reached"
+        )
+        raise SatoriError(
+            f"cannot download {repo}: {why} and it is not in the local cache",
+            hint=manual_hint(kind, repo, revision),
+        ) from exc
+    except OSError as exc:  # connection resets, disk full, ...
+        raise SatoriError(f"cannot download {repo}: {exc}", hint=manual_hint(kind, repo, revision)) from exc
+    return Fetched(repo, Path(path), "hf")
+
+
+def _fetch_modelscope(kind, repo, revision, local_dir, token) -> Fetched:
+    require("modelscope", "train", "--source modelscope")
+    from modelscope.hub.snapshot_download import dataset_snapshot_download, snapshot_download
+
+    kwargs = {"local_dir": str(Path(local_dir).expanduser()) if local_dir else None, "token": token}
+    if revision:
+        kwargs["revision"] = revision
+    try:
+        if kind == "model":
+            path = snapshot_download(repo, **kwargs)
+        else:
+            path = dataset_snapshot_download(repo, **kwargs)
+    except Exception as exc:  # modelscope raises plain Exceptions for network and not-found errors
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise SatoriError(
+            f"cannot download {repo} from ModelScope: {reason}",
+            hint=manual_hint(kind, repo, revision),
+        ) from exc
+    return Fetched(repo, Path(path), "modelscope")
+
+
+def rich_tqdm(progress) -> type:
+    """A tqdm class that draws huggingface_hub's progress bars as tasks of a rich `Progress`."""
+    from tqdm.std import tqdm as std_tqdm
+
+    class RichTqdm(std_tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs.pop("name", None)
+            kwargs["file"] = io.StringIO()  # tqdm keeps counting; rich does the drawing
+            kwargs["disable"] = False
+            super().__init__(*args, **kwargs)
+            self._task = progress.add_task(self.desc or "", total=self.total or None, unit=self.unit)
+
+        def display(self, msg=None, pos=None):
+            task = getattr(self, "_task", None)
+            if task is not None:
+                progress.update(task, completed=self.n, total=self.total or None, description=self.desc)
+            return True
+
+        def close(self):
+            self.display()
+            super().close()
+
+    return RichTqdm
