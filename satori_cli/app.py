@@ -43,9 +43,11 @@ def _root(
 def _register() -> None:
     # Each module adds its commands to `app`; they import only typer/rich at module level.
     from satori_cli.commands import doctor, tiny
+    from satori_cli.commands import eval as eval_cmd
 
     doctor.register(app)
     tiny.register(app)
+    eval_cmd.register(app)
 
 
 _register()
