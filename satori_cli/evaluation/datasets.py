@@ -116,10 +116,16 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def unknown_message(bench: Benchmark) -> str:
+    """One line for a name VLMEvalKit does not know and no TSV provides."""
+    return (
+        f"'{bench.name}' is not a VLMEvalKit benchmark and there is no {bench.tsv}; "
+        f"place a VLMEvalKit-format TSV there or pass its path to --data"
+    )
+
+
 def missing_message(bench: Benchmark) -> str:
     """One line saying which file to place, for a benchmark whose TSV could not be had."""
-    if bench.local:
-        return f"{bench.name}: no TSV at {bench.tsv}"
     return (
         f"{bench.name}: {bench.tsv} is missing and could not be downloaded; "
         f"place the official VLMEvalKit TSV '{bench.name}.tsv' in {bench.tsv.parent}"

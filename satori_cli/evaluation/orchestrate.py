@@ -105,7 +105,7 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
     for bench in plan.benchmarks:
         arrow = f"{bench.requested} -> {bench.name}" if bench.requested != bench.name else bench.name
         out.print(f"[bold]{arrow}[/]" + (f" [dim]({bench.note})[/]" if bench.note else ""))
-        if not bench.present and not bench.local:
+        if not bench.present:
             out.print(
                 f"  [yellow]{bench.tsv} is not there yet: VLMEvalKit will try to download it "
                 f"(offline, place the official {bench.name}.tsv there)[/]"
@@ -145,6 +145,8 @@ def print_table(plan: EvalPlan, outcomes: list[Outcome]) -> None:
     models = [m.name for m in plan.models]
     for bench in plan.benchmarks:
         rows = [r for r in table_rows(outcomes, models) if r[0] == bench.name]
+        if not rows:
+            continue  # nothing scored; the error line at the end says why
         table = Table(title=f"{bench.name} (accuracy)", title_justify="left")
         table.add_column("metric")
         for m in plan.models:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from satori_cli.evaluation.datasets import Benchmark, missing_message
+from satori_cli.evaluation.datasets import Benchmark, missing_message, unknown_message
 
 _SKIP_REASONS = {
     "invalid_dataset": "VLMEvalKit could not load it",
@@ -93,7 +93,7 @@ def collect(work_dir: Path, model: str, bench: Benchmark) -> Outcome:
     if entry.get("skip_reason"):
         reason = entry["skip_reason"]
         if reason == "invalid_dataset" and not bench.present:
-            out.error = missing_message(bench)
+            out.error = unknown_message(bench)
         else:
             out.error = f"skipped: {_SKIP_REASONS.get(reason, reason)}"
         return out
