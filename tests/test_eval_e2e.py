@@ -22,7 +22,8 @@ def test_torchrun_two_processes_with_baseline(satori, tiny_model, tmp_path):
     data, work = tmp_path / "lmu", tmp_path / "work"
     write_tiny_bench(data / "TinyBench.tsv")
     result = satori(
-        "eval", "--data", "TinyBench", "--model", str(tiny_model), "--baseline", str(tiny_model),
+        "eval", "--data", "TinyBench", "--model", str(tiny_model),
+        "--baseline", "--baseline-model", str(tiny_model),
         "--gpus", "2", "--judge", "exact_matching", "--max-new-tokens", "6",
         "--data-dir", str(data), "--work-dir", str(work),
     )  # fmt: skip

@@ -39,13 +39,13 @@ def eval_command(
         help="Parallelism. transformers: processes under torchrun, one per GPU (on CPU, CPU processes). "
         "vllm: tensor-parallel GPUs of one engine. api: concurrent requests.",
     ),
-    baseline: str = typer.Option(
-        None,
+    baseline: bool = typer.Option(
+        False,
         "--baseline",
-        is_flag=False,
-        flag_value=BASE_MODEL,
-        help=f"Also evaluate a base model under identical settings and show the delta "
-        f"(`--baseline` alone = {BASE_MODEL}).",
+        help="Also evaluate the base model (--baseline-model) under identical settings; show the delta.",
+    ),
+    baseline_model: str = typer.Option(
+        BASE_MODEL, help="The base model for --baseline: folder or hub id (with --backend api, served name)."
     ),
     baseline_prompt: str = typer.Option(
         "stock",
@@ -91,7 +91,7 @@ def eval_command(
             data=[*(data or []), *(names or [])],
             model=model,
             procs=procs,
-            baseline=baseline,
+            baseline=baseline_model if baseline else None,
             baseline_prompt=baseline_prompt,
             judge=judge,
             judge_url=judge_url,

@@ -36,7 +36,7 @@ def check_checkpoint(folder: Path) -> None:
         raise SatoriError(f"{folder} is a '{kind}' model; satori eval runs Qwen2.5-VL checkpoints")
 
 
-def resolve_checkpoint(source: str) -> Path:
+def resolve_checkpoint(source: str, flag: str = "--model") -> Path:
     """A local folder, or a hub id found in the local cache or downloaded (one line if not)."""
     folder = Path(source).expanduser()
     if folder.is_dir():
@@ -58,7 +58,7 @@ def resolve_checkpoint(source: str) -> Path:
             raise SatoriError(
                 f"'{source}' is not a local folder and the Hugging Face hub could not provide it "
                 f"({type(exc).__name__})",
-                hint="download it elsewhere and pass --model /path/to/folder",
+                hint=f"download it elsewhere and pass {flag} /path/to/folder",
             ) from exc
     check_checkpoint(found)
     return found
@@ -98,7 +98,8 @@ def resolve_models(
         raise SatoriError("--base-url is only used with --backend api")
     specs = [ModelSpec(SATORI_NAME, model, str(resolve_checkpoint(model)), "satori")]
     if baseline:
-        specs.append(ModelSpec(BASELINE_NAME, baseline, str(resolve_checkpoint(baseline)), baseline_prompt))
+        base_path = str(resolve_checkpoint(baseline, "--baseline-model"))
+        specs.append(ModelSpec(BASELINE_NAME, baseline, base_path, baseline_prompt))
     return specs
 
 
