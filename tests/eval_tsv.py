@@ -56,3 +56,9 @@ def write_tiny_bench(path: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+if __name__ == "__main__":  # `python tests/eval_tsv.py OUT.tsv` writes the demo benchmark
+    import sys
+
+    print(write_tiny_bench(Path(sys.argv[1])))
