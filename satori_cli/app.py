@@ -41,13 +41,13 @@ def _root(
 
 
 def _register() -> None:
-    # Each module adds its commands to `app`; they import only typer/rich at module level.
+    # Each module adds its commands to `app`, in the order of the workflow; modules import only
+    # typer/rich at module level.
     from satori_cli.commands import data, doctor, download, tiny
+    from satori_cli.commands import eval as eval_cmd
 
-    doctor.register(app)
-    tiny.register(app)
-    data.register(app)
-    download.register(app)
+    for module in (download, data, eval_cmd, doctor, tiny):
+        module.register(app)
 
 
 _register()

@@ -1,0 +1,116 @@
+"""`satori eval`: VLMEvalKit benchmarks on a SATORI checkpoint, optionally beside the base model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from satori_cli.config import BASE_MODEL, DEFAULT_MODEL
+from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
+
+BACKENDS = ("transformers", "vllm", "api")
+
+
+def eval_command(
+    names: list[str] = typer.Argument(
+        None, metavar="[NAMES]...", help="More benchmark names (so `--data MMBench MMStar` works)."
+    ),
+    data: list[str] = typer.Option(
+        None,
+        "--data",
+        "-d",
+        help="Benchmarks: MMBench and MMStar as you know them (MMBench is scored on its dev split), "
+        "any VLMEvalKit name, or a path to a VLMEvalKit-format .tsv.",
+    ),
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help=f"Checkpoint folder or hub id (default {DEFAULT_MODEL}); with --backend api, the served model "
+        "name (default: the server's first).",
+    ),
+    procs: int = typer.Option(
+        1,
+        "--gpus",
+        "--procs",
+        "-n",
+        min=1,
+        help="Parallelism. transformers: processes under torchrun, one per GPU (on CPU, CPU processes). "
+        "vllm: tensor-parallel GPUs of one engine. api: concurrent requests.",
+    ),
+    baseline: bool = typer.Option(
+        False,
+        "--baseline",
+        help="Also evaluate the base model (--baseline-model) under identical settings; show the delta.",
+    ),
+    baseline_model: str = typer.Option(
+        BASE_MODEL, help="The base model for --baseline: folder or hub id (with --backend api, served name)."
+    ),
+    baseline_prompt: str = typer.Option(
+        "stock",
+        help="Prompt of the baseline: `stock` (the question as given, as the paper compares) or "
+        "`satori` (SATORI's system prompt and suffix too).",
+    ),
+    judge: str = typer.Option(
+        "exact_matching",
+        help="How answers are matched to options: `exact_matching` (deterministic, offline) or an LLM "
+        "judge name served at --judge-url.",
+    ),
+    judge_url: str = typer.Option(None, help="OpenAI-compatible base URL of the LLM judge (ends in /v1)."),
+    judge_key: str = typer.Option(None, help="API key of the LLM judge.", envvar="SATORI_JUDGE_KEY"),
+    limit: int = typer.Option(None, min=1, help="Evaluate only the first N items of each benchmark."),
+    backend: str = typer.Option(
+        "transformers",
+        help="transformers (CPU or GPU), vllm (GPU, much faster), or api (an OpenAI-compatible server "
+        "such as `satori serve`).",
+    ),
+    base_url: str = typer.Option(None, help="Server for --backend api, e.g. http://127.0.0.1:8000/v1."),
+    api_key: str = typer.Option("EMPTY", help="API key for --backend api.", envvar="SATORI_API_KEY"),
+    data_dir: Path = typer.Option(
+        None, help="Folder of VLMEvalKit TSVs (default: $LMUData, else ~/LMUData). Offline: place them here."
+    ),
+    work_dir: Path = typer.Option(None, help="Output folder (default: $SATORI_HOME/runs/eval/<time>)."),
+    overwrite: bool = typer.Option(False, help="Replace earlier results in --work-dir."),
+    max_new_tokens: int = typer.Option(2048, min=1, help="Generation length limit (the original's 2048)."),
+    min_pixels: int = typer.Option(PAPER_MIN_PIXELS, help="Smallest image area the model sees (paper's)."),
+    max_pixels: int = typer.Option(PAPER_MAX_PIXELS, help="Largest image area the model sees (paper's)."),
+    dry_run: bool = typer.Option(False, help="Print the VLMEvalKit launch and its model spec; run nothing."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show VLMEvalKit's whole log."),
+) -> None:
+    """Evaluate SATORI on MMBench / MMStar (or any VLMEvalKit benchmark) and score it honestly.
+
+    Runs VLMEvalKit with SATORI's prompt, the shared pixel budget and greedy decoding; the
+    answer inside <answer> is scored, the raw output is kept. The exit code is non-zero when
+    any benchmark failed, even where VLMEvalKit itself would exit 0.
+    """
+    from satori_cli.evaluation.orchestrate import EvalRequest, evaluate
+
+    evaluate(
+        EvalRequest(
+            data=[*(data or []), *(names or [])],
+            model=model,
+            procs=procs,
+            baseline=baseline_model if baseline else None,
+            baseline_prompt=baseline_prompt,
+            judge=judge,
+            judge_url=judge_url,
+            judge_key=judge_key,
+            limit=limit,
+            backend=backend,
+            base_url=base_url,
+            api_key=api_key,
+            data_dir=data_dir,
+            work_dir=work_dir,
+            overwrite=overwrite,
+            max_new_tokens=max_new_tokens,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+            dry_run=dry_run,
+            verbose=verbose,
+        )
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

@@ -1,0 +1,132 @@
+"""Benchmark names as users type them, mapped to splits VLMEvalKit can score on this machine.
+
+VLMEvalKit's `MMBench` is the internal name of the *test* split, whose answers are not public:
+it runs inference and then silently skips scoring. Users typing `MMBench` (as SATORI's own
+script does) want a number, so we say so and score the dev split instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from satori_cli.errors import SatoriError
+
+# What users type (lower-cased) -> (VLMEvalKit name, why it was changed or None).
+_NO_ANSWERS = "the {src} test split has no public answers, so it cannot be scored here; using the dev split"
+ALIASES: dict[str, tuple[str, str | None]] = {
+    "mmbench": ("MMBench_DEV_EN", _NO_ANSWERS.format(src="MMBench")),
+    "mmbench_en": ("MMBench_DEV_EN", _NO_ANSWERS.format(src="MMBench")),
+    "mmbench_cn": ("MMBench_DEV_CN", _NO_ANSWERS.format(src="MMBench-CN")),
+    "mmbench_v11": ("MMBench_DEV_EN_V11", _NO_ANSWERS.format(src="MMBench v1.1")),
+    "mmbench_cn_v11": ("MMBench_DEV_CN_V11", _NO_ANSWERS.format(src="MMBench-CN v1.1")),
+    "mmstar": ("MMStar", None),
+}
+
+# Names VLMEvalKit can run but never scores without the official server's answers.
+UNSCORABLE = frozenset({"MMBench_TEST_EN", "MMBench_TEST_CN", "MMBench_TEST_EN_V11", "MMBench_TEST_CN_V11"})
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark to run: what the user typed, the VLMEvalKit name, and where its TSV is."""
+
+    requested: str
+    name: str
+    note: str | None
+    tsv: Path
+    local: bool  # a user TSV (passed as a path, or a name VLMEvalKit does not know) vs official
+
+    @property
+    def present(self) -> bool:
+        return self.tsv.is_file()
+
+
+def default_data_dir() -> Path:
+    """VLMEvalKit's own default ($LMUData, else ~/LMUData), so existing downloads are reused."""
+    env = os.environ.get("LMUData")  # noqa: SIM112 (VLMEvalKit's name)
+    return Path(env).expanduser() if env else Path("~/LMUData").expanduser()
+
+
+def resolve(requested: str, data_dir: Path) -> Benchmark:
+    """Map one `--data` item to a Benchmark.
+
+    - `MMBench`, `MMStar` and friends (any case) map to scorable VLMEvalKit names (with a note).
+    - A path to an existing `.tsv` becomes a custom benchmark named after the file; it is
+      linked into `data_dir`, where VLMEvalKit looks for it.
+    - Anything else passes through as a VLMEvalKit name (official or a TSV in `data_dir`).
+    """
+    as_path = Path(requested).expanduser()
+    if requested.lower().endswith(".tsv") or os.sep in requested:
+        if not as_path.is_file():
+            raise SatoriError(f"benchmark file not found: {as_path}")
+        name = as_path.stem
+        target = data_dir / f"{name}.tsv"
+        _place(as_path.resolve(), target)
+        return Benchmark(requested, name, f"local TSV {as_path} as '{name}'", target, local=True)
+    alias = ALIASES.get(requested.lower())
+    if alias is not None:
+        name, note = alias
+        return Benchmark(requested, name, note, data_dir / f"{name}.tsv", local=False)
+    if requested in UNSCORABLE:
+        raise SatoriError(
+            f"{requested} has no public answers and cannot be scored locally",
+            hint=f"use {requested.replace('_TEST_', '_DEV_')}",
+        )
+    tsv = data_dir / f"{requested}.tsv"
+    return Benchmark(requested, requested, None, tsv, local=tsv.is_file())
+
+
+def resolve_all(requested: list[str], data_dir: Path) -> list[Benchmark]:
+    """Resolve every name, dropping duplicates (e.g. `MMBench MMBench_DEV_EN`) in order."""
+    out: list[Benchmark] = []
+    seen: set[str] = set()
+    for item in requested:
+        bench = resolve(item, data_dir)
+        if bench.name not in seen:
+            seen.add(bench.name)
+            out.append(bench)
+    return out
+
+
+def _place(source: Path, target: Path) -> None:
+    """Put a user TSV where VLMEvalKit reads it, without clobbering a different file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() or target.is_symlink():
+        if target.resolve() == source or _md5(target) == _md5(source):
+            return
+        raise SatoriError(
+            f"{target} already exists and differs from {source}",
+            hint="rename your TSV or remove the old file",
+        )
+    try:
+        target.symlink_to(source)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def unknown_message(bench: Benchmark) -> str:
+    """One line for a name VLMEvalKit does not know and no TSV provides."""
+    return (
+        f"'{bench.name}' is not a VLMEvalKit benchmark and there is no {bench.tsv}; "
+        f"place a VLMEvalKit-format TSV there or pass its path to --data"
+    )
+
+
+def missing_message(bench: Benchmark) -> str:
+    """One line saying which file to place, for a benchmark whose TSV could not be had."""
+    return (
+        f"{bench.name}: {bench.tsv} is missing and could not be downloaded; "
+        f"place the official VLMEvalKit TSV '{bench.name}.tsv' in {bench.tsv.parent}"
+    )

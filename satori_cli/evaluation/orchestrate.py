@@ -1,0 +1,169 @@
+"""From the user's request to a printed, honest result (the body of `satori eval`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from satori_cli.errors import SatoriError
+from satori_cli.evaluation import datasets, runner
+from satori_cli.evaluation.plan import BACKENDS, EvalPlan
+from satori_cli.evaluation.results import Outcome, table_rows, write_summary
+from satori_cli.pixels import PixelBudget
+
+
+@dataclass
+class EvalRequest:
+    data: list[str]
+    model: str | None = None
+    procs: int = 1
+    baseline: str | None = None
+    baseline_prompt: str = "stock"
+    judge: str = "exact_matching"
+    judge_url: str | None = None
+    judge_key: str | None = None
+    limit: int | None = None
+    backend: str = "transformers"
+    base_url: str | None = None
+    api_key: str = "EMPTY"
+    data_dir: Path | None = None
+    work_dir: Path | None = None
+    overwrite: bool = False
+    max_new_tokens: int = 2048
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    dry_run: bool = False
+    verbose: bool = False
+
+
+def _validate(req: EvalRequest) -> PixelBudget:
+    if req.backend not in BACKENDS:
+        raise SatoriError(f"unknown backend '{req.backend}'", hint=f"choose one of {', '.join(BACKENDS)}")
+    if req.baseline_prompt not in ("stock", "satori"):
+        raise SatoriError("--baseline-prompt must be 'stock' or 'satori'")
+    if req.judge != "exact_matching" and not req.judge_url:
+        raise SatoriError(
+            f"the LLM judge '{req.judge}' needs --judge-url (an OpenAI-compatible server)",
+            hint="or keep the default --judge exact_matching",
+        )
+    names = [n for item in req.data for n in item.split(",") if n.strip()]
+    if not names:
+        raise SatoriError("no benchmark given", hint="e.g. satori eval --data MMBench MMStar")
+    req.data = [n.strip() for n in names]
+    try:
+        default = PixelBudget()
+        return PixelBudget(req.min_pixels or default.min_pixels, req.max_pixels or default.max_pixels)
+    except ValueError as exc:
+        raise SatoriError(str(exc)) from exc
+
+
+def build_plan(req: EvalRequest) -> EvalPlan:
+    from satori_cli.config import DEFAULT_MODEL, paths
+
+    budget = _validate(req)
+    data_dir = (req.data_dir or datasets.default_data_dir()).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    benchmarks = datasets.resolve_all(req.data, data_dir)
+    model = req.model or ("" if req.backend == "api" else DEFAULT_MODEL)
+    if req.dry_run and req.backend != "api":
+        from satori_cli.evaluation.plan import BASELINE_NAME, SATORI_NAME, ModelSpec
+
+        folder = Path(model).expanduser()
+        where = str(folder.resolve()) if folder.is_dir() else model
+        models = [ModelSpec(SATORI_NAME, model, where, "satori")]
+        if req.baseline:
+            models.append(ModelSpec(BASELINE_NAME, req.baseline, req.baseline, req.baseline_prompt))
+    else:
+        models = runner.resolve_models(model, req.baseline, req.backend, req.base_url, req.baseline_prompt)
+    work_dir = (req.work_dir or paths().runs / "eval" / time.strftime("%Y%m%d-%H%M%S")).expanduser().resolve()
+    return EvalPlan(
+        benchmarks=benchmarks,
+        models=models,
+        work_dir=work_dir,
+        data_dir=data_dir,
+        backend=req.backend,
+        procs=req.procs,
+        budget=budget,
+        max_new_tokens=req.max_new_tokens,
+        judge=req.judge,
+        judge_url=req.judge_url,
+        judge_key=req.judge_key,
+        limit=req.limit,
+        base_url=req.base_url,
+        api_key=req.api_key,
+        verbose=req.verbose,
+    )
+
+
+def evaluate(req: EvalRequest) -> list[Outcome]:
+    """Run the evaluation and print the table; raise SatoriError (exit 1) if anything failed."""
+    from satori_cli.ui import console
+
+    plan = build_plan(req)
+    out = console()
+    for bench in plan.benchmarks:
+        arrow = f"{bench.requested} -> {bench.name}" if bench.requested != bench.name else bench.name
+        out.print(f"[bold]{arrow}[/]" + (f" [dim]({bench.note})[/]" if bench.note else ""))
+        if not bench.present:
+            out.print(
+                f"  [yellow]{bench.tsv} is not there yet: VLMEvalKit will try to download it "
+                f"(offline, place the official {bench.name}.tsv there)[/]"
+            )
+    out.print(
+        f"[dim]budget {plan.budget.min_pixels}-{plan.budget.max_pixels} px, greedy, "
+        f"max {plan.max_new_tokens} new tokens, judge {plan.judge}, backend {plan.backend} x{plan.procs}[/]"
+    )
+    if req.dry_run:
+        import json
+
+        out.print(json.dumps(plan.spec()["models"], indent=2), markup=False, highlight=False)
+        out.print(plan.command().display(), markup=False, highlight=False, soft_wrap=True)
+        return []
+
+    runner.prepare_work_dir(plan, req.overwrite)
+    code, seconds = runner.execute(plan)
+    outcomes = runner.outcomes_of(plan)
+    settings = runner.settings_of(plan) | {"seconds": round(seconds, 1)}
+    json_path, csv_path = write_summary(plan.work_dir, outcomes, settings)
+    print_table(plan, outcomes)
+    items = sum(o.items for o in outcomes)
+    rate = f", {items / seconds:.2f} items/s" if items and seconds > 0 else ""
+    out.print(f"[dim]{items} items in {seconds:.0f} s{rate} (model loading included)[/]")
+    out.print(f"summary: {json_path} and {csv_path}")
+    error = runner.failure_report(outcomes, code, plan.work_dir / "eval.log")
+    if error is not None:
+        raise error
+    return outcomes
+
+
+def print_table(plan: EvalPlan, outcomes: list[Outcome]) -> None:
+    from rich.table import Table
+
+    from satori_cli.ui import console
+
+    models = [m.name for m in plan.models]
+    for bench in plan.benchmarks:
+        rows = [r for r in table_rows(outcomes, models) if r[0] == bench.name]
+        if not rows:
+            continue  # nothing scored; the error line at the end says why
+        table = Table(title=f"{bench.name} (accuracy)", title_justify="left")
+        table.add_column("metric")
+        for m in plan.models:
+            table.add_column(f"{m.name}\n[dim]{m.source}[/]", justify="right")
+        if len(models) == 2:
+            table.add_column("delta", justify="right")
+        for _, metric, values in rows:
+            cells = ["-" if v is None else f"{100 * v:.1f}" for v in values]
+            if len(models) == 2:
+                if None in values:
+                    cells.append("-")
+                else:
+                    d = 100 * (values[0] - values[1])
+                    cells.append(f"[{'green' if d > 0 else 'red' if d < 0 else 'dim'}]{d:+.1f}[/]")
+            style = "bold" if metric == "Overall" else None
+            table.add_row(metric, *cells, style=style)
+        for o in outcomes:
+            if o.benchmark == bench.name and o.error:
+                table.caption = (table.caption or "") + f"{o.model}: {o.error}\n"
+        console().print(table)

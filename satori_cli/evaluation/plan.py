@@ -1,0 +1,138 @@
+"""Turn `satori eval` options into one VLMEvalKit launch: a spec file and a `Command`.
+
+Both models (SATORI and, with `--baseline`, the base model) run in the same launch, so they
+see exactly the same data, pixel budget, decoding and judge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from satori_cli.cmdline import Command, find_program
+from satori_cli.evaluation.datasets import Benchmark
+from satori_cli.pixels import PixelBudget
+
+BACKENDS = ("transformers", "vllm", "api")
+SATORI_NAME = "satori"  # file-name prefix of the evaluated model in VLMEvalKit's outputs
+BASELINE_NAME = "baseline"
+WORKER_MODULE = "satori_cli.evaluation.worker"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to evaluate: VLMEvalKit name, where it is, and which prompt it gets."""
+
+    name: str
+    source: str  # what the user named (hub id, folder, or served model)
+    path: str  # local folder (transformers / vllm) or served model name (api)
+    prompt: str  # "satori" or "stock"
+
+
+@dataclass
+class EvalPlan:
+    benchmarks: list[Benchmark]
+    models: list[ModelSpec]
+    work_dir: Path
+    data_dir: Path
+    backend: str = "transformers"
+    procs: int = 1
+    budget: PixelBudget = field(default_factory=PixelBudget)
+    max_new_tokens: int = 2048
+    judge: str = "exact_matching"
+    judge_url: str | None = None
+    judge_key: str | None = None
+    limit: int | None = None
+    base_url: str | None = None
+    api_key: str = "EMPTY"
+    verbose: bool = False
+
+    @property
+    def spec_path(self) -> Path:
+        return self.work_dir / "satori_eval_spec.json"
+
+    def model_kwargs(self, model: ModelSpec) -> dict[str, Any]:
+        """Constructor arguments of the model class, as the worker registers them."""
+        common = {
+            "prompt": model.prompt,
+            "min_pixels": self.budget.min_pixels,
+            "max_pixels": self.budget.max_pixels,
+            "max_new_tokens": self.max_new_tokens,
+        }
+        if self.backend == "api":
+            assert self.base_url is not None
+            return {
+                "class": "SatoriAPI",
+                "base_url": self.base_url,
+                "served_model": model.path,
+                "api_key": self.api_key,
+                **common,
+            }
+        extra = {"tensor_parallel": self.procs} if self.backend == "vllm" else {}
+        return {"class": "SatoriVLM", "model_path": model.path, "backend": self.backend, **common, **extra}
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "models": {m.name: self.model_kwargs(m) for m in self.models},
+            "datasets": [b.name for b in self.benchmarks],
+            "models_info": [asdict(m) for m in self.models],
+        }
+
+    def write_spec(self) -> Path:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.spec_path.write_text(json.dumps(self.spec(), indent=2), encoding="utf-8")
+        return self.spec_path
+
+    @property
+    def launches_torchrun(self) -> bool:
+        """Data parallel over processes only for transformers; vLLM and API run as one process."""
+        return self.backend == "transformers" and self.procs > 1
+
+    def vlmeval_args(self) -> list[str]:
+        args = [
+            "--data",
+            *[b.name for b in self.benchmarks],
+            "--model",
+            *[m.name for m in self.models],
+            "--work-dir",
+            str(self.work_dir),
+            "--judge",
+            self.judge,
+            "--mode",
+            "all",
+        ]
+        if self.judge_url:
+            args += ["--judge-base-url", self.judge_url]
+        if self.judge_key:
+            args += ["--judge-key", self.judge_key]
+        if self.limit is not None:
+            args += ["--limit", str(self.limit)]
+        if self.backend == "api":
+            args += ["--api-nproc", str(self.procs)]  # concurrent requests
+        if self.verbose:
+            args.append("--verbose")
+        return args
+
+    def command(self) -> Command:
+        """The launch: `torchrun --standalone --nproc-per-node=N -m worker ...` or plain python."""
+        worker = ["--spec", str(self.spec_path), "--", *self.vlmeval_args()]
+        if self.launches_torchrun:
+            torchrun = find_program("torchrun", hint="install PyTorch: pip install 'satori-cli[eval]'")
+            argv = [torchrun, "--standalone", f"--nproc-per-node={self.procs}", "-m", WORKER_MODULE, *worker]
+        else:
+            argv = [sys.executable, "-m", WORKER_MODULE, *worker]
+        env = {
+            "LMUData": str(self.data_dir),
+            **self.budget.env(),
+            "PYTHONUNBUFFERED": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        if self.launches_torchrun:  # share the cores instead of oversubscribing them
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.procs))
+        if self.backend == "vllm":
+            env["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
+        return Command(argv, env)

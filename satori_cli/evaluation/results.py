@@ -1,0 +1,166 @@
+"""Read what VLMEvalKit wrote and decide, honestly, whether the evaluation worked.
+
+VLMEvalKit exits 0 even when a benchmark failed, was skipped, or its data could not be
+fetched. The truth is in `<work_dir>/<model>/status.json` and `<model>_<data>_acc.csv`; this
+module reads them, writes `summary.json` / `summary.csv`, and lists every failure.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from satori_cli.evaluation.datasets import Benchmark, missing_message, unknown_message
+
+_SKIP_REASONS = {
+    "invalid_dataset": "VLMEvalKit could not load it",
+    "mmbench_evaluation_requires_official_server": "no public answers (official server only)",
+    "evaluate_returned_none": "the evaluation returned nothing",
+}
+
+
+@dataclass
+class Outcome:
+    """One model on one benchmark: its metrics, or why there are none."""
+
+    model: str
+    benchmark: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    predictions: str | None = None
+    failed_items: int = 0
+    items: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and "Overall" in self.metrics
+
+
+def read_acc_csv(path: Path) -> dict[str, float]:
+    """`split,Overall,cat1,...` -> metrics of the first split (`none` for custom TSVs)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return {}
+    row = next((r for r in rows if r.get("split") in ("none", "dev")), rows[0])
+    metrics: dict[str, float] = {}
+    for key, value in row.items():
+        if key == "split" or key is None:
+            continue
+        try:
+            metrics[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return metrics
+
+
+def _count_failures(pred_file: Path) -> tuple[int, int]:
+    """(failed, total) predictions: items where the model never answered (API errors)."""
+    try:
+        import pandas as pd
+
+        data = pd.read_excel(pred_file) if pred_file.suffix == ".xlsx" else pd.read_csv(pred_file, sep="\t")
+    except Exception:
+        return 0, 0
+    preds = data["prediction"].astype(str) if "prediction" in data else []
+    failed = sum("Failed to obtain answer" in str(p) for p in preds)
+    return failed, len(data)
+
+
+def collect(work_dir: Path, model: str, bench: Benchmark) -> Outcome:
+    out = Outcome(model=model, benchmark=bench.name)
+    status_file = work_dir / model / "status.json"
+    try:
+        status = json.loads(status_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        out.error = f"no status from VLMEvalKit ({status_file} missing): the run crashed before it started"
+        return out
+    entry = (status.get("datasets") or {}).get(bench.name)
+    if not entry:
+        out.error = "VLMEvalKit never reached this benchmark"
+        return out
+    pred = work_dir / model / f"{model}_{bench.name}.xlsx"
+    if pred.is_file():
+        out.predictions = str(pred)
+        out.failed_items, out.items = _count_failures(pred)
+    if entry.get("error_message"):
+        message = str(entry["error_message"]).strip().splitlines()[0][:300]
+        out.error = missing_message(bench) if not bench.present else f"failed: {message}"
+        return out
+    if entry.get("skip_reason"):
+        reason = entry["skip_reason"]
+        if reason == "invalid_dataset" and not bench.present:
+            out.error = unknown_message(bench)
+        else:
+            out.error = f"skipped: {_SKIP_REASONS.get(reason, reason)}"
+        return out
+    acc = work_dir / model / f"{model}_{bench.name}_acc.csv"
+    if acc.is_file():
+        out.metrics = read_acc_csv(acc)
+    elif entry.get("metrics"):
+        out.metrics = {
+            k.split("|")[-1]: float(v) for k, v in entry["metrics"].items() if isinstance(v, (int, float))
+        }
+    if entry.get("status") != "done":
+        out.error = f"unfinished (status: {entry.get('status')})"
+    elif "Overall" not in out.metrics:
+        out.error = "no Overall score in VLMEvalKit's results"
+    elif out.items and out.failed_items == out.items:
+        out.error = f"every one of the {out.items} items failed to get an answer"
+    return out
+
+
+def write_summary(work_dir: Path, outcomes: list[Outcome], settings: dict[str, Any]) -> tuple[Path, Path]:
+    """`summary.json` (everything) and `summary.csv` (benchmark, metric, one column per model, delta)."""
+    models = list(dict.fromkeys(o.model for o in outcomes))
+    summary = {
+        "settings": settings,
+        "ok": all(o.ok for o in outcomes),
+        "results": [
+            {
+                "model": o.model,
+                "benchmark": o.benchmark,
+                "ok": o.ok,
+                "error": o.error,
+                "metrics": o.metrics,
+                "predictions": o.predictions,
+                "failed_items": o.failed_items,
+                "items": o.items,
+            }
+            for o in outcomes
+        ],
+    }
+    json_path = work_dir / "summary.json"
+    json_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    csv_path = work_dir / "summary.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        header = ["benchmark", "metric", *models]
+        if len(models) == 2:
+            header.append("delta")
+        writer.writerow(header)
+        for bench, metric, values in table_rows(outcomes, models):
+            row: list[Any] = [bench, metric, *["" if v is None else f"{v:.4f}" for v in values]]
+            if len(models) == 2:
+                row.append("" if None in values else f"{values[0] - values[1]:+.4f}")
+            writer.writerow(row)
+    return json_path, csv_path
+
+
+def table_rows(outcomes: list[Outcome], models: list[str]) -> list[tuple[str, str, list[float | None]]]:
+    """(benchmark, metric, [value per model]) with Overall first, then categories in order."""
+    rows = []
+    for bench in dict.fromkeys(o.benchmark for o in outcomes):
+        by_model = {o.model: o for o in outcomes if o.benchmark == bench}
+        metrics: list[str] = []
+        for m in models:
+            if m in by_model:
+                metrics.extend(k for k in by_model[m].metrics if k not in metrics)
+        metrics.sort(key=lambda k: k != "Overall")
+        for metric in metrics:
+            values = [by_model[m].metrics.get(metric) if m in by_model else None for m in models]
+            rows.append((bench, metric, values))
+    return rows

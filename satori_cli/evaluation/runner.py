@@ -1,0 +1,185 @@
+"""`satori eval` as a library: resolve models and data, launch VLMEvalKit, judge the outcome."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+
+from satori_cli.cmdline import run
+from satori_cli.errors import SatoriError
+from satori_cli.evaluation.datasets import Benchmark
+from satori_cli.evaluation.plan import BASELINE_NAME, SATORI_NAME, EvalPlan, ModelSpec
+from satori_cli.evaluation.results import Outcome, collect
+
+QWEN_VL_TYPES = ("qwen2_5_vl", "qwen2_vl")
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or source.count("/") != 1 or Path(source).exists()
+
+
+def check_checkpoint(folder: Path) -> None:
+    """A Qwen2.5-VL (or Qwen2-VL) checkpoint, judged by its config.json, not its folder name."""
+    config = folder / "config.json"
+    if not config.is_file():
+        raise SatoriError(f"{folder} has no config.json: not a model checkpoint")
+    try:
+        kind = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except ValueError as exc:
+        raise SatoriError(f"{config} is not valid JSON: {exc}") from exc
+    if kind not in QWEN_VL_TYPES:
+        raise SatoriError(f"{folder} is a '{kind}' model; satori eval runs Qwen2.5-VL checkpoints")
+
+
+def resolve_checkpoint(source: str, flag: str = "--model") -> Path:
+    """A local folder, or a hub id found in the local cache or downloaded (one line if not)."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        check_checkpoint(folder)
+        return folder.resolve()
+    if _looks_like_path(source):
+        raise SatoriError(f"model folder not found: {folder}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        found = Path(snapshot_download(source, local_files_only=True))
+    except Exception:
+        try:
+            from satori_cli.ui import err_console
+
+            with err_console().status(f"downloading {source} from the Hugging Face hub ..."):
+                found = Path(snapshot_download(source))
+        except Exception as exc:
+            raise SatoriError(
+                f"'{source}' is not a local folder and the Hugging Face hub could not provide it "
+                f"({type(exc).__name__})",
+                hint=f"download it elsewhere and pass {flag} /path/to/folder",
+            ) from exc
+    check_checkpoint(found)
+    return found
+
+
+def served_models(base_url: str, api_key: str = "EMPTY", timeout: float = 10.0) -> list[str]:
+    """Model ids an OpenAI-compatible server offers (also proves it is up)."""
+    req = urllib.request.Request(
+        base_url.rstrip("/") + "/models", headers={"Authorization": f"Bearer {api_key}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            body = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise SatoriError(
+            f"no OpenAI-compatible server answers at {base_url} ({exc})",
+            hint="start one with `satori serve`, or check --base-url (it ends in /v1)",
+        ) from exc
+    return [str(m.get("id")) for m in body.get("data", []) if m.get("id")]
+
+
+def resolve_models(
+    model: str, baseline: str | None, backend: str, base_url: str | None, baseline_prompt: str
+) -> list[ModelSpec]:
+    if backend == "api":
+        if not base_url:
+            raise SatoriError("--backend api needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        offered = served_models(base_url)
+        name = model or (offered[0] if offered else None)
+        if not name:
+            raise SatoriError(f"the server at {base_url} lists no models; pass --model NAME")
+        specs = [ModelSpec(SATORI_NAME, name, name, "satori")]
+        if baseline:
+            specs.append(ModelSpec(BASELINE_NAME, baseline, baseline, baseline_prompt))
+        return specs
+    if base_url:
+        raise SatoriError("--base-url is only used with --backend api")
+    specs = [ModelSpec(SATORI_NAME, model, str(resolve_checkpoint(model)), "satori")]
+    if baseline:
+        base_path = str(resolve_checkpoint(baseline, "--baseline-model"))
+        specs.append(ModelSpec(BASELINE_NAME, baseline, base_path, baseline_prompt))
+    return specs
+
+
+def prepare_work_dir(plan: EvalPlan, overwrite: bool) -> None:
+    """VLMEvalKit silently reuses old predictions in its work dir: refuse, or clear on request."""
+    stale = [plan.work_dir / m.name for m in plan.models if (plan.work_dir / m.name).exists()]
+    if stale and not overwrite:
+        raise SatoriError(
+            f"{plan.work_dir} already holds results ({stale[0].name}/)",
+            hint="choose a new --work-dir, or pass --overwrite to replace them",
+        )
+    for folder in stale:
+        shutil.rmtree(folder)
+    plan.work_dir.mkdir(parents=True, exist_ok=True)
+
+
+def settings_of(plan: EvalPlan) -> dict:
+    return {
+        "backend": plan.backend,
+        "procs": plan.procs,
+        "min_pixels": plan.budget.min_pixels,
+        "max_pixels": plan.budget.max_pixels,
+        "max_new_tokens": plan.max_new_tokens,
+        "judge": plan.judge,
+        "limit": plan.limit,
+        "decoding": "greedy",
+        "models": [asdict(m) for m in plan.models],
+        "benchmarks": [
+            {"requested": b.requested, "name": b.name, "tsv": str(b.tsv)} for b in plan.benchmarks
+        ],
+        "data_dir": str(plan.data_dir),
+    }
+
+
+def _progress_line(line: str) -> str | None:
+    """The lines worth showing under the spinner (VLMEvalKit logs a lot)."""
+    for key in ("Infer ", "-----------", "===========", "Evaluation Results", "[satori]", "Error", "error"):
+        if key in line:
+            return line.strip()[:160]
+    return None
+
+
+def execute(plan: EvalPlan) -> tuple[int, float]:
+    """Launch VLMEvalKit; stream its log to `eval.log`, show progress; return (exit code, seconds)."""
+    from satori_cli.ui import console
+
+    plan.write_spec()
+    command = plan.command()
+    log_path = plan.work_dir / "eval.log"
+    started = time.monotonic()
+    with console().status("starting VLMEvalKit ...") as status:
+
+        def on_line(line: str) -> None:
+            if plan.verbose:
+                console().print(line, markup=False, highlight=False)
+            shown = _progress_line(line)
+            if shown:
+                status.update(f"[dim]{shown}[/]")
+                if "[satori]" in shown:
+                    console().print(shown, markup=False)
+
+        code = run(command, on_line=on_line, log_path=log_path)
+    return code, time.monotonic() - started
+
+
+def outcomes_of(plan: EvalPlan) -> list[Outcome]:
+    return [collect(plan.work_dir, m.name, b) for b in plan.benchmarks for m in plan.models]
+
+
+def failure_report(outcomes: list[Outcome], code: int, log: Path) -> SatoriError | None:
+    """One SatoriError (exit 1) naming each failed benchmark, or None when all scored."""
+    failed = [o for o in outcomes if not o.ok]
+    if not failed and code == 0:
+        return None
+    if not failed:
+        return SatoriError(f"VLMEvalKit exited with code {code}", exit_code=1, hint=f"see {log}")
+    reasons = "; ".join(f"{o.model} on {o.benchmark}: {o.error}" for o in failed)
+    message = f"{len(failed)} of {len(outcomes)} evaluations failed: {reasons}"
+    return SatoriError(message, exit_code=1, hint=f"log: {log}")
+
+
+def missing_official(benchmarks: list[Benchmark]) -> list[Benchmark]:
+    return [b for b in benchmarks if not b.present and not b.local]

@@ -1,0 +1,91 @@
+"""The process torchrun (or python) launches: register SATORI's models, then run VLMEvalKit.
+
+Usage (built by `satori_cli.evaluation.plan`, not typed by users):
+
+    python -m satori_cli.evaluation.worker --spec SPEC.json -- <VLMEvalKit run.py arguments>
+
+It must be the launched process itself: VLMEvalKit's `run.py` reads RANK / WORLD_SIZE and
+slices CUDA_VISIBLE_DEVICES when it is imported. Models are added to VLMEvalKit's registry at
+run time; no VLMEvalKit file is edited.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+
+def _force_gloo() -> None:
+    """VLMEvalKit hard-codes the NCCL backend; without CUDA use gloo so torchrun works on CPU."""
+    import torch.distributed as dist
+
+    original = dist.init_process_group
+
+    def init_process_group(*args: Any, **kwargs: Any) -> Any:
+        kwargs["backend"] = "gloo"
+        return original(*args, **kwargs)
+
+    dist.init_process_group = init_process_group
+
+
+def _warn_md5(names: list[str]) -> None:
+    """An official TSV whose md5 differs is re-downloaded by VLMEvalKit: say so up front."""
+    from vlmeval.dataset.image_mcq import ImageMCQDataset
+    from vlmeval.smp import LMUDataRoot, md5
+
+    root = Path(LMUDataRoot())
+    for name in names:
+        expected = ImageMCQDataset.DATASET_MD5.get(name)
+        tsv = root / f"{name}.tsv"
+        if expected and tsv.is_file() and md5(str(tsv)) != expected:
+            print(
+                f"[satori] {tsv} is not the official {name} file (md5 differs): "
+                "VLMEvalKit will try to download the official one",
+                flush=True,
+            )
+
+
+def register(spec: dict[str, Any]) -> None:
+    """Add each model of the spec to VLMEvalKit's registry (shared by run.py and inference.py)."""
+    import vlmeval.api
+    import vlmeval.vlm
+    from vlmeval.config import supported_VLM
+
+    from satori_cli.evaluation.model import SatoriAPI, SatoriVLM
+
+    vlmeval.vlm.SatoriVLM = SatoriVLM
+    vlmeval.api.SatoriAPI = SatoriAPI
+    for name, kwargs in spec["models"].items():
+        kwargs = dict(kwargs)
+        cls = SatoriAPI if kwargs.pop("class") == "SatoriAPI" else SatoriVLM
+        supported_VLM[name] = partial(cls, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) < 2 or argv[0] != "--spec":
+        sys.exit("usage: python -m satori_cli.evaluation.worker --spec SPEC.json -- ARGS...")
+    spec = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
+    rest = argv[2:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    import torch
+
+    if not torch.cuda.is_available():
+        _force_gloo()
+    import vlmeval.run  # reads RANK/WORLD_SIZE and slices CUDA_VISIBLE_DEVICES at import
+
+    register(spec)
+    _warn_md5(spec.get("datasets", []))
+    sys.argv = ["vlmeval", *rest]
+    vlmeval.run.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Fast tests of `satori eval`'s pieces: names, prompts, answer extraction, launch, result files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from satori_cli.errors import SatoriError
+from satori_cli.evaluation import datasets
+from satori_cli.evaluation.plan import EvalPlan, ModelSpec
+from satori_cli.evaluation.prompting import (
+    PromptStyle,
+    api_payload,
+    chat_messages,
+    prediction_record,
+    vllm_engine_kwargs,
+)
+from satori_cli.evaluation.results import Outcome, collect, read_acc_csv, write_summary
+from satori_cli.pixels import PAPER_BUDGET, PixelBudget
+from satori_cli.prompts import load_prompt
+
+sys.path.insert(0, str(Path(__file__).parent))
+from eval_tsv import write_tiny_bench
+
+
+# -- names ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("typed", "name"),
+    [
+        ("MMBench", "MMBench_DEV_EN"),
+        ("mmbench", "MMBench_DEV_EN"),
+        ("MMStar", "MMStar"),
+        ("mmstar", "MMStar"),
+    ],
+)
+def test_user_names_map_to_scorable_splits(tmp_path, typed, name):
+    bench = datasets.resolve(typed, tmp_path)
+    assert bench.name == name
+    assert bench.tsv == tmp_path / f"{name}.tsv"
+    assert not bench.local
+
+
+def test_mmbench_mapping_says_why(tmp_path):
+    assert "no public answers" in datasets.resolve("MMBench", tmp_path).note
+
+
+def test_vlmeval_names_pass_through_and_duplicates_collapse(tmp_path):
+    benches = datasets.resolve_all(["MMBench", "MMBench_DEV_EN", "MathVista_MINI"], tmp_path)
+    assert [b.name for b in benches] == ["MMBench_DEV_EN", "MathVista_MINI"]
+
+
+def test_test_split_is_refused_with_the_dev_hint(tmp_path):
+    with pytest.raises(SatoriError, match="no public answers") as info:
+        datasets.resolve("MMBench_TEST_EN", tmp_path)
+    assert "MMBench_DEV_EN" in info.value.hint
+
+
+def test_local_tsv_path_is_linked_into_the_data_dir(tmp_path):
+    src = write_tiny_bench(tmp_path / "mine" / "MyBench.tsv")
+    data_dir = tmp_path / "lmu"
+    bench = datasets.resolve(str(src), data_dir)
+    assert bench.name == "MyBench" and bench.local and bench.present
+    assert (data_dir / "MyBench.tsv").read_bytes() == src.read_bytes()
+    datasets.resolve(str(src), data_dir)  # the same file again is fine
+
+
+def test_local_tsv_never_clobbers_a_different_file(tmp_path):
+    src = write_tiny_bench(tmp_path / "mine" / "MyBench.tsv")
+    (tmp_path / "lmu").mkdir()
+    (tmp_path / "lmu" / "MyBench.tsv").write_text("other")
+    with pytest.raises(SatoriError, match="differs"):
+        datasets.resolve(str(src), tmp_path / "lmu")
+
+
+def test_missing_local_tsv_path_is_a_user_error(tmp_path):
+    with pytest.raises(SatoriError, match="not found"):
+        datasets.resolve(str(tmp_path / "nope.tsv"), tmp_path)
+
+
+# -- prompts and answers ----------------------------------------------------------------------
+MESSAGE = [{"type": "image", "value": "/x.png"}, {"type": "text", "value": "Question: what?"}]
+
+
+def test_satori_prompt_uses_the_shared_prompt_files():
+    msgs = chat_messages(MESSAGE, PromptStyle.satori())
+    assert msgs[0] == {"role": "system", "content": [{"type": "text", "text": load_prompt("system")}]}
+    assert msgs[1]["content"][0] == {"type": "image"}
+    assert msgs[1]["content"][1]["text"] == "Question: what?" + load_prompt("eval_suffix")
+
+
+def test_stock_prompt_is_the_question_alone():
+    msgs = chat_messages(MESSAGE, PromptStyle.stock())
+    assert [m["role"] for m in msgs] == ["user"]
+    assert msgs[0]["content"][1]["text"] == "Question: what?"
+
+
+@pytest.mark.parametrize(
+    ("raw", "answer"),
+    [
+        ("<caption>a cat</caption> <bbox>[[1,2,3,4]]</bbox> <answer>B</answer>", "B"),
+        ("<caption>x</caption>\n<answer>\nC\n</answer>", "C"),  # multi-line: the original's regex missed it
+        ("<answer> A </answer> trailing <answer>D</answer>", "A"),  # the first tag wins
+        ("The answer is B", "The answer is B"),  # no tags: judged on what it said
+        ("", ""),
+    ],
+)
+def test_prediction_keeps_raw_output_and_scores_the_answer(raw, answer):
+    record = prediction_record(raw)
+    assert record == {"prediction": answer, "extra_records": raw}
+
+
+def test_api_payload_sends_image_prompt_budget_and_greedy(tmp_path):
+    from PIL import Image
+
+    img = tmp_path / "i.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(img)
+    message = [{"type": "image", "value": str(img)}, {"type": "text", "value": "Q"}]
+    budget = PixelBudget(3136, 50176)
+    body = api_payload(message, PromptStyle.satori(), "m", budget, 64)
+    assert body["model"] == "m" and body["max_tokens"] == 64 and body["temperature"] == 0.0
+    assert body["mm_processor_kwargs"] == {"min_pixels": 3136, "max_pixels": 50176}
+    user = body["messages"][1]["content"]
+    assert user[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert user[1]["text"].endswith(load_prompt("eval_suffix"))
+
+
+def test_vllm_engine_gets_the_pixel_budget():
+    kwargs = vllm_engine_kwargs("/ckpt", PAPER_BUDGET, tensor_parallel=2)
+    assert kwargs["mm_processor_kwargs"] == PAPER_BUDGET.processor_kwargs()
+    assert kwargs["tensor_parallel_size"] == 2 and kwargs["model"] == "/ckpt"
+
+
+# -- launch -----------------------------------------------------------------------------------
+def _plan(tmp_path, backend="transformers", procs=2, **kw) -> EvalPlan:
+    bench = datasets.resolve("MMStar", tmp_path / "data")
+    models = [
+        ModelSpec("satori", "/ckpt", "/ckpt", "satori"),
+        ModelSpec("baseline", "base", "/base", "stock"),
+    ]
+    return EvalPlan([bench], models, tmp_path / "work", tmp_path / "data", backend=backend, procs=procs, **kw)
+
+
+def test_transformers_launch_is_torchrun_with_the_worker_module(tmp_path):
+    plan = _plan(tmp_path)
+    cmd = plan.command()
+    assert Path(cmd.argv[0]).name == "torchrun"
+    assert "--nproc-per-node=2" in cmd.argv and "--standalone" in cmd.argv
+    assert cmd.argv[cmd.argv.index("-m") + 1] == "satori_cli.evaluation.worker"
+    assert cmd.argv[cmd.argv.index("--model") + 1 : cmd.argv.index("--model") + 3] == ["satori", "baseline"]
+    assert cmd.argv[cmd.argv.index("--judge") + 1] == "exact_matching"
+    assert cmd.env["LMUData"] == str(tmp_path / "data")
+    assert cmd.env["MIN_PIXELS"] == str(PAPER_BUDGET.min_pixels)
+
+
+def test_both_models_get_identical_settings_but_their_own_prompt(tmp_path):
+    spec = _plan(tmp_path, max_new_tokens=99).spec()["models"]
+    satori, base = spec["satori"], spec["baseline"]
+    assert satori.pop("prompt") == "satori" and base.pop("prompt") == "stock"
+    assert satori.pop("model_path") == "/ckpt" and base.pop("model_path") == "/base"
+    assert satori == base and satori["max_new_tokens"] == 99
+
+
+def test_vllm_and_api_run_as_one_process(tmp_path):
+    vllm = _plan(tmp_path, backend="vllm").command()
+    assert vllm.argv[0] == sys.executable and vllm.env["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
+    assert _plan(tmp_path, backend="vllm").spec()["models"]["satori"]["tensor_parallel"] == 2
+    api = _plan(tmp_path, backend="api", base_url="http://h/v1").command()
+    assert api.argv[0] == sys.executable
+    assert api.argv[api.argv.index("--api-nproc") + 1] == "2"
+
+
+def test_limit_and_llm_judge_pass_through(tmp_path):
+    argv = _plan(tmp_path, limit=5, judge="gpt-4o-mini", judge_url="http://j/v1").command().argv
+    assert argv[argv.index("--limit") + 1] == "5"
+    assert argv[argv.index("--judge-base-url") + 1] == "http://j/v1"
+
+
+# -- results ----------------------------------------------------------------------------------
+def _status(root: Path, model: str, entry: dict) -> None:
+    (root / model).mkdir(parents=True, exist_ok=True)
+    (root / model / "status.json").write_text(json.dumps({"datasets": {"MMStar": entry}}))
+
+
+def test_scores_come_from_the_acc_csv(tmp_path):
+    bench = datasets.resolve("MMStar", tmp_path)
+    _status(tmp_path, "satori", {"status": "done", "metrics": {"split=none|Overall": 0.5}})
+    (tmp_path / "satori" / "satori_MMStar_acc.csv").write_text(
+        '"split","Overall","coarse perception"\n"none","0.5","0.75"\n'
+    )
+    out = collect(tmp_path, "satori", bench)
+    assert out.ok and out.metrics == {"Overall": 0.5, "coarse perception": 0.75}
+
+
+@pytest.mark.parametrize(
+    ("entry", "fragment"),
+    [
+        ({"status": "done", "error_message": "Failed to download MMStar.tsv"}, "place the official"),
+        ({"status": "done", "skip_reason": "mmbench_evaluation_requires_official_server"}, "official server"),
+        ({"status": "infer"}, "unfinished"),
+    ],
+)
+def test_vlmeval_failures_that_exit_0_are_failures(tmp_path, entry, fragment):
+    bench = datasets.resolve("MMStar", tmp_path)
+    _status(tmp_path, "satori", entry)
+    out = collect(tmp_path, "satori", bench)
+    assert not out.ok and fragment in out.error
+
+
+def test_no_status_file_is_a_failure(tmp_path):
+    out = collect(tmp_path, "satori", datasets.resolve("MMStar", tmp_path))
+    assert not out.ok and "crashed" in out.error
+
+
+def test_summary_has_both_models_and_the_delta(tmp_path):
+    outcomes = [
+        Outcome("satori", "MMStar", {"Overall": 0.6, "math": 0.5}),
+        Outcome("baseline", "MMStar", {"Overall": 0.5, "math": 0.5}),
+    ]
+    json_path, csv_path = write_summary(tmp_path, outcomes, {"backend": "transformers"})
+    summary = json.loads(json_path.read_text())
+    assert summary["ok"] and len(summary["results"]) == 2
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "benchmark,metric,satori,baseline,delta"
+    assert lines[1] == "MMStar,Overall,0.6000,0.5000,+0.1000"
+
+
+def test_read_acc_csv_prefers_the_none_split(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_text('"split","Overall"\n"dev","0.25"\n')
+    assert read_acc_csv(p) == {"Overall": 0.25}
