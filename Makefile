@@ -44,6 +44,9 @@ demo: setup
 	$(BIN)/satori data sample --out $(DEMO_DIR)/raw --n 32
 	$(BIN)/satori data prepare $(DEMO_DIR)/raw/data.jsonl --out $(DEMO_DIR)/data --val-ratio 0.1
 	$(BIN)/satori data inspect $(DEMO_DIR)/data --samples 8
+	$(BIN)/satori data sample-bench --out $(DEMO_DIR)/lmu/TinyBench.tsv
+	$(BIN)/satori eval --data $(DEMO_DIR)/lmu/TinyBench.tsv --model $(DEMO_DIR)/tiny-model --gpus 2 \
+	    --max-new-tokens 16 --data-dir $(DEMO_DIR)/lmu --work-dir $(DEMO_DIR)/eval --overwrite
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache outputs

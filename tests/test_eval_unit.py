@@ -23,7 +23,7 @@ from satori_cli.pixels import PAPER_BUDGET, PixelBudget
 from satori_cli.prompts import load_prompt
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_tsv import write_tiny_bench
+from satori_cli.evaluation.sample_bench import write_tiny_bench
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -231,3 +231,16 @@ def test_read_acc_csv_prefers_the_none_split(tmp_path):
     p = tmp_path / "a.csv"
     p.write_text('"split","Overall"\n"dev","0.25"\n')
     assert read_acc_csv(p) == {"Overall": 0.25}
+
+
+def test_sample_bench_command_writes_a_scoreable_tsv(satori, tmp_path):
+    import csv
+
+    out = tmp_path / "lmu" / "TinyBench.tsv"
+    result = satori("data", "sample-bench", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(out.open(encoding="utf-8"), delimiter="\t"))
+    assert len(rows) == 8
+    for row in rows:  # the answer letter names the option that is the image's colour
+        assert row[row["answer"]] in {"red", "green", "blue"}
+    assert {int(r["index"]) % 1_000_000 for r in rows} == {0, 1, 2, 3}

@@ -36,6 +36,20 @@ def sample(
     console().print(f"next: satori data prepare {path} --out DIR")
 
 
+@data_app.command("sample-bench")
+def sample_bench(
+    out: Path = typer.Option(..., "--out", "-o", help="TSV file to write, e.g. lmu/TinyBench.tsv."),
+) -> None:
+    """Write a small MMBench-style TSV (8 rows, 3 categories, rotated options) to try `satori eval`.
+
+    Its file name (without .tsv) is the benchmark name to pass to `satori eval --data`.
+    """
+    from satori_cli.evaluation.sample_bench import write_tiny_bench
+    from satori_cli.ui import console
+
+    console().print(f"[green]wrote[/] {write_tiny_bench(out)}")
+
+
 @data_app.command("prepare")
 def prepare(
     src: Path = typer.Argument(

@@ -1,4 +1,4 @@
-"""Writers of small MMBench-style TSVs for the evaluation tests (VLMEvalKit's format)."""
+"""A small MMBench-style TSV (VLMEvalKit's format) to try `satori eval` offline, and for its tests."""
 
 from __future__ import annotations
 
@@ -56,9 +56,3 @@ def write_tiny_bench(path: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-if __name__ == "__main__":  # `python tests/eval_tsv.py OUT.tsv` writes the demo benchmark
-    import sys
-
-    print(write_tiny_bench(Path(sys.argv[1])))
