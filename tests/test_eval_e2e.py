@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_fake_server import FakeServer
+
 from satori_cli.evaluation.sample_bench import write_tiny_bench
 
 
