@@ -112,8 +112,12 @@ def _cold() -> None:
 
 
 def timed(fn, repeats: int = 5) -> float:
-    """Median CPU seconds (process time: robust on a shared machine) per batch over cold-cache runs (the ground-truth caption cache stays warm,
-    as it does in training, where each prompt's caption is scored for all its rollouts)."""
+    """Median CPU seconds per batch over cold-cache runs.
+
+    CPU (process) time, not wall time, so that other jobs on a shared machine do not skew
+    it. The ground-truth caption cache stays warm, as in training, where each prompt's
+    caption is scored for all its rollouts.
+    """
     times = []
     for _ in range(repeats):
         _cold()
@@ -139,12 +143,14 @@ def main() -> int:
         ),
         "all four": lambda: score_all(completions, budget=budget, **cols),
     }
-    rows = list(zip(completions, cols["bboxs"], cols["width"], cols["height"]))
+    rows = list(zip(completions, cols["bboxs"], cols["width"], cols["height"], strict=False))
     reference = {
         "format": lambda: [ref_format(c) for c in completions],
         "bbox": lambda: [ref_bbox(c, b, w, h, budget) for c, b, w, h in rows],
-        "vqa": lambda: [ref_vqa(c, a) for c, a in zip(completions, cols["possible_answers"])],
-        "caption": lambda: [ref_caption(c, r) for c, r in zip(completions, cols["image_caption"])],
+        "vqa": lambda: [ref_vqa(c, a) for c, a in zip(completions, cols["possible_answers"], strict=False)],
+        "caption": lambda: [
+            ref_caption(c, r) for c, r in zip(completions, cols["image_caption"], strict=False)
+        ],
     }
     reference["format+bbox+vqa"] = lambda: (reference["format"](), reference["bbox"](), reference["vqa"]())
     reference["all four"] = lambda: (reference["format+bbox+vqa"](), reference["caption"]())

@@ -113,7 +113,7 @@ def ref_caption(text: str, image_caption) -> float:
 
 def ref_score_all(completions, bboxs, width, height, possible_answers, image_caption, budget=None):
     budget = budget or PixelBudget.from_env()
-    rows = list(zip(completions, bboxs, width, height, possible_answers, image_caption))
+    rows = list(zip(completions, bboxs, width, height, possible_answers, image_caption, strict=False))
     return {
         "external_format": [ref_format(c) for c, *_ in rows],
         "external_bbox_acc": [ref_bbox(c, b, w, h, budget) for c, b, w, h, _, _ in rows],

@@ -22,6 +22,7 @@ stemming. Both are pure Python and cost ~0.5 ms per caption, and `word_tokenize`
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter
@@ -116,10 +117,10 @@ def _ngrams(t: tuple[str, ...], n: int) -> list:
     if n == 1:
         return list(t)
     if n == 2:
-        return list(zip(t, t[1:]))
+        return list(itertools.pairwise(t))
     if n == 3:
-        return list(zip(t, t[1:], t[2:]))
-    return list(zip(t, t[1:], t[2:], t[3:]))
+        return list(zip(t, t[1:], t[2:], strict=False))
+    return list(zip(t, t[1:], t[2:], t[3:], strict=False))
 
 
 @lru_cache(maxsize=4096)

@@ -10,6 +10,7 @@ the pairwise intersections. No geometry library needed, microseconds per complet
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 Box = Sequence[float]
@@ -48,7 +49,7 @@ def _length(intervals: list[tuple[float, float]]) -> float:
 def _sweep_area(boxes: list[tuple[float, float, float, float]]) -> float:
     xs = sorted({x for b in boxes for x in (b[0], b[2])})
     area = 0.0
-    for left, right in zip(xs, xs[1:]):
+    for left, right in itertools.pairwise(xs):
         covering = [(b[1], b[3]) for b in boxes if b[0] <= left and b[2] >= right]
         if covering:
             area += (right - left) * _length(_merge(covering))

@@ -154,7 +154,9 @@ def bbox_reward(
         _column(k, v, n) for k, v in (("bboxs", bboxs), ("width", width), ("height", height))
     )
     budget = budget or PixelBudget.from_env()
-    return [box_score(c, b, w, h, budget) for c, b, w, h in zip(completions, bboxs, width, height)]
+    return [
+        box_score(c, b, w, h, budget) for c, b, w, h in zip(completions, bboxs, width, height, strict=False)
+    ]
 
 
 # -- vqa ------------------------------------------------------------------------------
@@ -181,7 +183,7 @@ def vqa_reward(
     """1.0 iff the first <answer>, stripped, equals one of `possible_answers` exactly."""
     answers = _column("possible_answers", possible_answers, len(completions))
     scores = []
-    for c, accepted in zip(completions, answers):
+    for c, accepted in zip(completions, answers, strict=False):
         answer = parse_completion(c).answer
         scores.append(1.0 if answer is not None and answer in _answers(accepted) else 0.0)
     return scores
@@ -202,7 +204,7 @@ def vqa_normalized_reward(
     """Like `vqa_reward` after `normalize_answer` on both sides ("No." matches "no")."""
     answers = _column("possible_answers", possible_answers, len(completions))
     scores = []
-    for c, accepted in zip(completions, answers):
+    for c, accepted in zip(completions, answers, strict=False):
         answer = parse_completion(c).answer
         ok = answer is not None and normalize_answer(answer) in {
             normalize_answer(a) for a in _answers(accepted)
@@ -218,7 +220,7 @@ def caption_reward(
     """½ smoothed BLEU-4 + ½ ROUGE-L F1 of the first <caption> against `image_caption`."""
     refs = _column("image_caption", image_caption, len(completions))
     scores = []
-    for c, ref in zip(completions, refs):
+    for c, ref in zip(completions, refs, strict=False):
         caption = parse_completion(c).caption
         if caption is None or not isinstance(ref, str):
             scores.append(0.0)
