@@ -92,11 +92,12 @@ def test_fast_tokens_equal_nltk_tokens_on_any_text(text: str) -> None:
 
 
 # -- parity with the reference on thousands of generated cases ----------------------
-WORDS = (
+_WORD_TEXT = (
     "the a an image shows bird birds cat dog man woman red green blue branch branches leaves sitting perched "
     "on in with and of near tall building street car cars 2 10 3.5 sign text reads cannot gonna it's don't "
     '(left) "quoted" e.g. u.s. co-op well-known'
-).split()
+)
+WORDS = _WORD_TEXT.split()
 PUNCT = ["", ".", ",", "!", "?", " .", "...", ";", ":", "--", "'s"]
 
 

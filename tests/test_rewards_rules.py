@@ -69,7 +69,8 @@ def test_bbox_maps_from_resized_to_original_pixels() -> None:
     # 1000x500 resizes to 896x448 under the paper budget: a box in original pixels is off.
     gt = [[0, 0, 1000, 500]]
     assert PixelBudget().resized_wh(1000, 500) == (896, 448)
-    assert _bbox(format_completion("c", [[0, 0, 896, 448]], "a"), gt, 1000, 500) == pytest.approx(1.0, abs=1e-6)
+    exact = format_completion("c", [[0, 0, 896, 448]], "a")
+    assert _bbox(exact, gt, 1000, 500) == pytest.approx(1.0, abs=1e-6)
     assert _bbox(format_completion("c", [[0, 0, 1000, 500]], "a"), gt, 1000, 500) < 0.9
 
 
@@ -103,7 +104,8 @@ def test_bbox_flat_single_box_counts_as_one_box() -> None:
     (box,) = _resized(gt)
     text = f"<caption>c</caption> <bbox>[{box[0]},{box[1]},{box[2]},{box[3]}]</bbox> <answer>a</answer>"
     assert _bbox(text, gt) == pytest.approx(1.0, abs=0.02)
-    assert _bbox(format_completion("c", _resized(gt), "a"), [100, 50, 300, 200]) == pytest.approx(1.0, abs=0.02)
+    flat_gt = [100, 50, 300, 200]
+    assert _bbox(format_completion("c", _resized(gt), "a"), flat_gt) == pytest.approx(1.0, abs=0.02)
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 """Score a JSONL file of completions with the SATORI rewards (`satori rewards score`).
 
 Rows hold a `completion` (or `response`) plus the reward columns of the data contract
-(`bboxs`, `width`, `height`, `possible_answers`, `image_caption`); ms-swift's
-`completions.jsonl` (written by `--log_completions true`) has exactly that shape. Every
-input row gives one output row, in order: a malformed row is reported with its line
+(`bboxs`, `width`, `height`, `possible_answers`, `image_caption`). ms-swift's
+`completions.jsonl` (written by `--log_completions true`) holds the same keys column-wise
+(a list per key, one line per step) and is read as one row per completion. Every input
+row gives one output row, in order: a malformed row is reported with its line
 number and gets null scores instead of stopping the run, and a reward whose columns a row
 lacks is null for that row.
 """
@@ -48,7 +49,11 @@ class ScoreReport:
 
 
 def _read_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
-    """(line number, row or None, error or None) for every non-blank line."""
+    """(line number, row or None, error or None) for every completion of every non-blank line.
+
+    ms-swift 4.x writes `completions.jsonl` column-wise, one line per logging step with a
+    list per key; such a line is split into one row per completion.
+    """
     with path.open("r", encoding="utf-8", errors="replace") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -60,6 +65,15 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
                 continue
             if not isinstance(row, dict):
                 yield number, None, "not a JSON object"
+                continue
+            if isinstance(row.get("completion"), list):
+                n = len(row["completion"])
+                for i in range(n):
+                    item = {k: v[i] for k, v in row.items() if isinstance(v, list) and len(v) == n}
+                    if isinstance(item.get("completion"), str):
+                        yield number, item, None
+                    else:
+                        yield number, None, f"completion {i} is not text"
                 continue
             if not any(isinstance(row.get(k), str) for k in COMPLETION_KEYS):
                 yield number, None, "no 'completion' text"
