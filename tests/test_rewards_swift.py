@@ -1,0 +1,174 @@
+"""The ms-swift plugin: registration under the original names, and a real GRPO step with it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from conftest import run_satori
+
+from satori_cli.cmdline import Command, find_program, run
+from satori_cli.grammar import format_completion
+from satori_cli.rewards import REWARD_FUNCS, plugin_path
+
+CLASS_OF = {
+    "external_format": "SatoriFormat",
+    "external_bbox_acc": "SatoriBoxIoU",
+    "extern_vqa_acc": "SatoriAnswer",
+    "external_caption_acc": "SatoriCaption",
+}
+
+
+def _load_plugin_with(monkeypatch, module_name: str):
+    """Import the plugin file the way swift does (by path) against a registry module."""
+
+    class ORM:  # the 4.x base-class contract: __init__(args=None, **kwargs), __call__ overridden
+        def __init__(self, args=None, **kwargs):
+            self.args = args
+
+    orms: dict = {}
+    registry = types.ModuleType(module_name)
+    registry.ORM, registry.orms = ORM, orms
+    monkeypatch.setitem(sys.modules, "swift", types.ModuleType("swift"))
+    monkeypatch.setitem(sys.modules, module_name, registry)
+    if module_name == "swift.plugin":
+        monkeypatch.setitem(sys.modules, "swift.rewards", None)  # 3.x: no swift.rewards
+    spec = importlib.util.spec_from_file_location("_satori_plugin_under_test", plugin_path())
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return orms
+
+
+@pytest.mark.parametrize("registry", ["swift.rewards", "swift.plugin"])
+def test_plugin_registers_the_original_names(monkeypatch, registry) -> None:
+    orms = _load_plugin_with(monkeypatch, registry)
+    assert set(REWARD_FUNCS) <= set(orms)
+    assert {name: orms[name].__name__ for name in REWARD_FUNCS} == CLASS_OF
+    reward = orms["extern_vqa_acc"](args=object())
+    text = format_completion("a cat", [[1, 2, 3, 4]], "No")
+    assert reward([text, "junk"], possible_answers=[["No"], ["No"]], trainer_state=None) == [1.0, 0.0]
+
+
+def test_plugin_never_crashes_training_on_a_bad_batch(monkeypatch) -> None:
+    orms = _load_plugin_with(monkeypatch, "swift.rewards")
+    reward = orms["external_bbox_acc"]()
+    boom = {"calls": 0}
+
+    def flaky(completions, **kwargs):
+        boom["calls"] += 1
+        if len(completions) > 1 or completions[0] == "explode":
+            raise RuntimeError("unexpected")
+        return [0.5]
+
+    reward.function = staticmethod(flaky)
+    assert reward(["ok", "explode"], bboxs=[[], []]) == [0.5, 0.0]
+
+
+def test_plugin_path_is_printed_by_the_cli(satori) -> None:
+    result = satori("rewards", "path")
+    assert result.returncode == 0
+    assert Path(result.stdout.strip()) == plugin_path() and plugin_path().is_file()
+
+
+@pytest.mark.slow
+def test_grpo_step_through_ms_swift_logs_the_four_rewards(tiny_model, tmp_path) -> None:
+    from PIL import Image
+
+    image = tmp_path / "square.png"
+    Image.new("RGB", (64, 48), "white").save(image)
+    rows = [
+        {
+            "id": str(i),
+            "messages": [{"role": "user", "content": "<image>What colour is the square?"}],
+            "images": [str(image)],
+            "bboxs": [[10, 8, 40, 30]],
+            "width": 64,
+            "height": 48,
+            "possible_answers": ["red"],
+            "image_caption": "a red square on a white background",
+        }
+        for i in range(2)
+    ]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    swift = find_program("swift", "install the train extra: pip install 'satori-cli[train]'")
+    repo = Path(__file__).resolve().parents[1]
+    argv = [
+        swift,
+        "rlhf",
+        "--rlhf_type",
+        "grpo",
+        "--model",
+        str(tiny_model),
+        "--model_type",
+        "qwen2_5_vl",
+        "--template",
+        "qwen2_5_vl",
+        "--dataset",
+        str(data),
+        "--external_plugins",
+        str(plugin_path()),
+        "--reward_funcs",
+        *REWARD_FUNCS,
+        "--tuner_type",
+        "full",
+        "--torch_dtype",
+        "float32",
+        "--num_generations",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "1",
+        "--max_steps",
+        "1",
+        "--max_completion_length",
+        "16",
+        "--max_length",
+        "512",
+        "--output_dir",
+        str(out),
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--dataloader_num_workers",
+        "0",
+        "--dataset_num_proc",
+        "1",
+        "--log_completions",
+        "true",
+        "--temperature",
+        "1.0",
+        "--check_model",
+        "false",
+    ]
+    env = {"MIN_PIXELS": "3136", "MAX_PIXELS": "12544", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(repo)}
+    lines: list[str] = []
+    code = run(Command([str(a) for a in argv], env=env, cwd=tmp_path), on_line=lines.append)
+    assert code == 0, "\n".join(lines[-40:])
+    logged = list(out.rglob("completions.jsonl"))
+    assert logged, "swift wrote no completions.jsonl"
+    records = [json.loads(line) for line in logged[0].read_text().splitlines() if line.strip()]
+    assert records
+    # ms-swift 4.x logs column-wise: a list per key, one entry per completion
+    for cls in CLASS_OF.values():
+        values = [v for r in records for v in (r[cls] if isinstance(r[cls], list) else [r[cls]])]
+        assert values and all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in values), (cls, values)
+    assert all(f"rewards/{cls}/mean" in "\n".join(lines) for cls in CLASS_OF.values())
+
+    # the same file scores with `satori rewards score`, one output row per completion
+    scores = tmp_path / "scores.jsonl"
+    result = run_satori("rewards", "score", str(logged[0]), "--out", str(scores), env=env)
+    assert result.returncode == 0, result.stderr
+    scored = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert len(scored) == sum(len(r["completion"]) for r in records)
+    logged_format = [v for r in records for v in r["SatoriFormat"]]
+    assert [row["external_format"] for row in scored] == logged_format
