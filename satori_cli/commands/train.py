@@ -35,12 +35,18 @@ def train(
     data: str = typer.Option(
         None, "--data", "-d", help="Prepared train JSONL, or a raw source that `satori data prepare` reads."
     ),
-    val_data: str = typer.Option(None, "--val-data", help="Prepared validation JSONL (evaluated every eval_steps)."),
+    val_data: str = typer.Option(
+        None, "--val-data", help="Prepared validation JSONL (evaluated every eval_steps)."
+    ),
     output: Path = typer.Option(
         None, "--output", "-o", help="Run folder (default: $SATORI_HOME/runs/<preset>-<time>)."
     ),
-    gpus: int = typer.Option(None, "--gpus", "-g", help="GPUs (processes) per node; 0 = CPU. Default: the preset's."),
-    nodes: int = typer.Option(1, "--nodes", help="Number of machines (same command on each, own --node-rank)."),
+    gpus: int = typer.Option(
+        None, "--gpus", "-g", help="GPUs (processes) per node; 0 = CPU. Default: the preset's."
+    ),
+    nodes: int = typer.Option(
+        1, "--nodes", help="Number of machines (same command on each, own --node-rank)."
+    ),
     node_rank: int = typer.Option(
         None, "--node-rank", help="This machine's rank, 0..nodes-1 (required to run with --nodes > 1)."
     ),
@@ -58,7 +64,9 @@ def train(
     skip_memory_check: bool = typer.Option(
         False, "--skip-memory-check", help="Do not stop on the rough GPU-memory estimate."
     ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Stream swift's output as well as the progress."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Stream swift's output as well as the progress."
+    ),
     swift_args: list[str] = typer.Argument(
         None, metavar="[-- SWIFT_ARGS...]", help="Extra ms-swift arguments after `--` (they win)."
     ),
@@ -90,17 +98,19 @@ def train(
         typer.echo(dry_run_text(opts))
         return
     if nodes > 1 and node_rank is None:
-        raise SatoriError("--nodes > 1 needs --node-rank on each machine", hint="or --dry-run to see all commands")
+        raise SatoriError(
+            "--nodes > 1 needs --node-rank on each machine", hint="or --dry-run to see all commands"
+        )
+    from satori_cli.train.command import build_commands
     from satori_cli.train.preflight import preflight
     from satori_cli.train.resources import detect_gpus
-    from satori_cli.train.command import build_commands
 
     program = swift_program()
     with console().status("preparing the run ..."):
         plan = build_plan(opts)
         found = detect_gpus() if plan.launch.gpus > 0 else []
         preflight(plan, found, memory=not skip_memory_check)
-    (rank, command), *_ = build_commands(plan, program)
+    (_, command), *_ = build_commands(plan, program)
     console().print(f"[bold]run folder[/] {plan.output_dir}")
     info = run_plan(plan, command, verbose=verbose)
     console().print(
@@ -111,7 +121,9 @@ def train(
 
 def report(
     run_dir: Path = typer.Argument(..., help="A run folder written by `satori train`."),
-    out: Path = typer.Option(None, "--out", "-o", help="Where to write the report (default: RUN_DIR/report)."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Where to write the report (default: RUN_DIR/report)."
+    ),
     max_completions: int = typer.Option(
         24, "--max-completions", help="Completions in the gallery (the latest steps first)."
     ),

@@ -143,7 +143,10 @@ def generation_batch_check(swift: dict[str, Any], world_size: int, evaluating: b
     how = (
         f"generation_batch_size {explicit}"
         if explicit is not None
-        else f"per_device_train_batch_size {per_device} x {world_size} process(es) x steps_per_generation {steps}"
+        else (
+            f"per_device_train_batch_size {per_device} x {world_size} process(es)"
+            f" x steps_per_generation {steps}"
+        )
     )
     if g < 1 or batch % g:
         return f"{how} = {batch} completions is not divisible by num_generations {g}"

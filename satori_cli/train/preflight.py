@@ -37,7 +37,8 @@ def check_batch(plan: TrainPlan) -> None:
     problem = generation_batch_check(plan.recipe.swift, plan.launch.world_size, plan.val_path is not None)
     if problem:
         raise SatoriError(
-            problem, hint="change --gpus, or pass e.g. -- --num_generations N / --gradient_accumulation_steps N"
+            problem,
+            hint="change --gpus, or pass e.g. -- --num_generations N / --gradient_accumulation_steps N",
         )
 
 
@@ -53,7 +54,7 @@ def check_needs(plan: TrainPlan) -> None:
         if importlib.util.find_spec(module) is None:
             raise SatoriError(
                 f"{purpose} needs the Python package '{module}', which is not installed",
-                hint=f"pip install 'satori-cli[{extra}]', or pick a preset without it (--preset lora or smoke)",
+                hint=f"pip install 'satori-cli[{extra}]', or a preset without it (--preset lora or smoke)",
             )
 
 

@@ -20,7 +20,18 @@ from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
 DEFAULT_PRESET = "smoke"
 # Keys a preset or a --config file may carry; anything else is a typo worth an error.
 RECIPE_KEYS = frozenset(
-    {"preset", "description", "model", "gpus", "needs", "min_pixels", "max_pixels", "swift", "data", "val_data"}
+    {
+        "preset",
+        "description",
+        "model",
+        "gpus",
+        "needs",
+        "min_pixels",
+        "max_pixels",
+        "swift",
+        "data",
+        "val_data",
+    }
 )
 
 
@@ -134,7 +145,8 @@ def resolve_recipe(
 
 
 def parse_passthrough(args: list[str]) -> dict[str, Any]:
-    """`["--max_steps", "3", "--reward_weights", "1", "0.5"]` -> `{"max_steps": "3", "reward_weights": ["1", "0.5"]}`.
+    """`["--max_steps", "3", "--reward_weights", "1", "0.5"]`
+    -> `{"max_steps": "3", "reward_weights": ["1", "0.5"]}`.
 
     Arguments after `--` are merged into the recipe's ms-swift arguments (they win), so the
     final command never carries the same flag twice. `--flag=value` is accepted too.

@@ -54,13 +54,21 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float
 def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """rewards.png (total + components), kl.png, completion_length.png."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     written = []
     panels = [
-        ("rewards.png", "reward", [("reward", "total")]
-         + [(f"rewards/{n}/mean", n) for n in runlogs.reward_components(rows)]),
+        (
+            "rewards.png",
+            "reward",
+            [("reward", "total")] + [(f"rewards/{n}/mean", n) for n in runlogs.reward_components(rows)],
+        ),
         ("kl.png", "KL to the reference policy", [("kl", "kl")]),
-        ("completion_length.png", "completion length (tokens)", [("completions/mean_length", "mean"),
-                                                                ("completions/max_length", "max")]),
+        (
+            "completion_length.png",
+            "completion length (tokens)",
+            [("completions/mean_length", "mean"), ("completions/max_length", "max")],
+        ),
     ]
     for name, title, series in panels:
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
@@ -74,6 +82,7 @@ def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize=8)
@@ -165,7 +174,7 @@ def write_gallery(run_dir: Path, out_dir: Path, max_items: int) -> Path:
         completion = str(item.get("completion", ""))
         parsed = parse(completion)
         row = dataset.get(str(item.get("solution")), {})
-        image = _draw(row, list(parsed.boxes), budget) if row else None
+        image = _draw(row, list(parsed.boxes or ()), budget) if row else None
         question = ""
         for message in row.get("messages") or []:
             if message.get("role") == "user":
@@ -179,7 +188,8 @@ def write_gallery(run_dir: Path, out_dir: Path, max_items: int) -> Path:
             + (f"<p><b>Q</b> {html.escape(question)}</p>" if question else "")
             + (f"<p><b>truth</b> {html.escape(answers)}</p>" if answers else "")
             + f"<p><b>answer</b> {html.escape(parsed.answer or '-')} · "
-            + f"{'well-formed' if parsed.well_formed else 'malformed: ' + html.escape(parsed.reason or '')}</p>"
+            + ("well-formed" if parsed.well_formed else "malformed: " + html.escape(parsed.reason or ""))
+            + "</p>"
             + f"<pre>{html.escape(completion[:2000])}</pre></div>"
         )
     body = "\n".join(cards) or "<p>No completions logged (run with log_completions true).</p>"

@@ -103,7 +103,9 @@ def estimate_gpu_memory_gib(params_b: float, swift: dict[str, Any], gpus_per_nod
     grads_and_optimizer = trained * (dtype_bytes + 12) / shards
     if _flag(swift.get("offload_optimizer", False)):
         grads_and_optimizer = trained * dtype_bytes / shards
-    activations = (2.0 if _flag(swift.get("gradient_checkpointing", True)) else 6.0) * GIB * max(params_b / 3, 0.5)
+    activations = (
+        (2.0 if _flag(swift.get("gradient_checkpointing", True)) else 6.0) * GIB * max(params_b / 3, 0.5)
+    )
     total = weights + reference + grads_and_optimizer + activations
     return total / GIB
 
@@ -115,7 +117,9 @@ def vllm_share(swift: dict[str, Any]) -> float:
     return float(swift.get("vllm_gpu_memory_utilization", 0.9))
 
 
-def memory_shortfall(params_b: float, swift: dict[str, Any], gpus: list[Gpu], gpus_per_node: int) -> str | None:
+def memory_shortfall(
+    params_b: float, swift: dict[str, Any], gpus: list[Gpu], gpus_per_node: int
+) -> str | None:
     """A one-line reason the recipe will not fit the smallest GPU, or None when it should."""
     if not gpus:
         return None

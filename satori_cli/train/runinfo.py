@@ -81,7 +81,8 @@ def write_run_json(run_dir: Path, info: dict[str, Any]) -> Path:
 
 def command_record(commands: list[tuple[int, Command]]) -> list[dict[str, Any]]:
     return [
-        {"node_rank": rank, "argv": cmd.argv, "env": cmd.env, "display": cmd.display()} for rank, cmd in commands
+        {"node_rank": rank, "argv": cmd.argv, "env": cmd.env, "display": cmd.display()}
+        for rank, cmd in commands
     ]
 
 

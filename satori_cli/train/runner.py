@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from satori_cli.cmdline import Command, find_program, run
 from satori_cli.config import BASE_MODEL, paths
 from satori_cli.errors import SatoriError
 from satori_cli.train import runinfo, runlogs
-from satori_cli.train.command import DEFAULT_MASTER_PORT, Launch, TrainPlan, build_commands
+from satori_cli.train.command import DEFAULT_MASTER_PORT, Launch, TrainPlan
 from satori_cli.train.recipe import Recipe, parse_passthrough, resolve_recipe
 
 SAMPLE_ROWS = 8
@@ -74,7 +75,7 @@ def is_local_qwen2_5_vl(model: str) -> bool:
 
 
 def resolve_model(name: str, build: bool = True) -> str:
-    """`tiny` -> the tiny model (built on first use), `base` -> Qwen2.5-VL-3B, a folder -> its absolute path."""
+    """`tiny` -> the tiny model (built on first use), `base` -> Qwen2.5-VL-3B, a folder -> absolute path."""
     if name == "tiny":
         if not build:
             return str(paths().tiny_model)
@@ -138,7 +139,7 @@ def resolve_data(recipe: Recipe, run_dir: Path) -> tuple[Path, Path | None]:
         if recipe.preset != "smoke":
             raise SatoriError(
                 "--data is required for this preset",
-                hint="e.g. satori data prepare justairr/VQA-Verify --out data/vqa, then --data data/vqa/train.jsonl",
+                hint="e.g. satori data prepare SRC --out data/vqa, then --data data/vqa/train.jsonl",
             )
         from satori_cli.data.sample import write_sample
 
@@ -205,7 +206,10 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     else:
         train = Path(recipe.data or run_dir / "data" / "train.jsonl").expanduser().resolve()
         val = Path(recipe.val_data).expanduser().resolve() if recipe.val_data else None
-        tagged, tagged_val = run_dir / "data" / "train.jsonl", (run_dir / "data" / "val.jsonl" if val else None)
+        tagged, tagged_val = (
+            run_dir / "data" / "train.jsonl",
+            (run_dir / "data" / "val.jsonl" if val else None),
+        )
     plan = TrainPlan(
         recipe=recipe,
         model=model,
@@ -253,11 +257,13 @@ def describe(metrics: dict[str, Any]) -> str:
     parts = []
     if isinstance(metrics.get("reward"), float):
         parts.append(f"reward {metrics['reward']:.3f}")
-    comps = [
-        f"{key.split('/')[1]} {value:.2f}"
+    comps = {
+        key.split("/")[1]: value
         for key, value in metrics.items()
         if key.startswith("rewards/") and key.endswith("/mean") and isinstance(value, float)
-    ]
+    }
+    prefix = os.path.commonprefix(list(comps)) if len(comps) > 1 else ""  # noqa: RUF071 - names, not paths
+    comps = [f"{name[len(prefix) :] or name} {value:.2f}" for name, value in comps.items()]
     if comps:
         parts.append("[" + ", ".join(comps) + "]")
     if isinstance(metrics.get("kl"), float):
