@@ -197,7 +197,6 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         master_port=opts.master_port,
     )
     run_dir, resume = resolve_output_and_resume(opts, recipe.preset)
-    model = resolve_model(recipe.model, build=prepare_data)
     if prepare_data:
         run_dir.mkdir(parents=True, exist_ok=True)
         train, val = resolve_data(recipe, run_dir)
@@ -210,6 +209,7 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
             run_dir / "data" / "train.jsonl",
             (run_dir / "data" / "val.jsonl" if val else None),
         )
+    model = resolve_model(recipe.model, build=prepare_data)  # after the data: a bad path fails fast
     plan = TrainPlan(
         recipe=recipe,
         model=model,
