@@ -1,0 +1,145 @@
+"""`satori train` and `satori report`: GRPO on ms-swift 4.x, and plots of what a run did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+TRAIN_HELP = """Train with SATORI's GRPO recipe on ms-swift 4.x (`swift rlhf --rlhf_type grpo`).
+
+Presets (--preset): paper (the published recipe, 4 GPUs), fast (paper + vLLM colocated
+rollouts), lora (one 24 GB GPU), smoke (tiny model on CPU, 2 steps; the default).
+Precedence: preset < --config FILE < flags < arguments after `--`, which go to swift as is:
+
+  satori train --preset smoke
+
+  satori train --preset paper --gpus 4 --data data/vqa/train.jsonl --output runs/paper
+
+  satori train --preset fast --gpus 8 --nodes 2 --node-rank 0 --master-addr 10.0.0.1 --data ...
+
+  satori train --preset lora --data ... -- --max_steps 100 --lora_rank 8
+"""
+
+
+def train(
+    preset: str = typer.Option(
+        None, "--preset", "-p", help="Recipe: paper, fast, lora or smoke (default: smoke, or the config's)."
+    ),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="A recipe YAML (keys as in the presets); flags override it."
+    ),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Hub id or local folder (local Qwen2.5-VL folders get qwen2_5_vl type)."
+    ),
+    data: str = typer.Option(
+        None, "--data", "-d", help="Prepared train JSONL, or a raw source that `satori data prepare` reads."
+    ),
+    val_data: str = typer.Option(
+        None, "--val-data", help="Prepared validation JSONL (evaluated every eval_steps)."
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Run folder (default: $SATORI_HOME/runs/<preset>-<time>)."
+    ),
+    gpus: int = typer.Option(
+        None, "--gpus", "-g", help="GPUs (processes) per node; 0 = CPU. Default: the preset's."
+    ),
+    nodes: int = typer.Option(
+        1, "--nodes", help="Number of machines (same command on each, own --node-rank)."
+    ),
+    node_rank: int = typer.Option(
+        None, "--node-rank", help="This machine's rank, 0..nodes-1 (required to run with --nodes > 1)."
+    ),
+    master_addr: str = typer.Option(None, "--master-addr", help="Address of node 0 (multi-node)."),
+    master_port: int = typer.Option(29500, "--master-port", help="Rendezvous port on node 0."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the latest checkpoint of --output (or of the newest run)."
+    ),
+    resume_from: Path = typer.Option(
+        None, "--resume-from", help="Continue from this checkpoint folder (or this run's latest checkpoint)."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the exact command and environment for each node, run nothing."
+    ),
+    skip_memory_check: bool = typer.Option(
+        False, "--skip-memory-check", help="Do not stop on the rough GPU-memory estimate."
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Stream swift's output as well as the progress."
+    ),
+    swift_args: list[str] = typer.Argument(
+        None, metavar="[-- SWIFT_ARGS...]", help="Extra ms-swift arguments after `--` (they win)."
+    ),
+) -> None:
+    from satori_cli.errors import SatoriError
+    from satori_cli.train.runner import TrainOptions, build_plan, run_plan, swift_program
+    from satori_cli.ui import console
+
+    if resume and resume_from is not None:
+        raise SatoriError("use either --resume or --resume-from, not both")
+    opts = TrainOptions(
+        preset=preset,
+        config=config,
+        model=model,
+        data=data,
+        val_data=val_data,
+        output=output,
+        gpus=gpus,
+        nodes=nodes,
+        node_rank=node_rank,
+        master_addr=master_addr,
+        master_port=master_port,
+        resume=str(resume_from) if resume_from is not None else ("latest" if resume else None),
+        extra=list(swift_args or []),
+    )
+    if dry_run:
+        from satori_cli.train.dry_run import dry_run_text
+
+        typer.echo(dry_run_text(opts))
+        return
+    if nodes > 1 and node_rank is None:
+        raise SatoriError(
+            "--nodes > 1 needs --node-rank on each machine", hint="or --dry-run to see all commands"
+        )
+    from satori_cli.train.command import build_commands
+    from satori_cli.train.preflight import preflight
+    from satori_cli.train.resources import detect_gpus
+
+    program = swift_program()
+    with console().status("preparing the run ..."):
+        plan = build_plan(opts)
+        found = detect_gpus() if plan.launch.gpus > 0 else []
+        preflight(plan, found, memory=not skip_memory_check)
+    (_, command), *_ = build_commands(plan, program)
+    console().print(f"[bold]run folder[/] {plan.output_dir}")
+    info = run_plan(plan, command, verbose=verbose)
+    console().print(
+        f"[green]done[/] in {info['wall_s']:.0f} s; last checkpoint: {info['last_checkpoint']}\n"
+        f"plots: satori report {plan.output_dir}"
+    )
+
+
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `satori train`."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Where to write the report (default: RUN_DIR/report)."
+    ),
+    max_completions: int = typer.Option(
+        24, "--max-completions", help="Completions in the gallery (the latest steps first)."
+    ),
+) -> None:
+    """Plot a run: total and per-reward means, KL and completion length over steps, and a
+    self-contained HTML gallery of logged completions with predicted (red) and ground-truth
+    (green) boxes drawn on their images."""
+    from satori_cli.train.report import write_report
+    from satori_cli.ui import console
+
+    with console().status("rendering the report ..."):
+        result = write_report(run_dir, out, max_completions=max_completions)
+    for path in result.files:
+        console().print(f"[green]wrote[/] {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help=TRAIN_HELP)(train)
+    app.command("report")(report)

@@ -1,0 +1,161 @@
+"""Build the exact `swift rlhf --rlhf_type grpo` command(s) a training run executes.
+
+One builder, pure (no imports of swift, no file access beyond what the caller resolved), so
+`--dry-run`, the real run, the benchmark and the tests all see the same argv. Multi-GPU and
+multi-node use ms-swift's own launcher: with `NPROC_PER_NODE`/`NNODES` set, `swift rlhf`
+re-executes itself under `torch.distributed.run`, so every node runs the same argv and only
+`NODE_RANK` differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from satori_cli.cmdline import Command, flag_args
+from satori_cli.errors import SatoriError
+from satori_cli.train.recipe import Recipe
+
+DEFAULT_MASTER_PORT = 29500
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How many processes where: `gpus` per node (0 = one CPU process), `nodes` machines."""
+
+    gpus: int = 1
+    nodes: int = 1
+    node_rank: int | None = None
+    master_addr: str | None = None
+    master_port: int = DEFAULT_MASTER_PORT
+
+    def __post_init__(self) -> None:
+        if self.gpus < 0:
+            raise SatoriError("--gpus must be 0 (CPU) or more")
+        if self.nodes < 1:
+            raise SatoriError("--nodes must be at least 1")
+        if self.nodes > 1:
+            if self.gpus < 1:
+                raise SatoriError("multi-node training needs --gpus of at least 1 per node")
+            if not self.master_addr:
+                raise SatoriError(
+                    "--nodes > 1 needs --master-addr", hint="the address of node 0, reachable from every node"
+                )
+        if self.node_rank is not None and not 0 <= self.node_rank < self.nodes:
+            raise SatoriError(f"--node-rank must be in 0..{self.nodes - 1}, got {self.node_rank}")
+
+    @property
+    def world_size(self) -> int:
+        """Training processes in total (a CPU run is one process)."""
+        return max(self.gpus, 1) * self.nodes
+
+    @property
+    def distributed(self) -> bool:
+        return self.gpus > 1 or self.nodes > 1
+
+    def ranks(self) -> list[int]:
+        """The node ranks to build commands for: the one asked for, else all of them."""
+        return [self.node_rank] if self.node_rank is not None else list(range(self.nodes))
+
+    def env(self, node_rank: int) -> dict[str, str]:
+        """ms-swift's launcher variables; a single-process run needs none."""
+        if not self.distributed:
+            return {}
+        env = {"NPROC_PER_NODE": str(self.gpus), "MASTER_PORT": str(self.master_port)}
+        if self.nodes > 1:
+            env.update(
+                {"NNODES": str(self.nodes), "NODE_RANK": str(node_rank), "MASTER_ADDR": str(self.master_addr)}
+            )
+        return env
+
+
+@dataclass
+class TrainPlan:
+    """Everything resolved: the recipe, concrete paths and the launch shape."""
+
+    recipe: Recipe
+    model: str
+    train_path: Path
+    output_dir: Path
+    plugin: Path
+    reward_funcs: tuple[str, ...]
+    system_prompt: Path
+    launch: Launch = field(default_factory=Launch)
+    val_path: Path | None = None
+    local_qwen2_5_vl: bool = False
+    resume: Path | None = None
+    # The data as given (before satori added row ids), for run.json's fingerprint.
+    data_sources: tuple[Path | None, Path | None] = (None, None)
+
+    def swift_args(self) -> dict[str, Any]:
+        """The ms-swift arguments in order: fixed plumbing first, then the recipe (which wins)."""
+        args: dict[str, Any] = {"rlhf_type": "grpo", "model": self.model}
+        if self.local_qwen2_5_vl:
+            # A local folder's template is ambiguous to swift (qwen2_5_vl vs mimo_vl).
+            args.update({"model_type": "qwen2_5_vl", "template": "qwen2_5_vl"})
+        args.update(
+            {
+                "dataset": [str(self.train_path)],
+                "val_dataset": [str(self.val_path)] if self.val_path else None,
+                "external_plugins": [str(self.plugin)],
+                "reward_funcs": list(self.reward_funcs),
+                "system": str(self.system_prompt),
+                "output_dir": str(self.output_dir),
+                # The run folder is the output folder: run.json, the log and the checkpoints sit together.
+                "add_version": False,
+            }
+        )
+        args.update(self.recipe.swift)
+        if self.resume is not None:
+            args["resume_from_checkpoint"] = str(self.resume)
+        return args
+
+    def env(self, node_rank: int = 0) -> dict[str, str]:
+        # Both bounds: the model's processor and the bbox reward must resize images identically.
+        return {**self.recipe.budget.env(), **self.launch.env(node_rank)}
+
+
+def build_commands(plan: TrainPlan, swift_bin: str = "swift") -> list[tuple[int, Command]]:
+    """`[(node_rank, Command), ...]`: the same argv on every node, the environment per node."""
+    argv = [swift_bin, "rlhf", *flag_args(plan.swift_args())]
+    return [(rank, Command(list(argv), plan.env(rank))) for rank in plan.launch.ranks()]
+
+
+def generation_batch_check(swift: dict[str, Any], world_size: int, evaluating: bool) -> str | None:
+    """ms-swift's divisibility rules, checked before a model is loaded; the message, or None.
+
+    The rollout batch is `per_device_train_batch_size x processes x steps_per_generation`
+    (or `generation_batch_size`) completions, which must split into whole groups of
+    `num_generations`; evaluation needs `per_device_eval_batch_size x processes` likewise.
+    """
+
+    def num(key: str, default: int | None) -> int | None:
+        value = swift.get(key)
+        return default if value is None else int(value)
+
+    g = num("num_generations", 8)
+    per_device = num("per_device_train_batch_size", 8)
+    accumulation = num("gradient_accumulation_steps", 1)
+    steps = num("steps_per_generation", accumulation)
+    explicit = num("generation_batch_size", None)
+    batch = explicit if explicit is not None else per_device * world_size * steps
+    how = (
+        f"generation_batch_size {explicit}"
+        if explicit is not None
+        else (
+            f"per_device_train_batch_size {per_device} x {world_size} process(es)"
+            f" x steps_per_generation {steps}"
+        )
+    )
+    if g < 1 or batch % g:
+        return f"{how} = {batch} completions is not divisible by num_generations {g}"
+    if evaluating:
+        g_eval = num("num_generations_eval", g)
+        eval_batch = num("per_device_eval_batch_size", per_device) * world_size
+        if g_eval < 1 or eval_batch % g_eval:
+            return (
+                f"per_device_eval_batch_size x {world_size} process(es) = {eval_batch} "
+                f"is not divisible by num_generations_eval {g_eval}"
+            )
+    return None

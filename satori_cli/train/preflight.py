@@ -1,0 +1,124 @@
+"""Checks that run before anything heavy: each failure is one line and exit code 2.
+
+A GRPO run loads a multi-GB model and spends minutes before ms-swift validates its own
+arguments; these checks catch the common mistakes (too few GPUs, a batch that does not split
+into generation groups, a missing DeepSpeed or vLLM, an unreachable model or data, an
+unwritable output folder, a resume without checkpoint, a model that will not fit) first.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+from satori_cli.errors import SatoriError
+from satori_cli.train.command import TrainPlan, generation_batch_check
+from satori_cli.train.resources import Gpu, memory_shortfall, model_params_billion
+
+# What each `needs:` entry of a recipe means: importable module and the extra that installs it.
+NEEDS = {
+    "deepspeed": ("deepspeed", "gpu", "ZeRO (--deepspeed)"),
+    "vllm": ("vllm", "gpu", "vLLM rollouts (--use_vllm)"),
+}
+
+
+def check_gpus(requested: int, found: list[Gpu]) -> None:
+    if requested > len(found):
+        have = f"{len(found)} GPU(s) visible" if found else "no GPU visible"
+        raise SatoriError(
+            f"--gpus {requested} asked for, but {have}",
+            hint="use --gpus 0 with --preset smoke on a CPU, or check CUDA_VISIBLE_DEVICES / nvidia-smi",
+        )
+
+
+def check_batch(plan: TrainPlan) -> None:
+    problem = generation_batch_check(plan.recipe.swift, plan.launch.world_size, plan.val_path is not None)
+    if problem:
+        raise SatoriError(
+            problem,
+            hint="change --gpus, or pass e.g. -- --num_generations N / --gradient_accumulation_steps N",
+        )
+
+
+def check_needs(plan: TrainPlan) -> None:
+    needs = list(plan.recipe.needs)
+    swift = plan.recipe.swift
+    if swift.get("deepspeed") and "deepspeed" not in needs:
+        needs.append("deepspeed")
+    if str(swift.get("use_vllm", "false")).lower() == "true" and "vllm" not in needs:
+        needs.append("vllm")
+    for need in needs:
+        module, extra, purpose = NEEDS.get(need, (need, "train", need))
+        if importlib.util.find_spec(module) is None:
+            raise SatoriError(
+                f"{purpose} needs the Python package '{module}', which is not installed",
+                hint=f"pip install 'satori-cli[{extra}]', or a preset without it (--preset lora or smoke)",
+            )
+
+
+def check_model(model: str) -> None:
+    path = Path(model).expanduser()
+    if path.exists() or model.startswith((".", "/", "~")):
+        if not (path / "config.json").is_file():
+            raise SatoriError(f"model folder {path} not found or has no config.json")
+        return
+    if model.count("/") != 1:
+        raise SatoriError(f"model '{model}' is neither a local folder nor a hub id like Org/Name")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model, "config.json"), str):
+            raise SatoriError(
+                f"model {model} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1",
+                hint=f"download it first (huggingface-cli download {model}) or pass a local folder",
+            )
+
+
+def check_data(train: Path, val: Path | None) -> None:
+    for path in (train, val):
+        if path is not None and not path.is_file():
+            raise SatoriError(f"training data {path} not found")
+        if path is not None and path.stat().st_size == 0:
+            raise SatoriError(f"training data {path} is empty")
+
+
+def check_output(output: Path) -> None:
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".satori-write-test-"):
+            pass
+    except OSError as exc:
+        raise SatoriError(f"output folder {output} is not writable: {exc.strerror}") from exc
+
+
+def check_memory(plan: TrainPlan, found: list[Gpu]) -> None:
+    if plan.launch.gpus == 0:
+        return
+    params = model_params_billion(plan.model)
+    if params is None:
+        return
+    problem = memory_shortfall(params, plan.recipe.swift, found, plan.launch.gpus)
+    if problem:
+        raise SatoriError(
+            problem, hint="try --preset lora, more GPUs (ZeRO shards the optimizer), or --skip-memory-check"
+        )
+
+
+def preflight(plan: TrainPlan, found: list[Gpu], *, this_node: bool = True, memory: bool = True) -> None:
+    """Run every check in order of cost; the first failure raises a one-line SatoriError.
+
+    `this_node=False` (a dry run for other nodes) skips the checks about this machine.
+    """
+    check_batch(plan)
+    if this_node:
+        check_gpus(plan.launch.gpus, found)
+        check_needs(plan)
+    check_model(plan.model)
+    check_data(plan.train_path, plan.val_path)
+    check_output(plan.output_dir)
+    if plan.resume is not None and not (plan.resume / "trainer_state.json").is_file():
+        raise SatoriError(f"{plan.resume} is not a checkpoint (no trainer_state.json)")
+    if this_node and memory:
+        check_memory(plan, found)

@@ -1,0 +1,172 @@
+"""Training recipes: a preset file, overlaid by a user's `--config` YAML, overlaid by flags.
+
+A recipe is plain data (`satori_cli/presets/*.yaml`): the launch shape (`gpus`), what it needs
+installed (`needs`), the pixel budget and the ms-swift arguments under `swift:`. Keeping the
+published numbers in one data file per preset means the README, `--dry-run` and the real run
+all read the same source.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from satori_cli.errors import SatoriError
+from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
+
+DEFAULT_PRESET = "smoke"
+# Keys a preset or a --config file may carry; anything else is a typo worth an error.
+RECIPE_KEYS = frozenset(
+    {
+        "preset",
+        "description",
+        "model",
+        "gpus",
+        "needs",
+        "min_pixels",
+        "max_pixels",
+        "swift",
+        "data",
+        "val_data",
+    }
+)
+
+
+@dataclass
+class Recipe:
+    """A resolved recipe: what to launch and with which ms-swift arguments."""
+
+    preset: str
+    description: str = ""
+    model: str = "base"
+    gpus: int = 1
+    needs: list[str] = field(default_factory=list)
+    min_pixels: int = PAPER_MIN_PIXELS
+    max_pixels: int = PAPER_MAX_PIXELS
+    swift: dict[str, Any] = field(default_factory=dict)
+    data: str | None = None
+    val_data: str | None = None
+
+    @property
+    def budget(self) -> PixelBudget:
+        return PixelBudget(self.min_pixels, self.max_pixels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset,
+            "description": self.description,
+            "model": self.model,
+            "gpus": self.gpus,
+            "needs": list(self.needs),
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
+            "swift": copy.deepcopy(self.swift),
+            "data": self.data,
+            "val_data": self.val_data,
+        }
+
+
+def list_presets() -> list[str]:
+    """Names of the bundled presets (the `*.yaml` files in `satori_cli/presets`)."""
+    folder = resources.files("satori_cli.presets")
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_path(name: str) -> Path:
+    return Path(str(resources.files("satori_cli.presets") / f"{name}.yaml"))
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SatoriError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SatoriError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SatoriError(f"{what} {path} must be a mapping of recipe keys, not {type(data).__name__}")
+    unknown = sorted(set(data) - RECIPE_KEYS)
+    if unknown:
+        raise SatoriError(
+            f"{what} {path} has unknown key(s): {', '.join(unknown)}",
+            hint=f"allowed: {', '.join(sorted(RECIPE_KEYS))}; ms-swift arguments go under 'swift:'",
+        )
+    if "swift" in data and not isinstance(data["swift"] or {}, dict):
+        raise SatoriError(f"{what} {path}: 'swift' must be a mapping of ms-swift argument names to values")
+    return data
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    if name not in list_presets():
+        raise SatoriError(f"unknown preset '{name}'", hint=f"choose one of: {', '.join(list_presets())}")
+    return _read_yaml(preset_path(name), "preset")
+
+
+def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` wins key by key; the `swift` mapping is merged argument by argument."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if key == "swift":
+            out["swift"] = {**out.get("swift", {}), **(value or {})}
+        elif value is not None:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_recipe(
+    preset: str | None = None,
+    config: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Recipe:
+    """Preset < `--config` file < flags (`overrides`, None values ignored).
+
+    The preset comes from `preset`, else from the config file's `preset:` key, else `smoke`.
+    """
+    config_data = _read_yaml(Path(config), "config file") if config else {}
+    name = preset or config_data.get("preset") or DEFAULT_PRESET
+    merged = _overlay(load_preset(name), config_data)
+    merged = _overlay(merged, {k: v for k, v in (overrides or {}).items() if v is not None})
+    merged["preset"] = name
+    try:
+        recipe = Recipe(**merged)
+        recipe.gpus = int(recipe.gpus)
+        recipe.min_pixels, recipe.max_pixels = int(recipe.min_pixels), int(recipe.max_pixels)
+        recipe.budget  # noqa: B018 - validates min <= max
+    except (TypeError, ValueError) as exc:
+        raise SatoriError(f"invalid recipe ({name}): {exc}") from exc
+    return recipe
+
+
+def parse_passthrough(args: list[str]) -> dict[str, Any]:
+    """`["--max_steps", "3", "--reward_weights", "1", "0.5"]`
+    -> `{"max_steps": "3", "reward_weights": ["1", "0.5"]}`.
+
+    Arguments after `--` are merged into the recipe's ms-swift arguments (they win), so the
+    final command never carries the same flag twice. `--flag=value` is accepted too.
+    """
+    out: dict[str, Any] = {}
+    key: str | None = None
+    for token in args:
+        if token.startswith("--") and len(token) > 2:
+            name, eq, value = token[2:].partition("=")
+            key = name.replace("-", "_")
+            out[key] = [value] if eq else []
+        elif key is None:
+            raise SatoriError(
+                f"unexpected pass-through argument '{token}'",
+                hint="arguments after -- must be ms-swift flags, e.g. -- --max_steps 10",
+            )
+        else:
+            out[key].append(token)
+    for name, values in out.items():
+        if not values:
+            raise SatoriError(f"pass-through flag --{name} has no value", hint="ms-swift flags take a value")
+        out[name] = values[0] if len(values) == 1 else values
+    return out

@@ -1,0 +1,228 @@
+"""`satori report RUN_DIR`: PNG plots of a run and an HTML gallery of its completions.
+
+Plots (over training steps): the total reward with each component's mean, KL, and the mean
+completion length. The gallery shows logged completions on their images: predicted boxes
+(red; the model answers in resized-input pixels, mapped back with the run's pixel budget)
+and ground-truth boxes (green, original pixels), with the caption, answer and each reward.
+Images are inlined as base64 so the HTML file can be mailed or opened anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from satori_cli.errors import SatoriError
+from satori_cli.grammar import parse
+from satori_cli.pixels import PixelBudget
+from satori_cli.train import runinfo, runlogs
+
+THUMB = 320  # gallery image width in pixels
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+
+
+def _pyplot():
+    from satori_cli.errors import require
+
+    matplotlib = require("matplotlib", "train", "satori report")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for row in rows:
+        value = row.get(key)
+        if isinstance(value, (int, float)):
+            xs.append(row["step"])
+            ys.append(float(value))
+    return xs, ys
+
+
+def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """rewards.png (total + components), kl.png, completion_length.png."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    written = []
+    panels = [
+        (
+            "rewards.png",
+            "reward",
+            [("reward", "total")] + [(f"rewards/{n}/mean", n) for n in runlogs.reward_components(rows)],
+        ),
+        ("kl.png", "KL to the reference policy", [("kl", "kl")]),
+        (
+            "completion_length.png",
+            "completion length (tokens)",
+            [("completions/mean_length", "mean"), ("completions/max_length", "max")],
+        ),
+    ]
+    for name, title, series in panels:
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        drawn = False
+        for key, label in series:
+            xs, ys = _series(rows, key)
+            if xs:
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=label)
+                drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / name
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _dataset_rows(run: dict[str, Any], run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Training rows by their `solution` tag (the row id satori adds), for images and ground truth."""
+    files = [Path(run_dir) / "data" / "train.jsonl", Path(run_dir) / "data" / "val.jsonl"]
+    for value in (run.get("swift_args") or {}).get("dataset") or []:
+        files.append(Path(value))
+    rows: dict[str, dict[str, Any]] = {}
+    for path in files:
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.setdefault(str(row.get("solution", row.get("id"))), row)
+    return rows
+
+
+def _draw(row: dict[str, Any], predicted: list, budget: PixelBudget) -> str | None:
+    """The row's image with boxes drawn, as a base64 PNG data URL (None if unreadable)."""
+    from PIL import Image, ImageDraw
+
+    images = row.get("images") or []
+    if not images:
+        return None
+    first = images[0]
+    path = first.get("path") if isinstance(first, dict) else first
+    try:
+        image = Image.open(path).convert("RGB")
+    except (OSError, TypeError, ValueError):
+        return None
+    width, height = image.size
+    draw = ImageDraw.Draw(image)
+    line = max(2, round(max(width, height) / 200))
+    for box in row.get("bboxs") or []:
+        if isinstance(box, (list, tuple)) and len(box) == 4:
+            draw.rectangle([float(v) for v in box], outline=(0, 200, 0), width=line)
+    try:
+        mapped = budget.to_original(predicted, width, height) if predicted else []
+    except ValueError:
+        mapped = []
+    for box in mapped:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=(230, 0, 0), width=line)
+    if width > THUMB:
+        image = image.resize((THUMB, max(1, round(height * THUMB / width))))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _reward_keys(item: dict[str, Any]) -> list[str]:
+    skip = {"step", "prompt", "completion", "advantages", "solution", "entropy", "num_turns"}
+    return [k for k, v in item.items() if k not in skip and isinstance(v, (int, float))]
+
+
+def write_gallery(run_dir: Path, out_dir: Path, max_items: int) -> Path:
+    """gallery.html: the latest logged completions, newest step first, one card each."""
+    run = runinfo.read_run_json(run_dir)
+    recipe = run.get("recipe") or {}
+    budget = PixelBudget(
+        int(recipe.get("min_pixels") or PixelBudget().min_pixels),
+        int(recipe.get("max_pixels") or PixelBudget().max_pixels),
+    )
+    dataset = _dataset_rows(run, run_dir)
+    seen, items = set(), []
+    for item in reversed(runlogs.read_completions(run_dir)):
+        key = (item.get("step"), item.get("completion"), item.get("solution"))
+        if key in seen:
+            continue
+        seen.add(key)
+        items.append(item)
+        if len(items) >= max_items:
+            break
+    cards = []
+    for item in items:
+        completion = str(item.get("completion", ""))
+        parsed = parse(completion)
+        row = dataset.get(str(item.get("solution")), {})
+        image = _draw(row, list(parsed.boxes or ()), budget) if row else None
+        question = ""
+        for message in row.get("messages") or []:
+            if message.get("role") == "user":
+                question = str(message.get("content", "")).replace("<image>", "")
+        rewards = " · ".join(f"{k} {float(item[k]):.2f}" for k in _reward_keys(item))
+        answers = ", ".join(map(str, row.get("possible_answers") or []))
+        cards.append(
+            "<div class='card'>"
+            + (f"<img src='{image}' alt='image'>" if image else "<div class='noimg'>image not found</div>")
+            + f"<p class='meta'>step {html.escape(str(item.get('step', '?')))} · {html.escape(rewards)}</p>"
+            + (f"<p><b>Q</b> {html.escape(question)}</p>" if question else "")
+            + (f"<p><b>truth</b> {html.escape(answers)}</p>" if answers else "")
+            + f"<p><b>answer</b> {html.escape(parsed.answer or '-')} · "
+            + ("well-formed" if parsed.well_formed else "malformed: " + html.escape(parsed.reason or ""))
+            + "</p>"
+            + f"<pre>{html.escape(completion[:2000])}</pre></div>"
+        )
+    body = "\n".join(cards) or "<p>No completions logged (run with log_completions true).</p>"
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>satori run gallery</title><style>"
+        "body{font-family:sans-serif;margin:1em;background:#fafafa}"
+        ".grid{display:flex;flex-wrap:wrap;gap:12px}"
+        ".card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;width:340px}"
+        ".card img{width:320px;display:block}.meta{color:#555;font-size:12px}"
+        "pre{white-space:pre-wrap;font-size:11px;max-height:160px;overflow:auto;background:#f3f3f3}"
+        ".noimg{height:60px;color:#999}</style></head><body>"
+        f"<h1>{html.escape(Path(run_dir).name)}</h1>"
+        "<p>Boxes: <span style='color:#e60000'>predicted</span>, "
+        "<span style='color:#00a000'>ground truth</span>.</p>"
+        f"<div class='grid'>{body}</div></body></html>"
+    )
+    path = out_dir / "gallery.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None, max_completions: int = 24) -> Report:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise SatoriError(f"run folder {run_dir} not found")
+    rows = runlogs.read_metrics(run_dir)
+    if not rows:
+        raise SatoriError(
+            f"{run_dir} has no training metrics (logging.jsonl)", hint="is it a `satori train` run folder?"
+        )
+    out = Path(out_dir) if out_dir else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report(out)
+    report.files += plot_metrics(rows, out)
+    report.files.append(write_gallery(run_dir, out, max_completions))
+    return report

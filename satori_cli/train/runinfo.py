@@ -1,0 +1,94 @@
+"""`run.json`: what a run folder was made with, so a result can be traced and repeated.
+
+It records the resolved recipe, the exact command and environment, the versions of satori,
+ms-swift, torch and transformers (read from package metadata, nothing heavy is imported),
+satori's git commit when run from a checkout, and a fingerprint of the training data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from satori_cli import __version__
+from satori_cli.cmdline import Command
+
+RUN_JSON = "run.json"
+PACKAGES = ("ms-swift", "torch", "transformers", "trl", "deepspeed", "vllm")
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"satori": __version__}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def git_commit() -> str | None:
+    """satori's commit when it runs from a git checkout (None from a wheel)."""
+    here = Path(__file__).resolve().parents[2]
+    if not (here / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def fingerprint(path: Path | None) -> dict[str, Any] | None:
+    """sha256 and row count of a data file: same fingerprint, same data."""
+    if path is None:
+        return None
+    digest, rows = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            digest.update(line)
+            rows += bool(line.strip())
+    return {"path": str(path), "sha256": digest.hexdigest(), "rows": rows}
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def write_run_json(run_dir: Path, info: dict[str, Any]) -> Path:
+    """Write `run.json`; an earlier invocation's record (a resume) moves into `history`."""
+    path = Path(run_dir) / RUN_JSON
+    history: list[dict[str, Any]] = []
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            previous = {}
+        if previous.get("started") != info.get("started"):
+            history = [*previous.pop("history", []), previous]
+        else:
+            history = previous.get("history", [])
+    path.write_text(json.dumps({**info, "history": history}, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def command_record(commands: list[tuple[int, Command]]) -> list[dict[str, Any]]:
+    return [
+        {"node_rank": rank, "argv": cmd.argv, "env": cmd.env, "display": cmd.display()}
+        for rank, cmd in commands
+    ]
+
+
+def read_run_json(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_JSON
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}

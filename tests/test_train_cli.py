@@ -1,0 +1,108 @@
+"""`satori train` / `satori report` as a user runs them: dry runs and one-line preflight errors."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+
+def prepared(tmp_path):
+    path = tmp_path / "train.jsonl"
+    row = {
+        "id": "a",
+        "messages": [{"role": "user", "content": "<image>Q?"}],
+        "images": ["/x.png"],
+        "bboxs": [[0, 0, 1, 1]],
+        "width": 2,
+        "height": 2,
+        "possible_answers": ["a"],
+        "image_caption": "c",
+    }
+    path.write_text(json.dumps(row) + "\n")
+    return path
+
+
+def assert_one_line_error(result, text: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and text in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dry_run_multi_node_prints_each_node(satori, tmp_path):
+    data = prepared(tmp_path)
+    result = satori(
+        "train",
+        "--preset",
+        "fast",
+        "--gpus",
+        "8",
+        "--nodes",
+        "2",
+        "--master-addr",
+        "10.1.2.3",
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "run"),
+        "--dry-run",
+        "--",
+        "--seed",
+        "7",
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "# node 0 of 2:" in out and "# node 1 of 2:" in out
+    commands = [line for line in out.splitlines() if " rlhf " in line]
+    assert len(commands) == 2
+    for rank, line in enumerate(commands):
+        argv = shlex.split(line)
+        env = dict(
+            a.split("=", 1)
+            for a in argv
+            if "=" in a and not a.startswith("-") and a.isascii() and a.split("=", 1)[0].isupper()
+        )
+        assert env["NODE_RANK"] == str(rank) and env["NNODES"] == "2" and env["NPROC_PER_NODE"] == "8"
+        assert env["MASTER_ADDR"] == "10.1.2.3" and env["MIN_PIXELS"] == "200704"
+        assert "--use_vllm" in argv and argv[argv.index("--vllm_mode") + 1] == "colocate"
+        assert argv[argv.index("--seed") + 1] == "7"
+        assert argv[argv.index("--output_dir") + 1] == str(tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # a dry run writes nothing
+
+
+def test_dry_run_smoke_default_and_local_model(satori, tmp_path, tiny_model):
+    result = satori("train", "--dry-run", "--model", str(tiny_model))
+    assert result.returncode == 0, result.stderr
+    assert "--model_type qwen2_5_vl --template qwen2_5_vl" in result.stdout
+    assert "external_format external_bbox_acc extern_vqa_acc external_caption_acc" in result.stdout
+    assert "NPROC_PER_NODE" not in result.stdout and "MAX_PIXELS=12544" in result.stdout
+
+
+def test_preflight_no_gpu(satori, tmp_path):
+    result = satori(
+        "train", "--preset", "paper", "--data", str(prepared(tmp_path)), "-o", str(tmp_path / "r")
+    )
+    assert_one_line_error(result, "--gpus 4 asked for, but no GPU visible")
+
+
+def test_preflight_batch_not_divisible(satori, tmp_path):
+    result = satori("train", "--preset", "paper", "--gpus", "1", "--data", str(prepared(tmp_path)))
+    assert_one_line_error(result, "is not divisible by num_generations 16")
+
+
+def test_preflight_bad_flags(satori, tmp_path):
+    assert_one_line_error(satori("train", "--preset", "nope"), "unknown preset 'nope'")
+    assert_one_line_error(satori("train", "--data", str(tmp_path / "missing.jsonl")), "not found")
+    assert_one_line_error(
+        satori("train", "--resume", "-o", str(tmp_path / "fresh")), "fresh has no checkpoint yet"
+    )
+    assert_one_line_error(satori("train", "--resume"), "--resume: no earlier run with a checkpoint")
+    assert_one_line_error(satori("train", "--resume-from", str(tmp_path)), "no checkpoint there")
+    assert_one_line_error(
+        satori("train", "--nodes", "2", "--gpus", "1", "--master-addr", "a"), "--nodes > 1 needs --node-rank"
+    )
+    assert_one_line_error(satori("train", "--dry-run", "--", "7"), "unexpected pass-through argument '7'")
+
+
+def test_report_needs_a_run(satori, tmp_path):
+    assert_one_line_error(satori("report", str(tmp_path)), "has no training metrics")

@@ -1,0 +1,113 @@
+"""Reading swift's run files and drawing the report (fast; the e2e test covers a real run)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+
+from PIL import Image
+
+from satori_cli.grammar import format_completion
+from satori_cli.pixels import PixelBudget
+from satori_cli.train import runlogs
+from satori_cli.train.report import write_report
+from satori_cli.train.runner import describe
+
+# A line as ms-swift 4.6 prints it (after a tqdm bar), values as strings.
+LINE = (
+    "Train:  50%|#####     | 1/2 [00:01<00:01,  1.60s/it]   {'loss': '0', 'reward': '1.196', "
+    "'rewards/SatoriFormat/mean': '0.7066', 'rewards/SatoriBoxIoU/mean': '0.4896', 'kl': '0.0012', "
+    "'completions/mean_length': '16', 'global_step/max_steps': '1/2', 'remaining_time': '2s'}"
+)
+
+
+def test_parse_metrics_line():
+    m = runlogs.parse_metrics_line(LINE)
+    assert (
+        m["reward"] == 1.196
+        and m["kl"] == 0.0012
+        and runlogs.parse_step(m["global_step/max_steps"]) == (1, 2)
+    )
+    assert describe(m) == "reward 1.196 [Format 0.71, BoxIoU 0.49] kl 0.0012 len 16"
+    assert runlogs.parse_metrics_line("{'a': __import__('os')} global_step/max_steps") is None
+    assert runlogs.parse_metrics_line("plain log line") is None
+
+
+def make_run(tmp_path):
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    image = run / "data" / "img.png"
+    Image.new("RGB", (400, 300), "white").save(image)
+    budget = PixelBudget(3136, 50176)
+    row = {
+        "id": "r1",
+        "solution": "r1",
+        "messages": [{"role": "user", "content": "<image>Where?"}],
+        "images": [str(image)],
+        "bboxs": [[20, 20, 120, 120]],
+        "width": 400,
+        "height": 300,
+        "possible_answers": ["left"],
+        "image_caption": "c",
+    }
+    (run / "data" / "train.jsonl").write_text(json.dumps(row) + "\n")
+    (run / "run.json").write_text(json.dumps({"recipe": {"min_pixels": 3136, "max_pixels": 50176}}))
+    # The model answers in resized-input pixels; the report maps them back to the original.
+    predicted = budget.to_resized([[250, 150, 350, 250]], 400, 300)
+    text = format_completion("a white image", predicted, "left")
+    steps = [
+        {
+            "reward": 0.5 * s,
+            "rewards/SatoriFormat/mean": 1.0,
+            "kl": 0.001 * s,
+            "completions/mean_length": 20 + s,
+            "global_step/max_steps": f"{s}/3",
+        }
+        for s in (1, 2, 3)
+    ]
+    steps.append({"train_runtime": 3.0, "global_step/max_steps": "3/3"})
+    (run / "logging.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    table = {
+        "step": ["3"],
+        "prompt": ["p"],
+        "completion": [text],
+        "SatoriFormat": [1.0],
+        "advantages": [0.0],
+        "solution": ["r1"],
+    }
+    (run / "completions.jsonl").write_text(json.dumps(table) + "\n")
+    return run
+
+
+def test_report_draws_predicted_and_true_boxes(tmp_path):
+    run = make_run(tmp_path)
+    assert [r["step"] for r in runlogs.read_metrics(run)] == [1, 2, 3]
+    report = write_report(run)
+    assert {p.name for p in report.files} == {
+        "rewards.png",
+        "kl.png",
+        "completion_length.png",
+        "gallery.html",
+    }
+    page = (run / "report" / "gallery.html").read_text()
+    assert "well-formed" in page and "step 3" in page and "Where?" in page
+    data = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page).group(1)
+    image = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+    scale = image.width / 400
+    # Ground truth (green) on its left edge, prediction (red) on its right edge, near the true place.
+    assert image.getpixel((round(20 * scale), round(70 * scale)))[1] > 150
+    red = image.getpixel((round(350 * scale) - 1, round(200 * scale)))
+    assert red[0] > 150 and red[1] < 100
+
+
+def test_swift_version_folders_are_found(tmp_path):
+    run = tmp_path / "run"
+    for name in ("v0-20250101-000000", "v1-20250102-000000"):
+        (run / name / "checkpoint-5").mkdir(parents=True)
+        (run / name / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    (run / "v1-20250102-000000" / "checkpoint-10").mkdir()
+    (run / "v1-20250102-000000" / "checkpoint-10" / "trainer_state.json").write_text("{}")
+    assert runlogs.latest_checkpoint(run).name == "checkpoint-10"
+    assert runlogs.run_dir_of(runlogs.latest_checkpoint(run)) == run
