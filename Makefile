@@ -44,6 +44,10 @@ demo: setup
 	$(BIN)/satori data sample --out $(DEMO_DIR)/raw --n 32
 	$(BIN)/satori data prepare $(DEMO_DIR)/raw/data.jsonl --out $(DEMO_DIR)/data --val-ratio 0.1
 	$(BIN)/satori data inspect $(DEMO_DIR)/data --samples 8
+	$(BIN)/satori train --preset smoke --model $(DEMO_DIR)/tiny-model --data $(DEMO_DIR)/data/train.jsonl \
+	    --output $(DEMO_DIR)/train
+	$(BIN)/satori report $(DEMO_DIR)/train
+	$(BIN)/satori rewards score $(DEMO_DIR)/train --out $(DEMO_DIR)/reward_scores.jsonl
 	$(BIN)/satori data sample-bench --out $(DEMO_DIR)/lmu/TinyBench.tsv
 	$(BIN)/satori eval --data $(DEMO_DIR)/lmu/TinyBench.tsv --model $(DEMO_DIR)/tiny-model --gpus 2 \
 	    --max-new-tokens 16 --data-dir $(DEMO_DIR)/lmu --work-dir $(DEMO_DIR)/eval --overwrite

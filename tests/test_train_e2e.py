@@ -56,3 +56,21 @@ def test_smoke_train_resume_report(satori, tmp_path, tiny_model):
         assert (run / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     gallery = (run / "report" / "gallery.html").read_text()
     assert gallery.count("data:image/png;base64,") >= 1 and "step 3" in gallery
+
+    # The run's logged completions score again with all four rewards, in the run's own budget,
+    # and agree with what the plugin logged during training.
+    scored = satori("rewards", "score", str(run), "--out", str(tmp_path / "scores.jsonl"))
+    assert scored.returncode == 0, scored.stderr
+    assert "pixel budget 3136-12544" in scored.stdout
+    rows = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert len(rows) == len(runlogs.read_completions(run))
+    logged = runlogs.read_completions(run)
+    for row, item in zip(rows, logged, strict=True):
+        for name, cls in (
+            ("external_format", "SatoriFormat"),
+            ("external_bbox_acc", "SatoriBoxIoU"),
+            ("extern_vqa_acc", "SatoriAnswer"),
+            ("external_caption_acc", "SatoriCaption"),
+        ):
+            assert row[name] is not None
+            assert row[name] == pytest.approx(float(item[cls]), abs=1e-6)

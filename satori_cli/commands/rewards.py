@@ -50,12 +50,30 @@ def list_rewards() -> None:
     console().print(table)
 
 
+def _run_folder(run_dir: Path, env):
+    """A train run's completions.jsonl, its pixel budget and its data rows by id."""
+    from satori_cli.errors import SatoriError
+    from satori_cli.pixels import PixelBudget
+    from satori_cli.train.report import dataset_rows
+    from satori_cli.train.runinfo import read_run_json
+    from satori_cli.train.runlogs import swift_dirs
+
+    run = read_run_json(run_dir)
+    logged = [d / "completions.jsonl" for d in swift_dirs(run_dir) if (d / "completions.jsonl").is_file()]
+    if not logged:
+        raise SatoriError(f"{run_dir} has no completions.jsonl", hint="train with log_completions on")
+    recipe = run.get("recipe") or {}
+    if recipe.get("min_pixels") and recipe.get("max_pixels"):
+        env = PixelBudget(int(recipe["min_pixels"]), int(recipe["max_pixels"]))
+    return logged[-1], env, dataset_rows(run, run_dir)
+
+
 @rewards_app.command("score")
 def score(
     file: Path = typer.Argument(
         ...,
-        help="JSONL rows with 'completion' plus bboxs, width, height, possible_answers, image_caption "
-        "(ms-swift's completions.jsonl works as is).",
+        help="JSONL rows with 'completion' plus bboxs, width, height, possible_answers, image_caption; "
+        "or a `satori train` run folder (its completions.jsonl, joined to its data, in its pixel budget).",
     ),
     out: Path = typer.Option(
         None,
@@ -87,6 +105,9 @@ def score(
     from satori_cli.ui import console
 
     env = PixelBudget.from_env()
+    data_rows = None
+    if file.is_dir():
+        file, env, data_rows = _run_folder(file, env)
     try:
         budget = PixelBudget(min_pixels or env.min_pixels, max_pixels or env.max_pixels)
     except ValueError as exc:
@@ -104,6 +125,7 @@ def score(
             budget=budget,
             normalized_vqa=normalized_vqa,
             on_progress=lambda n: progress.advance(task, n),
+            data_rows=data_rows,
         )
 
     table = Table(

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from satori_cli.errors import SatoriError
 from satori_cli.pixels import PixelBudget
 from satori_cli.rewards.reward_functions import COLUMNS, FUNCTIONS, NORMALIZED_VQA, REWARD_FUNCS
+
+DATA_COLUMNS = sorted({c for cols in COLUMNS.values() for c in cols})
 
 COMPLETION_KEYS = ("completion", "response")
 CHUNK = 1024
@@ -91,8 +93,14 @@ def score_jsonl(
     budget: PixelBudget | None = None,
     normalized_vqa: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    data_rows: Mapping[str, dict] | None = None,
 ) -> ScoreReport:
-    """Score every row of `path`, write per-row scores to `out_path`, return the summary."""
+    """Score every row of `path`, write per-row scores to `out_path`, return the summary.
+
+    `data_rows` maps a row id to its data set row: reward columns a completion row lacks are
+    taken from the row its `solution` (or `id`) names. ms-swift's completions.jsonl logs only
+    `solution` beside each completion, and `satori train` puts the row id there.
+    """
     path = Path(path)
     if not path.is_file():
         raise SatoriError(f"no such file: {path}", hint="pass a JSONL file of completions")
@@ -109,6 +117,8 @@ def score_jsonl(
         with out_path.open("w", encoding="utf-8") as out:
             chunk: list[tuple[int, dict | None, str | None]] = []
             for item in _read_rows(path):
+                if data_rows is not None and item[1] is not None:
+                    item = (item[0], _with_data_columns(item[1], data_rows), item[2])
                 chunk.append(item)
                 if len(chunk) >= CHUNK:
                     rows += _score_chunk(chunk, names, budget, summaries, malformed, out)
@@ -122,6 +132,16 @@ def score_jsonl(
     except OSError as exc:
         raise SatoriError(f"cannot read {path} or write {out_path}: {exc.strerror or exc}") from exc
     return ScoreReport(rows=rows, out_path=out_path, rewards=summaries, malformed=malformed)
+
+
+def _with_data_columns(row: dict, data_rows: Mapping[str, dict]) -> dict:
+    key = row.get("solution", row.get("id"))
+    source = data_rows.get(str(key)) if key is not None else None
+    if not source:
+        return row
+    merged = {c: source[c] for c in DATA_COLUMNS if c in source}
+    merged.update(row)
+    return merged
 
 
 def _score_chunk(chunk, names, budget, summaries, malformed, out) -> int:

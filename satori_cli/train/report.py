@@ -94,7 +94,7 @@ def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     return written
 
 
-def _dataset_rows(run: dict[str, Any], run_dir: Path) -> dict[str, dict[str, Any]]:
+def dataset_rows(run: dict[str, Any], run_dir: Path) -> dict[str, dict[str, Any]]:
     """Training rows by their `solution` tag (the row id satori adds), for images and ground truth."""
     files = [Path(run_dir) / "data" / "train.jsonl", Path(run_dir) / "data" / "val.jsonl"]
     for value in (run.get("swift_args") or {}).get("dataset") or []:
@@ -159,7 +159,7 @@ def write_gallery(run_dir: Path, out_dir: Path, max_items: int) -> Path:
         int(recipe.get("min_pixels") or PixelBudget().min_pixels),
         int(recipe.get("max_pixels") or PixelBudget().max_pixels),
     )
-    dataset = _dataset_rows(run, run_dir)
+    dataset = dataset_rows(run, run_dir)
     seen, items = set(), []
     for item in reversed(runlogs.read_completions(run_dir)):
         key = (item.get("step"), item.get("completion"), item.get("solution"))
