@@ -37,6 +37,7 @@ _BOX_NC = rf"\[\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,?\s*\]"
 _BOX = re.compile(_BOX_BODY)
 _FLAT = re.compile(rf"\s*{_BOX_BODY}\s*\Z")
 _NESTED = re.compile(rf"\s*\[\s*(?:{_BOX_NC}\s*(?:,\s*{_BOX_NC}\s*)*,?\s*)?\]\s*\Z")
+_NOT_A_BOX_LIST = "<bbox> does not hold a [[...]] list"
 _NESTED_SHAPE = re.compile(r"\A\s*\[\s*\[.*\]\s*\]\s*\Z", re.DOTALL)
 
 
@@ -100,6 +101,22 @@ def parse(text: object) -> Completion:
     """
     if not isinstance(text, str):
         text = "" if text is None else str(text)
+    m = _WELL_FORMED.match(text)
+    if m is not None and not any(_ANY_TAG.search(m.group(t)) for t in TAGS):
+        # The usual case, read in one match: with no tag nested in any part, the parts of the
+        # match are exactly the first occurrence of each tag.
+        payload = m.group("bbox")
+        boxes, box_error = parse_boxes(payload)
+        shape_ok = _NESTED_SHAPE.match(payload) is not None
+        return Completion(
+            raw=text,
+            caption=m.group("caption").strip(),
+            boxes=boxes,
+            answer=m.group("answer").strip(),
+            well_formed=shape_ok,
+            reason=None if shape_ok else _NOT_A_BOX_LIST,
+            box_error=box_error,
+        )
     caption = first_tag(text, "caption")
     answer = first_tag(text, "answer")
     payload = _FIRST["bbox"].search(text)
@@ -130,7 +147,7 @@ def _format_problem(text: str) -> str | None:
         if _ANY_TAG.search(m.group(part)):
             return f"a tag inside <{part}>"
     if not _NESTED_SHAPE.match(m.group("bbox")):
-        return "<bbox> does not hold a [[...]] list"
+        return _NOT_A_BOX_LIST
     return None
 
 

@@ -147,3 +147,22 @@ def test_parse_never_raises(text):
 @given(st.one_of(st.none(), st.integers(), st.binary(), st.lists(st.integers())))
 def test_parse_accepts_non_strings(value):
     assert parse(value).well_formed is False
+
+
+@settings(max_examples=300)
+@given(
+    st.text(max_size=15),
+    st.lists(st.tuples(*[st.integers(-5, 999)] * 4), max_size=3),
+    st.text(max_size=15),
+    st.sampled_from(["", " ", "\n", "junk", "<answer>x</answer>"]),
+)
+def test_fast_path_agrees_with_first_tag_reading(caption, boxes, answer, tail):
+    # The one-match fast path must give exactly what reading each tag's first occurrence gives.
+    from satori_cli.grammar import first_tag
+
+    text = format_completion(caption, boxes, answer) + tail
+    c = parse(text)
+    assert c.caption == first_tag(text, "caption")
+    assert c.answer == first_tag(text, "answer")
+    assert c.boxes == parse_boxes(first_tag(text, "bbox") or "")[0] or first_tag(text, "bbox") is None
+    assert c.well_formed == is_well_formed(text)
