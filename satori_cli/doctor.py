@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+
+from satori_cli.gpus import Gpu, detect_gpus
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,6 @@ class Check:
     ok: bool
     detail: str
     hint: str = ""
-
-
-@dataclass(frozen=True)
-class Gpu:
-    name: str
-    memory_mib: int
 
 
 @dataclass(frozen=True)
@@ -74,35 +69,6 @@ def package_version(dist: str) -> str | None:
         return None
 
 
-def find_gpus(timeout: float = 5.0) -> list[Gpu]:
-    """NVIDIA GPUs as nvidia-smi reports them (none if it is absent or fails)."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return []
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=True,
-        ).stdout
-    except (subprocess.SubprocessError, OSError):
-        return []
-    gpus = []
-    for line in out.strip().splitlines():
-        name, _, mem = line.rpartition(",")
-        try:
-            gpus.append(Gpu(name.strip(), int(float(mem.strip()))))
-        except ValueError:
-            continue
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        ids = [v for v in visible.split(",") if v.strip() != ""]
-        gpus = gpus[: len(ids)]
-    return gpus
-
-
 def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
     """Whether the Hugging Face hub (or HF_ENDPOINT) answers, honouring HF_HUB_OFFLINE."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
@@ -147,10 +113,10 @@ def diagnose(home: Path, check_hub: bool = True) -> Report:
             "" if vllm_exe else "install vLLM (its own environment is fine) and use --vllm-bin",
         )
     )
-    gpus = find_gpus()
+    gpus = detect_gpus()
     if gpus:
         present.add("gpu")
-        detail = "; ".join(f"{g.name} ({g.memory_mib / 1024:.0f} GiB)" for g in gpus)
+        detail = "; ".join(f"{g.name} ({g.memory_gib:.0f} GiB)" for g in gpus)
         checks.append(Check("GPUs", True, f"{len(gpus)}: {detail}"))
     else:
         checks.append(

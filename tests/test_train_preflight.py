@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from satori_cli.errors import SatoriError
+from satori_cli.gpus import Gpu
 from satori_cli.train import preflight as pf
 from satori_cli.train.command import Launch, TrainPlan
 from satori_cli.train.recipe import parse_passthrough, resolve_recipe
-from satori_cli.train.resources import Gpu, estimate_gpu_memory_gib, memory_shortfall, model_params_billion
+from satori_cli.train.resources import estimate_gpu_memory_gib, memory_shortfall, model_params_billion
 
 
 def plan_for(tmp_path: Path, preset: str = "smoke", gpus: int | None = None, extra=(), **kw) -> TrainPlan:

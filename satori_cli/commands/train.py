@@ -101,9 +101,9 @@ def train(
         raise SatoriError(
             "--nodes > 1 needs --node-rank on each machine", hint="or --dry-run to see all commands"
         )
+    from satori_cli.gpus import detect_gpus
     from satori_cli.train.command import build_commands
     from satori_cli.train.preflight import preflight
-    from satori_cli.train.resources import detect_gpus
 
     program = swift_program()
     with console().status("preparing the run ..."):

@@ -14,8 +14,9 @@ import tempfile
 from pathlib import Path
 
 from satori_cli.errors import SatoriError
+from satori_cli.gpus import Gpu
 from satori_cli.train.command import TrainPlan, generation_batch_check
-from satori_cli.train.resources import Gpu, memory_shortfall, model_params_billion
+from satori_cli.train.resources import memory_shortfall, model_params_billion
 
 # What each `needs:` entry of a recipe means: importable module and the extra that installs it.
 NEEDS = {

@@ -1,56 +1,19 @@
-"""What the machine has (GPUs and their memory) and roughly what a recipe will need.
+"""Roughly what a recipe will need of the GPUs found (`satori_cli.gpus`).
 
-GPUs are read from `nvidia-smi` (milliseconds, no torch import), honouring
-`CUDA_VISIBLE_DEVICES`. The memory estimate is deliberately coarse: it exists to stop a run
+The memory estimate is deliberately coarse: it exists to stop a run
 that cannot fit before minutes of model loading, not to predict the peak to the gigabyte.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from satori_cli.gpus import Gpu
+
 GIB = 1024**3
-
-
-@dataclass(frozen=True)
-class Gpu:
-    index: int
-    name: str
-    memory_gib: float
-
-
-def detect_gpus() -> list[Gpu]:
-    """Visible NVIDIA GPUs; an empty list when there is no driver or no GPU."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return []
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    gpus = []
-    for line in out.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 3 and parts[0].isdigit():
-            gpus.append(Gpu(int(parts[0]), parts[1], float(parts[2]) / 1024))
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        wanted = [v.strip() for v in visible.split(",") if v.strip()]
-        gpus = [g for g in gpus if str(g.index) in wanted]
-    return gpus
 
 
 def model_params_billion(model: str) -> float | None:
