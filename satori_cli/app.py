@@ -42,10 +42,11 @@ def _root(
 
 def _register() -> None:
     # Each module adds its commands to `app`; they import only typer/rich at module level.
-    from satori_cli.commands import doctor, tiny
+    from satori_cli.commands import doctor, serve, tiny
 
     doctor.register(app)
     tiny.register(app)
+    serve.register(app)
 
 
 _register()

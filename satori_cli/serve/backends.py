@@ -168,9 +168,7 @@ class ServerProcess:
         code = self.proc.wait()
         return ServerDied(self.name, code, self.tail(), self.log_path)
 
-    def wait_healthy(
-        self, url: str, timeout: float, on_tick: Callable[[float], None] | None = None
-    ) -> None:
+    def wait_healthy(self, url: str, timeout: float, on_tick: Callable[[float], None] | None = None) -> None:
         """Poll `url` until it answers 200. Raises ServerDied or a timeout SatoriError."""
         start = time.monotonic()
         while time.monotonic() - start < timeout:

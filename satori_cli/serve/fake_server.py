@@ -105,7 +105,10 @@ def make_app(budget: PixelBudget | None = None, api_key: str | None = None, dela
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": SERVED_MODEL_NAME, "object": "model", "owned_by": "satori"}]}
+        return {
+            "object": "list",
+            "data": [{"id": SERVED_MODEL_NAME, "object": "model", "owned_by": "satori"}],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -196,7 +199,9 @@ class FakeServer:
         self.host, self.port = self._sock.getsockname()[:2]
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
 
     @property
     def root(self) -> str:

@@ -43,7 +43,9 @@ def parsed_markdown(prediction: Prediction) -> str:
 
     lines = [f"**Caption:** {field(c.caption)}", "", f"**Answer:** {field(c.answer)}", ""]
     if prediction.boxes:
-        boxes = ", ".join(f"{label} {list(b)}" for label, b in zip(prediction.labels(), prediction.boxes))
+        boxes = ", ".join(
+            f"{label} {list(b)}" for label, b in zip(prediction.labels(), prediction.boxes, strict=True)
+        )
         lines.append(f"**Boxes** (original-image pixels): {boxes}")
     else:
         lines.append(f"**Boxes:** none ({html.escape(c.box_error or 'empty list')})")
@@ -54,7 +56,11 @@ def parsed_markdown(prediction: Prediction) -> str:
 
 def annotations(prediction: Prediction) -> list[tuple[tuple[int, int, int, int], str]]:
     """AnnotatedImage wants int boxes inside the image (floats raise; negatives wrap): clamped already."""
-    return [(b, label) for b, label in zip(prediction.boxes, prediction.labels()) if b[2] > b[0] and b[3] > b[1]]
+    return [
+        (b, label)
+        for b, label in zip(prediction.boxes, prediction.labels(), strict=True)
+        if b[2] > b[0] and b[3] > b[1]
+    ]
 
 
 def error_markdown(message: str) -> str:
@@ -97,6 +103,23 @@ def make_handler(client: SatoriClient, budget: PixelBudget):
     return ask
 
 
+def _refuse_non_images(component: Any, gr: Any) -> None:
+    """Make an upload that is not an image end in a message, not a traceback.
+
+    Wrapping the instance's preprocess (not subclassing: gradio writes a .pyi file next to
+    the module of every component subclass).
+    """
+    original = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return original(payload)
+        except Exception:
+            raise gr.Error("The upload is not an image that can be read (PNG, JPEG, WebP, ...).") from None
+
+    component.preprocess = preprocess
+
+
 def build_demo(
     base_url: str,
     api_key: str | None = None,
@@ -105,18 +128,6 @@ def build_demo(
 ):
     """The Blocks app (not launched)."""
     gr = require("gradio", "serve", "The demo")
-
-    class UploadImage(gr.Image):
-        """gr.Image that refuses a non-image upload with a message instead of a traceback."""
-
-        def get_block_name(self) -> str:
-            return "image"
-
-        def preprocess(self, payload):
-            try:
-                return super().preprocess(payload)
-            except Exception:
-                raise gr.Error("The upload is not an image that can be read (PNG, JPEG, WebP, ...).") from None
 
     client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout)
     ask = make_handler(client, budget)
@@ -129,10 +140,15 @@ def build_demo(
         status = gr.Markdown(elem_id="status")
         with gr.Row():
             with gr.Column():
-                image = UploadImage(type="filepath", label="Image", elem_id="inp", sources=["upload", "clipboard"])
+                image = gr.Image(
+                    type="filepath", label="Image", elem_id="inp", sources=["upload", "clipboard"]
+                )
+                _refuse_non_images(image, gr)
                 question = gr.Textbox(label="Question", elem_id="q", lines=2)
                 with gr.Accordion("Sampling", open=False):
-                    temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature", elem_id="temp")
+                    temperature = gr.Slider(
+                        0.0, 1.5, value=0.0, step=0.05, label="Temperature", elem_id="temp"
+                    )
                     max_tokens = gr.Slider(16, 1024, value=512, step=16, label="Max tokens", elem_id="maxtok")
                 button = gr.Button("Ask", variant="primary", elem_id="ask")
                 gr.Examples(
@@ -170,5 +186,7 @@ def launch_demo(demo: Any, host: str = "127.0.0.1", port: int = 7860, block: boo
             prevent_thread_lock=not block,
         )
     except OSError as exc:
-        raise SatoriError(f"cannot start the demo on {host}:{port}: {exc}", hint="choose another --ui-port") from exc
+        raise SatoriError(
+            f"cannot start the demo on {host}:{port}: {exc}", hint="choose another --ui-port"
+        ) from exc
     return demo
