@@ -89,6 +89,7 @@ def serve(
                 f"# then the demo on {root_url(host, ui_port)} against {plan.base_url}", markup=False
             )
         return
+    _sigterm_as_interrupt()
     try:
         server = start_server(plan, startup_timeout)
     except ServerDied as exc:
@@ -109,6 +110,16 @@ def serve(
         raise
     finally:
         server.stop()
+
+
+def _sigterm_as_interrupt() -> None:
+    """`kill PID` (SIGTERM) stops the server tree the same way Ctrl-C does."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _print_tail(exc) -> None:
