@@ -50,11 +50,10 @@ def serve(
     Ctrl-C stops the server and everything it started.
     """
     from satori_cli.errors import SatoriError
-    from satori_cli.pixels import PixelBudget
     from satori_cli.serve.backends import BACKENDS, root_url
     from satori_cli.ui import console
 
-    budget = PixelBudget.from_env()
+    budget = _budget()
     if base_url:
         if not ui:
             raise SatoriError(
@@ -112,6 +111,17 @@ def serve(
         server.stop()
 
 
+def _budget():
+    """The pixel budget from MIN_PIXELS / MAX_PIXELS; a bad value is the user's to fix."""
+    from satori_cli.errors import SatoriError
+    from satori_cli.pixels import PixelBudget
+
+    try:
+        return PixelBudget.from_env()
+    except ValueError as exc:
+        raise SatoriError(str(exc), hint="unset MIN_PIXELS / MAX_PIXELS or give whole numbers") from exc
+
+
 def _sigterm_as_interrupt() -> None:
     """`kill PID` (SIGTERM) stops the server tree the same way Ctrl-C does."""
     import signal
@@ -167,11 +177,10 @@ def predict(
     timeout: float = typer.Option(300, help="Seconds to wait for the answer."),
 ) -> None:
     """Ask SATORI about one image: caption, boxes on the original image, answer."""
-    from satori_cli.pixels import PixelBudget
     from satori_cli.serve.client import SatoriClient, draw_boxes, load_image
     from satori_cli.ui import console
 
-    budget = PixelBudget.from_env()
+    budget = _budget()
     picture = load_image(image)
     client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout)
     with console().status("asking SATORI ...") if not as_json else contextlib.nullcontext():
