@@ -32,7 +32,10 @@ class ServerDied(SatoriError):
 
     def __init__(self, name: str, code: int, tail: list[str], log_path: Path | None) -> None:
         hint = f"full log: {log_path}" if log_path else None
-        super().__init__(f"{name} exited with code {code}", exit_code=code or 1, hint=hint)
+        if code < 0:  # killed by a signal: report it the way a shell would (128 + signal)
+            super().__init__(f"{name} was killed by signal {-code}", exit_code=128 - code, hint=hint)
+        else:
+            super().__init__(f"{name} exited with code {code}", exit_code=code or 1, hint=hint)
         self.tail = tail
 
 
