@@ -158,6 +158,13 @@ class SatoriClient:
             base_url=self.base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=0
         )
 
+    def models(self) -> list[str]:
+        """The model names the server offers (a cheap liveness and API-key check)."""
+        try:
+            return [m.id for m in self._client.models.list().data]
+        except Exception as exc:
+            raise explain(exc, self.base_url) from exc
+
     def messages(self, prepared: PreparedImage, question: str) -> list[dict[str, Any]]:
         return [
             {"role": "system", "content": load_prompt("system")},

@@ -69,11 +69,9 @@ def error_markdown(message: str) -> str:
 
 def server_status(client: SatoriClient) -> str:
     try:
-        models = [m.id for m in client._client.models.list().data]
-    except Exception as exc:
-        from satori_cli.serve.client import explain
-
-        return error_markdown(str(explain(exc, client.base_url)))
+        models = client.models()
+    except SatoriError as exc:
+        return error_markdown(str(exc))
     return f"Connected to `{client.base_url}`; models: {', '.join(models) or '(none)'}"
 
 
