@@ -54,13 +54,18 @@ def test_vllm_argv_against_vllm_parser_or_dry_run(satori):
     """With vLLM installed, its own parser must accept our flags; without it, the dry run shows them."""
     settings = VllmSettings(model="justairr/SATORI", gpus=2)
     if importlib.util.find_spec("vllm") is not None:  # a GPU machine with vLLM in this environment
-        from vllm.entrypoints.openai.cli_args import make_arg_parser
+        try:  # where vLLM 0.33 keeps the `vllm serve` parser
+            from vllm.entrypoints.common.cli_args import make_arg_parser
+        except ImportError:  # older releases
+            from vllm.entrypoints.openai.cli_args import make_arg_parser
         from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-        parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(
-            ["justairr/SATORI", *vllm_args(settings)]
-        )
+        argv = ["justairr/SATORI", *vllm_args(settings)]
+        parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+        assert parsed.model_tag == "justairr/SATORI"
         assert parsed.tensor_parallel_size == 2
+        assert parsed.max_model_len == 2048
+        assert parsed.limit_mm_per_prompt == {"image": 1, "video": 0}
         assert parsed.served_model_name == ["satori"]
         assert parsed.mm_processor_kwargs == {"min_pixels": PAPER_MIN_PIXELS, "max_pixels": PAPER_MAX_PIXELS}
         return
