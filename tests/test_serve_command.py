@@ -219,3 +219,35 @@ def test_predict_human_output_and_errors(satori, fake, tmp_path):
     result = satori("predict", str(image), "q", "--base-url", "http://127.0.0.1:9/v1")
     assert result.returncode == 1 and "cannot reach" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_predict_waits_for_a_server_that_is_starting(satori, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    image = red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)])
+    url = f"http://127.0.0.1:{port}/v1"
+    predict = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "satori_cli",
+            "predict",
+            str(image),
+            "q",
+            "--base-url",
+            url,
+            "--wait",
+            "60",
+            "--json",
+        ],
+        env=satori_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2)  # predict is now polling /health of a server that does not exist yet
+    with FakeServer(port=port):
+        out, err = predict.communicate(timeout=60)
+    assert predict.returncode == 0, err
+    assert json.loads(out)["boxes"] == [list(CASES[(640, 480)])]

@@ -175,6 +175,9 @@ def predict(
     temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy, repeatable boxes)."),
     max_tokens: int = typer.Option(512, help="Most tokens to generate."),
     timeout: float = typer.Option(300, help="Seconds to wait for the answer."),
+    wait: float = typer.Option(
+        0, help="Seconds to wait for the server's /health first (for scripts that just started it)."
+    ),
 ) -> None:
     """Ask SATORI about one image: caption, boxes on the original image, answer."""
     from satori_cli.serve.client import SatoriClient, draw_boxes, load_image
@@ -183,6 +186,13 @@ def predict(
     budget = _budget()
     picture = load_image(image)
     client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout)
+    if wait > 0:
+        from satori_cli.cmdline import wait_until
+        from satori_cli.serve.backends import http_ok
+
+        health = base_url.rstrip("/").removesuffix("/v1") + "/health"
+        with console().status(f"waiting for {health} ..."):
+            wait_until(lambda: http_ok(health), timeout=wait, interval=1.0)
     with console().status("asking SATORI ...") if not as_json else contextlib.nullcontext():
         prepared, prediction = client.predict(picture, question, temperature, max_tokens)
     if save is not None:
