@@ -104,6 +104,20 @@ def test_server_down_shows_a_message_not_a_trace(tmp_path):
         demo.close()
 
 
+def test_slow_server_shows_a_timeout_message(tmp_path):
+    from gradio_client import Client
+
+    port = free_port()
+    with FakeServer(delay=5.0) as slow:
+        demo = launch_demo(build_demo(slow.base_url, timeout=1), port=port, block=False)
+        try:
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            _, parsed, _ = ask(client, red_box_image(tmp_path / "in.png", (64, 64), (8, 8, 32, 32)))
+        finally:
+            demo.close()
+    assert parsed.startswith("**Error:** the server at") and "did not answer in time" in parsed
+
+
 def test_demo_serves_no_file_outside_its_own(stack, tmp_path):
     _, port, _ = stack
     secret = tmp_path / "secret.txt"

@@ -80,7 +80,7 @@ def _decode_image(messages: list[dict[str, Any]]) -> Any:
 
 
 def make_app(budget: PixelBudget | None = None, api_key: str | None = None, delay: float = 0.0):
-    """The FastAPI app. `delay` (seconds) is spread over the streamed chunks, to simulate a slow model."""
+    """The FastAPI app. `delay` seconds pass before the answer (or its first chunk): a slow model."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -149,6 +149,8 @@ def make_app(budget: PixelBudget | None = None, api_key: str | None = None, dela
         pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
 
         async def events():
+            if delay:  # a slow model: nothing arrives until the first token
+                await asyncio.sleep(delay)
             for i, piece in enumerate(pieces):
                 delta = {"content": piece} if i else {"role": "assistant", "content": piece}
                 chunk = {
@@ -159,7 +161,7 @@ def make_app(budget: PixelBudget | None = None, api_key: str | None = None, dela
                     "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
                 }
                 yield f"data: {json.dumps(chunk)}\n\n"
-                await asyncio.sleep(delay / len(pieces) if delay else 0.005)
+                await asyncio.sleep(0.005)
             end = {
                 "id": rid,
                 "object": "chat.completion.chunk",
