@@ -99,6 +99,7 @@ def test_dry_run_transformers_backend_uses_swift_deploy_with_the_budget(satori):
         (["--backend", "transformers", "--gpus", "2"], "needs --backend vllm"),
         (["--model", "./no/such/folder"], "model not found"),
         (["--backend", "vllm", "--vllm-bin", "/nonexistent/vllm"], "not an executable"),
+        (["--backend", "fake", "--ui", "--ui-port", "8000"], "is the API's --port too"),
     ],
 )
 def test_user_errors_are_one_line(satori, args, message):
@@ -116,8 +117,11 @@ def test_port_in_use_is_refused(satori):
         port = sock.getsockname()[1]
         assert port_in_use("127.0.0.1", port)
         result = satori("serve", "--backend", "fake", "--port", str(port))
+        busy_ui = satori("serve", "--backend", "fake", "--port", "9", "--ui", "--ui-port", str(port))
     assert result.returncode == 2
     assert "already in use" in result.stderr
+    assert busy_ui.returncode == 2
+    assert "already in use" in busy_ui.stderr and "--ui-port" in busy_ui.stderr
 
 
 def test_dead_server_passes_exit_code_and_last_lines(tmp_path):

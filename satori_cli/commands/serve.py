@@ -54,6 +54,8 @@ def serve(
     from satori_cli.ui import console
 
     budget = _budget()
+    if ui and not dry_run:
+        _check_ui_port(host, ui_port, None if base_url else port)
     if base_url:
         if not ui:
             raise SatoriError(
@@ -62,6 +64,7 @@ def serve(
         if dry_run:
             console().print(f"would start the demo on {root_url(host, ui_port)} against {base_url}")
             return
+        _sigterm_as_interrupt()
         _run_ui(base_url, api_key, budget, host, ui_port)
         return
     if backend not in (*BACKENDS, "auto"):
@@ -109,6 +112,17 @@ def serve(
         raise
     finally:
         server.stop()
+
+
+def _check_ui_port(host: str, ui_port: int, api_port: int | None) -> None:
+    """Refuse a busy demo port before starting a server that would then have to be stopped."""
+    from satori_cli.errors import SatoriError
+    from satori_cli.serve.backends import port_in_use
+
+    if ui_port == api_port:
+        raise SatoriError(f"--ui-port {ui_port} is the API's --port too", hint="give them different ports")
+    if port_in_use("127.0.0.1" if host in ("0.0.0.0", "") else host, ui_port):
+        raise SatoriError(f"port {ui_port} on {host} is already in use", hint="choose another --ui-port")
 
 
 def _budget():
