@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.satori-setup
 DEMO_DIR ?= $(CURDIR)/outputs/demo
+DEMO_PORT ?= 8765
 # torch 2.14.1 + torchvision 0.29.1 import cleanly together on CPU-only machines (a CUDA build
 # that falls back to the CPU); on a GPU box install the torch that matches your CUDA first.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
@@ -51,6 +52,12 @@ demo: setup
 	$(BIN)/satori data sample-bench --out $(DEMO_DIR)/lmu/TinyBench.tsv
 	$(BIN)/satori eval --data $(DEMO_DIR)/lmu/TinyBench.tsv --model $(DEMO_DIR)/tiny-model --gpus 2 \
 	    --max-new-tokens 16 --data-dir $(DEMO_DIR)/lmu --work-dir $(DEMO_DIR)/eval --overwrite
+	# Serving: the tiny model behind ms-swift's OpenAI-compatible server, asked from the command line.
+	$(BIN)/satori serve --backend transformers --model $(DEMO_DIR)/tiny-model --port $(DEMO_PORT) & pid=$$!; \
+	  $(BIN)/satori predict satori_cli/serve/examples/red_box.png "What color is the box?" \
+	    --base-url http://127.0.0.1:$(DEMO_PORT)/v1 --wait 300 --max-tokens 16 --save $(DEMO_DIR)/predict.png; \
+	  rc=$$?; kill $$pid; wait $$pid; exit $$rc
+	@echo "demo finished: everything is under $(DEMO_DIR)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache outputs

@@ -11,6 +11,7 @@ download_app = typer.Typer(
     help="Download a model or the dataset from the Hugging Face hub (or ModelScope), resumably. "
     "HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE are honoured. "
     "A local folder is accepted in place of a repo id.",
+    short_help="Download SATORI-3B, the base model or VQA-Verify (HF hub or ModelScope).",
     no_args_is_help=True,
 )
 

@@ -128,9 +128,12 @@ def report(
         24, "--max-completions", help="Completions in the gallery (the latest steps first)."
     ),
 ) -> None:
-    """Plot a run: total and per-reward means, KL and completion length over steps, and a
+    """Plot a run's rewards, KL and completion length, and a gallery of its completions.
+
+    PNG plots over steps of the total reward and each component, KL and completion length, and a
     self-contained HTML gallery of logged completions with predicted (red) and ground-truth
-    (green) boxes drawn on their images."""
+    (green) boxes drawn on their images.
+    """
     from satori_cli.train.report import write_report
     from satori_cli.ui import console
 

@@ -1,0 +1,204 @@
+"""Start, watch and stop the model server child process.
+
+The server (vLLM, `swift deploy` or the fake) runs in its own process group so that Ctrl-C
+and shutdown reach its workers too. We keep the last lines of its log: when it dies before
+it is healthy, the user sees why, and its exit code is passed through.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from satori_cli.cmdline import Command, find_program, spawn, stop_group
+from satori_cli.errors import SatoriError
+from satori_cli.pixels import PixelBudget
+from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
+
+BACKENDS = ("vllm", "transformers", "fake")
+TINY = "tiny"  # `--model tiny`: the tiny random model, built on first use
+
+
+class ServerDied(SatoriError):
+    """The server exited; carries its exit code and the last lines of its log."""
+
+    def __init__(self, name: str, code: int, tail: list[str], log_path: Path | None) -> None:
+        hint = f"full log: {log_path}" if log_path else None
+        if code < 0:  # killed by a signal: report it the way a shell would (128 + signal)
+            super().__init__(f"{name} was killed by signal {-code}", exit_code=128 - code, hint=hint)
+        else:
+            super().__init__(f"{name} exited with code {code}", exit_code=code or 1, hint=hint)
+        self.tail = tail
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something already listens on host:port (so a new server could not bind it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def root_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    return f"http://{shown}:{port}"
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """GET url (no proxy) and say whether it answered 200."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def swift_command(
+    model: str,
+    host: str,
+    port: int,
+    budget: PixelBudget,
+    api_key: str | None = None,
+    max_new_tokens: int = 512,
+    swift_bin: str = "swift",
+) -> Command:
+    """`swift deploy` over transformers: ms-swift's maintained OpenAI-compatible server, CPU-capable."""
+    argv = [
+        swift_bin,
+        "deploy",
+        "--model",
+        model,
+        "--model_type",
+        "qwen2_5_vl",
+        "--template",
+        "qwen2_5_vl",
+        "--infer_backend",
+        "transformers",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--served_model_name",
+        SERVED_MODEL_NAME,
+        "--max_new_tokens",
+        str(max_new_tokens),
+        "--use_hf",
+        "true",
+        "--verbose",
+        "false",
+        "--log_interval",
+        "-1",
+    ]
+    if api_key:
+        argv += ["--api_key", api_key]
+    # ms-swift's Qwen2.5-VL template reads the budget from MIN_PIXELS / MAX_PIXELS.
+    return Command(argv, env=budget.env())
+
+
+def fake_command(host: str, port: int, budget: PixelBudget, api_key: str | None = None) -> Command:
+    """The fake SATORI server (`satori_cli.serve.fake_server`) as a child process."""
+    env = budget.env()
+    if api_key:
+        env["SATORI_FAKE_API_KEY"] = api_key
+    argv = [sys.executable, "-m", "satori_cli.serve.fake_server", "--host", host, "--port", str(port)]
+    return Command(argv, env=env)
+
+
+def resolve_program(command: Command, backend: str) -> Command:
+    """Replace argv[0] by its absolute path, or explain how to install it."""
+    hints = {
+        "vllm": "install vLLM in its own environment (it pins pillow>=13, gradio needs <13) "
+        "and pass --vllm-bin /path/to/that/env/bin/vllm",
+        "transformers": "install the train extra: pip install 'satori-cli[train]'",
+    }
+    if backend == "fake":
+        return command
+    program = find_program(command.program, hints[backend])
+    return Command([program, *command.argv[1:]], dict(command.env), command.cwd)
+
+
+class ServerProcess:
+    """A server child process: its log tail, health wait, and clean shutdown."""
+
+    def __init__(self, command: Command, name: str, log_path: Path | None = None, tail: int = 30) -> None:
+        self.command = command
+        self.name = name
+        self.log_path = log_path
+        self._tail: collections.deque[str] = collections.deque(maxlen=tail)
+        self.proc: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> ServerProcess:
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = spawn(self.command)
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+        return self
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        log = open(self.log_path, "a", encoding="utf-8") if self.log_path else None  # noqa: SIM115
+        try:
+            for line in self.proc.stdout:
+                self._tail.append(line.rstrip("\n"))
+                if log is not None:
+                    log.write(line)
+                    log.flush()
+        finally:
+            if log is not None:
+                log.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self) -> list[str]:
+        if self._reader is not None:
+            self._reader.join(timeout=2.0)
+        return list(self._tail)
+
+    def died(self) -> ServerDied:
+        assert self.proc is not None
+        code = self.proc.wait()
+        return ServerDied(self.name, code, self.tail(), self.log_path)
+
+    def wait_healthy(self, url: str, timeout: float, on_tick: Callable[[float], None] | None = None) -> None:
+        """Poll `url` until it answers 200. Raises ServerDied or a timeout SatoriError."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if http_ok(url):
+                return
+            if not self.alive:
+                raise self.died()
+            if on_tick is not None:
+                on_tick(time.monotonic() - start)
+            time.sleep(0.5)
+        self.stop()
+        raise SatoriError(
+            f"{self.name} did not become healthy within {timeout:.0f} s",
+            exit_code=1,
+            hint=f"see {self.log_path}" if self.log_path else "raise --startup-timeout",
+        )
+
+    def wait(self) -> int:
+        """Block until the server exits (Ctrl-C stops the whole group); return its exit code."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait()
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        return stop_group(self.proc, grace=10.0)

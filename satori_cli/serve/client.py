@@ -1,0 +1,253 @@
+"""One SATORI round trip: image + question in, caption / boxes / answer out, boxes on the original.
+
+Qwen2.5-VL answers with boxes in the pixels of its *resized* input. We resize the image to the
+pixel budget ourselves and send that, so the server's own resize is the identity and cannot
+shift the boxes; we then map the boxes back to the original image with the same budget.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from satori_cli.errors import SatoriError, require
+from satori_cli.grammar import Completion, parse
+from satori_cli.pixels import PAPER_BUDGET, PixelBudget, clamp_box
+from satori_cli.prompts import load_prompt
+from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # larger files are refused before decoding
+MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard
+BOX_COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
+
+
+def load_image(source: str | Path | bytes) -> Image.Image:
+    """Open an upload as RGB, refusing non-images and oversized files with a one-line error."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(source, bytes):
+        data = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise SatoriError(f"image not found: {path}")
+        if path.stat().st_size > MAX_UPLOAD_BYTES:
+            raise SatoriError(f"image is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB: {path}")
+        data = path.read_bytes()
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise SatoriError(f"image is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise SatoriError(f"image has more than {MAX_IMAGE_PIXELS:,} pixels")
+            img.load()
+            # Show, send and draw on the same upright RGB pixels (EXIF rotation, alpha, palettes).
+            return ImageOps.exif_transpose(img).convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise SatoriError("the file is not an image that can be read (PNG, JPEG, WebP, ...)") from exc
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """The original image and the resized copy the model sees."""
+
+    original: Image.Image
+    resized: Image.Image
+
+    @property
+    def data_url(self) -> str:
+        buf = io.BytesIO()
+        self.resized.save(buf, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def prepare_image(image: Image.Image, budget: PixelBudget = PAPER_BUDGET) -> PreparedImage:
+    """Resize to the budget exactly as Qwen's processor would (BICUBIC, smart_resize size)."""
+    from PIL import Image
+
+    try:
+        size = budget.resized_wh(image.width, image.height)
+    except ValueError as exc:
+        raise SatoriError(f"cannot use this image: {exc}") from exc
+    resized = image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
+    return PreparedImage(original=image, resized=resized)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A parsed answer, with boxes in original-image pixels (clamped, whole pixels)."""
+
+    completion: Completion
+    width: int
+    height: int
+    boxes: tuple[tuple[int, int, int, int], ...] = field(default=())
+
+    @property
+    def raw(self) -> str:
+        return self.completion.raw
+
+    def labels(self) -> list[str]:
+        return [f"box {i + 1}" for i in range(len(self.boxes))]
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.completion
+        return {
+            "caption": c.caption,
+            "answer": c.answer,
+            "boxes": [list(b) for b in self.boxes],
+            "boxes_model": [list(b) for b in (c.boxes or ())],
+            "image_size": [self.width, self.height],
+            "well_formed": c.well_formed,
+            "problem": c.reason,
+            "raw": c.raw,
+        }
+
+
+def interpret(text: str, prepared: PreparedImage, budget: PixelBudget = PAPER_BUDGET) -> Prediction:
+    """Parse a completion and map its boxes from the resized input onto the original image."""
+    completion = parse(text)
+    w, h = prepared.original.size
+    mapped = budget.to_original(completion.boxes or (), w, h)
+    boxes = tuple(clamp_box(b, w, h) for b in mapped)
+    return Prediction(completion=completion, width=w, height=h, boxes=boxes)
+
+
+def draw_boxes(image: Image.Image, prediction: Prediction) -> Image.Image:
+    """A copy of the image with each box outlined and labelled (the PNG `--save` writes)."""
+    from PIL import ImageDraw
+
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    width = max(2, round(min(out.size) / 150))
+    for i, (box, label) in enumerate(zip(prediction.boxes, prediction.labels(), strict=True)):
+        color = BOX_COLORS[i % len(BOX_COLORS)]
+        x1, y1, x2, y2 = box
+        draw.rectangle((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)), outline=color, width=width)
+        tx, ty = x1 + width + 2, y1 + width + 1
+        text_box = draw.textbbox((tx, ty), label)
+        draw.rectangle(text_box, fill=color)
+        draw.text((tx, ty), label, fill="white")
+    return out
+
+
+class SatoriClient:
+    """An OpenAI-compatible chat client that speaks SATORI (system prompt, one image, a question)."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        api_key: str | None = None,
+        model: str = SERVED_MODEL_NAME,
+        budget: PixelBudget = PAPER_BUDGET,
+        timeout: float = 120.0,
+    ) -> None:
+        openai = require("openai", "serve", "Talking to the SATORI server")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.budget = budget
+        # A local server needs no key, but the client library insists on one.
+        self._client = openai.OpenAI(
+            base_url=self.base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=0
+        )
+
+    def models(self) -> list[str]:
+        """The model names the server offers (a cheap liveness and API-key check)."""
+        try:
+            return [m.id for m in self._client.models.list().data]
+        except Exception as exc:
+            raise explain(exc, self.base_url) from exc
+
+    def messages(self, prepared: PreparedImage, question: str) -> list[dict[str, Any]]:
+        return [
+            {"role": "system", "content": load_prompt("system")},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": prepared.data_url}},
+                    {"type": "text", "text": question},
+                ],
+            },
+        ]
+
+    def _request(self, prepared: PreparedImage, question: str, temperature: float, max_tokens: int, stream):
+        if not question.strip():
+            raise SatoriError("ask a question about the image")
+        try:
+            return self._client.chat.completions.create(
+                model=self.model,
+                messages=self.messages(prepared, question),
+                temperature=temperature,
+                max_tokens=max_tokens,
+                stream=stream,
+                # vLLM reads this; our pre-resize already makes its resize the identity.
+                extra_body={"mm_processor_kwargs": self.budget.processor_kwargs()},
+            )
+        except Exception as exc:
+            raise explain(exc, self.base_url) from exc
+
+    def stream(
+        self, prepared: PreparedImage, question: str, temperature: float = 0.0, max_tokens: int = 512
+    ) -> Iterator[str]:
+        """Yield the completion text so far, growing as tokens arrive."""
+        text = ""
+        chunks = self._request(prepared, question, temperature, max_tokens, stream=True)
+        try:
+            for chunk in chunks:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    text += chunk.choices[0].delta.content
+                    yield text
+        except Exception as exc:
+            raise explain(exc, self.base_url) from exc
+
+    def complete(
+        self, prepared: PreparedImage, question: str, temperature: float = 0.0, max_tokens: int = 512
+    ) -> str:
+        response = self._request(prepared, question, temperature, max_tokens, stream=False)
+        return response.choices[0].message.content or ""
+
+    def predict(
+        self, image: Image.Image, question: str, temperature: float = 0.0, max_tokens: int = 512
+    ) -> tuple[PreparedImage, Prediction]:
+        prepared = prepare_image(image, self.budget)
+        text = self.complete(prepared, question, temperature, max_tokens)
+        return prepared, interpret(text, prepared, self.budget)
+
+
+def explain(exc: Exception, base_url: str) -> SatoriError:
+    """Turn a client-library exception into one line a user can act on."""
+    if isinstance(exc, SatoriError):
+        return exc
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return SatoriError(f"the server at {base_url} did not answer in time", exit_code=1)
+    if isinstance(exc, openai.APIConnectionError):
+        return SatoriError(
+            f"cannot reach the SATORI server at {base_url}",
+            exit_code=1,
+            hint="start one with `satori serve`, or pass --base-url",
+        )
+    if isinstance(exc, openai.AuthenticationError) or "api key" in str(exc).lower():
+        return SatoriError("the server refused the API key", exit_code=1, hint="pass the server's --api-key")
+    if isinstance(exc, openai.APIStatusError):
+        return SatoriError(f"the server answered {exc.status_code}: {_message(exc)}", exit_code=1)
+    return SatoriError(f"request failed: {type(exc).__name__}: {exc}", exit_code=1)
+
+
+def _message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        for key in ("message", "detail", "error"):
+            if isinstance(body.get(key), str):
+                return body[key]
+            if isinstance(body.get(key), dict) and isinstance(body[key].get("message"), str):
+                return body[key]["message"]
+    return str(getattr(exc, "message", exc))

@@ -1,0 +1,62 @@
+"""The `vllm serve` command line for SATORI, built from the shared pixel budget.
+
+vLLM is never imported here: it pins `pillow>=13`, which gradio 6 refuses, so it usually
+lives in its own environment and we only build its argv (`--vllm-bin` points at it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from satori_cli.cmdline import Command, flag_args
+from satori_cli.pixels import PAPER_BUDGET, PixelBudget
+
+SERVED_MODEL_NAME = "satori"
+# SATORI trained with max_length 2048 (prompt + <=512 visual tokens + 512 completion tokens).
+MAX_MODEL_LEN = 2048
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    """What `satori serve --backend vllm` controls; everything else keeps vLLM's defaults."""
+
+    model: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    gpus: int = 1
+    max_model_len: int = MAX_MODEL_LEN
+    gpu_memory_utilization: float = 0.85
+    max_num_seqs: int = 32
+    budget: PixelBudget = PAPER_BUDGET
+    served_model_name: str = SERVED_MODEL_NAME
+
+
+def vllm_args(settings: VllmSettings) -> list[str]:
+    """The arguments after `vllm serve MODEL` (dict flags as JSON, as vLLM's parser expects)."""
+    return flag_args(
+        {
+            "served_model_name": settings.served_model_name,
+            "host": settings.host,
+            "port": settings.port,
+            "tensor_parallel_size": settings.gpus,
+            "max_model_len": settings.max_model_len,
+            "max_num_seqs": settings.max_num_seqs,
+            "gpu_memory_utilization": settings.gpu_memory_utilization,
+            "dtype": "bfloat16",
+            # One image per prompt, no video: the profiling run then reserves one image only.
+            "limit_mm_per_prompt": {"image": 1, "video": 0},
+            # The pixel budget bounds the visual tokens (and memory) of every image.
+            "mm_processor_kwargs": settings.budget.processor_kwargs(),
+            # Sampling comes from the request (temperature 0 gives repeatable boxes).
+            "generation_config": "vllm",
+        },
+        style="kebab",
+    )
+
+
+def vllm_command(settings: VllmSettings, vllm_bin: str = "vllm", api_key: str | None = None) -> Command:
+    """`vllm serve` as a Command. The API key travels in VLLM_API_KEY, not in argv (`ps` shows argv)."""
+    env = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
+    return Command([vllm_bin, "serve", settings.model, *vllm_args(settings)], env=env)

@@ -1,0 +1,160 @@
+"""The SATORI client against the fake server: pre-resize, streaming, box mapping, errors."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import urllib.request
+
+import pytest
+from PIL import Image
+
+from satori_cli.errors import SatoriError
+from satori_cli.grammar import format_completion
+from satori_cli.pixels import PAPER_BUDGET, PixelBudget
+from satori_cli.serve import client as client_mod
+from satori_cli.serve.client import (
+    BOX_COLORS,
+    SatoriClient,
+    draw_boxes,
+    interpret,
+    load_image,
+    prepare_image,
+)
+from satori_cli.serve.fake_server import FakeServer
+from tests.serve_helpers import CASES, red_box_image
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeServer() as server:
+        yield server
+
+
+def last_request(server: FakeServer) -> dict:
+    with urllib.request.urlopen(server.root + "/fake/last") as resp:
+        return json.loads(resp.read())
+
+
+@pytest.mark.parametrize(("size", "box"), list(CASES.items()))
+def test_boxes_land_on_the_original_pixels(fake, tmp_path, size, box):
+    image = load_image(red_box_image(tmp_path / "in.png", size, box))
+    prepared, prediction = SatoriClient(fake.base_url).predict(image, "where is the red box?")
+    assert prediction.boxes == (box,)
+    assert prediction.completion.well_formed
+    # The server saw the budget-resized image, so its own resize was the identity.
+    seen = last_request(fake)
+    assert seen["received_size"] == seen["model_input_size"] == list(prepared.resized.size)
+    assert tuple(seen["received_size"]) == PAPER_BUDGET.resized_wh(*size)
+    assert seen["mm_processor_kwargs"] == PAPER_BUDGET.processor_kwargs()
+
+
+def test_model_boxes_are_in_resized_pixels_not_original(fake, tmp_path):
+    image = load_image(red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)]))
+    prepared, prediction = SatoriClient(fake.base_url).predict(image, "q")
+    # 640x480 -> 644x476: the model's numbers differ from the original ones, the mapping fixes them.
+    assert prepared.resized.size == (644, 476)
+    assert prediction.completion.boxes == ((161.0, 119.0, 483.0, 357.0),)
+
+
+def test_stream_grows_and_ends_with_the_full_answer(fake, tmp_path):
+    image = load_image(red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)]))
+    client = SatoriClient(fake.base_url)
+    prepared = prepare_image(image)
+    parts = list(client.stream(prepared, "q", temperature=0.3, max_tokens=256))
+    assert len(parts) > 3
+    assert all(b.startswith(a) for a, b in itertools.pairwise(parts))
+    assert parts[-1] == client.complete(prepared, "q")
+    assert last_request(fake)["temperature"] == 0.0
+
+
+def test_other_budget_travels_to_the_server(tmp_path):
+    budget = PixelBudget(min_pixels=3136, max_pixels=100352)
+    with FakeServer(budget=budget) as server:
+        image = load_image(red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)]))
+        prepared, prediction = SatoriClient(server.base_url, budget=budget).predict(image, "q")
+        assert prepared.resized.size == budget.resized_wh(640, 480) != (644, 476)
+        assert prediction.boxes == (CASES[(640, 480)],)
+
+
+def test_api_key_required_and_used(tmp_path):
+    image = load_image(red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)]))
+    with FakeServer(api_key="s3cret") as server:
+        with pytest.raises(SatoriError, match="API key"):
+            SatoriClient(server.base_url).predict(image, "q")
+        with pytest.raises(SatoriError, match="API key"):
+            SatoriClient(server.base_url, api_key="wrong").predict(image, "q")
+        _, prediction = SatoriClient(server.base_url, api_key="s3cret").predict(image, "q")
+        assert prediction.boxes == (CASES[(640, 480)],)
+        # /health stays open for readiness checks, like vLLM's.
+        with urllib.request.urlopen(server.root + "/health") as resp:
+            assert resp.status == 200
+
+
+def test_server_down_and_slow_give_one_line_errors(tmp_path):
+    image = load_image(red_box_image(tmp_path / "in.png", (64, 64), (8, 8, 32, 32)))
+    with FakeServer() as server:
+        url = server.base_url
+    with pytest.raises(SatoriError, match="cannot reach the SATORI server") as down:
+        SatoriClient(url).predict(image, "q")
+    assert "satori serve" in str(down.value)
+    with FakeServer(delay=3.0) as slow, pytest.raises(SatoriError, match="did not answer in time"):
+        SatoriClient(slow.base_url, timeout=0.5).predict(image, "q")
+
+
+def test_empty_question_refused(fake, tmp_path):
+    image = load_image(red_box_image(tmp_path / "in.png", (64, 64), (8, 8, 32, 32)))
+    with pytest.raises(SatoriError, match="ask a question"):
+        SatoriClient(fake.base_url).predict(image, "   ")
+
+
+def test_load_image_refuses_non_images_and_big_files(tmp_path, monkeypatch):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(SatoriError, match="not an image"):
+        load_image(text)
+    with pytest.raises(SatoriError, match="not found"):
+        load_image(tmp_path / "missing.png")
+    big = red_box_image(tmp_path / "big.png", (64, 64), (8, 8, 32, 32))
+    monkeypatch.setattr(client_mod, "MAX_UPLOAD_BYTES", 10)
+    with pytest.raises(SatoriError, match="larger than"):
+        load_image(big)
+
+
+def test_load_image_flattens_alpha_and_palette(tmp_path):
+    rgba = Image.new("RGBA", (50, 40), (255, 0, 0, 128))
+    rgba.save(tmp_path / "a.png")
+    assert load_image(tmp_path / "a.png").mode == "RGB"
+    assert load_image(tmp_path / "a.png").size == (50, 40)
+
+
+def test_interpret_clamps_boxes_outside_the_image():
+    image = Image.new("RGB", (640, 480), "white")
+    prepared = prepare_image(image)
+    text = format_completion("c", [[-20, -5, 700, 500], [483, 357, 161, 119]], "a")
+    prediction = interpret(text, prepared)
+    assert prediction.boxes == ((0, 0, 640, 480), (160, 120, 480, 360))
+    assert all(isinstance(v, int) for b in prediction.boxes for v in b)
+
+
+def test_interpret_survives_garbage():
+    prepared = prepare_image(Image.new("RGB", (100, 100), "white"))
+    prediction = interpret("<bbox>[[1, 2, oops]]</bbox>", prepared)
+    assert prediction.boxes == ()
+    assert not prediction.completion.well_formed
+
+
+def test_draw_boxes_outlines_the_exact_pixels():
+    image = Image.new("RGB", (640, 480), "white")
+    prepared = prepare_image(image)
+    prediction = interpret(format_completion("c", [[161, 119, 483, 357]], "a"), prepared)
+    drawn = draw_boxes(image, prediction)
+    color = Image.new("RGB", (1, 1), BOX_COLORS[0]).getpixel((0, 0))
+    # Outline on the box edges (x2/y2 exclusive), nothing just outside, original untouched.
+    assert drawn.getpixel((160, 240)) == color
+    assert drawn.getpixel((479, 240)) == color
+    assert drawn.getpixel((320, 359)) == color
+    assert drawn.getpixel((159, 240)) == (255, 255, 255)
+    assert drawn.getpixel((480, 240)) == (255, 255, 255)
+    assert drawn.getpixel((320, 360)) == (255, 255, 255)
+    assert image.getpixel((160, 240)) == (255, 255, 255)

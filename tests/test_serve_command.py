@@ -1,0 +1,257 @@
+"""`satori serve` / `satori predict`: the vLLM command line, the supervisor, and the CLI round trip."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from satori_cli.cmdline import Command
+from satori_cli.errors import SatoriError
+from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
+from satori_cli.serve.backends import ServerDied, ServerProcess, port_in_use
+from satori_cli.serve.client import BOX_COLORS
+from satori_cli.serve.fake_server import FakeServer
+from satori_cli.serve.vllm_command import VllmSettings, vllm_args, vllm_command
+from tests.conftest import REPO, satori_env
+from tests.serve_helpers import CASES, red_box_image
+
+
+def option(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_vllm_argv_carries_the_recipe():
+    argv = vllm_command(VllmSettings(model="justairr/SATORI", gpus=4, port=9000)).argv
+    assert argv[:3] == ["vllm", "serve", "justairr/SATORI"]
+    assert option(argv, "--served-model-name") == "satori"
+    assert option(argv, "--tensor-parallel-size") == "4"
+    assert option(argv, "--host") == "127.0.0.1"
+    assert option(argv, "--port") == "9000"
+    assert option(argv, "--max-model-len") == "2048"
+    assert json.loads(option(argv, "--limit-mm-per-prompt")) == {"image": 1, "video": 0}
+    assert json.loads(option(argv, "--mm-processor-kwargs")) == {
+        "min_pixels": PAPER_MIN_PIXELS,
+        "max_pixels": PAPER_MAX_PIXELS,
+    }
+
+
+def test_vllm_api_key_goes_in_the_environment_not_argv():
+    command = vllm_command(VllmSettings(model="m/x"), api_key="s3cret")
+    assert "s3cret" not in command.argv
+    assert command.env["VLLM_API_KEY"] == "s3cret"
+
+
+def test_vllm_argv_against_vllm_parser_or_dry_run(satori):
+    """With vLLM installed, its own parser must accept our flags; without it, the dry run shows them."""
+    settings = VllmSettings(model="justairr/SATORI", gpus=2)
+    if importlib.util.find_spec("vllm") is not None:  # a GPU machine with vLLM in this environment
+        try:  # where vLLM 0.33 keeps the `vllm serve` parser
+            from vllm.entrypoints.common.cli_args import make_arg_parser
+        except ImportError:  # older releases
+            from vllm.entrypoints.openai.cli_args import make_arg_parser
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+        argv = ["justairr/SATORI", *vllm_args(settings)]
+        parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+        assert parsed.model_tag == "justairr/SATORI"
+        assert parsed.tensor_parallel_size == 2
+        assert parsed.max_model_len == 2048
+        assert parsed.limit_mm_per_prompt == {"image": 1, "video": 0}
+        assert parsed.served_model_name == ["satori"]
+        assert parsed.mm_processor_kwargs == {"min_pixels": PAPER_MIN_PIXELS, "max_pixels": PAPER_MAX_PIXELS}
+        return
+    result = satori("serve", "--backend", "vllm", "--gpus", "2", "--api-key", "s3cret", "--dry-run", "--ui")
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.splitlines()[0]
+    words = shlex.split(line)
+    assert "VLLM_API_KEY=***" in words and "s3cret" not in result.stdout
+    start = words.index("vllm")
+    assert words[start:] == ["vllm", "serve", "justairr/SATORI", *vllm_args(settings)]
+    assert "demo on http://127.0.0.1:7860" in result.stdout
+
+
+def test_dry_run_transformers_backend_uses_swift_deploy_with_the_budget(satori):
+    result = satori("serve", "--backend", "transformers", "--model", "tiny", "--port", "8123", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    words = shlex.split(result.stdout.strip())
+    assert f"MIN_PIXELS={PAPER_MIN_PIXELS}" in words and f"MAX_PIXELS={PAPER_MAX_PIXELS}" in words
+    assert words[words.index("deploy") - 1] == "swift"
+    assert option(words, "--served_model_name") == "satori"
+    assert option(words, "--infer_backend") == "transformers"
+    assert option(words, "--host") == "127.0.0.1"
+    assert option(words, "--model").endswith("tiny-qwen2_5_vl")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--base-url", "http://127.0.0.1:1/v1"], "add --ui"),
+        (["--backend", "tpu"], "unknown backend"),
+        (["--backend", "transformers", "--gpus", "2"], "needs --backend vllm"),
+        (["--model", "./no/such/folder"], "model not found"),
+        (["--backend", "vllm", "--vllm-bin", "/nonexistent/vllm"], "not an executable"),
+        (["--backend", "fake", "--ui", "--ui-port", "8000"], "is the API's --port too"),
+    ],
+)
+def test_user_errors_are_one_line(satori, args, message):
+    result = satori("serve", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_port_in_use_is_refused(satori):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert port_in_use("127.0.0.1", port)
+        result = satori("serve", "--backend", "fake", "--port", str(port))
+        busy_ui = satori("serve", "--backend", "fake", "--port", "9", "--ui", "--ui-port", str(port))
+    assert result.returncode == 2
+    assert "already in use" in result.stderr
+    assert busy_ui.returncode == 2
+    assert "already in use" in busy_ui.stderr and "--ui-port" in busy_ui.stderr
+
+
+def test_dead_server_passes_exit_code_and_last_lines(tmp_path):
+    script = "import sys; print('loading weights'); print('CUDA out of memory'); sys.exit(3)"
+    server = ServerProcess(Command([sys.executable, "-c", script]), "the test server", tmp_path / "s.log")
+    server.start()
+    with pytest.raises(ServerDied) as died:
+        server.wait_healthy("http://127.0.0.1:9/health", timeout=30)
+    assert died.value.exit_code == 3
+    assert died.value.tail[-1] == "CUDA out of memory"
+    assert "CUDA out of memory" in (tmp_path / "s.log").read_text()
+
+
+def test_health_timeout_stops_the_child(tmp_path):
+    server = ServerProcess(Command([sys.executable, "-c", "import time; time.sleep(60)"]), "sleeper")
+    server.start()
+    with pytest.raises(SatoriError, match="did not become healthy"):
+        server.wait_healthy("http://127.0.0.1:9/health", timeout=1.5)
+    assert not server.alive
+
+
+def test_bad_budget_in_the_environment_is_a_user_error(tmp_path):
+    env = satori_env({"MIN_PIXELS": "not-a-number"})
+    for args in (["serve", "--backend", "fake", "--dry-run"], ["predict", str(tmp_path / "x.png"), "q"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "satori_cli", *args], env=env, capture_output=True, text=True, cwd=REPO
+        )
+        assert result.returncode == 2
+        assert "MIN_PIXELS" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_fake_backend_serves_and_stops_cleanly_on_ctrl_c(satori, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "satori_cli", "serve", "--backend", "fake", "--port", str(port)],
+        env=satori_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/v1" in ready
+        image = red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)])
+        result = satori(
+            "predict", str(image), "where?", "--base-url", f"http://127.0.0.1:{port}/v1", "--json"
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["boxes"] == [list(CASES[(640, 480)])]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 130
+    time.sleep(0.5)
+    assert not port_in_use("127.0.0.1", port), "the server child outlived satori serve"
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeServer() as server:
+        yield server
+
+
+@pytest.mark.parametrize(("size", "box"), list(CASES.items()))
+def test_predict_json_and_save_land_on_the_exact_pixels(satori, fake, tmp_path, size, box):
+    image = red_box_image(tmp_path / "in.png", size, box)
+    out = tmp_path / "out" / "boxes.png"
+    result = satori(
+        "predict", str(image), "where?", "--base-url", fake.base_url, "--json", "--save", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["boxes"] == [list(box)]
+    assert payload["image_size"] == list(size)
+    assert payload["answer"] == "red" and payload["well_formed"]
+    drawn = Image.open(out).convert("RGB")
+    assert drawn.size == size
+    color = Image.new("RGB", (1, 1), BOX_COLORS[0]).getpixel((0, 0))
+    x1, y1, x2, y2 = box
+    mid_y = (y1 + y2) // 2
+    assert drawn.getpixel((x1, mid_y)) == color and drawn.getpixel((x2 - 1, mid_y)) == color
+    assert drawn.getpixel((x1 - 1, mid_y)) == (255, 255, 255)
+    assert drawn.getpixel((x2, mid_y)) == (255, 255, 255)
+
+
+def test_predict_human_output_and_errors(satori, fake, tmp_path):
+    image = red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)])
+    result = satori("predict", str(image), "where?", "--base-url", fake.base_url)
+    assert result.returncode == 0, result.stderr
+    assert "box 1: [160, 120, 480, 360]" in result.stdout
+    assert "answer: red" in result.stdout
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\x00" * 100)
+    result = satori("predict", str(bad), "q", "--base-url", fake.base_url)
+    assert result.returncode == 2 and "not an image" in result.stderr
+    result = satori("predict", str(image), "q", "--base-url", "http://127.0.0.1:9/v1")
+    assert result.returncode == 1 and "cannot reach" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_waits_for_a_server_that_is_starting(satori, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    image = red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)])
+    url = f"http://127.0.0.1:{port}/v1"
+    predict = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "satori_cli",
+            "predict",
+            str(image),
+            "q",
+            "--base-url",
+            url,
+            "--wait",
+            "60",
+            "--json",
+        ],
+        env=satori_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2)  # predict is now polling /health of a server that does not exist yet
+    with FakeServer(port=port):
+        out, err = predict.communicate(timeout=60)
+    assert predict.returncode == 0, err
+    assert json.loads(out)["boxes"] == [list(CASES[(640, 480)])]
