@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_fake_server import FakeServer
+from eval_fake_server import answer_for
 
 from satori_cli.evaluation.sample_bench import write_tiny_bench
+from satori_cli.serve.fake_server import FakeServer
 
 
 def _summary(work: Path) -> dict:
@@ -52,7 +53,7 @@ def test_api_backend_scores_extracted_answers(satori, tmp_path):
     data, work = tmp_path / "lmu", tmp_path / "work"
     # "mmbench" in the name makes VLMEvalKit score the rotations circularly, like MMBench.
     write_tiny_bench(data / "MMBench_tiny_satori.tsv")
-    with FakeServer() as server:
+    with FakeServer(answer=answer_for) as server:
         result = satori(
             "eval", "--data", "MMBench_tiny_satori", "--backend", "api", "--base-url", server.base_url,
             "--gpus", "2", "--data-dir", str(data), "--work-dir", str(work),
@@ -64,7 +65,7 @@ def test_api_backend_scores_extracted_answers(satori, tmp_path):
     from satori_cli.prompts import load_prompt
 
     first = server.requests[0]
-    assert first["model"] == "satori-fake"
+    assert first["model"] == "satori"  # the served model name, as /v1/models lists it
     assert first["messages"][0]["content"][0]["text"] == load_prompt("system")
     import pandas as pd
 

@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from satori_cli.grammar import format_completion
@@ -79,14 +80,25 @@ def _decode_image(messages: list[dict[str, Any]]) -> Any:
     raise BadRequest("the request has no image")
 
 
-def make_app(budget: PixelBudget | None = None, api_key: str | None = None, delay: float = 0.0):
-    """The FastAPI app. `delay` seconds pass before the answer (or its first chunk): a slow model."""
+def make_app(
+    budget: PixelBudget | None = None,
+    api_key: str | None = None,
+    delay: float = 0.0,
+    answer: Callable[[dict[str, Any]], str] | None = None,
+):
+    """The FastAPI app. `delay` seconds pass before the answer (or its first chunk): a slow model.
+
+    `answer(request_body) -> completion text` replaces the default answer (a box around the
+    image's red or dark region), for tests that need a particular reply; every request body is
+    kept in `app.state.requests`.
+    """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
 
     budget = budget or PixelBudget.from_env()
     app = FastAPI(title="satori fake server")
     app.state.last_request = None
+    app.state.requests = []
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, status)
@@ -119,7 +131,10 @@ def make_app(budget: PixelBudget | None = None, api_key: str | None = None, dela
             image = _decode_image(body.get("messages") or [])
         except BadRequest as exc:
             return error(400, str(exc))
+        app.state.requests.append(body)
         text, seen = answer_for(image, budget)
+        if answer is not None:
+            text = answer(body)
         app.state.last_request = {
             "received_size": list(image.size),
             "model_input_size": list(seen),
@@ -191,10 +206,11 @@ class FakeServer:
         budget: PixelBudget | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        answer: Callable[[dict[str, Any]], str] | None = None,
     ) -> None:
         import uvicorn
 
-        self.app = make_app(budget, api_key, delay)
+        self.app = make_app(budget, api_key, delay, answer)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
@@ -204,6 +220,11 @@ class FakeServer:
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
         )
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Every chat request body received so far."""
+        return self.app.state.requests
 
     @property
     def root(self) -> str:
