@@ -88,10 +88,16 @@ def make_handler(client: SatoriClient, budget: PixelBudget):
         except SatoriError as exc:
             yield None, error_markdown(str(exc)), ""
             return
+        import gradio as gr
+
         text = ""
         try:
+            # The image goes out once; later chunks leave it alone (gr.skip). Re-sending it each
+            # chunk made Gradio rewrite the same cached file while a browser was still reading it.
+            shown = (image, [])
             for text in client.stream(prepared, question or "", float(temperature), int(max_tokens)):
-                yield (image, []), "_answering..._", text
+                yield shown, "_answering..._", text
+                shown = gr.skip()
         except SatoriError as exc:
             yield (image, []), error_markdown(str(exc)), text
             return
