@@ -1,11 +1,14 @@
 """The SATORI prompts, word for word as the released SATORI-3B was trained and evaluated.
 
 The text lives in `prompts/` (data, not Python constants) so that it can be read and diffed;
-`load_prompt` is the only reader. A user can point at their own file instead.
+`load_prompt` is the only reader. A user can replace them everywhere at once (training, evaluation,
+serving, and the child processes these start) by setting
+`SATORI_PROMPTS_DIR` to a folder holding their own `system.txt` and/or `eval_suffix.txt`.
 """
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
@@ -24,8 +27,17 @@ def prompts_dir() -> Path:
 
 
 def prompt_path(name: str = "system") -> Path:
+    """The file a prompt is read from: `$SATORI_PROMPTS_DIR/<name>.txt` if set and present, else bundled."""
     if name not in PROMPT_NAMES:
         raise SatoriError(f"unknown prompt {name!r}; choose one of {', '.join(PROMPT_NAMES)}")
+    override = os.environ.get("SATORI_PROMPTS_DIR")
+    if override:
+        folder = Path(override).expanduser()
+        if not folder.is_dir():
+            raise SatoriError(f"SATORI_PROMPTS_DIR is not a folder: {folder}")
+        own = folder / f"{name}.txt"
+        if own.is_file():
+            return own.resolve()
     return prompts_dir() / f"{name}.txt"
 
 

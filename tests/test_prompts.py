@@ -44,3 +44,25 @@ def test_errors_are_user_errors(tmp_path):
         load_prompt("system", path=tmp_path / "missing.txt")
     with pytest.raises(SatoriError, match="unknown prompt"):
         load_prompt("nope")
+
+
+def test_prompts_dir_override_replaces_only_the_files_it_has(tmp_path, monkeypatch):
+    (tmp_path / "system.txt").write_text("Answer briefly.\n")
+    monkeypatch.setenv("SATORI_PROMPTS_DIR", str(tmp_path))
+    assert load_prompt("system") == "Answer briefly."
+    assert prompt_path("system") == (tmp_path / "system.txt").resolve()
+    assert load_prompt("eval_suffix") == SUFFIX  # not overridden: the bundled one
+
+
+def test_prompts_dir_must_exist(tmp_path, monkeypatch):
+    monkeypatch.setenv("SATORI_PROMPTS_DIR", str(tmp_path / "nope"))
+    with pytest.raises(SatoriError, match="SATORI_PROMPTS_DIR"):
+        load_prompt("system")
+
+
+def test_train_dry_run_uses_the_overriding_prompt(satori, tmp_path):
+    (tmp_path / "system.txt").write_text("Answer briefly.\n")
+    args = ["--preset", "smoke", "--model", str(tmp_path), "--output", str(tmp_path / "run"), "--dry-run"]
+    result = satori("train", *args, env={"SATORI_PROMPTS_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert f"--system {(tmp_path / 'system.txt').resolve()}" in result.stdout
