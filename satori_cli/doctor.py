@@ -51,15 +51,42 @@ PACKAGES = (
     ("openai", "openai", "serve"),
 )
 
+# The transformers backend is `swift deploy`, which loads Qwen2.5-VL with qwen-vl-utils.
+SERVE_BACKEND_NEEDS = {
+    "vllm": ["gpu", "vllm executable"],
+    "transformers": ["swift executable", "torch", "transformers", "qwen-vl-utils"],
+}
+UI_NEEDS = ["gradio", "openai"]
+
 NEEDS = {
     "train": ["torch", "transformers", "ms-swift", "msgspec", "qwen-vl-utils", "nltk"],
     "train on GPU (paper preset)": ["gpu", "deepspeed"],
     "train with vLLM rollouts (fast preset)": ["gpu", "vllm"],
     "eval": ["torch", "transformers", "ms-vlmeval"],
-    "serve --backend vllm": ["gpu", "vllm executable"],
-    "serve --backend transformers": ["ms-swift", "torch"],
-    "serve --ui": ["gradio", "openai"],
+    "serve --backend vllm": SERVE_BACKEND_NEEDS["vllm"],
+    "serve --backend transformers": SERVE_BACKEND_NEEDS["transformers"],
+    "serve --ui --base-url URL (demo only)": UI_NEEDS,
 }
+
+
+def serve_needs(auto_backend: str) -> dict[str, list[str]]:
+    """`satori serve` and `serve --ui` start the backend `auto` picks: they need what it needs."""
+    backend = SERVE_BACKEND_NEEDS[auto_backend]
+    return {
+        f"serve (auto: {auto_backend})": backend,
+        f"serve --ui (auto: {auto_backend})": [*UI_NEEDS, *backend],
+    }
+
+
+def program(name: str) -> str | None:
+    """Where `satori serve` would find an executable (beside this Python first, then PATH)."""
+    from satori_cli.cmdline import find_program
+    from satori_cli.errors import SatoriError
+
+    try:
+        return find_program(name, "")
+    except SatoriError:
+        return None
 
 
 def package_version(dist: str) -> str | None:
@@ -102,17 +129,15 @@ def diagnose(home: Path, check_hub: bool = True) -> Report:
                 "" if version else f"pip install 'satori-cli[{extra}]'",
             )
         )
-    vllm_exe = shutil.which("vllm")
-    if vllm_exe:
-        present.add("vllm executable")
-    checks.append(
-        Check(
-            "vllm executable",
-            vllm_exe is not None,
-            vllm_exe or "not on PATH",
-            "" if vllm_exe else "install vLLM (its own environment is fine) and use --vllm-bin",
-        )
-    )
+    for exe, hint in (
+        ("vllm", "install vLLM (its own environment is fine) and use --vllm-bin"),
+        ("swift", "pip install 'satori-cli[train]' (the transformers backend is `swift deploy`)"),
+    ):
+        where = program(exe)
+        if where:
+            present.add(f"{exe} executable")
+        found = Check(f"{exe} executable", where is not None, where or "not found", "" if where else hint)
+        checks.append(found)
     gpus = detect_gpus()
     if gpus:
         present.add("gpu")
@@ -137,5 +162,8 @@ def diagnose(home: Path, check_hub: bool = True) -> Report:
     if check_hub:
         ok, detail = hub_reachable()
         checks.append(Check("hub", ok, detail, "" if ok else "download elsewhere and pass local folders"))
-    jobs = {job: [need for need in needs if need not in present] for job, needs in NEEDS.items()}
+    from satori_cli.serve.server import pick_backend
+
+    needs = NEEDS | serve_needs(pick_backend("auto", "vllm"))
+    jobs = {job: [need for need in wanted if need not in present] for job, wanted in needs.items()}
     return Report(checks=checks, gpus=gpus, jobs=jobs)

@@ -31,3 +31,33 @@ def answer_for(body: dict) -> str:
     colour = _colour(url)
     letter = re.search(rf"^([A-Z])\. {colour}$", text, re.M)
     return format_completion(f"a {colour} square", [[0, 0, 28, 28]], letter.group(1) if letter else "?")
+
+
+# Words `can_infer` cannot map to an option of write_tiny_bench (no option text inside them).
+SYNONYMS = {"red": "crimson", "green": "emerald", "blue": "sapphire"}
+
+
+def paraphrase_for(body: dict) -> str:
+    """A model that is right but never names an option: exact matching scores it 0."""
+    user = body["messages"][-1]["content"]
+    url = next(p["image_url"]["url"] for p in user if p["type"] == "image_url")
+    return format_completion("a square", [[0, 0, 28, 28]], f"it is {SYNONYMS[_colour(url)]}")
+
+
+def judge_for(body: dict) -> str:
+    """An LLM judge for VLMEvalKit's MCQ matching prompt (multiple_choice.build_prompt).
+
+    The prompt ends with "Example 3: Question: ...? Options: There are several options: A. red
+    B. green ... Answer: <prediction> Your output: "; reply with the letter of the option the
+    prediction paraphrases, Z when none. Anything else (the `hello` probe) gets a greeting.
+    """
+    prompt = body["messages"][-1]["content"]
+    if "Example 3" not in prompt:
+        return "Hello!"
+    case = prompt.rsplit("Example 3", 1)[1]
+    said = re.search(r"Answer: (.*)\nYour output:", case, re.S).group(1)
+    options = dict(re.findall(r"^([A-Z])\. (.+)$", case, re.M))
+    for letter, text in options.items():
+        if SYNONYMS.get(text.strip(), text.strip()) in said:
+            return letter
+    return "Z"

@@ -80,6 +80,36 @@ def test_doctor_tells_the_truth(satori_home):
     assert "train" in report.jobs
 
 
+def test_doctor_serve_rows_follow_the_backend_serve_picks(monkeypatch, tmp_path, satori_home):
+    """`serve` and `serve --ui` start the backend `auto` picks (vLLM when a vllm executable is
+    found, else transformers): doctor's rows name that backend and need what it needs."""
+    from satori_cli.doctor import SERVE_BACKEND_NEEDS, UI_NEEDS
+    from satori_cli.serve.server import pick_backend
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    before = diagnose(paths().home, check_hub=False)
+    picked = pick_backend("auto", "vllm")
+
+    def missing(report, needs: list[str]) -> list[str]:
+        return [n for n in needs if not report.check({"gpu": "GPUs"}.get(n, n)).ok]
+
+    assert before.jobs[f"serve (auto: {picked})"] == missing(before, SERVE_BACKEND_NEEDS[picked])
+    ui_needs = UI_NEEDS + SERVE_BACKEND_NEEDS[picked]
+    assert before.jobs[f"serve --ui (auto: {picked})"] == missing(before, ui_needs)
+
+    fake_vllm = bin_dir / "vllm"  # now serve's auto would pick vLLM, so must doctor
+    fake_vllm.write_text("#!/bin/sh\nexit 0\n")
+    fake_vllm.chmod(0o755)
+    after = diagnose(paths().home, check_hub=False)
+    assert pick_backend("auto", "vllm") == "vllm"
+    assert after.check("vllm executable").ok and "serve --ui (auto: transformers)" not in after.jobs
+    ui_vllm = after.jobs["serve --ui (auto: vllm)"]
+    assert ui_vllm == missing(after, UI_NEEDS + SERVE_BACKEND_NEEDS["vllm"])
+    assert "vllm executable" not in ui_vllm and ("gpu" in ui_vllm) == (not after.gpus)
+
+
 def test_doctor_hub_check_honours_offline(monkeypatch, satori_home):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub = diagnose(paths().home, check_hub=True).check("hub")

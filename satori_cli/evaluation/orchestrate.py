@@ -8,6 +8,7 @@ from pathlib import Path
 
 from satori_cli.errors import SatoriError
 from satori_cli.evaluation import datasets, runner
+from satori_cli.evaluation.judge import check_judge
 from satori_cli.evaluation.plan import BACKENDS, EvalPlan
 from satori_cli.evaluation.results import Outcome, table_rows, write_summary
 from satori_cli.pixels import PixelBudget
@@ -42,11 +43,6 @@ def _validate(req: EvalRequest) -> PixelBudget:
         raise SatoriError(f"unknown backend '{req.backend}'", hint=f"choose one of {', '.join(BACKENDS)}")
     if req.baseline_prompt not in ("stock", "satori"):
         raise SatoriError("--baseline-prompt must be 'stock' or 'satori'")
-    if req.judge != "exact_matching" and not req.judge_url:
-        raise SatoriError(
-            f"the LLM judge '{req.judge}' needs --judge-url (an OpenAI-compatible server)",
-            hint="or keep the default --judge exact_matching",
-        )
     names = [n for item in req.data for n in item.split(",") if n.strip()]
     if not names:
         raise SatoriError("no benchmark given", hint="e.g. satori eval --data MMBench MMStar")
@@ -62,6 +58,7 @@ def build_plan(req: EvalRequest) -> EvalPlan:
     from satori_cli.config import DEFAULT_MODEL, paths
 
     budget = _validate(req)
+    check_judge(req.judge, req.judge_url, req.judge_key, reach=not req.dry_run)  # a dry run stays offline
     data_dir = (req.data_dir or datasets.default_data_dir()).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     benchmarks = datasets.resolve_all(req.data, data_dir)
@@ -127,6 +124,9 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
     settings = runner.settings_of(plan) | {"seconds": round(seconds, 1)}
     json_path, csv_path = write_summary(plan.work_dir, outcomes, settings)
     print_table(plan, outcomes)
+    judges = sorted({o.judge for o in outcomes if o.judge})
+    if judges and plan.judge != "exact_matching":
+        out.print(f"[dim]answers matched to options by: {', '.join(judges)} (judge at {plan.judge_url})[/]")
     items = sum(o.items for o in outcomes)
     rate = f", {items / seconds:.2f} items/s" if items and seconds > 0 else ""
     out.print(f"[dim]{items} items in {seconds:.0f} s{rate} (model loading included)[/]")

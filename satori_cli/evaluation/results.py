@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from satori_cli.evaluation.datasets import Benchmark, missing_message, unknown_message
+from satori_cli.evaluation.judge import EXACT, verdict
 
 _SKIP_REASONS = {
     "invalid_dataset": "VLMEvalKit could not load it",
@@ -33,6 +34,8 @@ class Outcome:
     predictions: str | None = None
     failed_items: int = 0
     items: int = 0
+    judge: str | None = None  # who actually mapped answers to options (None: nothing scored)
+    unreadable_items: int = 0  # items the LLM judge could not map (scored as wrong)
 
     @property
     def ok(self) -> bool:
@@ -70,7 +73,7 @@ def _count_failures(pred_file: Path) -> tuple[int, int]:
     return failed, len(data)
 
 
-def collect(work_dir: Path, model: str, bench: Benchmark) -> Outcome:
+def collect(work_dir: Path, model: str, bench: Benchmark, judge: str = EXACT) -> Outcome:
     out = Outcome(model=model, benchmark=bench.name)
     status_file = work_dir / model / "status.json"
     try:
@@ -110,6 +113,10 @@ def collect(work_dir: Path, model: str, bench: Benchmark) -> Outcome:
         out.error = "no Overall score in VLMEvalKit's results"
     elif out.items and out.failed_items == out.items:
         out.error = f"every one of the {out.items} items failed to get an answer"
+    if out.metrics:
+        scored = verdict(work_dir / model, model, bench.name, judge)
+        out.judge, out.unreadable_items = scored.used, scored.guessed
+        out.error = out.error or scored.error
     return out
 
 
@@ -129,6 +136,8 @@ def write_summary(work_dir: Path, outcomes: list[Outcome], settings: dict[str, A
                 "predictions": o.predictions,
                 "failed_items": o.failed_items,
                 "items": o.items,
+                "judge": o.judge,
+                "unreadable_items": o.unreadable_items,
             }
             for o in outcomes
         ],

@@ -124,6 +124,7 @@ def settings_of(plan: EvalPlan) -> dict:
         "max_pixels": plan.budget.max_pixels,
         "max_new_tokens": plan.max_new_tokens,
         "judge": plan.judge,
+        "judge_url": plan.judge_url,
         "limit": plan.limit,
         "decoding": "greedy",
         "models": [asdict(m) for m in plan.models],
@@ -166,7 +167,7 @@ def execute(plan: EvalPlan) -> tuple[int, float]:
 
 
 def outcomes_of(plan: EvalPlan) -> list[Outcome]:
-    return [collect(plan.work_dir, m.name, b) for b in plan.benchmarks for m in plan.models]
+    return [collect(plan.work_dir, m.name, b, plan.judge) for b in plan.benchmarks for m in plan.models]
 
 
 def failure_report(outcomes: list[Outcome], code: int, log: Path) -> SatoriError | None:

@@ -12,6 +12,7 @@ run time; no VLMEvalKit file is edited.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from functools import partial
@@ -30,6 +31,34 @@ def _force_gloo() -> None:
         return original(*args, **kwargs)
 
     dist.init_process_group = init_process_group
+
+
+def _strict_judge() -> None:
+    """An LLM judge that fails its probe fails the benchmark; an unmappable item scores wrong.
+
+    VLMEvalKit would instead score with exact matching (after 5 x retry probes) and give items
+    the judge could not map a random letter, both silently. One probe (with VLMEvalKit's own
+    retries) is enough to tell a dead judge.
+    """
+    from vlmeval.api.base import BaseAPI
+    from vlmeval.dataset.utils import multiple_choice
+
+    from satori_cli.evaluation.judge import no_guess, probe_failure
+
+    def working(self: BaseAPI) -> bool:
+        reply = self.generate("hello")
+        if reply and self.fail_msg not in str(reply):
+            return True
+        where = getattr(self, "api_base", type(self).__name__)
+        raise RuntimeError(probe_failure(str(getattr(self, "model", "?")), str(where)))
+
+    extract = multiple_choice.extract_answer_from_item
+
+    def extract_answer_from_item(model: Any, item: Any, dataset_name: str | None = None) -> dict:
+        return no_guess(extract(model, item, dataset_name=dataset_name))
+
+    BaseAPI.working = working
+    multiple_choice.extract_answer_from_item = extract_answer_from_item
 
 
 def _warn_md5(names: list[str]) -> None:
@@ -82,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     import vlmeval.run  # reads RANK/WORLD_SIZE and slices CUDA_VISIBLE_DEVICES at import
 
     register(spec)
+    _strict_judge()
+    os.environ.pop("LOCAL_LLM", None)  # it would replace the --judge name VLMEvalKit sends
     _warn_md5(spec.get("datasets", []))
     sys.argv = ["vlmeval", *rest]
     vlmeval.run.main()

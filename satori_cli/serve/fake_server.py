@@ -60,6 +60,15 @@ class BadRequest(Exception):
     pass
 
 
+def _has_image(messages: list[dict[str, Any]]) -> bool:
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+
+
 def _decode_image(messages: list[dict[str, Any]]) -> Any:
     from PIL import Image
 
@@ -89,8 +98,9 @@ def make_app(
     """The FastAPI app. `delay` seconds pass before the answer (or its first chunk): a slow model.
 
     `answer(request_body) -> completion text` replaces the default answer (a box around the
-    image's red or dark region), for tests that need a particular reply; every request body is
-    kept in `app.state.requests`.
+    image's red or dark region), for tests that need a particular reply, and then text-only
+    chats are accepted too (as an LLM judge receives them); every request body is kept in
+    `app.state.requests`.
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -127,17 +137,19 @@ def make_app(
         body = await request.json()
         if body.get("model") != SERVED_MODEL_NAME:
             return error(404, f"model {body.get('model')!r} does not exist")
-        try:
-            image = _decode_image(body.get("messages") or [])
+        messages = body.get("messages") or []
+        text_only = answer is not None and not _has_image(messages)
+        try:  # an `answer` hook may take text-only chats (an LLM judge's prompts)
+            image = None if text_only else _decode_image(messages)
         except BadRequest as exc:
             return error(400, str(exc))
         app.state.requests.append(body)
-        text, seen = answer_for(image, budget)
+        text, seen = answer_for(image, budget) if image is not None else ("", None)
         if answer is not None:
             text = answer(body)
         app.state.last_request = {
-            "received_size": list(image.size),
-            "model_input_size": list(seen),
+            "received_size": list(image.size) if image is not None else None,
+            "model_input_size": list(seen) if seen is not None else None,
             "mm_processor_kwargs": body.get("mm_processor_kwargs"),
             "temperature": body.get("temperature"),
             "max_tokens": body.get("max_tokens"),
