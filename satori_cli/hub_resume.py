@@ -127,11 +127,13 @@ def _resume_one(repo_id, repo_type, partial: Partial, local_dir, token, tqdm_cla
     with held:
         url = hf_hub_url(repo_id, partial.filename, repo_type=repo_type, revision=partial.commit)
         meta = get_hf_file_metadata(url, token=token)
-        if meta.etag != partial.etag:  # the file changed on the hub: this partial is useless
+        # The file changed on the hub, or it comes over Xet, which may write out of order and keeps its
+        # own chunk cache (a rerun fetches little): either way this partial is of no use.
+        if meta.etag != partial.etag or meta.xet_file_data is not None:
             partial.path.unlink(missing_ok=True)
             return False
         headers = build_hf_headers(token=token)
-        target = meta.location if meta.xet_file_data is None else url
+        target = meta.location
         if _host(target) != _host(url):  # a CDN: like huggingface_hub, do not send the token there
             headers.pop("authorization", None)
         with partial.path.open("r+b") as f:
