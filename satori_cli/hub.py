@@ -99,22 +99,29 @@ def fetch(
 
 
 def _fetch_hf(kind, repo, revision, local_dir, token, tqdm_class) -> Fetched:
+    import httpx
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
+        HfHubHTTPError,
         LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    from satori_cli.hub_resume import resume_partials
+
     repo_type = "model" if kind == "model" else "dataset"
+    target = Path(local_dir).expanduser().resolve() if local_dir else None
     try:
+        if not constants.HF_HUB_OFFLINE:  # finish what a killed run left half-written
+            resume_partials(repo, repo_type, revision, local_dir=target, token=token, tqdm_class=tqdm_class)
         path = snapshot_download(
             repo,
             repo_type=repo_type,
             revision=revision,
-            local_dir=str(Path(local_dir).expanduser()) if local_dir else None,
+            local_dir=str(target) if target else None,
             token=token,
             tqdm_class=tqdm_class,
             # Offline, look only on disk: otherwise a commit-hash revision still asks the hub for its
@@ -124,7 +131,7 @@ def _fetch_hf(kind, repo, revision, local_dir, token, tqdm_class) -> Fetched:
     except GatedRepoError as exc:
         raise SatoriError(
             f"{repo} is gated on the hub and this token has no access",
-            hint="accept its terms and set HF_TOKEN",
+            hint="accept its terms on the repo page and set HF_TOKEN",
         ) from exc
     except RevisionNotFoundError as exc:
         raise SatoriError(f"{repo} has no revision '{revision}'") from exc
@@ -141,9 +148,26 @@ def _fetch_hf(kind, repo, revision, local_dir, token, tqdm_class) -> Fetched:
             f"cannot download {repo}: {why} and it is not in the local cache",
             hint=manual_hint(kind, repo, revision),
         ) from exc
-    except OSError as exc:  # connection resets, disk full, ...
-        raise SatoriError(f"cannot download {repo}: {exc}", hint=manual_hint(kind, repo, revision)) from exc
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            raise SatoriError(
+                f"the hub refused {repo} (HTTP {status}): the token is missing, wrong or lacks access",
+                hint="set HF_TOKEN to a token that can read this repo",
+            ) from exc
+        raise SatoriError(f"cannot download {repo}: {_first_line(exc)}", exit_code=1) from exc
+    except (OSError, httpx.HTTPError) as exc:  # connection lost for good, disk full, a bad size, ...
+        raise SatoriError(
+            f"cannot download {repo}: {_first_line(exc)}",
+            exit_code=1,
+            hint="run the same command again: finished files are kept and partial ones resume",
+        ) from exc
     return Fetched(repo, Path(path), "hf")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _fetch_modelscope(kind, repo, revision, local_dir, token) -> Fetched:
@@ -177,7 +201,9 @@ def rich_tqdm(progress) -> type:
             kwargs["file"] = io.StringIO()  # tqdm keeps counting; rich does the drawing
             kwargs["disable"] = False
             super().__init__(*args, **kwargs)
-            self._task = progress.add_task(self.desc or "", total=self.total or None, unit=self.unit)
+            self._task = progress.add_task(
+                self.desc or "", total=self.total or None, completed=self.n, unit=self.unit
+            )
 
         def display(self, msg=None, pos=None):
             task = getattr(self, "_task", None)

@@ -1,0 +1,196 @@
+"""`satori download` online, end to end: the real CLI and the real huggingface_hub against a loopback
+fake of the hub's HTTP API (tests/fake_hub.py), via HF_ENDPOINT. Nothing leaves 127.0.0.1."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_satori, satori_env
+from tests.fake_hub import FakeHub
+
+TOKEN = "hf_fake_token_for_tests"
+MIB = 1024 * 1024
+BIG = hashlib.shake_256(b"satori").digest(12 * MIB + 12345)  # > huggingface_hub's 10 MiB chunk
+MODEL_MAIN = {
+    "config.json": b'{"model_type": "qwen2_5_vl"}',
+    "model.safetensors": bytes(range(256)) * 16,  # 4 KiB: served the LFS way (302 to the "CDN")
+    "tokenizer/vocab.json": b'{"a": 0}',
+}
+MODEL_V1 = {"config.json": b'{"model_type": "qwen2_5_vl", "v": 1}', "README.md": b"# v1"}
+DATA = {
+    "data/train-00000-of-00001.parquet": b"PAR1" + bytes(3000) + b"PAR1",
+    "data/val.jsonl": b'{"question": "q", "answer": "a"}\n',
+    "README.md": b"# VQA mini",
+}
+
+
+@pytest.fixture
+def satori():
+    """The CLI in a subprocess, bounded: a hung download fails the test instead of stalling the suite."""
+    return functools.partial(run_satori, timeout=60)
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with FakeHub(token=TOKEN) as fake:
+        model = fake.add("acme/tiny-vl", MODEL_MAIN)
+        model.add_commit(MODEL_V1, branch="v1")
+        fake.add("acme/vqa-mini", DATA, repo_type="dataset")
+        fake.add("acme/big", {"config.json": b"{}", "model.safetensors": BIG})
+        fake.add("acme/gated", {"config.json": b"{}", "weights.bin": bytes(2048)}, gated=True)
+        yield fake
+
+
+@pytest.fixture
+def env(hub, tmp_path: Path) -> dict[str, str]:
+    return {
+        "HF_ENDPOINT": hub.endpoint,
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and ".cache" not in p.relative_to(folder).parts
+    }
+
+
+def one_line_error(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    return done.stderr
+
+
+def test_model_downloads_into_the_cache_and_a_local_dir_at_a_branch_or_commit(satori, hub, env, tmp_path):
+    commits = hub.repos[("model", "acme/tiny-vl")].refs
+    done = satori("download", "model", "acme/tiny-vl", env={**env, "TTY_COMPATIBLE": "1"})
+    assert done.returncode == 0, done.stderr
+    snapshot = tmp_path / "hf" / "hub" / "models--acme--tiny-vl" / "snapshots" / commits["main"]
+    assert done.stdout.strip().splitlines()[-1] == str(snapshot)
+    assert files_under(snapshot) == MODEL_MAIN
+    assert "Fetching 3 files" in done.stdout and "ready" in done.stdout  # rich progress, then the summary
+
+    done = satori(
+        "download", "model", "acme/tiny-vl", "--revision", "v1", "--local-dir", str(tmp_path / "v1"), env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str((tmp_path / "v1").resolve())
+    assert files_under(tmp_path / "v1") == MODEL_V1
+
+    hub.requests.clear()
+    main = commits["main"]
+    done = satori(
+        "download", "model", "acme/tiny-vl", "--revision", main, "--local-dir", str(tmp_path / "m"), env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert files_under(tmp_path / "m") == MODEL_MAIN
+    assert not hub.seen("GET", "/revision/"), "a commit hash needs no repo_info call"
+    assert all(main in r.path for r in hub.seen("HEAD")), "files are fetched at the pinned commit"
+
+
+def test_dataset_downloads_from_the_dataset_routes(satori, hub, env, tmp_path):
+    done = satori("download", "data", "acme/vqa-mini", env=env)
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip().splitlines()[-1])
+    assert folder.parent.parent.name == "datasets--acme--vqa-mini" and files_under(folder) == DATA
+    assert hub.seen("GET", "/api/datasets/acme/vqa-mini/revision/main")
+    assert hub.seen("HEAD", "/datasets/acme/vqa-mini/resolve/")
+    # the printed folder is a dataset folder satori accepts as is
+    again = satori("download", "data", str(folder), env=env)
+    assert again.returncode == 0 and "local folder" in again.stdout
+
+
+def test_a_connection_dropped_mid_file_resumes_with_a_range_request(satori, hub, env, tmp_path):
+    hub.drop_after["model.safetensors"] = 11 * MIB
+    done = satori("download", "model", "acme/big", "--local-dir", str(tmp_path / "big"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "big" / "model.safetensors").read_bytes() == BIG
+    ranges = [r.headers.get("range") for r in hub.seen("GET", "/cdn/")]
+    assert ranges == [None, f"bytes={10 * MIB}-"]  # the first 10 MiB chunk was kept
+    assert hub.bytes_sent["model.safetensors"] == 11 * MIB + len(BIG) - 10 * MIB
+
+
+def partials(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*.incomplete") if p.stat().st_size]
+
+
+@pytest.mark.parametrize("where", ["cache", "local-dir"])
+def test_a_killed_download_resumes_where_it_stopped_on_the_next_run(satori, hub, env, tmp_path, where):
+    args = ["download", "model", "acme/big"]
+    root = tmp_path / "hf" / "hub"
+    if where == "local-dir":
+        args += ["--local-dir", str(tmp_path / "big")]
+        root = tmp_path / "big"
+    hub.stall_after["model.safetensors"] = 11 * MIB  # sends 11 MiB, then hangs: the user hits kill -9
+    first = subprocess.Popen(
+        [sys.executable, "-m", "satori_cli", *args],
+        env=satori_env(env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not partials(root) or partials(root)[0].stat().st_size < 10 * MIB:
+            assert first.poll() is None and time.monotonic() < deadline, "no partial file appeared"
+            time.sleep(0.1)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        hub.release()
+    (left,) = partials(root)
+    kept = left.stat().st_size
+
+    hub.requests.clear()
+    done = satori(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip().splitlines()[-1])
+    assert (folder / "model.safetensors").read_bytes() == BIG
+    ranges = [r.headers.get("range") for r in hub.seen("GET", "/cdn/")]
+    assert ranges == [f"bytes={kept}-"], "the second run must not start again from byte 0"
+    assert not partials(root) and not list(root.rglob("*.incomplete"))
+
+
+def test_hf_token_is_sent_as_a_bearer_token_but_not_to_the_cdn(satori, hub, env, tmp_path):
+    done = satori("download", "model", "acme/gated", env={**env, "HF_TOKEN": TOKEN})
+    assert done.returncode == 0, done.stderr
+    assert files_under(Path(done.stdout.strip().splitlines()[-1])) == {
+        "config.json": b"{}",
+        "weights.bin": bytes(2048),
+    }
+    hub_calls = [r for r in hub.requests if "/cdn/" not in r.path and "acme/gated" in r.path]
+    assert hub_calls and all(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in hub_calls)
+    cdn_calls = hub.seen("GET", "/cdn/")
+    assert cdn_calls and all("authorization" not in r.headers for r in cdn_calls)
+
+
+@pytest.mark.parametrize("token", [None, "hf_wrong"])
+def test_a_gated_repo_without_access_is_one_clear_line(satori, hub, env, token):
+    extra = {"HF_TOKEN": token} if token else {}
+    line = one_line_error(satori("download", "model", "acme/gated", env={**env, **extra}))
+    assert "acme/gated is gated" in line and "HF_TOKEN" in line
+
+
+def test_a_missing_repo_or_revision_is_one_clear_line(satori, hub, env):
+    line = one_line_error(satori("download", "model", "acme/nope", env=env))
+    assert "model acme/nope not found on " + hub.endpoint in line
+    line = one_line_error(satori("download", "data", "acme/tiny-vl", env=env))  # a model, not a dataset
+    assert "dataset acme/tiny-vl not found" in line
+    line = one_line_error(satori("download", "model", "acme/tiny-vl", "--revision", "v9", env=env))
+    assert "has no revision 'v9'" in line
