@@ -178,13 +178,12 @@ def _reference(text: str) -> _Reference:
     return _Reference(text)
 
 
-def _clipped(grams: list, keys: frozenset, repeated: dict) -> int:
+def _clipped(grams: list, distinct: set, keys: frozenset, repeated: dict) -> int:
     """Sum over distinct hypothesis n-grams of min(count in hypothesis, count in reference).
 
-    Every shared n-gram counts once; one the reference repeats counts up to
-    min(count in hypothesis, count in reference).
+    Every shared n-gram counts once; only one the reference repeats can count more, up to
+    min(count in hypothesis, count in reference), and only if the hypothesis repeats too.
     """
-    distinct = set(grams)
     matches = len(distinct & keys)
     if repeated and len(distinct) != len(grams):
         for g, ref_count in repeated.items():
@@ -193,12 +192,25 @@ def _clipped(grams: list, keys: frozenset, repeated: dict) -> int:
     return matches
 
 
+def _shared(hyp: list[str], n: int, keys: frozenset, repeated: dict) -> int:
+    """Clipped n-gram matches (n >= 2), with the hypothesis n-grams built once, as a set."""
+    if n == 2:
+        distinct = set(itertools.pairwise(hyp))
+    elif n == 3:
+        distinct = set(zip(hyp, hyp[1:], hyp[2:], strict=False))
+    else:
+        distinct = set(zip(hyp, hyp[1:], hyp[2:], hyp[3:], strict=False))
+    if repeated and len(distinct) != len(hyp) - n + 1:  # rare: both sides repeat an n-gram
+        return _clipped(_ngrams(hyp, n), distinct, keys, repeated)
+    return len(distinct & keys)
+
+
 def bleu4(ref: _Reference, hyp: list[str]) -> float:
     """NLTK `sentence_bleu([ref], hyp, smoothing_function=SmoothingFunction().method1)`."""
     hyp_len = len(hyp)
     if hyp_len == 0:
         return 0.0
-    matches = _clipped(hyp, ref.keys[0], ref.repeated[0])
+    matches = _clipped(hyp, set(hyp), ref.keys[0], ref.repeated[0])
     if matches == 0:
         return 0.0  # NLTK: no unigram match at all scores 0
     log_sum = 0.25 * math.log(matches / hyp_len)
@@ -207,7 +219,7 @@ def bleu4(ref: _Reference, hyp: list[str]) -> float:
         if total <= 0:
             matches, total = 0, 1
         elif matches:  # an n-gram match needs an (n-1)-gram match: once 0, always 0
-            matches = _clipped(_ngrams(hyp, n), ref.keys[n - 1], ref.repeated[n - 1])
+            matches = _shared(hyp, n, ref.keys[n - 1], ref.repeated[n - 1])
         log_sum += 0.25 * math.log((matches if matches else 0.1) / total)
     ref_len = ref.bleu_len
     bp = 1.0 if hyp_len > ref_len else math.exp(1.0 - ref_len / hyp_len)
