@@ -11,6 +11,7 @@ and several times faster on the reward hot path.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -31,12 +32,24 @@ _WELL_FORMED = re.compile(
     re.DOTALL,
 )
 
-_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_BOX_BODY = rf"\[\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,?\s*\]"
-_BOX_NC = rf"\[\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,?\s*\]"
+# What `_WELL_FORMED` matches when no part holds a '<': most completions, matched in a
+# third of the time (no lazy scanning, no search for nested tags afterwards).
+_PLAIN_WELL_FORMED = re.compile(
+    r"\A\s*<caption>([^<]*)</caption>\s*<bbox>([^<]*)</bbox>\s*<answer>([^<]*)</answer>\s*\Z"
+)
+
+# Possessive quantifiers (`*+`, `?+`): every number ends where a comma, bracket or space
+# starts, so giving characters back can never help a match; not trying saves the time.
+_NUM = r"[-+]?+(?:\d++(?:\.\d*+)?+|\.\d++)(?:[eE][-+]?+\d++)?+"
+_BOX_BODY = rf"\[\s*+({_NUM})\s*+,\s*+({_NUM})\s*+,\s*+({_NUM})\s*+,\s*+({_NUM})\s*+,?+\s*+\]"
+_BOX_NC = rf"\[\s*+{_NUM}\s*+,\s*+{_NUM}\s*+,\s*+{_NUM}\s*+,\s*+{_NUM}\s*+,?+\s*+\]"
 _BOX = re.compile(_BOX_BODY)
-_FLAT = re.compile(rf"\s*{_BOX_BODY}\s*\Z")
-_NESTED = re.compile(rf"\s*\[\s*(?:{_BOX_NC}\s*(?:,\s*{_BOX_NC}\s*)*,?\s*)?\]\s*\Z")
+_FLAT = re.compile(rf"\s*+{_BOX_BODY}\s*+\Z")
+_NESTED = re.compile(rf"\s*+\[\s*+(?:{_BOX_NC}\s*+(?:,\s*+{_BOX_NC}\s*+)*+,?+\s*+)?+\]\s*+\Z")
+# The usual payload, a [[...]] list of one to three boxes, checked and read in one match.
+_NESTED_1_TO_3 = re.compile(
+    rf"\s*+\[\s*+{_BOX_BODY}(?:\s*+,\s*+{_BOX_BODY}(?:\s*+,\s*+{_BOX_BODY})?+)?+\s*+,?+\s*+\]\s*+\Z"
+)
 _NOT_A_BOX_LIST = "<bbox> does not hold a [[...]] list"
 _NESTED_SHAPE = re.compile(r"\A\s*\[\s*\[.*\]\s*\]\s*\Z", re.DOTALL)
 
@@ -69,22 +82,25 @@ def parse_boxes(payload: str) -> tuple[tuple[Box, ...] | None, str | None]:
         return None, "box payload is not text"
     if len(payload) > MAX_BOX_PAYLOAD:
         return None, f"box payload longer than {MAX_BOX_PAYLOAD} characters"
-    flat = _FLAT.match(payload)
-    if flat:
-        groups = [flat.groups()]
+    m = _NESTED_1_TO_3.match(payload) or _FLAT.match(payload)
+    if m is not None:
+        numbers = m.groups()  # 4 from _FLAT; 12 from _NESTED_1_TO_3, None for absent boxes
+        if len(numbers) == 12 and numbers[8] is None:
+            numbers = numbers[:4] if numbers[4] is None else numbers[:8]
     elif _NESTED.match(payload):
         groups = _BOX.findall(payload)
+        if len(groups) > MAX_BOXES:
+            return None, f"more than {MAX_BOXES} boxes"
+        numbers = tuple(itertools.chain.from_iterable(groups))
     else:
         return None, "not a list of [x1,y1,x2,y2] number boxes"
-    if len(groups) > MAX_BOXES:
-        return None, f"more than {MAX_BOXES} boxes"
-    boxes = []
-    for g in groups:
-        values = tuple(float(v) for v in g)
-        if not all(math.isfinite(v) for v in values):
-            return None, "non-finite coordinate"
-        boxes.append(values)
-    return tuple(boxes), None
+    values = tuple(map(float, numbers))
+    # A finite sum means every value is finite; only an overflowing sum needs the slow look.
+    if not math.isfinite(sum(values)) and not all(map(math.isfinite, values)):
+        return None, "non-finite coordinate"
+    if len(values) == 4:
+        return (values,), None
+    return tuple(values[i : i + 4] for i in range(0, len(values), 4)), None
 
 
 def parse(text: object) -> Completion:
@@ -101,6 +117,22 @@ def parse(text: object) -> Completion:
     """
     if not isinstance(text, str):
         text = "" if text is None else str(text)
+    m = _PLAIN_WELL_FORMED.match(text)
+    if m is not None:
+        # The usual case, read in one match: no '<' inside any part, so no nested tag, and
+        # the parts are exactly the first occurrence of each tag.
+        caption, payload, answer = m.groups()
+        boxes, box_error = parse_boxes(payload)
+        shape_ok = _NESTED_SHAPE.match(payload) is not None
+        return Completion(
+            raw=text,
+            caption=caption.strip(),
+            boxes=boxes,
+            answer=answer.strip(),
+            well_formed=shape_ok,
+            reason=None if shape_ok else _NOT_A_BOX_LIST,
+            box_error=box_error,
+        )
     m = _WELL_FORMED.match(text)
     if m is not None and not any(_ANY_TAG.search(m.group(t)) for t in TAGS):
         # The usual case, read in one match: with no tag nested in any part, the parts of the

@@ -11,13 +11,17 @@ stemming. Both are pure Python and cost ~0.5 ms per caption, and `word_tokenize`
   with punkt installed: a period that ends a sentence *inside* a multi-sentence caption
   stays attached to its word ("cat." instead of "cat", "."); the final period is split
   in both. Plain captions (letters, digits, spaces, commas, periods, hyphens) take a fast
-  path that applies the same rules with three regexes; anything else goes through NLTK's
-  tokenizer itself. The test suite checks the two agree on thousands of strings.
+  path that applies the same rules with string operations (and two regexes for commas);
+  anything else goes through NLTK's tokenizer itself. The test suite checks the two agree
+  on thousands of strings.
 - **ROUGE tokens** follow rouge-score: lowercase, every run of non `[a-z0-9]` characters
   becomes a space, tokens longer than 3 characters are Porter-stemmed (NLTK's
-  `PorterStemmer`, which needs no data; stems are cached).
+  `PorterStemmer`, which needs no data; stems are cached). For a plain caption they are
+  read off its BLEU tokens (the same alphanumeric runs), one cached lookup per token.
+- **BLEU clipping** is a set intersection with the reference's n-grams; only n-grams the
+  reference repeats need counting.
 - **LCS** uses the bit-parallel algorithm (one big-integer update per token) instead of a
-  dynamic-programming table.
+  dynamic-programming table; the reference's bit masks are built once.
 """
 
 from __future__ import annotations
@@ -30,21 +34,41 @@ from functools import lru_cache
 
 # -- BLEU tokenisation ---------------------------------------------------------------
 # Text made only of these characters, without the sequences below, triggers no NLTK
-# tokenizer rule except the three applied in `_fast_tokens` (final period, commas).
+# tokenizer rule except the two applied in `_fast_tokens` (final period, commas).
 _PLAIN = re.compile(r"[a-z0-9 \t\n,.\-]*\Z")
 _NEEDS_FULL_RULES = re.compile(r"--|\.\.|cannot|gimme|gonna|gotta|lemme|wanna")
-_FINAL_PERIOD = re.compile(r"([^\.])(\.)\s*$")
 _COMMA = re.compile(r"([:,])([^\d])")
 _COMMA_AT_END = re.compile(r"([:,])$")
 
 
+def _is_plain(text: str) -> bool:
+    """True when `text` (lowercased) needs only the fast path's rules."""
+    if not _PLAIN.match(text):
+        return False
+    # Every sequence in _NEEDS_FULL_RULES holds one of these five: a cheap test first.
+    if "--" in text or ".." in text or "nn" in text or "mm" in text or "tt" in text:
+        return _NEEDS_FULL_RULES.search(text) is None
+    return True
+
+
 def _fast_tokens(text: str) -> list[str]:
-    if "." in text:
-        text = _FINAL_PERIOD.sub(r"\1 \2 ", text)
+    """NLTK's tokens of plain lowercased text: a final period split off, then commas."""
     if "," in text:
+        # NLTK's `([^\.])(\.)([\]\)}>"\']*)\s*$` -> `\1 \2\3 ` on plain text: the only
+        # period followed by nothing but whitespace is the last character once stripped.
+        stripped = text.rstrip()
+        if len(stripped) > 1 and stripped[-1] == "." and stripped[-2] != ".":
+            text = stripped[:-1] + " . "
         text = _COMMA.sub(r" \1 \2", text)
         text = _COMMA_AT_END.sub(r" \1 ", text)
-    return text.split()
+        return text.split()
+    tokens = text.split()
+    if tokens:  # the same final-period rule, on the last whitespace-separated word
+        last = tokens[-1]
+        if len(last) > 1 and last[-1] == "." and last[-2] != ".":
+            tokens[-1] = last[:-1]
+            tokens.append(".")
+    return tokens
 
 
 _nltk_tokenizer = None
@@ -62,9 +86,7 @@ def _full_tokens(text: str) -> list[str]:
 def bleu_tokens(text: str) -> list[str]:
     """Lowercased NLTK word tokens of `text` (`word_tokenize(text.lower(), preserve_line=True)`)."""
     text = text.lower()
-    if _PLAIN.match(text) and not _NEEDS_FULL_RULES.search(text):
-        return _fast_tokens(text)
-    return _full_tokens(text)
+    return _fast_tokens(text) if _is_plain(text) else _full_tokens(text)
 
 
 # -- ROUGE tokenisation --------------------------------------------------------------
@@ -72,7 +94,8 @@ _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _VALID = re.compile(r"[a-z0-9]+\Z")
 _stemmer = None
 _ROUGE_TOKEN: dict[str, str] = {}  # word -> its rouge token ("" if rouge-score drops it)
-_ROUGE_TOKEN_LIMIT = 200_000
+_ROUGE_OF_BLEU: dict[str, str] = {}  # BLEU token -> its rouge tokens joined by spaces
+_CACHE_LIMIT = 200_000  # entries per cache: a vocabulary, so it stays small in practice
 
 
 def _rouge_token(word: str) -> str:
@@ -88,7 +111,7 @@ def _rouge_token(word: str) -> str:
         else:
             token = word
         token = token if _VALID.match(token) else ""
-        if len(_ROUGE_TOKEN) < _ROUGE_TOKEN_LIMIT:  # a vocabulary, so it stays small in practice
+        if len(_ROUGE_TOKEN) < _CACHE_LIMIT:
             _ROUGE_TOKEN[word] = token
     return token
 
@@ -99,21 +122,48 @@ def rouge_tokens(text: str) -> list[str]:
     return [t for t in tokens if t]
 
 
+def _rouge_of_bleu_token(token: str) -> str:
+    joined = " ".join(t for t in map(_rouge_token, _NON_ALNUM.sub(" ", token).split()) if t)
+    if len(_ROUGE_OF_BLEU) < _CACHE_LIMIT:
+        _ROUGE_OF_BLEU[token] = joined
+    return joined
+
+
+_rouge_of_known = _ROUGE_OF_BLEU.__getitem__
+
+
+def _rouge_from_bleu(tokens: list[str]) -> list[str]:
+    """`rouge_tokens` of a plain text from its fast-path BLEU tokens.
+
+    The fast path only adds spaces next to ',' and '.', which rouge-score treats as
+    separators anyway, so the alphanumeric runs of the tokens are those of the text.
+    """
+    try:
+        joined = " ".join(map(_rouge_of_known, tokens))
+    except KeyError:
+        joined = " ".join(map(_rouge_of_bleu_token, tokens))
+    return joined.split()
+
+
 # -- metrics -------------------------------------------------------------------------
 class _Reference:
     """Per ground-truth caption work, done once: it repeats for every rollout of a prompt."""
 
-    __slots__ = ("bleu_len", "counts", "keys", "rouge")
+    __slots__ = ("bleu_len", "keys", "repeated", "rouge", "rouge_masks")
 
     def __init__(self, text: str) -> None:
         t = tuple(bleu_tokens(text))
         self.bleu_len = len(t)
-        self.counts = tuple(Counter(_ngrams(t, n)) for n in (1, 2, 3, 4))
-        self.keys = tuple(frozenset(c) for c in self.counts)
+        counts = tuple(Counter(_ngrams(t, n)) for n in (1, 2, 3, 4))
+        self.keys = tuple(frozenset(c) for c in counts)
+        # n-grams the reference holds more than once: the only ones whose clipped count
+        # can exceed 1, so the only ones worth counting in a hypothesis.
+        self.repeated = tuple({g: c for g, c in counts_n.items() if c > 1} for counts_n in counts)
         self.rouge = tuple(rouge_tokens(text))
+        self.rouge_masks = _lcs_masks(self.rouge)
 
 
-def _ngrams(t: tuple[str, ...], n: int) -> list:
+def _ngrams(t: tuple[str, ...] | list[str], n: int) -> list:
     if n == 1:
         return list(t)
     if n == 2:
@@ -128,12 +178,31 @@ def _reference(text: str) -> _Reference:
     return _Reference(text)
 
 
-def _clipped(grams: list, keys: frozenset, counts: Counter) -> int:
-    """Sum over distinct hypothesis n-grams of min(count in hypothesis, count in reference)."""
-    distinct = set(grams)
-    if len(distinct) == len(grams):  # no repeated n-gram: clipping is a set intersection
-        return len(distinct & keys)
-    return sum(min(c, counts[g]) for g, c in Counter(grams).items() if g in keys)
+def _clipped(grams: list, distinct: set, keys: frozenset, repeated: dict) -> int:
+    """Sum over distinct hypothesis n-grams of min(count in hypothesis, count in reference).
+
+    Every shared n-gram counts once; only one the reference repeats can count more, up to
+    min(count in hypothesis, count in reference), and only if the hypothesis repeats too.
+    """
+    matches = len(distinct & keys)
+    if repeated and len(distinct) != len(grams):
+        for g, ref_count in repeated.items():
+            if g in distinct:
+                matches += min(grams.count(g), ref_count) - 1
+    return matches
+
+
+def _shared(hyp: list[str], n: int, keys: frozenset, repeated: dict) -> int:
+    """Clipped n-gram matches (n >= 2), with the hypothesis n-grams built once, as a set."""
+    if n == 2:
+        distinct = set(itertools.pairwise(hyp))
+    elif n == 3:
+        distinct = set(zip(hyp, hyp[1:], hyp[2:], strict=False))
+    else:
+        distinct = set(zip(hyp, hyp[1:], hyp[2:], hyp[3:], strict=False))
+    if repeated and len(distinct) != len(hyp) - n + 1:  # rare: both sides repeat an n-gram
+        return _clipped(_ngrams(hyp, n), distinct, keys, repeated)
+    return len(distinct & keys)
 
 
 def bleu4(ref: _Reference, hyp: list[str]) -> float:
@@ -141,48 +210,59 @@ def bleu4(ref: _Reference, hyp: list[str]) -> float:
     hyp_len = len(hyp)
     if hyp_len == 0:
         return 0.0
-    t = tuple(hyp)
-    log_sum = 0.0
-    matches = 1
-    for n in (1, 2, 3, 4):
+    matches = _clipped(hyp, set(hyp), ref.keys[0], ref.repeated[0])
+    if matches == 0:
+        return 0.0  # NLTK: no unigram match at all scores 0
+    log_sum = 0.25 * math.log(matches / hyp_len)
+    for n in (2, 3, 4):
         total = hyp_len - n + 1
         if total <= 0:
             matches, total = 0, 1
         elif matches:  # an n-gram match needs an (n-1)-gram match: once 0, always 0
-            matches = _clipped(_ngrams(t, n), ref.keys[n - 1], ref.counts[n - 1])
-        if n == 1 and matches == 0:
-            return 0.0  # NLTK: no unigram match at all scores 0
+            matches = _shared(hyp, n, ref.keys[n - 1], ref.repeated[n - 1])
         log_sum += 0.25 * math.log((matches if matches else 0.1) / total)
     ref_len = ref.bleu_len
     bp = 1.0 if hyp_len > ref_len else math.exp(1.0 - ref_len / hyp_len)
     return bp * math.exp(log_sum)
 
 
+def _lcs_masks(a: tuple[str, ...] | list[str]) -> dict[str, int]:
+    masks: dict[str, int] = {}
+    for i, token in enumerate(a):
+        masks[token] = masks.get(token, 0) | (1 << i)
+    return masks
+
+
+def _lcs(masks: dict[str, int], a_len: int, b: tuple[str, ...] | list[str]) -> int:
+    full = (1 << a_len) - 1
+    v = full
+    get = masks.get
+    for token in b:
+        u = v & get(token, 0)
+        v = ((v + u) | (v - u)) & full
+    return a_len - v.bit_count()
+
+
 def lcs_length(a: tuple[str, ...] | list[str], b: tuple[str, ...] | list[str]) -> int:
     """Length of the longest common subsequence of two token lists (bit-parallel)."""
     if not a or not b:
         return 0
-    masks: dict[str, int] = {}
-    for i, token in enumerate(a):
-        masks[token] = masks.get(token, 0) | (1 << i)
-    full = (1 << len(a)) - 1
-    v = full
-    for token in b:
-        u = v & masks.get(token, 0)
-        v = ((v + u) | (v - u)) & full
-    return len(a) - v.bit_count()
+    return _lcs(_lcs_masks(a), len(a), b)
+
+
+def _rouge_l(lcs: int, target_len: int, prediction_len: int) -> float:
+    if lcs == 0:
+        return 0.0
+    precision = lcs / prediction_len
+    recall = lcs / target_len
+    return 2 * precision * recall / (precision + recall)
 
 
 def rouge_l_f1(target: tuple[str, ...] | list[str], prediction: list[str]) -> float:
     """rouge-score's ROUGE-L F1 (`RougeScorer(['rougeL'], use_stemmer=True)`) on token lists."""
     if not target or not prediction:
         return 0.0
-    lcs = lcs_length(target, prediction)
-    if lcs == 0:
-        return 0.0
-    precision = lcs / len(prediction)
-    recall = lcs / len(target)
-    return 2 * precision * recall / (precision + recall)
+    return _rouge_l(lcs_length(target, prediction), len(target), len(prediction))
 
 
 @lru_cache(maxsize=16384)
@@ -192,6 +272,17 @@ def caption_score(prediction: str, reference: str) -> float:
     Memoised: late in training many rollouts of a prompt repeat the same caption.
     """
     ref = _reference(reference)
-    bleu = bleu4(ref, bleu_tokens(prediction))
-    rouge = rouge_l_f1(ref.rouge, rouge_tokens(prediction))
+    lowered = prediction.lower()
+    if _is_plain(lowered):  # tokenise once, read the ROUGE tokens off the BLEU tokens
+        hyp = _fast_tokens(lowered)
+        rouge_hyp = _rouge_from_bleu(hyp)
+    else:
+        hyp = _full_tokens(lowered)
+        rouge_hyp = rouge_tokens(prediction)
+    bleu = bleu4(ref, hyp)
+    target = ref.rouge
+    if target and rouge_hyp:
+        rouge = _rouge_l(_lcs(ref.rouge_masks, len(target), rouge_hyp), len(target), len(rouge_hyp))
+    else:
+        rouge = 0.0
     return 0.5 * bleu + 0.5 * rouge

@@ -30,29 +30,28 @@ def _normalised(boxes: Sequence[Box]) -> list[tuple[float, float, float, float]]
     return out
 
 
-def _merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    intervals.sort()
-    merged: list[tuple[float, float]] = []
-    for lo, hi in intervals:
-        if merged and lo <= merged[-1][1]:
-            if hi > merged[-1][1]:
-                merged[-1] = (merged[-1][0], hi)
-        else:
-            merged.append((lo, hi))
-    return merged
-
-
-def _length(intervals: list[tuple[float, float]]) -> float:
-    return sum(hi - lo for lo, hi in intervals)
-
-
 def _sweep_area(boxes: list[tuple[float, float, float, float]]) -> float:
+    # Boxes sorted by their y-interval once, so each slab's covering intervals arrive in
+    # order and merge in one pass (no sort, no list of merged intervals per slab).
     xs = sorted({x for b in boxes for x in (b[0], b[2])})
+    by_y = sorted((b[1], b[3], b[0], b[2]) for b in boxes)
     area = 0.0
     for left, right in itertools.pairwise(xs):
-        covering = [(b[1], b[3]) for b in boxes if b[0] <= left and b[2] >= right]
-        if covering:
-            area += (right - left) * _length(_merge(covering))
+        lengths = []
+        lo = hi = None
+        for y1, y2, x1, x2 in by_y:
+            if x1 <= left and x2 >= right:
+                if hi is None:
+                    lo, hi = y1, y2
+                elif y1 <= hi:
+                    if y2 > hi:
+                        hi = y2
+                else:
+                    lengths.append(hi - lo)
+                    lo, hi = y1, y2
+        if hi is not None:
+            lengths.append(hi - lo)
+            area += (right - left) * sum(lengths)
     return area
 
 
@@ -97,8 +96,36 @@ def union_iou(pred: Sequence[Box], gt: Sequence[Box]) -> float:
     """area(P∪ ∩ G∪) / (area(P∪ ∪ G∪) + 1e-6), in [0, 1]; 0 when either side is empty."""
     if not pred or not gt:
         return 0.0
+    if len(pred) == 1 and len(gt) == 1:
+        return _one_box_iou(pred[0], gt[0])
     inter, union = union_areas(pred, gt)
     if inter <= 0.0:
         return 0.0
+    score = inter / (union + EPS)
+    return score if score <= 1.0 else 1.0
+
+
+def _one_box_iou(a: Box, b: Box) -> float:
+    """`union_iou([a], [b])` without the lists: the same operations in the same order."""
+    ax1, ay1, ax2, ay2 = a
+    if ax2 < ax1:
+        ax1, ax2 = ax2, ax1
+    if ay2 < ay1:
+        ay1, ay2 = ay2, ay1
+    bx1, by1, bx2, by2 = b
+    if bx2 < bx1:
+        bx1, bx2 = bx2, bx1
+    if by2 < by1:
+        by1, by2 = by2, by1
+    if not (ax2 > ax1 and ay2 > ay1 and bx2 > bx1 and by2 > by1):
+        return 0.0  # a zero-area box: its union is empty
+    x1, y1 = max(ax1, bx1), max(ay1, by1)
+    x2, y2 = min(ax2, bx2), min(ay2, by2)
+    if not (x2 > x1 and y2 > y1):
+        return 0.0
+    inter = (x2 - x1) * (y2 - y1)
+    if inter <= 0.0:
+        return 0.0
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
     score = inter / (union + EPS)
     return score if score <= 1.0 else 1.0

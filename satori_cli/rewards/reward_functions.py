@@ -89,6 +89,10 @@ def _scale(width: float, height: float, min_pixels: int, max_pixels: int) -> tup
 
 def _boxes_of(value: object) -> list[tuple[float, float, float, float]] | None:
     """Ground-truth boxes from a column value: [[x1,y1,x2,y2], ...], one flat box, or that as text."""
+    if type(value) is list:
+        known, boxes = _float_boxes(value)
+        if known:
+            return boxes
     if isinstance(value, str):
         boxes, _ = parse_boxes(value)
         return None if boxes is None else list(boxes)
@@ -115,6 +119,34 @@ def _boxes_of(value: object) -> list[tuple[float, float, float, float]] | None:
     return boxes
 
 
+_FLOAT_OR_INT = (float, int)  # exact types: bool and numpy scalars take the general path
+
+
+def _float_boxes(value: list) -> tuple[bool, list[tuple[float, float, float, float]] | None]:
+    """`_boxes_of` for the usual column value, a list of [x1,y1,x2,y2] lists of JSON numbers.
+
+    Returns (True, what `_boxes_of` returns) for such a value, (False, None) for any other
+    shape. A float or int within ±MAX_ABS_COORD (NaN never is) is exactly what `_number`
+    and the range check accept, and converts to float without overflow.
+    """
+    if not value or len(value) > MAX_GT_BOXES:
+        return False, None
+    boxes = []
+    low, high = -MAX_ABS_COORD, MAX_ABS_COORD
+    for b in value:
+        if type(b) is not list or len(b) != 4:
+            return False, None
+        x1, y1, x2, y2 = b
+        if not (type(x1) in _FLOAT_OR_INT and type(y1) in _FLOAT_OR_INT):
+            return False, None
+        if not (type(x2) in _FLOAT_OR_INT and type(y2) in _FLOAT_OR_INT):
+            return False, None
+        if not (low <= x1 <= high and low <= y1 <= high and low <= x2 <= high and low <= y2 <= high):
+            return True, None  # NaN, infinite or beyond MAX_ABS_COORD
+        boxes.append((float(x1), float(y1), float(x2), float(y2)))
+    return True, boxes
+
+
 def box_score(
     completion: object, gt_boxes: object, width: object, height: object, budget: PixelBudget
 ) -> float:
@@ -133,8 +165,9 @@ def box_score(
         return 0.0
     sx, sy = scale
     mapped = []
-    for x1, y1, x2, y2 in pred:
-        if max(abs(x1), abs(y1), abs(x2), abs(y2)) > MAX_ABS_COORD:
+    low, high = -MAX_ABS_COORD, MAX_ABS_COORD
+    for x1, y1, x2, y2 in pred:  # finite floats (the grammar rejects others)
+        if not (low <= x1 <= high and low <= y1 <= high and low <= x2 <= high and low <= y2 <= high):
             return 0.0
         mapped.append((x1 * sx, y1 * sy, x2 * sx, y2 * sy))
     return union_iou(mapped, gt)
