@@ -38,17 +38,17 @@ _PLAIN_WELL_FORMED = re.compile(
     r"\A\s*<caption>([^<]*)</caption>\s*<bbox>([^<]*)</bbox>\s*<answer>([^<]*)</answer>\s*\Z"
 )
 
-# Possessive quantifiers (`*+`, `?+`): every number ends where a comma, bracket or space
-# starts, so giving characters back can never help a match; not trying saves the time.
-_NUM = r"[-+]?+(?:\d++(?:\.\d*+)?+|\.\d++)(?:[eE][-+]?+\d++)?+"
-_BOX_BODY = rf"\[\s*+({_NUM})\s*+,\s*+({_NUM})\s*+,\s*+({_NUM})\s*+,\s*+({_NUM})\s*+,?+\s*+\]"
-_BOX_NC = rf"\[\s*+{_NUM}\s*+,\s*+{_NUM}\s*+,\s*+{_NUM}\s*+,\s*+{_NUM}\s*+,?+\s*+\]"
+# Plain quantifiers only: possessive ones would save a little backtracking but need Python 3.11's `re`,
+# and satori supports 3.10.
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_BOX_BODY = rf"\[\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,?\s*\]"
+_BOX_NC = rf"\[\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,?\s*\]"
 _BOX = re.compile(_BOX_BODY)
-_FLAT = re.compile(rf"\s*+{_BOX_BODY}\s*+\Z")
-_NESTED = re.compile(rf"\s*+\[\s*+(?:{_BOX_NC}\s*+(?:,\s*+{_BOX_NC}\s*+)*+,?+\s*+)?+\]\s*+\Z")
+_FLAT = re.compile(rf"\s*{_BOX_BODY}\s*\Z")
+_NESTED = re.compile(rf"\s*\[\s*(?:{_BOX_NC}\s*(?:,\s*{_BOX_NC}\s*)*,?\s*)?\]\s*\Z")
 # The usual payload, a [[...]] list of one to three boxes, checked and read in one match.
 _NESTED_1_TO_3 = re.compile(
-    rf"\s*+\[\s*+{_BOX_BODY}(?:\s*+,\s*+{_BOX_BODY}(?:\s*+,\s*+{_BOX_BODY})?+)?+\s*+,?+\s*+\]\s*+\Z"
+    rf"\s*\[\s*{_BOX_BODY}(?:\s*,\s*{_BOX_BODY}(?:\s*,\s*{_BOX_BODY})?)?\s*,?\s*\]\s*\Z"
 )
 _NOT_A_BOX_LIST = "<bbox> does not hold a [[...]] list"
 _NESTED_SHAPE = re.compile(r"\A\s*\[\s*\[.*\]\s*\]\s*\Z", re.DOTALL)
