@@ -10,7 +10,7 @@ DEMO_PORT ?= 8765
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= train,eval,serve,dev
 
-.PHONY: setup test test-fast lint bench demo browser clean
+.PHONY: setup test test-fast test-py310 lint bench demo browser clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,16 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest tests -m "not slow and not browser"
+
+# The pure-Python core (grammar, pixels, prompts, command builder, rewards) on the lowest
+# Python satori supports, so 3.11-only syntax (e.g. possessive regex quantifiers) cannot slip in.
+PY310 ?= python3.10
+CORE_TESTS := tests/test_grammar.py tests/test_rewards_rules.py tests/test_rewards_properties.py \
+	tests/test_prompts.py tests/test_cmdline.py
+test-py310:
+	@test -x .venv310/bin/python || $(PY310) -m venv .venv310
+	.venv310/bin/python -m pip install -q -e '.[rewards]' pytest hypothesis shapely rouge-score
+	.venv310/bin/python -m pytest $(CORE_TESTS) -k "not train_dry_run"
 
 lint: setup
 	$(BIN)/ruff check satori_cli tests benchmarks
@@ -60,4 +70,4 @@ demo: setup
 	@echo "demo finished: everything is under $(DEMO_DIR)"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache outputs
+	rm -rf $(VENV) .venv310 .pytest_cache .ruff_cache outputs
