@@ -117,11 +117,9 @@ def parse(text: object) -> Completion:
     """
     if not isinstance(text, str):
         text = "" if text is None else str(text)
-    m = _PLAIN_WELL_FORMED.match(text)
-    if m is not None:
-        # The usual case, read in one match: no '<' inside any part, so no nested tag, and
-        # the parts are exactly the first occurrence of each tag.
-        caption, payload, answer = m.groups()
+    parts = _well_formed_parts(text)
+    if parts is not None:
+        caption, payload, answer = parts
         boxes, box_error = parse_boxes(payload)
         shape_ok = _NESTED_SHAPE.match(payload) is not None
         return Completion(
@@ -129,22 +127,6 @@ def parse(text: object) -> Completion:
             caption=caption.strip(),
             boxes=boxes,
             answer=answer.strip(),
-            well_formed=shape_ok,
-            reason=None if shape_ok else _NOT_A_BOX_LIST,
-            box_error=box_error,
-        )
-    m = _WELL_FORMED.match(text)
-    if m is not None and not any(_ANY_TAG.search(m.group(t)) for t in TAGS):
-        # The usual case, read in one match: with no tag nested in any part, the parts of the
-        # match are exactly the first occurrence of each tag.
-        payload = m.group("bbox")
-        boxes, box_error = parse_boxes(payload)
-        shape_ok = _NESTED_SHAPE.match(payload) is not None
-        return Completion(
-            raw=text,
-            caption=m.group("caption").strip(),
-            boxes=boxes,
-            answer=m.group("answer").strip(),
             well_formed=shape_ok,
             reason=None if shape_ok else _NOT_A_BOX_LIST,
             box_error=box_error,
@@ -166,6 +148,22 @@ def parse(text: object) -> Completion:
         reason=reason,
         box_error=box_error,
     )
+
+
+def _well_formed_parts(text: str) -> tuple[str, str, str] | None:
+    """(caption, bbox payload, answer) of a completion with the three tags in order, only
+    whitespace around them and no tag nested inside a part; else None.
+
+    Then each part is exactly the first occurrence of its tag. The `[^<]` pattern reads the
+    usual completion in one cheap match; the lazy pattern covers parts that hold a '<'.
+    """
+    m = _PLAIN_WELL_FORMED.match(text)
+    if m is not None:
+        return m.group(1), m.group(2), m.group(3)
+    m = _WELL_FORMED.match(text)
+    if m is not None and not any(_ANY_TAG.search(m.group(t)) for t in TAGS):
+        return m.group("caption"), m.group("bbox"), m.group("answer")
+    return None
 
 
 def _format_problem(text: str) -> str | None:

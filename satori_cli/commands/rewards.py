@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
+
 rewards_app = typer.Typer(
     no_args_is_help=True,
     help="The four SATORI rewards: the ms-swift plugin path, and scoring completions from a file.",
@@ -83,10 +85,10 @@ def score(
         "(default: FILE's name with .scores.jsonl).",
     ),
     min_pixels: int = typer.Option(
-        None, help="Pixel budget the boxes were predicted in (default: $MIN_PIXELS, else the paper's 200704)."
+        None, help=f"Budget the boxes were predicted in (default: $MIN_PIXELS, else {PAPER_MIN_PIXELS})."
     ),
     max_pixels: int = typer.Option(
-        None, help="Pixel budget the boxes were predicted in (default: $MAX_PIXELS, else the paper's 401408)."
+        None, help=f"Budget the boxes were predicted in (default: $MAX_PIXELS, else {PAPER_MAX_PIXELS})."
     ),
     normalized_vqa: bool = typer.Option(
         False,

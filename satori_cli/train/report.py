@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,15 +100,8 @@ def dataset_rows(run: dict[str, Any], run_dir: Path) -> dict[str, dict[str, Any]
         files.append(Path(value))
     rows: dict[str, dict[str, Any]] = {}
     for path in files:
-        if not path.is_file():
-            continue
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.setdefault(str(row.get("solution", row.get("id"))), row)
+        for row in runlogs.json_objects(path):
+            rows.setdefault(str(row.get("solution", row.get("id"))), row)
     return rows
 
 

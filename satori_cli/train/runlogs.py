@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,20 +90,26 @@ def parse_metrics_line(line: str) -> dict[str, Any] | None:
     return {str(k): _number(v) for k, v in data.items()}
 
 
+def json_objects(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, skipping lines that are not one (a run may be cut mid-line)."""
+    if not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            yield row
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """Training-step rows of every `logging.jsonl`, each with an integer `step`; a later
     row for the same step (a resumed run) replaces the earlier one."""
     by_step: dict[int, dict[str, Any]] = {}
     for folder in swift_dirs(run_dir):
-        path = folder / "logging.jsonl"
-        if not path.is_file():
-            continue
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            step = parse_step(row.get(STEP_KEY)) if isinstance(row, dict) else None
+        for row in json_objects(folder / "logging.jsonl"):
+            step = parse_step(row.get(STEP_KEY))
             if step is None or "train_runtime" in row:
                 continue
             by_step[step[0]] = {**row, "step": step[0], "max_steps": step[1]}
@@ -125,15 +132,8 @@ def read_completions(run_dir: Path) -> list[dict[str, Any]]:
     """Logged completions, one dict per completion (swift stores parallel lists per step)."""
     out: list[dict[str, Any]] = []
     for folder in swift_dirs(run_dir):
-        path = folder / "completions.jsonl"
-        if not path.is_file():
-            continue
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                table = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(table, dict) or not isinstance(table.get("completion"), list):
+        for table in json_objects(folder / "completions.jsonl"):
+            if not isinstance(table.get("completion"), list):
                 continue
             size = len(table["completion"])
             for i in range(size):
