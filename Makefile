@@ -30,11 +30,11 @@ test-fast: setup
 # The pure-Python core (grammar, pixels, prompts, command builder, rewards) on the lowest
 # Python satori supports, so 3.11-only syntax (e.g. possessive regex quantifiers) cannot slip in.
 PY310 ?= python3.10
-CORE_TESTS := tests/test_grammar.py tests/test_rewards_rules.py tests/test_rewards_properties.py \
+CORE_TESTS := tests/test_grammar.py tests/test_rewards_rules.py tests/test_rewards_properties.py tests/test_doctests.py \
 	tests/test_prompts.py tests/test_cmdline.py
 test-py310:
 	@test -x .venv310/bin/python || $(PY310) -m venv .venv310
-	.venv310/bin/python -m pip install -q -e '.[rewards]' pytest hypothesis shapely rouge-score
+	.venv310/bin/python -m pip install -q -e '.[rewards]' pytest pytest-timeout hypothesis
 	.venv310/bin/python -m pytest $(CORE_TESTS) -k "not train_dry_run"
 
 lint: setup
@@ -58,7 +58,7 @@ demo: setup
 	$(BIN)/satori train --preset smoke --model $(DEMO_DIR)/tiny-model --data $(DEMO_DIR)/data/train.jsonl \
 	    --output $(DEMO_DIR)/train
 	$(BIN)/satori report $(DEMO_DIR)/train
-	$(BIN)/satori rewards score $(DEMO_DIR)/train --out $(DEMO_DIR)/reward_scores.jsonl
+	$(BIN)/satori rewards score $(DEMO_DIR)/train --out $(DEMO_DIR)/reward_scores.jsonl --overwrite
 	$(BIN)/satori data sample-bench --out $(DEMO_DIR)/lmu/TinyBench.tsv
 	$(BIN)/satori eval --data $(DEMO_DIR)/lmu/TinyBench.tsv --model $(DEMO_DIR)/tiny-model --gpus 2 \
 	    --max-new-tokens 16 --data-dir $(DEMO_DIR)/lmu --work-dir $(DEMO_DIR)/eval --overwrite

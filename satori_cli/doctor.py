@@ -43,6 +43,8 @@ PACKAGES = (
     ("msgspec", "msgspec", "train"),
     ("qwen-vl-utils", "qwen-vl-utils", "train"),
     ("nltk", "nltk", "rewards"),
+    ("rouge-score", "rouge-score", "rewards"),
+    ("shapely", "shapely", "rewards"),
     ("deepspeed", "deepspeed", "gpu"),
     ("flash-attn", "flash-attn", "gpu"),
     ("ms-vlmeval", "ms-vlmeval", "eval"),
@@ -59,7 +61,16 @@ SERVE_BACKEND_NEEDS = {
 UI_NEEDS = ["gradio", "openai"]
 
 NEEDS = {
-    "train": ["torch", "transformers", "ms-swift", "msgspec", "qwen-vl-utils", "nltk"],
+    "train": [
+        "torch",
+        "transformers",
+        "ms-swift",
+        "msgspec",
+        "qwen-vl-utils",
+        "nltk",
+        "rouge-score",
+        "shapely",
+    ],
     "train on GPU (paper preset)": ["gpu", "deepspeed"],
     "train with vLLM rollouts (fast preset)": ["gpu", "vllm"],
     "eval": ["torch", "transformers", "ms-vlmeval"],

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from satori_cli.grammar import (
     MAX_BOXES,
+    MAX_CHARS,
     extract_answer,
     format_completion,
     is_well_formed,
@@ -166,3 +169,44 @@ def test_fast_path_agrees_with_first_tag_reading(caption, boxes, answer, tail):
     assert c.answer == first_tag(text, "answer")
     assert c.boxes == parse_boxes(first_tag(text, "bbox") or "")[0] or first_tag(text, "bbox") is None
     assert c.well_formed == is_well_formed(text)
+
+
+# -- linear time, capped input ------------------------------------------------------
+def _repeat(piece: str, size: int = 2_000_000) -> str:
+    return (piece * (size // len(piece) + 1))[:size]
+
+
+# Inputs that made the original lazy regexes (and this parser before) quadratic or worse:
+# every opening tag rescanned the rest of the text for its closing tag.
+ADVERSARIAL = {
+    "open captions": lambda: _repeat("<caption>"),
+    "caption then bbox": lambda: _repeat("<caption>x</caption><bbox>"),
+    "closing tags": lambda: "<caption>" + _repeat("</caption> <bbox>") + "</bbox><answer>a</answer>",
+    "whole completions": lambda: _repeat(GOOD + " "),
+    "brackets": lambda: "<caption>a</caption><bbox>" + _repeat("[") + "</bbox><answer>a</answer>",
+    "closing brackets": lambda: "<caption>a</caption><bbox>[[" + _repeat("] ") + "x</bbox><answer>a</answer>",
+    "whitespace": lambda: "<caption>" + _repeat(" \n") + "</caption>",
+    "angle brackets": lambda: _repeat("<"),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_parse_is_linear_on_adversarial_text(name):
+    text = ADVERSARIAL[name]()
+    start = time.perf_counter()
+    capped = parse(text)  # what rewards, predict and eval do
+    uncapped = parse(text, max_chars=None)  # the parser itself, on all 2 MB
+    assert time.perf_counter() - start < 2.0, f"{name}: not linear"
+    assert not uncapped.well_formed and not capped.well_formed
+
+
+def test_only_the_first_max_chars_are_read():
+    padded = GOOD + " " * MAX_CHARS  # well formed, but longer than the cap
+    c = parse(padded)
+    assert not c.well_formed and str(MAX_CHARS) in c.reason
+    assert (c.caption, c.answer, c.raw) == ("A red square.", "red", padded)
+    assert parse(padded, max_chars=None).well_formed
+    late = " " * MAX_CHARS + GOOD  # the tags lie beyond what is read
+    assert parse(late).answer is None and parse(late, max_chars=None).answer == "red"
+    assert extract_answer(late) == "" and extract_answer(GOOD) == "red"

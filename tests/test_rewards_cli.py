@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 
 from satori_cli.grammar import format_completion
+from satori_cli.rewards.score_file import _read_rows
 
 ROW = {
     "completion": format_completion("a red square on white", [[100, 100, 300, 300]], "red"),
@@ -14,6 +16,10 @@ ROW = {
     "possible_answers": ["red"],
     "image_caption": "a red square on a white background",
 }
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_score_writes_one_row_per_input_and_reports_malformed_lines(satori, tmp_path) -> None:
@@ -42,13 +48,103 @@ def test_score_writes_one_row_per_input_and_reports_malformed_lines(satori, tmp_
 def test_score_normalized_vqa_and_budget_flags(satori, tmp_path) -> None:
     src = tmp_path / "rows.jsonl"
     src.write_text(json.dumps({**ROW, "completion": ROW["completion"].replace(">red<", ">Red.<")}) + "\n")
+    out = tmp_path / "scores.jsonl"
     result = satori(
-        "rewards", "score", str(src), "--normalized-vqa", "--min-pixels", "3136", "--max-pixels", "50176"
+        "rewards",
+        "score",
+        str(src),
+        "--normalized-vqa",
+        "--min-pixels",
+        "3136",
+        "--max-pixels",
+        "50176",
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.stderr
-    (row,) = [json.loads(line) for line in (tmp_path / "rows.scores.jsonl").read_text().splitlines()]
+    assert "SatoriAnswerNormalized" in result.stdout
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert row["extern_vqa_acc"] == 0.0 and row["external_vqa_norm_acc"] == 1.0
     assert row["external_bbox_acc"] < 0.9  # boxes were written for the paper budget, not this one
+
+
+def test_score_without_out_writes_nothing(satori, tmp_path) -> None:
+    src = tmp_path / "rows.jsonl"
+    src.write_text(json.dumps(ROW) + "\n")
+    before = _files(tmp_path)
+    result = satori("rewards", "score", str(src), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "external_format" in result.stdout and "per-row scores" not in result.stdout
+    assert _files(tmp_path) == before  # no rows.scores.jsonl beside the input, nothing in cwd
+
+
+def test_score_never_overwrites_unless_asked(satori, tmp_path) -> None:
+    src = tmp_path / "rows.jsonl"
+    src.write_text(json.dumps(ROW) + "\n")
+    out = tmp_path / "precious.jsonl"
+    out.write_text("mine\n")
+    refused = satori("rewards", "score", str(src), "--out", str(out))
+    assert refused.returncode == 2 and "exists" in refused.stderr and "--overwrite" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert out.read_text() == "mine\n"
+    replaced = satori("rewards", "score", str(src), "--out", str(out), "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert json.loads(out.read_text())["external_format"] == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.jsonl", "rows.jsonl"]  # no scratch left
+
+
+def test_score_refuses_unusable_out_paths(satori, tmp_path) -> None:
+    src = tmp_path / "rows.jsonl"
+    src.write_text(json.dumps(ROW) + "\n")
+    before = _files(tmp_path)
+    for out, message in ((src, "differ from the input"), (tmp_path, "is a folder")):
+        result = satori("rewards", "score", str(src), "--out", str(out), "--overwrite")
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    under_a_file = satori("rewards", "score", str(src), "--out", str(src / "x.jsonl"))
+    assert under_a_file.returncode == 2 and "Traceback" not in under_a_file.stderr
+    assert _files(tmp_path) == before
+
+
+def test_score_rejects_hostile_lines_with_reasons(satori, tmp_path) -> None:
+    src = tmp_path / "rows.jsonl"
+    big = "9" * 400
+    lines = [
+        json.dumps(ROW),
+        json.dumps(ROW).replace('"width": 448', f'"width": {big}'),  # beyond the float range
+        json.dumps(ROW).replace('"height": 448', f'"height": {"7" * 5000}'),  # beyond int-to-text
+        '{"completion": "x", "bboxs": ' + "[" * 100_000 + "]" * 100_000 + "}",  # nested too deeply
+        json.dumps({**ROW, "bboxs": [[1e308, float("nan"), [1], "2"]], "possible_answers": [[["red"]]]}),
+        json.dumps({**ROW, "completion": "<caption>" * 20_000}),  # 180 KB, once 33 s
+        json.dumps(ROW),
+    ]
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "scores.jsonl"
+    start = time.monotonic()
+    result = satori("rewards", "score", str(src), "--out", str(out))
+    assert time.monotonic() - start < 60  # about 3 s, mostly start-up and imports
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "line 2: an integer of 400 digits" in result.stdout
+    assert "line 3: an integer of 5000 digits" in result.stdout
+    assert "line 4: JSON nested too deeply" in result.stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in rows] == [1, 2, 3, 4, 5, 6, 7]  # in = written
+    assert [r.get("error") is not None for r in rows] == [False, True, True, True, False, False, False]
+    assert rows[1]["external_format"] is None
+    assert rows[4]["external_bbox_acc"] == 0.0 and rows[4]["extern_vqa_acc"] == 0.0
+    assert rows[5]["external_format"] == 0.0
+    assert rows[0] == {**rows[6], "line": 1}
+
+
+def test_overlong_lines_are_rejected_without_being_read_whole(tmp_path) -> None:
+    src = tmp_path / "rows.jsonl"
+    src.write_text(json.dumps(ROW) + "\n" + json.dumps({**ROW, "pad": "x" * 5000}) + "\n" + json.dumps(ROW))
+    rows = list(_read_rows(src, limit=1000))
+    assert [(n, row is not None, err) for n, row, err in rows] == [
+        (1, True, None),
+        (2, False, "line longer than 1000 characters"),
+        (3, True, None),
+    ]
 
 
 def test_score_user_errors_are_one_line(satori, tmp_path) -> None:
@@ -60,8 +156,12 @@ def test_score_user_errors_are_one_line(satori, tmp_path) -> None:
     assert bad.returncode == 2 and "min_pixels" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_list_names_the_rewards(satori) -> None:
+def test_list_shows_every_reward_of_the_table(satori) -> None:
     result = satori("rewards", "list")
     assert result.returncode == 0
-    for name in ("external_format", "external_bbox_acc", "extern_vqa_acc", "external_caption_acc"):
-        assert name in result.stdout
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 4}
+    assert rows["external_format"].split("│")[2].strip() == "SatoriFormat"
+    assert "bboxs, width, height" in rows["external_bbox_acc"] and "SatoriBoxIoU" in rows["external_bbox_acc"]
+    assert "possible_answers" in rows["extern_vqa_acc"] and "SatoriAnswer " in rows["extern_vqa_acc"]
+    assert "image_caption" in rows["external_caption_acc"] and "SatoriCaption" in rows["external_caption_acc"]
+    assert "SatoriAnswerNormalized" in rows["external_vqa_norm_acc"]

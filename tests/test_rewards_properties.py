@@ -1,4 +1,9 @@
-"""Arbitrary input never breaks a reward; the fast rewards agree with the reference (1e-6)."""
+"""Arbitrary input never breaks a reward; the rewards agree with the reference (1e-6).
+
+The reference (`rewards_reference.py`) reads completions with the original plugin's regexes
+and `ast.literal_eval`; the rewards read them with `satori_cli.grammar`. Both then call the
+same libraries, so the parity checks the parser, the pixel mapping and the column handling.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,17 @@ import random
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nltk.tokenize.destructive import NLTKWordTokenizer
 from rewards_reference import ref_bbox, ref_caption, ref_format, ref_score_all, ref_vqa
 
 from satori_cli.pixels import PixelBudget
-from satori_cli.rewards import REWARD_FUNCS, score_all, vqa_normalized_reward
-from satori_cli.rewards.caption_metrics import bleu_tokens
+from satori_cli.rewards import REWARD_FUNCS, score_all, vqa_reward
 
 # -- no exception, every score a finite float in [0, 1] -----------------------------
 json_scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
+    st.sampled_from([400, -400, 5000]).map(lambda d: (-1 if d < 0 else 1) * 10 ** abs(d)),  # huge ints
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=20),
 )
@@ -81,14 +85,8 @@ def test_arbitrary_inputs_score_in_unit_interval(rows) -> None:
     texts, bboxs, width, height, answers, captions = map(list, zip(*rows, strict=True))
     cols = dict(bboxs=bboxs, width=width, height=height, possible_answers=answers, image_caption=captions)
     scores = score_all(texts, budget=PixelBudget(), **cols)
-    scores["norm"] = vqa_normalized_reward(texts, answers)
+    scores["norm"] = vqa_reward(texts, answers, normalized=True)
     _check(scores, len(texts))
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.text(max_size=80))
-def test_fast_tokens_equal_nltk_tokens_on_any_text(text: str) -> None:
-    assert bleu_tokens(text) == NLTKWordTokenizer().tokenize(text.lower())
 
 
 # -- parity with the reference on thousands of generated cases ----------------------

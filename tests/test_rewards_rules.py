@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
 from satori_cli.grammar import MAX_BOXES, format_completion
 from satori_cli.pixels import PixelBudget
 from satori_cli.rewards import (
+    MAX_CAPTION_CHARS,
     REWARD_FUNCS,
     ColumnError,
     bbox_reward,
@@ -16,11 +18,9 @@ from satori_cli.rewards import (
     format_reward,
     normalize_answer,
     score_all,
-    vqa_normalized_reward,
     vqa_reward,
 )
-from satori_cli.rewards.caption_metrics import bleu_tokens, lcs_length, rouge_tokens
-from satori_cli.rewards.iou import union_iou
+from satori_cli.rewards.reward_functions import union_iou
 
 GOOD = "<caption>a bird on a branch</caption> <bbox>[[10,20,110,220]]</bbox> <answer>No</answer>"
 
@@ -87,16 +87,24 @@ def test_bbox_budget_comes_from_the_environment(monkeypatch) -> None:
     assert bbox_reward([text], [gt], [1000], [500])[0] < 0.5
 
 
-def test_bbox_union_iou_does_not_double_count_overlaps() -> None:
-    assert union_iou([(0, 0, 10, 10), (0, 0, 10, 10)], [(0, 0, 10, 10)]) == pytest.approx(1.0)
-    # two overlapping predictions whose union is exactly the ground truth
-    assert union_iou([(0, 0, 10, 10), (5, 0, 15, 10)], [(0, 0, 15, 10)]) == pytest.approx(1.0)
-    # half overlap: 50 / 150
-    assert union_iou([(0, 0, 10, 10)], [(5, 0, 15, 10)]) == pytest.approx(1 / 3)
-    # prediction covers one of two disjoint ground-truth boxes
-    assert union_iou([(0, 0, 10, 10)], [(0, 0, 10, 10), (20, 0, 30, 10)]) == pytest.approx(0.5)
-    # swapped corners count like ordered ones
-    assert union_iou([(10, 10, 0, 0)], [(0, 0, 10, 10)]) == pytest.approx(1.0)
+@pytest.mark.parametrize(
+    ("pred", "gt", "expected"),
+    [
+        ([(0, 0, 10, 10), (0, 0, 10, 10)], [(0, 0, 10, 10)], 1.0),  # the same box twice counts once
+        ([(0, 0, 10, 10), (5, 0, 15, 10)], [(0, 0, 15, 10)], 1.0),  # overlapping boxes, union = GT
+        ([(0, 0, 10, 10)], [(5, 0, 15, 10)], 50 / 150),  # half overlap
+        ([(0, 0, 10, 10)], [(0, 0, 10, 10), (20, 0, 30, 10)], 0.5),  # covers one of two GT boxes
+        ([(0, 0, 30, 10)], [(0, 0, 10, 10), (20, 0, 30, 10)], 200 / 300),  # one box enclosing both
+        ([(10, 10, 0, 0)], [(0, 0, 10, 10)], 1.0),  # swapped corners count like ordered ones
+        ([(0, 0, 100, 100)], [(10, 10, 20, 20)], 100 / 10000),  # whole image vs a small box
+        ([(0, 0, 0, 10)], [(0, 0, 10, 10)], 0.0),  # a zero-area box
+        # three boxes: an L-shaped union of area 250 inside the 20x20 GT (hand-computed)
+        ([(0, 0, 10, 10), (10, 0, 20, 10), (0, 10, 5, 20)], [(0, 0, 20, 20)], 250 / 400),
+    ],
+)
+def test_union_iou_pins_the_official_definition(pred, gt, expected) -> None:
+    # area(P∪ ∩ G∪) / (area(P∪ ∪ G∪) + 1e-6): hand-computed areas, not another implementation
+    assert union_iou(pred, gt) == pytest.approx(expected, abs=1e-6)
 
 
 def test_bbox_flat_single_box_counts_as_one_box() -> None:
@@ -208,8 +216,10 @@ def test_vqa_uses_the_first_answer_tag_only() -> None:
 def test_vqa_normalized_variant() -> None:
     assert normalize_answer("  The  Dark-Red. ") == "dark red"
     texts = [f"<answer>{a}</answer>" for a in ("No.", "NO", "the cat", "Yes")]
-    assert vqa_normalized_reward(texts, [["No"], ["no"], ["A cat"], ["No"]]) == [1.0, 1.0, 1.0, 0.0]
-    assert vqa_normalized_reward(["<answer>o</answer>"], ["No"]) == [0.0]
+    accepted = [["No"], ["no"], ["A cat"], ["No"]]
+    assert vqa_reward(texts, accepted, normalized=True) == [1.0, 1.0, 1.0, 0.0]
+    assert vqa_reward(texts, accepted) == [0.0, 0.0, 0.0, 0.0]
+    assert vqa_reward(["<answer>o</answer>"], ["No"], normalized=True) == [0.0]
 
 
 # -- caption ------------------------------------------------------------------------
@@ -242,23 +252,70 @@ def test_caption_needs_no_nltk_data(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
     with pytest.raises(LookupError):
         nltk.word_tokenize("A cat. A dog.")
-    assert caption_reward([f"<caption>{REF}</caption>"], [REF]) == [pytest.approx(1.0)]
+    assert caption_reward([f"<caption>{REF}. A second sentence.</caption>"], [REF])[0] > 0.5
 
 
-def test_tokenisers() -> None:
-    assert bleu_tokens("A bird, perched on 3,5 branches.") == [
-        "a",
-        "bird",
-        ",",
-        "perched",
-        "on",
-        "3,5",
-        "branches",
-        ".",
+def test_caption_bleu_and_rouge_on_hand_computed_cases() -> None:
+    # Hand-computed, to pin the official definition now that the reward is the library call.
+    # "a cat sat on a mat" vs "a cat sat on the mat": clipped 1- to 4-gram precisions 5/6,
+    # 3/5, 2/4, 1/3, equal lengths (no brevity penalty); ROUGE-L: LCS 5 of 6 tokens each.
+    bleu = (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25
+    got = caption_reward(["<caption>A cat sat on a mat</caption>"], ["a cat sat on the mat"])[0]
+    assert got == pytest.approx((bleu + 5 / 6) / 2, abs=1e-9)
+    # "the cat sat" vs "the cat sat down": no 4-gram at all, method1 smoothing puts 0.1/1 for
+    # it; brevity penalty exp(1 - 4/3); ROUGE-L: P = 3/3, R = 3/4.
+    bleu = math.exp(1 - 4 / 3) * (1 * 1 * 1 * 0.1) ** 0.25
+    got = caption_reward(["<caption>The cat sat</caption>"], ["the cat sat down"])[0]
+    assert got == pytest.approx((bleu + 2 * 0.75 / 1.75) / 2, abs=1e-9)
+    # ROUGE-L stems with Porter ("perched" = "perch"), BLEU does not; no shared word scores 0.
+    got = caption_reward(["<caption>birds perched</caption>"], ["bird perch"])[0]
+    assert got == pytest.approx(0.5, abs=1e-9)  # BLEU 0 (no unigram match), ROUGE-L F1 1.0
+    assert caption_reward(["<caption>dogs</caption>"], ["cats"]) == [0.0]
+
+
+def test_caption_longer_than_the_cap_scores_zero() -> None:
+    long = ("a bird on a branch " * MAX_CAPTION_CHARS)[: MAX_CAPTION_CHARS + 1]
+    assert caption_reward([f"<caption>{long}</caption>"], [long]) == [0.0]
+    assert caption_reward([f"<caption>{long[:MAX_CAPTION_CHARS]}</caption>"], [long[:MAX_CAPTION_CHARS]]) == [
+        pytest.approx(1.0)
     ]
-    assert bleu_tokens("I cannot see (it).") == ["i", "can", "not", "see", "(", "it", ")", "."]
-    assert rouge_tokens("Birds PERCHED on the branches!") == ["bird", "perch", "on", "the", "branch"]
-    assert lcs_length(list("abcbdab"), list("bdcaba")) == 4
+    assert caption_reward(["<caption>a bird</caption>"], [long]) == [0.0]
+
+
+# -- hostile data set values never raise --------------------------------------------
+HUGE = 10**400  # beyond the float range
+HUGER = 10**5000  # beyond CPython's 4300-digit int-to-text limit
+
+
+@pytest.mark.parametrize(
+    ("gt", "width", "height"),
+    [
+        ([[HUGE, 0, 10, 10]], 640, 480),
+        ([[HUGER, 0, 10, 10]], 640, 480),
+        ([[10, 20, 110, 220]], HUGE, 480),
+        ([[10, 20, 110, 220]], 640, HUGER),
+        ([[10, 20, 110, 220]], -HUGE, 480),
+        ([[math.nan, 0, 10, 10]], 640, 480),
+        ([[10, 20, 110, 220]], math.nan, math.nan),
+        ([[[[10, 20, 110, 220]]]], 640, 480),  # nested one level too deep
+        ([[[10], [20], [110], [220]]], 640, 480),
+        ([[10, 20, 110, [220]]], 640, 480),
+        ([{"x": 1}], 640, 480),
+        ([[10, 20, 110, 220]], [640], {"h": 1}),
+        ("[[1e999, 0, 10, 10]]", 640, 480),
+        ([[10, 20, 110, 220]] * 1001, 640, 480),  # more than MAX_GT_BOXES
+    ],
+    ids=lambda v: type(v).__name__,  # pytest's default id would str() a 5000-digit int
+)
+def test_bbox_hostile_columns_score_zero(gt, width, height) -> None:
+    assert _bbox(GOOD, gt, width, height) == 0.0
+
+
+def test_vqa_and_caption_hostile_columns() -> None:
+    text = "<caption>a bird</caption> <bbox>[[1,2,3,4]]</bbox> <answer>3</answer>"
+    assert vqa_reward([text] * 4, [[HUGER, 3], [[["3"]]], [math.nan], {"3": 1}]) == [1.0, 0.0, 0.0, 0.0]
+    assert vqa_reward([text], [[HUGER, 3]], normalized=True) == [1.0]
+    assert caption_reward([text] * 3, [HUGER, [["a bird"]], math.nan]) == [0.0, 0.0, 0.0]
 
 
 # -- batch behaviour ----------------------------------------------------------------
@@ -283,3 +340,32 @@ def test_missing_or_misshapen_column_is_a_clear_error() -> None:
         caption_reward([GOOD])
     with pytest.raises(ColumnError, match="2 values for 1"):
         vqa_reward([GOOD], [["a"], ["b"]])
+
+
+# -- linear time on anything `rewards score`, `predict` or `eval` may see ---------------
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("completion", "reference"),
+    [
+        ("<caption>" * 200_000, REF),  # 1.8 MB: the original parser never finished
+        ("<caption>x</caption><bbox>" * 80_000, REF),
+        (f"<caption>{'a bird ' * 300_000}</caption> <bbox>[[1,2,3,4]]</bbox> <answer>No</answer>", REF),
+        (GOOD, "a bird on a branch " * 550_000),  # a 10 MB reference caption
+        (f"<caption>{'a bird ' * 280}</caption> <bbox>[[1,2,3,4]]</bbox> <answer>No</answer>", REF * 24),
+    ],
+    ids=["open-tags", "unclosed-bbox", "2MB-caption", "10MB-reference", "longest-captions"],
+)
+def test_rewards_take_linear_time_on_huge_inputs(completion: str, reference: str) -> None:
+    cols = dict(
+        bboxs=[[[10, 20, 110, 220]]] * 4,
+        width=[640] * 4,
+        height=[480] * 4,
+        possible_answers=[["No"]] * 4,
+        image_caption=[reference] * 4,
+    )
+    completions = [completion + str(i) for i in range(4)]  # no cache hit
+    caption_reward([GOOD], [REF])  # import the caption libraries outside the timing
+    start = time.process_time()
+    scores = score_all(completions, budget=PixelBudget(), **cols)
+    assert time.process_time() - start < 2.0
+    assert all(0.0 <= v <= 1.0 for values in scores.values() for v in values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -13,14 +14,17 @@ from conftest import run_satori
 
 from satori_cli.cmdline import Command, find_program, run
 from satori_cli.grammar import format_completion
-from satori_cli.rewards import REWARD_FUNCS, plugin_path
+from satori_cli.rewards import REWARD_FUNCS, REWARDS, plugin_path
 
+# The public contract, written out once here: the names users pass to `--reward_funcs`
+# and the class names ms-swift logs (`rewards/<class>/mean`). The table must keep them.
 CLASS_OF = {
     "external_format": "SatoriFormat",
     "external_bbox_acc": "SatoriBoxIoU",
     "extern_vqa_acc": "SatoriAnswer",
     "external_caption_acc": "SatoriCaption",
 }
+OPTIONAL_CLASS_OF = {"external_vqa_norm_acc": "SatoriAnswerNormalized"}
 
 
 def _load_plugin_with(monkeypatch, module_name: str):
@@ -43,29 +47,39 @@ def _load_plugin_with(monkeypatch, module_name: str):
     return orms
 
 
+def test_the_table_keeps_the_public_names() -> None:
+    assert tuple(CLASS_OF) == REWARD_FUNCS
+    assert {r.name: r.class_name for r in REWARDS} == {**CLASS_OF, **OPTIONAL_CLASS_OF}
+
+
 @pytest.mark.parametrize("registry", ["swift.rewards", "swift.plugin"])
 def test_plugin_registers_the_original_names(monkeypatch, registry) -> None:
     orms = _load_plugin_with(monkeypatch, registry)
-    assert set(REWARD_FUNCS) <= set(orms)
-    assert {name: orms[name].__name__ for name in REWARD_FUNCS} == CLASS_OF
-    reward = orms["extern_vqa_acc"](args=object())
-    text = format_completion("a cat", [[1, 2, 3, 4]], "No")
-    assert reward([text, "junk"], possible_answers=[["No"], ["No"]], trainer_state=None) == [1.0, 0.0]
+    assert {name: cls.__name__ for name, cls in orms.items()} == {**CLASS_OF, **OPTIONAL_CLASS_OF}
+    text = format_completion("a cat", [[1, 2, 3, 4]], "No.")
+    kwargs = {"possible_answers": [["No"], ["no"]], "trainer_state": None}
+    assert orms["extern_vqa_acc"](args=object())([text, text], **kwargs) == [0.0, 0.0]
+    assert orms["external_vqa_norm_acc"](args=object())([text, "junk"], **kwargs) == [1.0, 0.0]
 
 
 def test_plugin_never_crashes_training_on_a_bad_batch(monkeypatch) -> None:
     orms = _load_plugin_with(monkeypatch, "swift.rewards")
     reward = orms["external_bbox_acc"]()
-    boom = {"calls": 0}
 
     def flaky(completions, **kwargs):
-        boom["calls"] += 1
         if len(completions) > 1 or completions[0] == "explode":
             raise RuntimeError("unexpected")
         return [0.5]
 
-    reward.function = staticmethod(flaky)
+    reward.reward = dataclasses.replace(reward.reward, function=flaky)
     assert reward(["ok", "explode"], bboxs=[[], []]) == [0.5, 0.0]
+
+
+def test_plugin_refuses_to_load_without_the_reward_libraries(monkeypatch) -> None:
+    # A caption reward that scored 0 for want of rouge-score would train silently on nothing.
+    monkeypatch.setitem(sys.modules, "rouge_score", None)  # what find_spec reports for a missing one
+    with pytest.raises(ImportError, match="rouge-score"):
+        _load_plugin_with(monkeypatch, "swift.rewards")
 
 
 def test_plugin_path_is_printed_by_the_cli(satori) -> None:

@@ -13,17 +13,6 @@ rewards_app = typer.Typer(
     help="The four SATORI rewards: the ms-swift plugin path, and scoring completions from a file.",
 )
 
-_CLASSES = {
-    "external_format": ("SatoriFormat", "format: caption, [[boxes]], answer in order, nothing else"),
-    "external_bbox_acc": ("SatoriBoxIoU", "IoU of the union of predicted and of ground-truth boxes"),
-    "extern_vqa_acc": ("SatoriAnswer", "first <answer> equals one of possible_answers exactly"),
-    "external_caption_acc": ("SatoriCaption", "½ smoothed BLEU-4 + ½ ROUGE-L F1 against image_caption"),
-    "external_vqa_norm_acc": (
-        "SatoriAnswerNormalized",
-        "like extern_vqa_acc after case/punctuation/articles",
-    ),
-}
-
 
 @rewards_app.command("path")
 def path() -> None:
@@ -39,7 +28,7 @@ def list_rewards() -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from satori_cli.rewards import COLUMNS
+    from satori_cli.rewards import REWARDS
     from satori_cli.ui import console
 
     table = Table(title="rewards registered by `satori rewards path`")
@@ -47,8 +36,9 @@ def list_rewards() -> None:
     table.add_column("logged as (class)", no_wrap=True)
     table.add_column("reads columns")
     table.add_column("what it scores")
-    for name, (cls, what) in _CLASSES.items():
-        table.add_row(name, cls, ", ".join(COLUMNS[name]) or "-", escape(what))
+    for r in REWARDS:
+        what = r.doc if r.paper else f"(optional) {r.doc}"
+        table.add_row(r.name, r.class_name, ", ".join(r.columns) or "-", escape(what))
     console().print(table)
 
 
@@ -81,9 +71,9 @@ def score(
         None,
         "--out",
         "-o",
-        help="Where to write one JSON line of scores per input row "
-        "(default: FILE's name with .scores.jsonl).",
+        help="Also write one JSON line of scores per input row to this file (default: only the summary).",
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     min_pixels: int = typer.Option(
         None, help=f"Budget the boxes were predicted in (default: $MIN_PIXELS, else {PAPER_MIN_PIXELS})."
     ),
@@ -95,16 +85,24 @@ def score(
         "--normalized-vqa",
         help="Also score external_vqa_norm_acc (case, punctuation, articles ignored).",
     ),
-    show_malformed: int = typer.Option(10, help="How many malformed lines to list by number."),
+    show_malformed: int = typer.Option(10, help="How many rejected lines to list by number."),
 ) -> None:
-    """Score every completion of FILE with the four rewards: a table of means, and per-row scores."""
+    """Score every completion of FILE with the four rewards: a table of means; per-row scores with --out."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
     from satori_cli.errors import SatoriError
     from satori_cli.pixels import PixelBudget
-    from satori_cli.rewards.score_file import score_jsonl
+    from satori_cli.rewards import BY_NAME, missing_libraries
+    from satori_cli.rewards.score_file import check_out_path, count_lines, score_jsonl
     from satori_cli.ui import console
+
+    if missing_libraries():
+        raise SatoriError(
+            f"the rewards need {', '.join(missing_libraries())}",
+            hint="pip install 'satori-cli[rewards]'",
+        )
 
     env = PixelBudget.from_env()
     data_rows = None
@@ -116,18 +114,20 @@ def score(
         raise SatoriError(str(exc), hint="check --min-pixels/--max-pixels") from exc
     if not file.is_file():
         raise SatoriError(f"no such file: {file}", hint="pass a JSONL file of completions")
-    total = sum(1 for line in file.open("rb") if line.strip())
+    if out is not None:
+        check_out_path(out, file, overwrite)  # before reading anything
     with Progress(
-        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), console=console(), transient=True
+        TextColumn("scoring lines"), BarColumn(), MofNCompleteColumn(), console=console(), transient=True
     ) as progress:
-        task = progress.add_task("score", total=total)
+        task = progress.add_task("score", total=count_lines(file))
         report = score_jsonl(
             file,
             out,
             budget=budget,
             normalized_vqa=normalized_vqa,
-            on_progress=lambda n: progress.advance(task, n),
+            on_progress=lambda line: progress.update(task, completed=line),
             data_rows=data_rows,
+            overwrite=overwrite,
         )
 
     table = Table(
@@ -144,7 +144,7 @@ def score(
         table.add_column(col, justify=justify)
     for name, s in report.rewards.items():
         mean = f"{s.mean:.4f}" if s.scored else "-"
-        table.add_row(name, _CLASSES[name][0], mean, str(s.full), str(s.zero), str(s.scored))
+        table.add_row(name, BY_NAME[name].class_name, mean, str(s.full), str(s.zero), str(s.scored))
     console().print(table)
     for name, s in report.rewards.items():
         if s.missing_columns:
@@ -153,10 +153,11 @@ def score(
                 f"{', '.join(sorted(s.missing_columns))}: not scored"
             )
     if report.malformed:
-        console().print(f"[yellow]{len(report.malformed)} malformed line(s)[/] (null scores in the output):")
+        console().print(f"[yellow]{len(report.malformed)} rejected row(s)[/] (null scores):")
         for number, why in report.malformed[:show_malformed]:
-            console().print(f"  line {number}: {why}")
-    console().print(f"per-row scores: {report.out_path}")
+            console().print(f"  line {number}: {escape(why)}")
+    if report.out_path is not None:
+        console().print(f"per-row scores: {escape(str(report.out_path))}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,14 +1,14 @@
-"""SATORI's four verifiable rewards: pure batch functions, `score_all`, and the ms-swift plugin.
+"""SATORI's four verifiable rewards: pure batch functions, the one table of them, `score_all`,
+and the ms-swift plugin built from that table.
 
->>> from satori_cli.rewards import score_all
->>> score_all(
-...     ["<caption>a red square</caption> <bbox>[[10,10,50,50]]</bbox> <answer>red</answer>"],
-...     bboxs=[[[10, 10, 50, 50]]], width=[448], height=[448],
-...     possible_answers=[["red"]], image_caption=["a red square"],
-... )["extern_vqa_acc"]
+>>> from satori_cli.rewards import REWARD_FUNCS, vqa_reward
+>>> REWARD_FUNCS
+('external_format', 'external_bbox_acc', 'extern_vqa_acc', 'external_caption_acc')
+>>> vqa_reward(["<answer>red</answer>"], possible_answers=[["red"]])
 [1.0]
 
-Importing this package is cheap (no torch, no swift, no nltk until a caption is scored).
+Importing this package is cheap (no torch, no swift; shapely, NLTK and rouge-score load on
+first use).
 """
 
 from __future__ import annotations
@@ -16,41 +16,37 @@ from __future__ import annotations
 from pathlib import Path
 
 from satori_cli.rewards.reward_functions import (
-    COLUMNS,
-    FUNCTIONS,
     MAX_ABS_COORD,
+    MAX_CAPTION_CHARS,
     MAX_GT_BOXES,
     MAX_IMAGE_SIDE,
-    NORMALIZED_VQA,
-    REWARD_FUNCS,
     ColumnError,
     bbox_reward,
     caption_reward,
     format_reward,
+    missing_libraries,
     normalize_answer,
-    parse_completion,
-    score_all,
-    vqa_normalized_reward,
     vqa_reward,
 )
+from satori_cli.rewards.table import BY_NAME, REWARD_FUNCS, REWARDS, Reward, score_all
 
 __all__ = [
-    "COLUMNS",
-    "FUNCTIONS",
+    "BY_NAME",
     "MAX_ABS_COORD",
+    "MAX_CAPTION_CHARS",
     "MAX_GT_BOXES",
     "MAX_IMAGE_SIDE",
-    "NORMALIZED_VQA",
+    "REWARDS",
     "REWARD_FUNCS",
     "ColumnError",
+    "Reward",
     "bbox_reward",
     "caption_reward",
     "format_reward",
+    "missing_libraries",
     "normalize_answer",
-    "parse_completion",
     "plugin_path",
     "score_all",
-    "vqa_normalized_reward",
     "vqa_reward",
 ]
 

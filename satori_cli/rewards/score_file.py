@@ -4,27 +4,36 @@ Rows hold a `completion` (or `response`) plus the reward columns of the data con
 (`bboxs`, `width`, `height`, `possible_answers`, `image_caption`). ms-swift's
 `completions.jsonl` (written by `--log_completions true`) holds the same keys column-wise
 (a list per key, one line per step) and is read as one row per completion. Every input
-row gives one output row, in order: a malformed row is reported with its line
-number and gets null scores instead of stopping the run, and a reward whose columns a row
-lacks is null for that row.
+row gives one output row, in order: a line that cannot be read (not JSON, an integer beyond
+the float range, nesting too deep, longer than MAX_LINE_CHARS) is rejected with its line number
+and a reason and gets null scores instead of stopping the run, and a reward whose columns
+a row lacks is null for that row. Time is linear in the file: each line is read once, and
+each text is capped (`grammar.MAX_CHARS`, `MAX_CAPTION_CHARS`).
+
+Per-row scores are written only where the caller says, through a temporary file renamed
+into place at the end, never over an existing file unless `overwrite`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from satori_cli.errors import SatoriError
 from satori_cli.pixels import PixelBudget
-from satori_cli.rewards.reward_functions import COLUMNS, FUNCTIONS, NORMALIZED_VQA, REWARD_FUNCS
+from satori_cli.rewards.table import BY_NAME, REWARD_FUNCS, REWARDS
 
-DATA_COLUMNS = sorted({c for cols in COLUMNS.values() for c in cols})
-
+DATA_COLUMNS = sorted({c for r in REWARDS for c in r.columns})
 COMPLETION_KEYS = ("completion", "response")
 CHUNK = 1024
+# Characters of one line that are read; a longer line is rejected. ms-swift logs a whole
+# step per line (the paper's 512 completions of up to 512 tokens: a few MB).
+MAX_LINE_CHARS = 64 * 2**20
 
 
 @dataclass
@@ -45,30 +54,81 @@ class RewardSummary:
 @dataclass
 class ScoreReport:
     rows: int
-    out_path: Path
+    out_path: Path | None
     rewards: dict[str, RewardSummary]
     malformed: list[tuple[int, str]]  # (1-based line number, why)
 
 
-def _read_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+def check_out_path(out_path: Path, input_path: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an --out that is the input, a folder, a special file, or an
+    existing file without `overwrite`."""
+    if out_path.resolve() == input_path.resolve():
+        raise SatoriError("--out must differ from the input file")
+    if out_path.is_symlink() or out_path.exists():
+        if out_path.is_dir():
+            raise SatoriError(f"--out {out_path} is a folder", hint="name a file")
+        if not out_path.is_symlink() and not out_path.is_file():
+            raise SatoriError(f"--out {out_path} is not a regular file")
+        if not overwrite:
+            raise SatoriError(f"{out_path} exists", hint="choose another --out, or pass --overwrite")
+
+
+def _lines(fh: IO[str], limit: int) -> Iterator[tuple[int, str | None]]:
+    """(line number, line, or None for a line longer than `limit`), reading at most `limit`
+    characters of any line into memory."""
+    number = 0
+    while True:
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) <= limit or line.endswith("\n"):
+            yield number, line
+            continue
+        while line and not line.endswith("\n"):  # skip the rest of an overlong line
+            line = fh.readline(limit)
+        yield number, None
+
+
+def _int(digits: str) -> int:
+    # An integer beyond the float range is no coordinate, size or answer: reject the line
+    # before CPython converts it (and refuses at 4300 digits).
+    if len(digits.lstrip("-")) > 308:
+        raise ValueError(f"an integer of {len(digits.lstrip('-'))} digits")
+    return int(digits)
+
+
+def _loads(line: str) -> tuple[object, str | None]:
+    """The JSON value of a line, or (None, why not). Never raises."""
+    try:
+        return json.loads(line, parse_int=_int), None
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON ({exc.msg})"
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    except ValueError as exc:  # from _int
+        return None, f"{exc}, beyond the float range"
+
+
+def _read_rows(path: Path, limit: int = MAX_LINE_CHARS) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line number, row or None, error or None) for every completion of every non-blank line.
 
     ms-swift 4.x writes `completions.jsonl` column-wise, one line per logging step with a
     list per key; such a line is split into one row per completion.
     """
     with path.open("r", encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, start=1):
+        for number, line in _lines(fh, limit):
+            if line is None:
+                yield number, None, f"line longer than {limit} characters"
+                continue
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, None, f"not JSON ({exc.msg})"
-                continue
-            if not isinstance(row, dict):
+            row, error = _loads(line)
+            if error:
+                yield number, None, error
+            elif not isinstance(row, dict):
                 yield number, None, "not a JSON object"
-                continue
-            if isinstance(row.get("completion"), list):
+            elif isinstance(row.get("completion"), list):
                 n = len(row["completion"])
                 for i in range(n):
                     item = {k: v[i] for k, v in row.items() if isinstance(v, list) and len(v) == n}
@@ -76,11 +136,20 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
                         yield number, item, None
                     else:
                         yield number, None, f"completion {i} is not text"
-                continue
-            if not any(isinstance(row.get(k), str) for k in COMPLETION_KEYS):
+            elif not any(isinstance(row.get(k), str) for k in COMPLETION_KEYS):
                 yield number, None, "no 'completion' text"
-                continue
-            yield number, row, None
+            else:
+                yield number, row, None
+
+
+def count_lines(path: Path, chunk: int = 1 << 20) -> int:
+    """Lines in a file (for a progress bar), reading it in chunks whatever its line lengths."""
+    count, last = 0, b"\n"
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 def _completion(row: dict) -> str:
@@ -94,27 +163,35 @@ def score_jsonl(
     normalized_vqa: bool = False,
     on_progress: Callable[[int], None] | None = None,
     data_rows: Mapping[str, dict] | None = None,
+    overwrite: bool = False,
 ) -> ScoreReport:
-    """Score every row of `path`, write per-row scores to `out_path`, return the summary.
+    """Score every row of `path`, write per-row scores to `out_path` (if given), return the summary.
 
-    `data_rows` maps a row id to its data set row: reward columns a completion row lacks are
-    taken from the row its `solution` (or `id`) names. ms-swift's completions.jsonl logs only
-    `solution` beside each completion, and `satori train` puts the row id there.
+    `on_progress` gets the number of the last line scored. `data_rows` maps a row id to its
+    data set row: reward columns a completion row lacks are taken from the row its
+    `solution` (or `id`) names. ms-swift's completions.jsonl logs only `solution` beside
+    each completion, and `satori train` puts the row id there.
     """
     path = Path(path)
     if not path.is_file():
         raise SatoriError(f"no such file: {path}", hint="pass a JSONL file of completions")
-    out_path = Path(out_path) if out_path else path.with_name(path.stem + ".scores.jsonl")
-    if out_path.resolve() == path.resolve():
-        raise SatoriError("--out must differ from the input file")
+    if out_path is not None:
+        out_path = Path(out_path)
+        check_out_path(out_path, path, overwrite)
     budget = budget or PixelBudget.from_env()
-    names = [*REWARD_FUNCS, NORMALIZED_VQA] if normalized_vqa else list(REWARD_FUNCS)
+    names = [*REWARD_FUNCS, "external_vqa_norm_acc"] if normalized_vqa else list(REWARD_FUNCS)
     summaries = {name: RewardSummary(name) for name in names}
     malformed: list[tuple[int, str]] = []
     rows = 0
+    partial = None
     try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        with out_path.open("w", encoding="utf-8") as out:
+        out = None
+        if out_path is not None:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            partial = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}")
+            partial.unlink(missing_ok=True)  # left by a killed process that had our pid
+            out = partial.open("x", encoding="utf-8")
+        try:
             chunk: list[tuple[int, dict | None, str | None]] = []
             for item in _read_rows(path):
                 if data_rows is not None and item[1] is not None:
@@ -123,20 +200,30 @@ def score_jsonl(
                 if len(chunk) >= CHUNK:
                     rows += _score_chunk(chunk, names, budget, summaries, malformed, out)
                     if on_progress:
-                        on_progress(len(chunk))
+                        on_progress(chunk[-1][0])
                     chunk = []
             if chunk:
                 rows += _score_chunk(chunk, names, budget, summaries, malformed, out)
                 if on_progress:
-                    on_progress(len(chunk))
+                    on_progress(chunk[-1][0])
+        finally:
+            if out is not None:
+                out.close()
+        if partial is not None:
+            os.replace(partial, out_path)
+            partial = None
     except OSError as exc:
-        raise SatoriError(f"cannot read {path} or write {out_path}: {exc.strerror or exc}") from exc
+        where = f" or write {out_path}" if out_path else ""
+        raise SatoriError(f"cannot read {path}{where}: {exc.strerror or exc}") from exc
+    finally:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
     return ScoreReport(rows=rows, out_path=out_path, rewards=summaries, malformed=malformed)
 
 
 def _with_data_columns(row: dict, data_rows: Mapping[str, dict]) -> dict:
     key = row.get("solution", row.get("id"))
-    source = data_rows.get(str(key)) if key is not None else None
+    source = data_rows.get(str(key)) if isinstance(key, (str, int)) and not isinstance(key, bool) else None
     if not source:
         return row
     merged = {c: source[c] for c in DATA_COLUMNS if c in source}
@@ -146,13 +233,14 @@ def _with_data_columns(row: dict, data_rows: Mapping[str, dict]) -> dict:
 
 def _score_chunk(chunk, names, budget, summaries, malformed, out) -> int:
     scores: dict[str, list[float | None]] = {name: [None] * len(chunk) for name in names}
+    errors: dict[int, str] = {i: error for i, (_, _, error) in enumerate(chunk) if error}
     for name in names:
-        needed = COLUMNS[name]
+        reward = BY_NAME[name]
         idx = []
         for i, (_, row, _) in enumerate(chunk):
             if row is None:
                 continue
-            lacking = [c for c in needed if c not in row]
+            lacking = [c for c in reward.columns if c not in row]
             if lacking:
                 summaries[name].missing_columns.update(lacking)
                 summaries[name].lacking += 1
@@ -161,21 +249,23 @@ def _score_chunk(chunk, names, budget, summaries, malformed, out) -> int:
         if not idx:
             continue
         completions = [_completion(chunk[i][1]) for i in idx]
-        columns = {c: [chunk[i][1][c] for i in idx] for c in needed}
-        kwargs = {"budget": budget} if name == "external_bbox_acc" else {}
-        values = FUNCTIONS[name](completions, **columns, **kwargs)
+        columns = {c: [chunk[i][1][c] for i in idx] for c in reward.columns}
         summary = summaries[name]
-        for i, v in zip(idx, values, strict=True):
+        for i, v in zip(idx, reward.score_each(completions, budget=budget, **columns), strict=True):
+            if isinstance(v, Exception):  # a bug, not the row's fault: report it, score the rest
+                errors.setdefault(i, f"{name} failed: {type(v).__name__}: {v}")
+                continue
             scores[name][i] = v
             summary.scored += 1
             summary.total += v
             summary.full += v == 1.0
             summary.zero += v == 0.0
-    for i, (number, _row, error) in enumerate(chunk):
+    for i, (number, _row, _) in enumerate(chunk):
         record: dict[str, object] = {"line": number}
-        if error:
-            malformed.append((number, error))
-            record["error"] = error
+        if i in errors:
+            malformed.append((number, errors[i]))
+            record["error"] = errors[i]
         record.update({name: scores[name][i] for name in names})
-        out.write(json.dumps(record) + "\n")
+        if out is not None:
+            out.write(json.dumps(record) + "\n")
     return len(chunk)

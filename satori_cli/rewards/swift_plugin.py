@@ -1,19 +1,14 @@
 """ms-swift reward plugin for SATORI: `swift rlhf --external_plugins <this file>`.
 
-Registers, under the original SATORI names (so the original command line keeps working):
-
-    external_format       -> SatoriFormat
-    external_bbox_acc     -> SatoriBoxIoU
-    extern_vqa_acc        -> SatoriAnswer
-    external_caption_acc  -> SatoriCaption
-    external_vqa_norm_acc -> SatoriAnswerNormalized   (optional, lenient answer match)
-
-ms-swift logs each reward as `rewards/<ClassName>/mean` and as a `completions.jsonl`
-column named after the class. swift imports this file on every rank and in DataLoader
-workers, so it only imports light modules, and it works with ms-swift 4.x
-(`swift.rewards`) and 3.x (`swift.plugin`). A reward never stops training: should a
-batch raise anyway, the plugin logs it once and scores each completion on its own, 0.0
-for those that still fail.
+Registers one ORM class per entry of `satori_cli.rewards.table.REWARDS`, under the
+original SATORI names (so the original command line keeps working); `satori rewards list`
+prints them. ms-swift logs each reward as `rewards/<ClassName>/mean` and as a
+`completions.jsonl` column named after the class. swift imports this file on every rank
+and in DataLoader workers, so it only imports light modules, and it works with ms-swift
+4.x (`swift.rewards`) and 3.x (`swift.plugin`). It refuses to load without the reward
+libraries (a reward that scored 0 for want of one would train silently on nothing). A
+reward never stops training: should a batch raise anyway, the plugin logs it once and
+scores each completion on its own, 0.0 for those that still fail.
 """
 
 from __future__ import annotations
@@ -32,23 +27,21 @@ try:  # ms-swift 4.x
 except ImportError:  # ms-swift 3.x
     from swift.plugin import ORM, orms
 
-from satori_cli.rewards.reward_functions import (
-    NORMALIZED_VQA,
-    ColumnError,
-    bbox_reward,
-    caption_reward,
-    format_reward,
-    vqa_normalized_reward,
-    vqa_reward,
-)
+from satori_cli.rewards.reward_functions import missing_libraries
+from satori_cli.rewards.table import REWARDS
+
+if missing_libraries():
+    raise ImportError(
+        f"the SATORI rewards need {', '.join(missing_libraries())}: pip install 'satori-cli[rewards]'"
+    )
 
 logger = logging.getLogger("satori.rewards")
 
 
 class _SatoriReward(ORM):
-    """Calls a pure batch reward; never lets an exception reach the trainer."""
+    """Calls one pure batch reward of the table; never lets an exception reach the trainer."""
 
-    function = staticmethod(format_reward)
+    reward = REWARDS[0]
     _warned = False
 
     def __init__(self, args=None, **kwargs):
@@ -59,56 +52,17 @@ class _SatoriReward(ORM):
         self.args = args
 
     def __call__(self, completions, **kwargs) -> list[float]:
-        try:
-            return self.function(completions, **kwargs)
-        except ColumnError:
-            raise  # a missing or misshapen data set column: a set-up error, say so at once
-        except Exception:
-            if not type(self)._warned:
-                type(self)._warned = True
-                logger.exception("%s failed on a batch; scoring completions one by one", type(self).__name__)
-            return [self._one(c, i, kwargs) for i, c in enumerate(completions)]
-
-    def _one(self, completion, index: int, kwargs: dict) -> float:
-        row = {k: [v[index]] for k, v in kwargs.items() if isinstance(v, (list, tuple)) and len(v) > index}
-        try:
-            return self.function([completion], **row)[0]
-        except Exception:
-            return 0.0
+        results = self.reward.score_each(completions, **kwargs)
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed and not type(self)._warned:
+            type(self)._warned = True
+            logger.error(
+                "%s failed on %d completion(s), scored 0.0: %r", type(self).__name__, len(failed), failed[0]
+            )
+        return [0.0 if isinstance(r, Exception) else r for r in results]
 
 
-class SatoriFormat(_SatoriReward):
-    """1 iff the completion is exactly <caption>, <bbox>[[...]], <answer>, in order."""
-
-    function = staticmethod(format_reward)
-
-
-class SatoriBoxIoU(_SatoriReward):
-    """IoU of the union of predicted boxes with the union of ground-truth boxes."""
-
-    function = staticmethod(bbox_reward)
-
-
-class SatoriAnswer(_SatoriReward):
-    """1 iff the first <answer> equals one of possible_answers exactly."""
-
-    function = staticmethod(vqa_reward)
-
-
-class SatoriAnswerNormalized(_SatoriReward):
-    """1 iff the first <answer> matches after lowercasing, punctuation and article removal."""
-
-    function = staticmethod(vqa_normalized_reward)
-
-
-class SatoriCaption(_SatoriReward):
-    """½ smoothed BLEU-4 + ½ ROUGE-L F1 of the first <caption> against image_caption."""
-
-    function = staticmethod(caption_reward)
-
-
-orms["external_format"] = SatoriFormat
-orms["external_bbox_acc"] = SatoriBoxIoU
-orms["extern_vqa_acc"] = SatoriAnswer
-orms["external_caption_acc"] = SatoriCaption
-orms[NORMALIZED_VQA] = SatoriAnswerNormalized
+for _reward in REWARDS:
+    _cls = type(_reward.class_name, (_SatoriReward,), {"reward": _reward, "__doc__": _reward.doc})
+    globals()[_reward.class_name] = _cls  # a module attribute, like a class written out
+    orms[_reward.name] = _cls
