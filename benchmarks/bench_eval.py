@@ -1,9 +1,11 @@
 """Items per second of `satori eval`'s generation backends on the same items.
 
 Measures the SATORI model class exactly as VLMEvalKit calls it (`generate` on a
-`[image, question]` message, greedy, `--max-new-tokens` tokens), in one process, model loading
-excluded. Always: the transformers backend on the tiny model (CPU or GPU). With a GPU and vLLM
-installed (`BENCH_EVAL_MODEL=/path/to/Qwen2.5-VL-3B`): vLLM against transformers on that model.
+`[image, question]` message, one item at a time, greedy, `--max-new-tokens` tokens), in one
+process, model loading excluded. For vLLM the items are bound first, as VLMEvalKit's loop binds a
+benchmark, so its look-ahead answers them from batched `generate` calls. Always: the
+transformers backend on the tiny model (CPU or GPU). With a GPU and vLLM installed
+(`BENCH_EVAL_MODEL=/path/to/Qwen2.5-VL-3B`): vLLM against transformers on that model.
 
 Targets: tiny model on transformers >= 0.25 items/s (plumbing overhead stays small); vLLM >= 2x
 transformers when both are measured. vLLM is CUDA-only; where it cannot run, the report says
@@ -42,10 +44,15 @@ def items_per_second(model_path: str, backend: str, messages: list) -> float:
 
     model = SatoriVLM(model_path, backend=backend, max_new_tokens=NEW_TOKENS)
     model.generate(messages[0])  # warm-up
+    if backend == "vllm":
+        model.lookahead.bind([model.preproc_content(m) for m in messages])
     start = time.perf_counter()
     for message in messages:
         model.generate(message)
-    return len(messages) / (time.perf_counter() - start)
+    rate = len(messages) / (time.perf_counter() - start)
+    if backend == "vllm":
+        print(f"vllm: {model.lookahead.calls - 1} generate calls for {len(messages)} items")
+    return rate
 
 
 def main() -> int:

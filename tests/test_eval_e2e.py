@@ -40,6 +40,10 @@ def test_torchrun_two_processes_with_baseline(satori, tiny_model, tmp_path):
         assert r["items"] == 8
     status = json.loads((work / "satori" / "status.json").read_text())
     assert status["world_size"] == 2
+    resolved = summary["settings"]["resolved"]
+    assert resolved["satori"]["devices"] == {"0": "cpu", "1": "cpu"}
+    assert len(resolved["satori"]["pids"]) == 2  # two ranks, and the baseline in other processes:
+    assert not set(resolved["satori"]["pids"]) & set(resolved["baseline"]["pids"])
     import pandas as pd
 
     preds = pd.read_excel(work / "satori" / "satori_TinyBench.xlsx")

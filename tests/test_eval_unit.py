@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from satori_cli.decoding import Decoding
 from satori_cli.errors import SatoriError
 from satori_cli.evaluation import datasets
 from satori_cli.evaluation.plan import EvalPlan, ModelSpec
@@ -119,8 +120,9 @@ def test_api_payload_sends_image_prompt_budget_and_greedy(tmp_path):
     Image.new("RGB", (8, 8), (1, 2, 3)).save(img)
     message = [{"type": "image", "value": str(img)}, {"type": "text", "value": "Q"}]
     budget = PixelBudget(3136, 50176)
-    body = api_payload(message, PromptStyle.satori(), "m", budget, 64)
+    body = api_payload(message, PromptStyle.satori(), "m", budget, Decoding(max_new_tokens=64))
     assert body["model"] == "m" and body["max_tokens"] == 64 and body["temperature"] == 0.0
+    assert body["repetition_penalty"] == 1.0 and body["top_p"] == 1.0 and body["top_k"] == 0
     assert body["mm_processor_kwargs"] == {"min_pixels": 3136, "max_pixels": 50176}
     user = body["messages"][1]["content"]
     assert user[0]["image_url"]["url"].startswith("data:image/png;base64,")
@@ -131,6 +133,7 @@ def test_vllm_engine_gets_the_pixel_budget():
     kwargs = vllm_engine_kwargs("/ckpt", PAPER_BUDGET, tensor_parallel=2)
     assert kwargs["mm_processor_kwargs"] == PAPER_BUDGET.processor_kwargs()
     assert kwargs["tensor_parallel_size"] == 2 and kwargs["model"] == "/ckpt"
+    assert kwargs["generation_config"] == "vllm"  # no defaults from the checkpoint's generation_config.json
 
 
 # -- launch -----------------------------------------------------------------------------------
@@ -145,35 +148,50 @@ def _plan(tmp_path, backend="transformers", procs=2, **kw) -> EvalPlan:
 
 def test_transformers_launch_is_torchrun_with_the_worker_module(tmp_path):
     plan = _plan(tmp_path)
-    cmd = plan.command()
+    cmd = plan.command(plan.models[0])
     assert Path(cmd.argv[0]).name == "torchrun"
     assert "--nproc-per-node=2" in cmd.argv and "--standalone" in cmd.argv
     assert cmd.argv[cmd.argv.index("-m") + 1] == "satori_cli.evaluation.worker"
-    assert cmd.argv[cmd.argv.index("--model") + 1 : cmd.argv.index("--model") + 3] == ["satori", "baseline"]
+    assert cmd.argv[cmd.argv.index("--model") + 1 :][:2] == ["satori", "--work-dir"]
     assert cmd.argv[cmd.argv.index("--judge") + 1] == "exact_matching"
     assert cmd.env["LMUData"] == str(tmp_path / "data")
     assert cmd.env["MIN_PIXELS"] == str(PAPER_BUDGET.min_pixels)
 
 
 def test_both_models_get_identical_settings_but_their_own_prompt(tmp_path):
-    spec = _plan(tmp_path, max_new_tokens=99).spec()["models"]
+    spec = _plan(tmp_path, decoding=Decoding(max_new_tokens=99, repetition_penalty=1.1)).spec()["models"]
     satori, base = spec["satori"], spec["baseline"]
     assert satori.pop("prompt") == "satori" and base.pop("prompt") == "stock"
     assert satori.pop("model_path") == "/ckpt" and base.pop("model_path") == "/base"
-    assert satori == base and satori["max_new_tokens"] == 99
+    assert satori.pop("record_dir") == str(tmp_path / "work" / "satori")
+    assert base.pop("record_dir") == str(tmp_path / "work" / "baseline")
+    assert satori == base and satori["max_new_tokens"] == 99 and satori["repetition_penalty"] == 1.1
+
+
+@pytest.mark.parametrize("backend", ["transformers", "vllm"])
+def test_each_model_gets_its_own_launch(tmp_path, backend):
+    """Two models never share one process (its GPU memory): one launch each, one after the other."""
+    launches = _plan(tmp_path, backend=backend).commands()
+    assert [model.name for model, _ in launches] == ["satori", "baseline"]
+    for model, cmd in launches:
+        after = cmd.argv[cmd.argv.index("--model") + 1 :]
+        assert after[0] == model.name and after[1].startswith("--")
 
 
 def test_vllm_and_api_run_as_one_process(tmp_path):
-    vllm = _plan(tmp_path, backend="vllm").command()
+    plan = _plan(tmp_path, backend="vllm")
+    vllm = plan.command(plan.models[0])
     assert vllm.argv[0] == sys.executable and vllm.env["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
     assert _plan(tmp_path, backend="vllm").spec()["models"]["satori"]["tensor_parallel"] == 2
-    api = _plan(tmp_path, backend="api", base_url="http://h/v1").command()
+    plan = _plan(tmp_path, backend="api", base_url="http://h/v1")
+    api = plan.command(plan.models[0])
     assert api.argv[0] == sys.executable
     assert api.argv[api.argv.index("--api-nproc") + 1] == "2"
 
 
 def test_limit_and_llm_judge_pass_through(tmp_path):
-    argv = _plan(tmp_path, limit=5, judge="gpt-4o-mini", judge_url="http://j/v1").command().argv
+    plan = _plan(tmp_path, limit=5, judge="gpt-4o-mini", judge_url="http://j/v1")
+    argv = plan.command(plan.models[0]).argv
     assert argv[argv.index("--limit") + 1] == "5"
     assert argv[argv.index("--judge-base-url") + 1] == "http://j/v1"
 

@@ -73,6 +73,14 @@ def eval_command(
     work_dir: Path = typer.Option(None, help="Output folder (default: $SATORI_HOME/runs/eval/<time>)."),
     overwrite: bool = typer.Option(False, help="Replace earlier results in --work-dir."),
     max_new_tokens: int = typer.Option(2048, min=1, help="Generation length limit (the original's 2048)."),
+    temperature: float = typer.Option(
+        0.0, min=0.0, help="0 = greedy (default, as VLMEvalKit's Qwen2-VL); > 0 samples."
+    ),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling cut (only when --temperature > 0)."),
+    top_k: int = typer.Option(0, min=0, help="Top-k cut, 0 = off (only when --temperature > 0)."),
+    repetition_penalty: float = typer.Option(
+        1.0, help="1.0 = none (the checkpoint's generation_config.json is never used)."
+    ),
     min_pixels: int = typer.Option(PAPER_MIN_PIXELS, help="Smallest image area the model sees (paper's)."),
     max_pixels: int = typer.Option(PAPER_MAX_PIXELS, help="Largest image area the model sees (paper's)."),
     dry_run: bool = typer.Option(False, help="Print the VLMEvalKit launch and its model spec; run nothing."),
@@ -80,9 +88,10 @@ def eval_command(
 ) -> None:
     """Evaluate SATORI on MMBench / MMStar (or any VLMEvalKit benchmark) and score it honestly.
 
-    Runs VLMEvalKit with SATORI's prompt, the shared pixel budget and greedy decoding; the
-    answer inside <answer> is scored, the raw output is kept. The exit code is non-zero when
-    any benchmark failed, even where VLMEvalKit itself would exit 0.
+    Runs VLMEvalKit with SATORI's prompt, the shared pixel budget and explicit decoding (greedy,
+    repetition penalty 1.0, by default), each model in its own launch; the answer inside
+    <answer> is scored, the raw output is kept. The exit code is non-zero when any benchmark
+    failed, even where VLMEvalKit itself would exit 0.
     """
     from satori_cli.evaluation.orchestrate import EvalRequest, evaluate
 
@@ -104,6 +113,10 @@ def eval_command(
             work_dir=work_dir,
             overwrite=overwrite,
             max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            repetition_penalty=repetition_penalty,
             min_pixels=min_pixels,
             max_pixels=max_pixels,
             dry_run=dry_run,

@@ -9,6 +9,7 @@ is extracted with the shared grammar while the raw output is kept.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -18,6 +19,10 @@ from typing import Any
 
 from vlmeval.vlm.base import BaseModel
 
+from satori_cli.decoding import Decoding
+from satori_cli.evaluation import records
+from satori_cli.evaluation.batching import DEFAULT_WINDOW, LookAhead, RankItems
+from satori_cli.evaluation.placement import model_device
 from satori_cli.evaluation.prompting import (
     PromptStyle,
     api_payload,
@@ -33,12 +38,56 @@ QWEN_VL_TYPES = {
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
     "qwen2_vl": "Qwen2VLForConditionalGeneration",
 }
+IMAGE_PAD = "<|image_pad|>"
 
 
 def model_type(model_path: str | Path) -> str:
     """`model_type` from the checkpoint's config.json (never from its folder name)."""
     with open(Path(model_path) / "config.json", encoding="utf-8") as fh:
         return str(json.load(fh).get("model_type", ""))
+
+
+def resolved_budget(processor: Any) -> tuple[int, int]:
+    """(min_pixels, max_pixels) the loaded image processor will really resize with."""
+    size = processor.image_processor.size
+    values = []
+    for key in ("shortest_edge", "longest_edge"):
+        value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+        values.append(int(value) if value is not None else -1)
+    return values[0], values[1]
+
+
+def load_processor(model_path: str, budget: PixelBudget) -> Any:
+    """The checkpoint's processor under our pixel budget, which must beat the checkpoint's own.
+
+    Qwen2.5-VL's preprocessor_config.json carries min_pixels 3136 / max_pixels 12845056, and
+    transformers lets those override a `size=` argument; `min_pixels=`/`max_pixels=` win (and
+    `size=` covers versions that drop them). The result is checked: a mismatch stops the run.
+    """
+    from transformers import AutoProcessor
+
+    size = {"shortest_edge": budget.min_pixels, "longest_edge": budget.max_pixels}
+    processor = AutoProcessor.from_pretrained(model_path, size=size, **budget.processor_kwargs())
+    got = resolved_budget(processor)
+    if got != (budget.min_pixels, budget.max_pixels):
+        raise RuntimeError(
+            f"the image processor of {model_path} resolved the pixel budget to {got[0]}-{got[1]} "
+            f"instead of {budget.min_pixels}-{budget.max_pixels}"
+        )
+    return processor
+
+
+def explicit_generation_config(checkpoint: Any, decoding: Decoding) -> Any:
+    """A GenerationConfig with every decoding field set by us and only token ids from the checkpoint.
+
+    transformers fills any field left unset from the model's generation_config (Qwen2.5-VL's
+    says do_sample, top_k 1, repetition_penalty 1.05), so nothing is left unset.
+    """
+    from transformers import GenerationConfig
+
+    ids = {k: getattr(checkpoint, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    ids = {k: v for k, v in ids.items() if v is not None}
+    return GenerationConfig(**ids, **decoding.transformers_kwargs())
 
 
 class SatoriVLM(BaseModel):
@@ -55,7 +104,13 @@ class SatoriVLM(BaseModel):
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         max_new_tokens: int = 2048,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        repetition_penalty: float = 1.0,
         tensor_parallel: int = 1,
+        record_dir: str | None = None,
+        window: int = DEFAULT_WINDOW,
         **kwargs: Any,  # VLMEvalKit passes e.g. use_vllm= to some names; ignored on purpose
     ) -> None:
         super().__init__()
@@ -63,32 +118,103 @@ class SatoriVLM(BaseModel):
         self.backend = backend
         self.style = PromptStyle.named(prompt)
         self.budget = PixelBudget(min_pixels, max_pixels) if min_pixels else PixelBudget.from_env()
-        self.max_new_tokens = max_new_tokens
+        self.decoding = Decoding(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
+        self.record_dir = Path(record_dir) if record_dir else None
+        self.dataset_name: str | None = None
         kind = model_type(self.model_path)
         if kind not in QWEN_VL_TYPES:
             raise ValueError(f"{self.model_path} is a '{kind}' model, not Qwen2.5-VL or Qwen2-VL")
 
-        from transformers import AutoProcessor
-
-        size = {"shortest_edge": self.budget.min_pixels, "longest_edge": self.budget.max_pixels}
-        self.processor = AutoProcessor.from_pretrained(self.model_path, size=size)
+        self.processor = load_processor(self.model_path, self.budget)
+        self.image_pad_id = self.processor.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
         if backend == "vllm":
             from vllm import LLM
 
+            self.device = "vllm"
             self.llm = LLM(**vllm_engine_kwargs(self.model_path, self.budget, tensor_parallel))
+            self.lookahead = LookAhead(self._generate_batch, window)
+            self._record_runtime(self.decoding.vllm_kwargs())
             return
         if backend != "transformers":
             raise ValueError(f"unknown backend {backend!r}")
         import torch
         import transformers
 
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.device = model_device()
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         cls = getattr(transformers, QWEN_VL_TYPES[kind])
         self.model = cls.from_pretrained(self.model_path, dtype=dtype, attn_implementation="sdpa")
         self.model.to(self.device).eval()
+        self.generation_config = explicit_generation_config(self.model.generation_config, self.decoding)
+        # Nothing of the checkpoint's generation_config.json is left to be merged in.
+        self.model.generation_config = self.generation_config
+        fields = self.decoding.transformers_kwargs()
+        self._record_runtime({k: getattr(self.generation_config, k) for k in fields})
 
-    def _prompt(self, message: list[dict[str, str]]) -> tuple[str, list[Any]]:
+    # -- records ---------------------------------------------------------------------------
+    def _record_runtime(self, decoding: dict[str, Any]) -> None:
+        if self.record_dir is None:
+            return
+        min_px, max_px = resolved_budget(self.processor)
+        row = {
+            "rank": records.rank(),
+            "pid": os.getpid(),
+            "backend": self.backend,
+            "device": self.device,
+            "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "min_pixels": min_px,
+            "max_pixels": max_px,
+            "decoding": decoding,
+        }
+        records.append(self.record_dir / records.RUNTIME_FILE, row)
+
+    def _record_inputs(self, rows: list[dict[str, Any]]) -> None:
+        if self.record_dir is not None:
+            path = records.inputs_file(self.record_dir, self.dataset_name or "unnamed")
+            for row in rows:
+                records.append(path, row)
+
+    def _mismatch(self, path: str, got: tuple[int, int], want: tuple[int, int]) -> RuntimeError:
+        return RuntimeError(
+            f"{path}: the model received a {got[1]}x{got[0]} image, but the pixel budget "
+            f"{self.budget.min_pixels}-{self.budget.max_pixels} gives {want[1]}x{want[0]}"
+        )
+
+    def _check_grids(self, paths: list[str], images: list[Any], grids: list[list[int]]) -> None:
+        """Each image's size as the model received it (image_grid_thw) must be the budget's."""
+        patch = int(self.processor.image_processor.patch_size)
+        merge = int(self.processor.image_processor.merge_size)
+        rows = []
+        for path, image, (t, gh, gw) in zip(paths, images, grids, strict=True):
+            got, want = (gh * patch, gw * patch), self.budget.resized_hw(image.height, image.width)
+            if got != want:
+                raise self._mismatch(path, got, want)
+            tokens = t * gh * gw // (merge * merge)
+            rows.append(_input_row(path, image, got, tokens, "image_grid_thw"))
+        self._record_inputs(rows)
+
+    def _check_tokens(self, paths: list[str], images: list[Any], prompt_ids: list[int] | None) -> None:
+        """vLLM does not say what size it fed; its visual token count must be the budget's."""
+        factor = self.budget.factor
+        sizes = [self.budget.resized_hw(im.height, im.width) for im in images]
+        want = sum(h * w // (factor * factor) for h, w in sizes)
+        seen = None if prompt_ids is None else sum(1 for t in prompt_ids if t == self.image_pad_id)
+        if seen is not None and seen not in (want, len(images)):  # len(images): placeholders not expanded
+            raise RuntimeError(
+                f"{paths[0]}: vLLM gave the model {seen} visual tokens, the pixel budget "
+                f"{self.budget.min_pixels}-{self.budget.max_pixels} gives {want}"
+            )
+        checked = seen == want
+        source = "vllm visual tokens" if checked else "budget (not reported by vllm)"
+        self._record_inputs(
+            [
+                _input_row(p, im, hw, visual_tokens(hw, factor) if checked else None, source)
+                for p, im, hw in zip(paths, images, sizes, strict=True)
+            ]
+        )
+
+    # -- generation ------------------------------------------------------------------------
+    def _prompt(self, message: list[dict[str, str]]) -> tuple[str, list[Any], list[str]]:
         from PIL import Image
 
         paths, _ = split_items(message)
@@ -96,27 +222,71 @@ class SatoriVLM(BaseModel):
         text = self.processor.apply_chat_template(
             chat_messages(message, self.style), tokenize=False, add_generation_prompt=True
         )
-        return text, images
+        return text, images, paths
+
+    def set_dump_image(self, dump_image_func: Any) -> None:
+        """VLMEvalKit calls this before a benchmark's items: the vLLM backend looks ahead in them."""
+        super().set_dump_image(dump_image_func)
+        dataset = getattr(dump_image_func, "__self__", None)  # the dataset whose method it is
+        if self.backend == "vllm":
+            if dataset is None or not hasattr(dataset, "data"):
+                self.lookahead.bind(None)
+                return
+            from vlmeval.smp import get_rank_and_world_size
+
+            rank, world = get_rank_and_world_size()
+            self.lookahead.bind(RankItems(dataset, self, rank, world))
 
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> dict[str, str]:
-        text, images = self._prompt(message)
+        self.dataset_name = dataset
         if self.backend == "vllm":
-            from vllm import SamplingParams
-
-            request: dict[str, Any] = {"prompt": text}
-            if images:
-                request["multi_modal_data"] = {"image": images}
-            params = SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens)
-            raw = self.llm.generate(request, sampling_params=params, use_tqdm=False)[0].outputs[0].text
-            return prediction_record(raw)
+            return self.lookahead.answer(message)
         import torch
 
-        inputs = self.processor(text=[text], images=images or None, return_tensors="pt").to(self.device)
+        text, images, paths = self._prompt(message)
+        inputs = self.processor(text=[text], images=images or None, return_tensors="pt")
+        if images:
+            self._check_grids(paths, images, inputs["image_grid_thw"].tolist())
+        inputs = inputs.to(self.device)
         with torch.inference_mode():
-            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+            out = self.model.generate(**inputs, generation_config=self.generation_config)
         new_tokens = out[0, inputs["input_ids"].shape[1] :]
         raw = self.processor.tokenizer.decode(new_tokens, skip_special_tokens=True)
         return prediction_record(raw)
+
+    def _generate_batch(self, messages: list[list[dict[str, str]]]) -> list[dict[str, str]]:
+        """One vLLM call for many items; answers in the items' order."""
+        from vllm import SamplingParams
+
+        prompts = [self._prompt(m) for m in messages]
+        requests: list[dict[str, Any]] = []
+        for text, images, _ in prompts:
+            request: dict[str, Any] = {"prompt": text}
+            if images:
+                request["multi_modal_data"] = {"image": images}
+            requests.append(request)
+        params = SamplingParams(**self.decoding.vllm_kwargs())
+        outputs = self.llm.generate(requests, sampling_params=params, use_tqdm=False)
+        answers = []
+        for (_, images, paths), out in zip(prompts, outputs, strict=True):
+            if images:
+                self._check_tokens(paths, images, getattr(out, "prompt_token_ids", None))
+            answers.append(prediction_record(out.outputs[0].text))
+        return answers
+
+
+def visual_tokens(hw: tuple[int, int], factor: int) -> int:
+    return hw[0] * hw[1] // (factor * factor)
+
+
+def _input_row(path: str, image: Any, hw: tuple[int, int], tokens: int | None, source: str) -> dict[str, Any]:
+    return {
+        "image": Path(path).name,
+        "original_wh": [image.width, image.height],
+        "input_wh": [hw[1], hw[0]],
+        "visual_tokens": tokens,
+        "source": source,  # how input_wh is known
+    }
 
 
 class SatoriAPI(BaseModel):
@@ -134,9 +304,14 @@ class SatoriAPI(BaseModel):
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         max_new_tokens: int = 2048,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        repetition_penalty: float = 1.0,
         api_key: str = "EMPTY",
         timeout: float = 600.0,
         retry: int = 3,
+        record_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -144,12 +319,17 @@ class SatoriAPI(BaseModel):
         self.served_model = served_model
         self.style = PromptStyle.named(prompt)
         self.budget = PixelBudget(min_pixels, max_pixels) if min_pixels else PixelBudget.from_env()
-        self.max_new_tokens = max_new_tokens
+        self.decoding = Decoding(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
         self.api_key = api_key
         self.timeout = timeout
         self.retry = max(1, retry)
         self._lock = threading.Lock()
         self.last_error: str | None = None
+        if record_dir:  # the server resizes; what we can say is what each request asks for
+            standard, extra = self.decoding.openai_fields()
+            row = {"rank": records.rank(), "backend": "api", "device": self.url}
+            row |= self.budget.processor_kwargs() | {"decoding": standard | extra}
+            records.append(Path(record_dir) / records.RUNTIME_FILE, row)
 
     def _post(self, payload: dict[str, Any]) -> str:
         req = urllib.request.Request(
@@ -162,7 +342,7 @@ class SatoriAPI(BaseModel):
         return str(body["choices"][0]["message"]["content"] or "")
 
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> Any:
-        payload = api_payload(message, self.style, self.served_model, self.budget, self.max_new_tokens)
+        payload = api_payload(message, self.style, self.served_model, self.budget, self.decoding)
         for attempt in range(self.retry):
             try:
                 return prediction_record(self._post(payload))

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from satori_cli.decoding import Decoding
 from satori_cli.errors import SatoriError
 from satori_cli.evaluation import datasets, runner
 from satori_cli.evaluation.judge import check_judge
@@ -32,13 +33,17 @@ class EvalRequest:
     work_dir: Path | None = None
     overwrite: bool = False
     max_new_tokens: int = 2048
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
     min_pixels: int | None = None
     max_pixels: int | None = None
     dry_run: bool = False
     verbose: bool = False
 
 
-def _validate(req: EvalRequest) -> PixelBudget:
+def _validate(req: EvalRequest) -> tuple[PixelBudget, Decoding]:
     if req.backend not in BACKENDS:
         raise SatoriError(f"unknown backend '{req.backend}'", hint=f"choose one of {', '.join(BACKENDS)}")
     if req.baseline_prompt not in ("stock", "satori"):
@@ -49,7 +54,9 @@ def _validate(req: EvalRequest) -> PixelBudget:
     req.data = [n.strip() for n in names]
     try:
         default = PixelBudget()
-        return PixelBudget(req.min_pixels or default.min_pixels, req.max_pixels or default.max_pixels)
+        budget = PixelBudget(req.min_pixels or default.min_pixels, req.max_pixels or default.max_pixels)
+        decoding = Decoding(req.temperature, req.top_p, req.top_k, req.repetition_penalty, req.max_new_tokens)
+        return budget, decoding
     except ValueError as exc:
         raise SatoriError(str(exc)) from exc
 
@@ -57,7 +64,7 @@ def _validate(req: EvalRequest) -> PixelBudget:
 def build_plan(req: EvalRequest) -> EvalPlan:
     from satori_cli.config import DEFAULT_MODEL, paths
 
-    budget = _validate(req)
+    budget, decoding = _validate(req)
     check_judge(req.judge, req.judge_url, req.judge_key, reach=not req.dry_run)  # a dry run stays offline
     data_dir = (req.data_dir or datasets.default_data_dir()).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +89,7 @@ def build_plan(req: EvalRequest) -> EvalPlan:
         backend=req.backend,
         procs=req.procs,
         budget=budget,
-        max_new_tokens=req.max_new_tokens,
+        decoding=decoding,
         judge=req.judge,
         judge_url=req.judge_url,
         judge_key=req.judge_key,
@@ -108,14 +115,15 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
                 f"(offline, place the official {bench.name}.tsv there)[/]"
             )
     out.print(
-        f"[dim]budget {plan.budget.min_pixels}-{plan.budget.max_pixels} px, greedy, "
-        f"max {plan.max_new_tokens} new tokens, judge {plan.judge}, backend {plan.backend} x{plan.procs}[/]"
+        f"[dim]budget {plan.budget.min_pixels}-{plan.budget.max_pixels} px, {plan.decoding.describe()}, "
+        f"judge {plan.judge}, backend {plan.backend} x{plan.procs}[/]"
     )
     if req.dry_run:
         import json
 
         out.print(json.dumps(plan.spec()["models"], indent=2), markup=False, highlight=False)
-        out.print(plan.command().display(), markup=False, highlight=False, soft_wrap=True)
+        for _, command in plan.commands():  # one launch per model, one after the other
+            out.print(command.display(), markup=False, highlight=False, soft_wrap=True)
         return []
 
     runner.prepare_work_dir(plan, req.overwrite)
@@ -124,6 +132,8 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
     settings = runner.settings_of(plan) | {"seconds": round(seconds, 1)}
     json_path, csv_path = write_summary(plan.work_dir, outcomes, settings)
     print_table(plan, outcomes)
+    for line in resolved_lines(settings["resolved"], outcomes):
+        out.print(f"[dim]{line}[/]", highlight=False)
     judges = sorted({o.judge for o in outcomes if o.judge})
     if judges and plan.judge != "exact_matching":
         out.print(f"[dim]answers matched to options by: {', '.join(judges)} (judge at {plan.judge_url})[/]")
@@ -135,6 +145,27 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
     if error is not None:
         raise error
     return outcomes
+
+
+def resolved_lines(resolved: dict, outcomes: list[Outcome]) -> list[str]:
+    """What each model really ran with, from its processes' own records."""
+    lines = []
+    for name, got in resolved.items():
+        if not got:
+            continue
+        sizes: dict[str, int] = {}
+        for o in outcomes:
+            if o.model == name and o.inputs:
+                for size, n in o.inputs["input_wh"].items():
+                    sizes[size] = sizes.get(size, 0) + n
+        seen = ", ".join(f"{size} x{n}" for size, n in sizes.items())
+        devices = ", ".join(f"rank {r}: {d}" for r, d in (got.get("devices") or {}).items())
+        lines.append(
+            f"{name}: processor budget {got.get('min_pixels')}-{got.get('max_pixels')} px"
+            + (f", images in: {seen}" if seen else "")
+            + (f" ({devices})" if devices else "")
+        )
+    return lines
 
 
 def print_table(plan: EvalPlan, outcomes: list[Outcome]) -> None:

@@ -1,7 +1,9 @@
-"""Turn `satori eval` options into one VLMEvalKit launch: a spec file and a `Command`.
+"""Turn `satori eval` options into VLMEvalKit launches: a spec file and one `Command` per model.
 
-Both models (SATORI and, with `--baseline`, the base model) run in the same launch, so they
-see exactly the same data, pixel budget, decoding and judge.
+SATORI and, with `--baseline`, the base model get identical data, pixel budget, decoding and
+judge from the one spec, but each runs in its own launch, one after the other: two models (or
+two vLLM engines) never share one process's GPU memory. Each writes its own
+`<work_dir>/<model>/` folder, so the summary still puts them side by side.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from satori_cli.cmdline import Command, find_program
+from satori_cli.decoding import Decoding
 from satori_cli.evaluation.datasets import Benchmark
 from satori_cli.pixels import PixelBudget
 
@@ -42,7 +45,7 @@ class EvalPlan:
     backend: str = "transformers"
     procs: int = 1
     budget: PixelBudget = field(default_factory=PixelBudget)
-    max_new_tokens: int = 2048
+    decoding: Decoding = field(default_factory=Decoding)
     judge: str = "exact_matching"
     judge_url: str | None = None
     judge_key: str | None = None
@@ -61,7 +64,8 @@ class EvalPlan:
             "prompt": model.prompt,
             "min_pixels": self.budget.min_pixels,
             "max_pixels": self.budget.max_pixels,
-            "max_new_tokens": self.max_new_tokens,
+            **asdict(self.decoding),
+            "record_dir": str(self.record_dir(model)),
         }
         if self.backend == "api":
             assert self.base_url is not None
@@ -74,6 +78,10 @@ class EvalPlan:
             }
         extra = {"tensor_parallel": self.procs} if self.backend == "vllm" else {}
         return {"class": "SatoriVLM", "model_path": model.path, "backend": self.backend, **common, **extra}
+
+    def record_dir(self, model: ModelSpec) -> Path:
+        """VLMEvalKit's folder for this model (its `pred_root`), where the worker records what ran."""
+        return self.work_dir / model.name
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -92,12 +100,12 @@ class EvalPlan:
         """Data parallel over processes only for transformers; vLLM and API run as one process."""
         return self.backend == "transformers" and self.procs > 1
 
-    def vlmeval_args(self) -> list[str]:
+    def vlmeval_args(self, model: ModelSpec) -> list[str]:
         args = [
             "--data",
             *[b.name for b in self.benchmarks],
             "--model",
-            *[m.name for m in self.models],
+            model.name,
             "--work-dir",
             str(self.work_dir),
             "--judge",
@@ -117,9 +125,13 @@ class EvalPlan:
             args.append("--verbose")
         return args
 
-    def command(self) -> Command:
+    def commands(self) -> list[tuple[ModelSpec, Command]]:
+        """One launch per model, run one after the other."""
+        return [(model, self.command(model)) for model in self.models]
+
+    def command(self, model: ModelSpec) -> Command:
         """The launch: `torchrun --standalone --nproc-per-node=N -m worker ...` or plain python."""
-        worker = ["--spec", str(self.spec_path), "--", *self.vlmeval_args()]
+        worker = ["--spec", str(self.spec_path), "--", *self.vlmeval_args(model)]
         if self.launches_torchrun:
             torchrun = find_program("torchrun", hint="install PyTorch: pip install 'satori-cli[eval]'")
             argv = [torchrun, "--standalone", f"--nproc-per-node={self.procs}", "-m", WORKER_MODULE, *worker]

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from satori_cli.decoding import Decoding
 from satori_cli.grammar import extract_answer
 from satori_cli.pixels import PixelBudget
 
@@ -99,9 +100,9 @@ def api_payload(
     style: PromptStyle,
     model: str,
     budget: PixelBudget,
-    max_tokens: int,
+    decoding: Decoding,
 ) -> dict[str, Any]:
-    """An OpenAI chat-completions request for one VLMEvalKit item (greedy decoding).
+    """An OpenAI chat-completions request for one VLMEvalKit item, every decoding field explicit.
 
     `mm_processor_kwargs` asks a vLLM server to resize with our pixel budget; servers that do
     not know the field ignore it (and `satori serve` applies the same budget itself).
@@ -113,11 +114,12 @@ def api_payload(
             if part["type"] == "image":
                 part.clear()
                 part.update({"type": "image_url", "image_url": {"url": data_url(next(images))}})
+    standard, extra = decoding.openai_fields()
     return {
         "model": model,
         "messages": messages,
-        "max_tokens": max_tokens,
-        "temperature": 0.0,
+        **standard,
+        **extra,
         "mm_processor_kwargs": budget.processor_kwargs(),
     }
 
@@ -125,7 +127,11 @@ def api_payload(
 def vllm_engine_kwargs(
     model_path: str, budget: PixelBudget, tensor_parallel: int = 1, max_model_len: int = 8192
 ) -> dict[str, Any]:
-    """Arguments of `vllm.LLM` for a Qwen2.5-VL checkpoint under our pixel budget."""
+    """Arguments of `vllm.LLM` for a Qwen2.5-VL checkpoint under our pixel budget.
+
+    `generation_config="vllm"`: the checkpoint's generation_config.json supplies no defaults
+    (every request carries explicit SamplingParams anyway).
+    """
     return {
         "model": model_path,
         "tensor_parallel_size": tensor_parallel,
@@ -134,4 +140,5 @@ def vllm_engine_kwargs(
         "mm_processor_kwargs": budget.processor_kwargs(),
         "gpu_memory_utilization": 0.85,
         "seed": 0,
+        "generation_config": "vllm",
     }

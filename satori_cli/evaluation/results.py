@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from satori_cli.evaluation import records
 from satori_cli.evaluation.datasets import Benchmark, missing_message, unknown_message
 from satori_cli.evaluation.judge import EXACT, verdict
 
@@ -36,6 +37,7 @@ class Outcome:
     items: int = 0
     judge: str | None = None  # who actually mapped answers to options (None: nothing scored)
     unreadable_items: int = 0  # items the LLM judge could not map (scored as wrong)
+    inputs: dict[str, Any] | None = None  # image sizes the model received (records.input_sizes)
 
     @property
     def ok(self) -> bool:
@@ -75,6 +77,7 @@ def _count_failures(pred_file: Path) -> tuple[int, int]:
 
 def collect(work_dir: Path, model: str, bench: Benchmark, judge: str = EXACT) -> Outcome:
     out = Outcome(model=model, benchmark=bench.name)
+    out.inputs = records.input_sizes(records.inputs_file(work_dir / model, bench.name))
     status_file = work_dir / model / "status.json"
     try:
         status = json.loads(status_file.read_text(encoding="utf-8"))
@@ -138,6 +141,7 @@ def write_summary(work_dir: Path, outcomes: list[Outcome], settings: dict[str, A
                 "items": o.items,
                 "judge": o.judge,
                 "unreadable_items": o.unreadable_items,
+                "inputs": o.inputs,
             }
             for o in outcomes
         ],

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from satori_cli.cmdline import run
 from satori_cli.errors import SatoriError
+from satori_cli.evaluation import records
 from satori_cli.evaluation.datasets import Benchmark
 from satori_cli.evaluation.plan import BASELINE_NAME, SATORI_NAME, EvalPlan, ModelSpec
 from satori_cli.evaluation.results import Outcome, collect
@@ -117,16 +118,18 @@ def prepare_work_dir(plan: EvalPlan, overwrite: bool) -> None:
 
 
 def settings_of(plan: EvalPlan) -> dict:
+    """What was asked for, and (`resolved`) what each model's processes recorded they really used."""
     return {
         "backend": plan.backend,
         "procs": plan.procs,
         "min_pixels": plan.budget.min_pixels,
         "max_pixels": plan.budget.max_pixels,
-        "max_new_tokens": plan.max_new_tokens,
+        "max_new_tokens": plan.decoding.max_new_tokens,
         "judge": plan.judge,
         "judge_url": plan.judge_url,
         "limit": plan.limit,
-        "decoding": "greedy",
+        "decoding": plan.decoding.record(),
+        "resolved": {m.name: records.runtime(plan.record_dir(m)) for m in plan.models},
         "models": [asdict(m) for m in plan.models],
         "benchmarks": [
             {"requested": b.requested, "name": b.name, "tsv": str(b.tsv)} for b in plan.benchmarks
@@ -144,26 +147,35 @@ def _progress_line(line: str) -> str | None:
 
 
 def execute(plan: EvalPlan) -> tuple[int, float]:
-    """Launch VLMEvalKit; stream its log to `eval.log`, show progress; return (exit code, seconds)."""
+    """Launch VLMEvalKit once per model, one after the other; stream the log to `eval.log`.
+
+    Returns (first non-zero exit code or 0, seconds). Ctrl-C (130) stops before the next model.
+    """
     from satori_cli.ui import console
 
     plan.write_spec()
-    command = plan.command()
     log_path = plan.work_dir / "eval.log"
     started = time.monotonic()
-    with console().status("starting VLMEvalKit ...") as status:
+    first_error = 0
+    for model, command in plan.commands():
+        with console().status(f"starting VLMEvalKit for {model.name} ...") as status:
 
-        def on_line(line: str) -> None:
-            if plan.verbose:
-                console().print(line, markup=False, highlight=False)
-            shown = _progress_line(line)
-            if shown:
-                status.update(f"[dim]{shown}[/]")
-                if "[satori]" in shown:
-                    console().print(shown, markup=False)
+            def on_line(line: str, status=status) -> None:
+                if plan.verbose:
+                    console().print(line, markup=False, highlight=False)
+                shown = _progress_line(line)
+                if shown:
+                    status.update(f"[dim]{shown}[/]")
+                    if "[satori]" in shown:
+                        console().print(shown, markup=False)
 
-        code = run(command, on_line=on_line, log_path=log_path)
-    return code, time.monotonic() - started
+            with open(log_path, "a", encoding="utf-8") as log:
+                log.write(f"===== satori: {model.name} ({model.source}) =====\n")
+            code = run(command, on_line=on_line, log_path=log_path)
+        first_error = first_error or code
+        if code == 130:
+            break
+    return first_error, time.monotonic() - started
 
 
 def outcomes_of(plan: EvalPlan) -> list[Outcome]:

@@ -5,7 +5,8 @@ Usage (built by `satori_cli.evaluation.plan`, not typed by users):
     python -m satori_cli.evaluation.worker --spec SPEC.json -- <VLMEvalKit run.py arguments>
 
 It must be the launched process itself: VLMEvalKit's `run.py` reads RANK / WORLD_SIZE and
-slices CUDA_VISIBLE_DEVICES when it is imported. Models are added to VLMEvalKit's registry at
+slices CUDA_VISIBLE_DEVICES when it is imported, which must happen before any CUDA call
+(`start_process`). Models are added to VLMEvalKit's registry at
 run time; no VLMEvalKit file is edited.
 """
 
@@ -94,6 +95,23 @@ def register(spec: dict[str, Any]) -> None:
         supported_VLM[name] = partial(cls, **kwargs)
 
 
+def start_process() -> str:
+    """Place this rank on its GPU before anything touches CUDA; return the device ("cpu" without CUDA).
+
+    Order matters: `import vlmeval.run` narrows CUDA_VISIBLE_DEVICES to this rank's GPUs, and the
+    CUDA runtime reads it at its first call, so no CUDA call may come before that import.
+    """
+    visible_before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    import vlmeval.run  # noqa: F401  (narrows CUDA_VISIBLE_DEVICES per local rank at import)
+
+    from satori_cli.evaluation.placement import bind_device
+
+    device = bind_device(visible_before)
+    if device == "cpu":
+        _force_gloo()
+    return device
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) < 2 or argv[0] != "--spec":
@@ -104,11 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         rest = rest[1:]
     warnings.filterwarnings("ignore", category=FutureWarning)
 
-    import torch
-
-    if not torch.cuda.is_available():
-        _force_gloo()
-    import vlmeval.run  # reads RANK/WORLD_SIZE and slices CUDA_VISIBLE_DEVICES at import
+    start_process()
+    import vlmeval.run
 
     register(spec)
     _strict_judge()

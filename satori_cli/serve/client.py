@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from satori_cli.decoding import Decoding
 from satori_cli.errors import SatoriError, require
 from satori_cli.grammar import Completion, parse
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget, clamp_box
@@ -180,15 +181,16 @@ class SatoriClient:
     def _request(self, prepared: PreparedImage, question: str, temperature: float, max_tokens: int, stream):
         if not question.strip():
             raise SatoriError("ask a question about the image")
+        # Every decoding field explicit (as in `satori eval`): none comes from the checkpoint.
+        standard, extra = Decoding(temperature=temperature, max_new_tokens=max_tokens).openai_fields()
         try:
             return self._client.chat.completions.create(
                 model=self.model,
                 messages=self.messages(prepared, question),
-                temperature=temperature,
-                max_tokens=max_tokens,
                 stream=stream,
-                # vLLM reads this; our pre-resize already makes its resize the identity.
-                extra_body={"mm_processor_kwargs": self.budget.processor_kwargs()},
+                **standard,
+                # vLLM reads mm_processor_kwargs; our pre-resize already makes its resize the identity.
+                extra_body={**extra, "mm_processor_kwargs": self.budget.processor_kwargs()},
             )
         except Exception as exc:
             raise explain(exc, self.base_url) from exc
