@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from satori_cli.errors import SatoriError
+from satori_cli.errors import SatoriError, install_hint
 from satori_cli.gpus import Gpu
 from satori_cli.train.command import TrainPlan, generation_batch_check
 from satori_cli.train.resources import memory_shortfall, model_params_billion
@@ -55,7 +55,7 @@ def check_needs(plan: TrainPlan) -> None:
         if importlib.util.find_spec(module) is None:
             raise SatoriError(
                 f"{purpose} needs the Python package '{module}', which is not installed",
-                hint=f"pip install 'satori-cli[{extra}]', or a preset without it (--preset lora or smoke)",
+                hint=f"{install_hint(extra)}, or a preset without it (--preset lora or smoke)",
             )
 
 
