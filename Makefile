@@ -38,7 +38,7 @@ resolve-gpu: setup
 # On a CUDA machine: the tiny model through `satori eval` and one `satori train` step on the GPU.
 # Exit 0 passed, 1 failed, 2 prerequisites missing, 77 no CUDA GPU (skipped).
 gpu-check:
-	$(if $(wildcard $(GPU_VENV)/bin/python),$(GPU_VENV)/bin/python,$(PYTHON)) benchmarks/gpu_check.py
+	$(if $(wildcard $(GPU_VENV)/bin/python),$(GPU_VENV)/bin/python,$(BIN)/python) benchmarks/gpu_check.py
 
 test: setup
 	$(BIN)/python -m pytest tests
