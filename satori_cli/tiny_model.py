@@ -60,35 +60,7 @@ COPIED_FILES = (
     "tokenizer_config.json",
 )
 
-# Qwen2's special tokens, in order, starting at id 151643; the first 14 are "special"
-# (skipped when decoding with skip_special_tokens), the last 8 are plain added tokens.
-QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<tool_call>",
-    "</tool_call>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|fim_pad|>",
-    "<|repo_name|>",
-    "<|file_sep|>",
-)
-N_SPECIAL = 14
-FIRST_SPECIAL_ID = 151643  # = the number of BPE ranks
-IMAGE_TOKEN_ID = 151655  # ms-swift hard-codes it
+BPE_RANKS = 151643  # Qwen2's regular tokens; its added tokens follow from this id on
 MARKER = "satori-tiny.json"
 BPE_RANKS_PACKAGE = "dashscope"
 BPE_RANKS_FILE = ("resources", "qwen.tiktoken")
@@ -136,8 +108,8 @@ def read_bpe_ranks(path: Path) -> dict[bytes, int]:
         if line:
             token, rank = line.split()
             ranks[base64.b64decode(token)] = int(rank)
-    if len(ranks) != FIRST_SPECIAL_ID or sorted(ranks.values()) != list(range(FIRST_SPECIAL_ID)):
-        raise SatoriError(f"{path} does not hold Qwen's {FIRST_SPECIAL_ID} BPE ranks", exit_code=1)
+    if len(ranks) != BPE_RANKS or sorted(ranks.values()) != list(range(BPE_RANKS)):
+        raise SatoriError(f"{path} does not hold Qwen's {BPE_RANKS} BPE ranks", exit_code=1)
     return ranks
 
 
@@ -197,12 +169,16 @@ def qwen2_tokenizer_files() -> TokenizerFiles:
     tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token=None, pad_token=None)
     backend = tok.backend_tokenizer
     backend.post_processor = processors.ByteLevel(trim_offsets=False)  # as Qwen2's tokenizer.json
-    for i, content in enumerate(QWEN_SPECIAL_TOKENS):
-        token = AddedToken(content, normalized=False, special=i < N_SPECIAL)
-        (backend.add_special_tokens if i < N_SPECIAL else backend.add_tokens)([token])
-    ids = [backend.token_to_id(t) for t in QWEN_SPECIAL_TOKENS]
-    if ids != list(range(FIRST_SPECIAL_ID, FIRST_SPECIAL_ID + len(QWEN_SPECIAL_TOKENS))):
-        raise SatoriError(f"the tokenizer put Qwen's special tokens at {ids[0]}.., not {FIRST_SPECIAL_ID}", 1)
+    # The added tokens, as the real tokenizer_config.json lists them: <|endoftext|> ..
+    # <|video_pad|> special (skipped by skip_special_tokens), <tool_call> .. <|file_sep|> not.
+    added = sorted(
+        (int(i), t) for i, t in reference_file("tokenizer_config.json")["added_tokens_decoder"].items()
+    )
+    for token_id, spec in added:
+        token = AddedToken(spec["content"], normalized=False, special=spec["special"])
+        (backend.add_special_tokens if spec["special"] else backend.add_tokens)([token])
+        if backend.token_to_id(spec["content"]) != token_id:
+            raise SatoriError(f"the tokenizer put {spec['content']} at another id than {token_id}", 1)
     return TokenizerFiles(
         tokenizer_json=backend.to_str(),
         vocab_json=json.dumps(vocab, indent=2, ensure_ascii=False),

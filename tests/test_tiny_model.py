@@ -11,13 +11,17 @@ import json
 import pytest
 
 from satori_cli.errors import SatoriError
-from satori_cli.tiny_model import (
-    IMAGE_TOKEN_ID,
-    QWEN_SPECIAL_TOKENS,
-    build_tiny_model,
-    is_tiny_model,
-    qwen2_tokenizer_files,
-)
+from satori_cli.tiny_model import build_tiny_model, is_tiny_model, qwen2_tokenizer_files
+
+IMAGE_TOKEN_ID = 151655
+# Qwen2.5's added tokens from id 151643 on, as a printed Qwen2.5-VL-7B-Instruct tokenizer lists
+# them; the first 14 are special (skipped when decoding), the rest plain added tokens.
+ADDED_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>",
+    "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+]  # fmt: skip
 
 # transformers' Qwen2 tokenizer integration test (tests/models/qwen2/test_tokenization_qwen2.py,
 # Qwen/Qwen-tokenizer, the same BPE as Qwen2.5): its sequences and expected ids, padding removed.
@@ -180,7 +184,7 @@ def test_tokenizer_gives_qwen2s_real_ids(tokenizer, text, ids):
 
 
 def test_tokenizer_special_tokens_are_qwen2s(tokenizer, tiny_model):
-    ids = tokenizer.convert_tokens_to_ids(list(QWEN_SPECIAL_TOKENS))
+    ids = tokenizer.convert_tokens_to_ids(ADDED_TOKENS)
     assert ids == list(range(151643, 151643 + 22))
     assert tokenizer.convert_tokens_to_ids("<|image_pad|>") == IMAGE_TOKEN_ID == 151655
     assert tokenizer.eos_token == "<|im_end|>"
@@ -192,6 +196,7 @@ def test_tokenizer_special_tokens_are_qwen2s(tokenizer, tiny_model):
     assert tokenizer.decode([151652, 151657, 9707, 151645], skip_special_tokens=True) == "<tool_call>Hello"
     decoder = _json(tiny_model, "tokenizer_config.json")["added_tokens_decoder"]
     assert [decoder[str(i)]["special"] for i in ids] == [True] * 14 + [False] * 8
+    assert tokenizer.extra_special_tokens == ADDED_TOKENS[1:14]  # "additional_special_tokens"
 
 
 def test_tokenizer_files_match_qwens_vocab_and_merges(tiny_model):
