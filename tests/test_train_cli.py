@@ -134,3 +134,78 @@ def test_preflight_bad_flags(satori, tmp_path):
 
 def test_report_needs_a_run(satori, tmp_path):
     assert_one_line_error(satori("report", str(tmp_path)), "has no training metrics")
+
+
+def fake_run(folder, tiny_model, budget=(3136, 6272), steps=(10, 120)):
+    """A finished run folder: run.json with its budget, and whole-model checkpoints."""
+    import shutil
+
+    folder.mkdir(parents=True)
+    recipe = {"preset": "learn", "min_pixels": budget[0], "max_pixels": budget[1]}
+    (folder / "run.json").write_text(json.dumps({"stage": "sft", "status": "ok", "recipe": recipe}))
+    for step in steps:
+        shutil.copytree(tiny_model, folder / f"checkpoint-{step}")
+        (folder / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    return folder
+
+
+def test_dry_run_a_run_folder_is_its_last_checkpoint_in_its_budget(satori, tmp_path, tiny_model):
+    run = fake_run(tmp_path / "sft-run", tiny_model)
+    data = prepared(tmp_path)
+    result = satori("train", "--model", str(run), "--data", str(data), "-o", str(tmp_path / "g"), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    argv = shlex.split(next(line for line in result.stdout.splitlines() if " rlhf " in line))
+    assert argv[argv.index("--model") + 1] == str(run / "checkpoint-120")
+    assert argv[argv.index("--model_type") + 1] == "qwen2_5_vl"
+    # The run's budget (3136-6272), not the smoke preset's (3136-12544), and swift's token counts.
+    assert "MAX_PIXELS=6272" in argv and "IMAGE_MAX_TOKEN_NUM=8" in argv and "MIN_PIXELS=3136" in argv
+    assert f"# model: run {run} -> {run / 'checkpoint-120'} (its pixel budget 3136-6272)" in result.stdout
+    # A checkpoint of the run is the run's model too, in the same budget.
+    one = satori("train", "--model", str(run / "checkpoint-10"), "--data", str(data), "--dry-run")
+    assert one.returncode == 0 and "MAX_PIXELS=6272" in one.stdout and "checkpoint-10 " in one.stdout
+
+
+def test_a_config_cannot_move_a_run_folder_model_out_of_its_budget(satori, tmp_path, tiny_model):
+    run = fake_run(tmp_path / "sft-run", tiny_model)
+    config = tmp_path / "recipe.yaml"
+    config.write_text("max_pixels: 12544\n")
+    result = satori("train", "--model", str(run), "--config", str(config), "--dry-run")
+    assert_one_line_error(result, "the model was trained with pixel budget 3136-6272")
+    empty = tmp_path / "no-checkpoint"
+    empty.mkdir()
+    (empty / "run.json").write_text(json.dumps({"recipe": {"min_pixels": 3136, "max_pixels": 6272}}))
+    assert_one_line_error(satori("train", "--model", str(empty), "--dry-run"), "has no checkpoint yet")
+
+
+def test_dry_run_sft_stage(satori, tmp_path, tiny_model):
+    data = prepared(tmp_path)
+    result = satori(
+        "train",
+        "--stage",
+        "sft",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(data),
+        "--dry-run",
+        "--",
+        "--max_steps",
+        "9",
+    )
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if " sft " in line)
+    argv = shlex.split(line)
+    assert argv[argv.index("--max_steps") + 1] == "9" and "--rlhf_type" not in argv
+    assert "--reward_funcs" not in argv and "--external_plugins" not in argv
+    assert argv[argv.index("--system") + 1].endswith("system.txt") and "MAX_PIXELS=12544" in argv
+    assert argv[argv.index("--dataset") + 1].endswith("sft_train.jsonl")
+    assert "gold completion as the assistant turn" in result.stdout
+
+
+def test_stage_errors(satori, tmp_path):
+    data = str(prepared(tmp_path))
+    assert_one_line_error(
+        satori("train", "--preset", "paper", "--stage", "sft", "--data", data, "--dry-run"),
+        "preset 'paper' has no SFT stage",
+    )
+    assert_one_line_error(satori("train", "--stage", "dpo", "--dry-run"), "unknown --stage 'dpo'")

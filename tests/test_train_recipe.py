@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from satori_cli.errors import SatoriError
-from satori_cli.pixels import PAPER_BUDGET
+from satori_cli.pixels import PAPER_BUDGET, PixelBudget
 from satori_cli.train.recipe import list_presets, parse_passthrough, resolve_recipe
 
 
 def test_bundled_presets():
-    assert list_presets() == ["fast", "lora", "paper", "smoke"]
+    assert list_presets() == ["fast", "learn", "lora", "paper", "smoke"]
 
 
 def test_paper_is_the_published_recipe_in_4x_names():
@@ -62,6 +62,35 @@ def test_smoke_is_tiny_and_cpu():
     assert r.preset == "smoke" and r.model == "tiny" and r.gpus == 0
     assert r.swift["max_steps"] == 2 and r.swift["torch_dtype"] == "float32" and "deepspeed" not in r.swift
     assert r.max_pixels < PAPER_BUDGET.min_pixels
+
+
+def test_stage_arguments_and_a_run_folder_budget(tmp_path):
+    r = resolve_recipe("smoke", overrides={"sft": parse_passthrough(["--max_steps", "5"])})
+    assert r.stage_args("sft")["max_steps"] == "5" and r.stage_args("grpo")["max_steps"] == 2
+    assert "num_generations" not in r.sft and "learning_rate" in r.sft
+    assert resolve_recipe("paper").sft == {}  # no cold-start stage in the published recipe
+    cfg = tmp_path / "recipe.yaml"
+    cfg.write_text("sft:\n  learning_rate: 0.5\n")
+    assert resolve_recipe("smoke", cfg).sft["learning_rate"] == 0.5
+    # The budget a model was trained in replaces the preset's ...
+    trained = PixelBudget(3136, 6272)
+    assert resolve_recipe("smoke", model_budget=trained).budget == trained
+    assert resolve_recipe("paper", model_budget=trained).budget == trained
+    # ... and a config file asking for another one is refused; the same one is fine.
+    cfg.write_text("max_pixels: 12544\n")
+    with pytest.raises(SatoriError, match="trained with pixel budget 3136-6272"):
+        resolve_recipe("smoke", cfg, model_budget=trained)
+    cfg.write_text("max_pixels: 6272\n")
+    assert resolve_recipe("smoke", cfg, model_budget=trained).budget == trained
+
+
+def test_learn_is_sft_then_grpo_on_the_cpu():
+    r = resolve_recipe("learn")
+    assert r.gpus == 0 and r.sft and r.swift and r.budget.max_pixels <= 12544
+    for args in (r.sft, r.swift):
+        # The miniature's vision tower is random: both stages train it.
+        assert args["freeze_vit"] is False and args["torch_dtype"] == "float32"
+    assert r.swift["log_completions"] is True  # `satori report` draws the reward curves
 
 
 def test_precedence_preset_config_flags(tmp_path):

@@ -6,13 +6,19 @@ from pathlib import Path
 
 import typer
 
-TRAIN_HELP = """Train with SATORI's GRPO recipe on ms-swift 4.x (`swift rlhf --rlhf_type grpo`).
+TRAIN_HELP = """Train with SATORI's GRPO recipe on ms-swift 4.x (`swift rlhf --rlhf_type grpo`),
+or, with --stage sft, a cold-start SFT (`swift sft`) on gold SATORI completions.
 
 Presets (--preset): paper (the published recipe, 4 GPUs), fast (paper + vLLM colocated
-rollouts), lora (one 24 GB GPU), smoke (tiny model on CPU, 2 steps; the default).
-Precedence: preset < --config FILE < flags < arguments after `--`, which go to swift as is:
+rollouts), lora (one 24 GB GPU), smoke (tiny model on CPU, 2 steps; the default), learn
+(SFT then GRPO on a CPU miniature that learns; `make learn`).
+Precedence: preset < --config FILE < flags < arguments after `--`, which go to swift as is.
+A run folder is a model: --model RUN_DIR trains from its last checkpoint, in its pixel budget.
 
   satori train --preset smoke
+
+  satori train --preset learn --stage sft --model M --data D -o runs/sft
+  satori train --preset learn --model runs/sft --data D -o runs/grpo
 
   satori train --preset paper --gpus 4 --data data/vqa/train.jsonl --output runs/paper
 
@@ -24,13 +30,25 @@ Precedence: preset < --config FILE < flags < arguments after `--`, which go to s
 
 def train(
     preset: str = typer.Option(
-        None, "--preset", "-p", help="Recipe: paper, fast, lora or smoke (default: smoke, or the config's)."
+        None,
+        "--preset",
+        "-p",
+        help="Recipe: paper, fast, lora, smoke or learn (default: smoke, or the config's).",
+    ),
+    stage: str = typer.Option(
+        "grpo",
+        "--stage",
+        "-s",
+        help="grpo (swift rlhf with the four rewards) or sft (swift sft on gold completions).",
     ),
     config: Path = typer.Option(
         None, "--config", "-c", help="A recipe YAML (keys as in the presets); flags override it."
     ),
     model: str = typer.Option(
-        None, "--model", "-m", help="Hub id or local folder (local Qwen2.5-VL folders get qwen2_5_vl type)."
+        None,
+        "--model",
+        "-m",
+        help="Hub id, local folder, or a satori run folder (its last checkpoint, in its pixel budget).",
     ),
     data: str = typer.Option(
         None, "--data", "-d", help="Prepared train JSONL, or a raw source that `satori data prepare` reads."
@@ -91,6 +109,7 @@ def train(
         master_port=master_port,
         resume=str(resume_from) if resume_from is not None else ("latest" if resume else None),
         extra=list(swift_args or []),
+        stage=stage,
     )
     if dry_run:
         from satori_cli.train.dry_run import dry_run_text
@@ -128,11 +147,11 @@ def report(
         24, "--max-completions", help="Completions in the gallery (the latest steps first)."
     ),
 ) -> None:
-    """Plot a run's rewards, KL and completion length, and a gallery of its completions.
+    """Plot a run's rewards, KL, completion length and loss, and a gallery of its completions.
 
-    PNG plots over steps of the total reward and each component, KL and completion length, and a
-    self-contained HTML gallery of logged completions with predicted (red) and ground-truth
-    (green) boxes drawn on their images.
+    PNG plots over steps of the total reward and each component, KL, completion length and the
+    training loss (with token accuracy for an SFT run), and a self-contained HTML gallery of
+    logged completions with predicted (red) and ground-truth (green) boxes drawn on their images.
     """
     from satori_cli.train.report import write_report
     from satori_cli.ui import console

@@ -27,13 +27,24 @@ def dry_run_text(opts: TrainOptions) -> str:
         else f"{launch.nodes} node(s) x {launch.gpus} GPU(s) = {launch.world_size} process(es)"
     )
     lines = [
-        f"# satori train --preset {plan.recipe.preset}: {plan.recipe.description}",
+        f"# satori train --preset {plan.recipe.preset} --stage {plan.stage}: {plan.recipe.description}",
         f"# {shape}; run folder {plan.output_dir}",
     ]
+    if plan.model_source is not None:
+        budget = plan.recipe.budget
+        lines.append(
+            f"# model: run {plan.model_source} -> {plan.model} "
+            f"(its pixel budget {budget.min_pixels}-{budget.max_pixels})"
+        )
     if plan.resume is not None:
         lines.append(f"# resuming from {plan.resume}")
     source = plan.recipe.data or "the generated sample set"
-    lines.append(f"# data: {source} -> {plan.train_path} (rows get solution=<id> for the report)")
+    what = (
+        "rows get their gold completion as the assistant turn"
+        if plan.stage == "sft"
+        else "rows get solution=<id> for the report"
+    )
+    lines.append(f"# data: {source} -> {plan.train_path} ({what})")
     for rank, command in build_commands(plan, program):
         if launch.nodes > 1:
             lines.append(f"# node {rank} of {launch.nodes}:")

@@ -44,7 +44,7 @@ def check_device_split(plan: TrainPlan, found: list[Gpu]) -> None:
     gpus, visible = plan.launch.gpus, len(found)
     if gpus == 0 or visible <= gpus:
         return
-    swift = plan.recipe.swift
+    swift = plan.stage_args
     refused = bool(swift.get("deepspeed")) or str(swift.get("use_vllm", "false")).lower() == "true"
     if visible % gpus == 0 and not refused:
         return
@@ -86,7 +86,9 @@ def check_token_env(budget: PixelBudget, environ: Mapping[str, str] | None = Non
 
 
 def check_batch(plan: TrainPlan) -> None:
-    problem = generation_batch_check(plan.recipe.swift, plan.launch.world_size, plan.evaluating)
+    if plan.stage != "grpo":  # generation groups exist only in GRPO
+        return
+    problem = generation_batch_check(plan.stage_args, plan.launch.world_size, plan.evaluating)
     if problem:
         raise SatoriError(
             problem,
@@ -96,7 +98,7 @@ def check_batch(plan: TrainPlan) -> None:
 
 def check_needs(plan: TrainPlan) -> None:
     needs = list(plan.recipe.needs)
-    swift = plan.recipe.swift
+    swift = plan.stage_args
     if swift.get("deepspeed") and "deepspeed" not in needs:
         needs.append("deepspeed")
     if str(swift.get("use_vllm", "false")).lower() == "true" and "vllm" not in needs:
@@ -151,7 +153,7 @@ def check_memory(plan: TrainPlan, found: list[Gpu]) -> None:
     size = model_size(plan.model)
     if size is None:
         return
-    problem = memory_shortfall(size, plan.recipe.swift, found, plan.launch.gpus)
+    problem = memory_shortfall(size, plan.stage_args, found, plan.launch.gpus, stage=plan.stage)
     if problem:
         raise SatoriError(
             problem, hint="try --preset lora, more GPUs (ZeRO shards the optimizer), or --skip-memory-check"

@@ -1,7 +1,8 @@
 """Training recipes: a preset file, overlaid by a user's `--config` YAML, overlaid by flags.
 
 A recipe is plain data (`satori_cli/presets/*.yaml`): the launch shape (`gpus`), what it needs
-installed (`needs`), the pixel budget and the ms-swift arguments under `swift:`. Keeping the
+installed (`needs`), the pixel budget, the `swift rlhf` (GRPO) arguments under `swift:` and,
+for presets with a cold-start stage, the `swift sft` arguments under `sft:`. Keeping the
 published numbers in one data file per preset means the README, `--dry-run` and the real run
 all read the same source.
 """
@@ -18,6 +19,8 @@ from satori_cli.errors import SatoriError
 from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
 
 DEFAULT_PRESET = "smoke"
+STAGES = ("grpo", "sft")  # `swift rlhf --rlhf_type grpo` (the `swift:` arguments), `swift sft` (`sft:`)
+STAGE_KEYS = {"grpo": "swift", "sft": "sft"}
 # Keys a preset or a --config file may carry; anything else is a typo worth an error.
 RECIPE_KEYS = frozenset(
     {
@@ -29,6 +32,7 @@ RECIPE_KEYS = frozenset(
         "min_pixels",
         "max_pixels",
         "swift",
+        "sft",
         "data",
         "val_data",
     }
@@ -47,12 +51,17 @@ class Recipe:
     min_pixels: int = PAPER_MIN_PIXELS
     max_pixels: int = PAPER_MAX_PIXELS
     swift: dict[str, Any] = field(default_factory=dict)
+    sft: dict[str, Any] = field(default_factory=dict)
     data: str | None = None
     val_data: str | None = None
 
     @property
     def budget(self) -> PixelBudget:
         return PixelBudget(self.min_pixels, self.max_pixels)
+
+    def stage_args(self, stage: str) -> dict[str, Any]:
+        """The ms-swift arguments of a stage: `swift:` for GRPO, `sft:` for SFT."""
+        return self.sft if stage == "sft" else self.swift
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +73,7 @@ class Recipe:
             "min_pixels": self.min_pixels,
             "max_pixels": self.max_pixels,
             "swift": copy.deepcopy(self.swift),
+            "sft": copy.deepcopy(self.sft),
             "data": self.data,
             "val_data": self.val_data,
         }
@@ -98,8 +108,11 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
             f"{what} {path} has unknown key(s): {', '.join(unknown)}",
             hint=f"allowed: {', '.join(sorted(RECIPE_KEYS))}; ms-swift arguments go under 'swift:'",
         )
-    if "swift" in data and not isinstance(data["swift"] or {}, dict):
-        raise SatoriError(f"{what} {path}: 'swift' must be a mapping of ms-swift argument names to values")
+    for key in STAGE_KEYS.values():
+        if key in data and not isinstance(data[key] or {}, dict):
+            raise SatoriError(
+                f"{what} {path}: '{key}' must be a mapping of ms-swift argument names to values"
+            )
     return data
 
 
@@ -110,11 +123,11 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """`top` wins key by key; the `swift` mapping is merged argument by argument."""
+    """`top` wins key by key; the `swift` and `sft` mappings are merged argument by argument."""
     out = copy.deepcopy(base)
     for key, value in top.items():
-        if key == "swift":
-            out["swift"] = {**out.get("swift", {}), **(value or {})}
+        if key in STAGE_KEYS.values():
+            out[key] = {**(out.get(key) or {}), **(value or {})}
         elif value is not None:
             out[key] = copy.deepcopy(value)
     return out
@@ -124,15 +137,29 @@ def resolve_recipe(
     preset: str | None = None,
     config: Path | None = None,
     overrides: dict[str, Any] | None = None,
+    model_budget: PixelBudget | None = None,
 ) -> Recipe:
     """Preset < `--config` file < flags (`overrides`, None values ignored).
 
     The preset comes from `preset`, else from the config file's `preset:` key, else `smoke`.
+    `model_budget` is the budget the model was trained in (a run folder's): it replaces the
+    preset's, and a config file that asks for another one is refused.
     """
     config_data = _read_yaml(Path(config), "config file") if config else {}
     name = preset or config_data.get("preset") or DEFAULT_PRESET
     merged = _overlay(load_preset(name), config_data)
     merged = _overlay(merged, {k: v for k, v in (overrides or {}).items() if v is not None})
+    if model_budget is not None:
+        asked = {k: config_data[k] for k in ("min_pixels", "max_pixels") if config_data.get(k) is not None}
+        mine = {"min_pixels": model_budget.min_pixels, "max_pixels": model_budget.max_pixels}
+        clash = {k: v for k, v in asked.items() if str(v) != str(mine[k])}
+        if clash:
+            raise SatoriError(
+                f"the model was trained with pixel budget {mine['min_pixels']}-{mine['max_pixels']}, "
+                f"but {config} asks for {', '.join(f'{k} {v}' for k, v in clash.items())}",
+                hint="a model answers in the frame it was trained in: drop min_pixels/max_pixels there",
+            )
+        merged.update(mine)
     merged["preset"] = name
     try:
         recipe = Recipe(**merged)

@@ -45,6 +45,7 @@ class TrainOptions:
     master_port: int = DEFAULT_MASTER_PORT
     resume: str | None = None
     extra: list[str] = field(default_factory=list)
+    stage: str = "grpo"
 
 
 def is_prepared_jsonl(path: Path) -> bool:
@@ -176,19 +177,62 @@ def tag_rows(src: Path, dest: Path) -> Path:
     return dest
 
 
-def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
-    """Resolve recipe, model, data, output and resume into a plan (prepares data if needed)."""
-    from satori_cli.prompts import prompt_path
-    from satori_cli.rewards import REWARD_FUNCS, plugin_path
+def stage_data(stage: str, train: Path, val: Path | None, run_dir: Path, budget) -> tuple[Path, Path | None]:
+    """The files swift reads, in the run folder: GRPO rows tagged with their id (`tag_rows`), or,
+    for SFT, the same rows with their gold completion as the assistant turn (`targets`)."""
+    folder = run_dir / "data"
+    if stage == "sft":
+        from satori_cli.train.targets import write_sft_jsonl
 
+        return (
+            write_sft_jsonl(train, folder / "sft_train.jsonl", budget),
+            write_sft_jsonl(val, folder / "sft_val.jsonl", budget) if val else None,
+        )
+    return tag_rows(train, folder / "train.jsonl"), tag_rows(val, folder / "val.jsonl") if val else None
+
+
+def stage_file_names(stage: str) -> tuple[str, str]:
+    return ("sft_train.jsonl", "sft_val.jsonl") if stage == "sft" else ("train.jsonl", "val.jsonl")
+
+
+def resolve_stage_recipe(opts: TrainOptions) -> tuple[Recipe, Path | None]:
+    """The recipe for `opts.stage`, and the run folder `--model` names (None for other models).
+
+    A run folder (or a checkpoint in one) as the model brings its own pixel budget: the model
+    answers in the frame it was trained in.
+    """
+    from satori_cli.runs import run_dir_for, run_settings
+    from satori_cli.train.recipe import STAGE_KEYS, STAGES
+
+    if opts.stage not in STAGES:
+        raise SatoriError(f"unknown --stage '{opts.stage}'", hint=f"choose one of: {', '.join(STAGES)}")
     overrides: dict[str, Any] = {
         "model": opts.model,
         "data": opts.data,
         "val_data": opts.val_data,
         "gpus": opts.gpus,
-        "swift": parse_passthrough(opts.extra),
+        STAGE_KEYS[opts.stage]: parse_passthrough(opts.extra),
     }
     recipe = resolve_recipe(opts.preset, opts.config, overrides)
+    source_run = run_dir_for(recipe.model) if recipe.model not in ("tiny", "base") else None
+    if source_run is not None:
+        budget = run_settings(source_run).budget
+        recipe = resolve_recipe(opts.preset, opts.config, overrides, model_budget=budget)
+    if opts.stage == "sft" and not recipe.sft:
+        raise SatoriError(
+            f"preset '{recipe.preset}' has no SFT stage (no 'sft:' arguments)",
+            hint="use --preset learn or smoke, or give swift sft arguments under 'sft:' in a --config file",
+        )
+    return recipe, source_run
+
+
+def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
+    """Resolve recipe, model, data, output and resume into a plan (prepares data if needed)."""
+    from satori_cli.prompts import prompt_path
+    from satori_cli.rewards import REWARD_FUNCS, plugin_path
+    from satori_cli.runs import checkpoint_of
+
+    recipe, source_run = resolve_stage_recipe(opts)
     launch = Launch(
         gpus=recipe.gpus,
         nodes=opts.nodes,
@@ -200,16 +244,16 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     if prepare_data:
         run_dir.mkdir(parents=True, exist_ok=True)
         train, val = resolve_data(recipe, run_dir)
-        tagged = tag_rows(train, run_dir / "data" / "train.jsonl")
-        tagged_val = tag_rows(val, run_dir / "data" / "val.jsonl") if val else None
+        tagged, tagged_val = stage_data(opts.stage, train, val, run_dir, recipe.budget)
     else:
-        train = Path(recipe.data or run_dir / "data" / "train.jsonl").expanduser().resolve()
+        names = stage_file_names(opts.stage)
+        train = Path(recipe.data or run_dir / "data" / names[0]).expanduser().resolve()
         val = Path(recipe.val_data).expanduser().resolve() if recipe.val_data else None
-        tagged, tagged_val = (
-            run_dir / "data" / "train.jsonl",
-            (run_dir / "data" / "val.jsonl" if val else None),
-        )
-    model = resolve_model(recipe.model, build=prepare_data)  # after the data: a bad path fails fast
+        tagged, tagged_val = run_dir / "data" / names[0], (run_dir / "data" / names[1] if val else None)
+    if source_run is not None:
+        model = str(checkpoint_of(recipe.model))
+    else:
+        model = resolve_model(recipe.model, build=prepare_data)  # after the data: a bad path fails fast
     plan = TrainPlan(
         recipe=recipe,
         model=model,
@@ -222,6 +266,8 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         launch=launch,
         local_qwen2_5_vl=recipe.model == "tiny" or is_local_qwen2_5_vl(model),
         resume=resume,
+        stage=opts.stage,
+        model_source=str(source_run) if source_run is not None else None,
     )
     plan.data_sources = (train, val)
     return plan
@@ -270,6 +316,10 @@ def describe(metrics: dict[str, Any]) -> str:
         parts.append(f"kl {metrics['kl']:.4g}")
     if isinstance(metrics.get("completions/mean_length"), float):
         parts.append(f"len {metrics['completions/mean_length']:.0f}")
+    if not parts:  # SFT: the loss and how many target tokens it predicts right
+        for key, label in (("loss", "loss"), ("token_acc", "token acc")):
+            if isinstance(metrics.get(key), float):
+                parts.append(f"{label} {metrics[key]:.3g}")
     return " ".join(parts) or "training"
 
 
@@ -285,8 +335,10 @@ def run_plan(plan: TrainPlan, command: Command, *, verbose: bool = False) -> dic
     info: dict[str, Any] = {
         "started": runinfo.now(),
         "status": "running",
+        "stage": plan.stage,
         "recipe": plan.recipe.to_dict(),
         "model": plan.model,
+        "model_run": plan.model_source,
         "resume_from": str(plan.resume) if plan.resume else None,
         "command": runinfo.command_record([(plan.launch.node_rank or 0, command)]),
         "swift_args": plan.swift_args(),
@@ -339,8 +391,9 @@ def run_plan(plan: TrainPlan, command: Command, *, verbose: bool = False) -> dic
         tail = "\n".join(feed.tail)
         if code != 130:
             console().print(tail, markup=False, highlight=False)
+        what = "was interrupted" if code == 130 else f"failed with exit code {code}"
         raise SatoriError(
-            f"swift rlhf {'was interrupted' if code == 130 else f'failed with exit code {code}'}",
+            f"swift {command.argv[1]} {what}",
             exit_code=1,
             hint=f"full log: {log_path}",
         )
