@@ -20,6 +20,7 @@ from typing import Any
 from satori_cli.cmdline import Command, find_program, run
 from satori_cli.config import BASE_MODEL, paths
 from satori_cli.errors import SatoriError, install_hint
+from satori_cli.pixels import PixelBudget
 from satori_cli.train import runinfo, runlogs
 from satori_cli.train.command import DEFAULT_MASTER_PORT, Launch, TrainPlan
 from satori_cli.train.recipe import Recipe, parse_passthrough, resolve_recipe
@@ -177,7 +178,9 @@ def tag_rows(src: Path, dest: Path) -> Path:
     return dest
 
 
-def stage_data(stage: str, train: Path, val: Path | None, run_dir: Path, budget) -> tuple[Path, Path | None]:
+def stage_data(
+    stage: str, train: Path, val: Path | None, run_dir: Path, budget: PixelBudget
+) -> tuple[Path, Path | None]:
     """The files swift reads, in the run folder: GRPO rows tagged with their id (`tag_rows`), or,
     for SFT, the same rows with their gold completion as the assistant turn (`targets`)."""
     folder = run_dir / "data"
