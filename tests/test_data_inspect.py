@@ -26,7 +26,8 @@ def test_statistics_count_every_row(prepared: Path) -> None:
     assert stats.sources == {"synthetic-shapes": 20}
     assert sum(stats.boxes_per_row.values()) == 20 and set(stats.boxes_per_row) <= {1, 2, 3}
     assert sum(stats.sizes.values()) == 20 and (320, 240) in stats.sizes
-    assert len(stats.caption_words) == 20 and min(stats.caption_words) >= 5
+    assert sum(stats.caption_words.values()) == 20 and min(stats.caption_words) >= 5
+    assert stats.lines == 20 and stats.bad_rows == 0 and not stats.problems
     assert len(rows) == 6 and len({r["id"] for r in rows}) == 6
     assert [r["id"] for r in inspect_dataset(prepared, samples=6, seed=0)[1]] == [r["id"] for r in rows]
 
