@@ -486,3 +486,62 @@ def test_inspect_sheet_never_replaces_what_it_did_not_write(tmp_path: Path) -> N
     one_line_error(run_satori("data", "inspect", str(out), "--sheet", str(fifo), "--overwrite", timeout=30))
     for _ in range(2):  # the default sheet is its own
         assert run_satori("data", "inspect", str(out)).returncode == 0
+
+
+# -- limits too large to build in a test, checked at the library level with the limit lowered --
+def test_a_line_over_the_row_cap_is_rejected_unread(tmp_path: Path, monkeypatch) -> None:
+    from satori_cli.data import readers
+    from satori_cli.data.prepare import prepare_dataset
+
+    monkeypatch.setattr(readers, "MAX_ROW_BYTES", 4096)
+    src = raw_folder(tmp_path / "raw", [row(0), row(1, notes="n" * 10_000), row(2)])
+    result = prepare_dataset(src, tmp_path / "out")
+    assert (result.written, dict(result.rejected)) == (2, {"over_limit": 1})
+    rejected = read_jsonl(result.rejected_path)
+    assert rejected[0]["row"] == "data.jsonl:1" and "MiB" in rejected[0]["detail"]
+
+
+def test_tar_archives_extract_only_what_rows_use_under_the_cap(tmp_path: Path, monkeypatch) -> None:
+    import tarfile
+
+    from satori_cli.data import archives
+    from satori_cli.data.prepare import prepare_dataset
+    from satori_cli.errors import SatoriError
+
+    folder = tmp_path / "src"
+    folder.mkdir()
+    rows = [row(0, image="img.png"), row(1, image="huge.png"), row(2, image="link.png")]
+    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "img.png").write_bytes(png())
+    (folder / "huge.png").write_bytes(b"\x00" * (3 << 20))
+    (folder / "unused.bin").write_bytes(b"\x00" * (8 << 20))
+    src = tmp_path / "data.tar.gz"
+    with tarfile.open(src, "w:gz") as tf:
+        for name in ("data.jsonl", "img.png", "huge.png", "unused.bin"):
+            tf.add(folder / name, name)
+        link = tarfile.TarInfo("link.png")  # a link is never extracted, so never followed
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(link)
+    # 2 MiB is enough: the 8 MiB member no row uses is never extracted, and an image member over
+    # the per-image limit (lowered to 1 MiB here) rejects its row without being extracted
+    monkeypatch.setattr(archives, "MAX_IMAGE_MEMBER", 1 << 20)
+    result = prepare_dataset(src, tmp_path / "out", max_extract_bytes=2 << 20)
+    assert result.written == 1 and result.rejected == {"corrupt_image": 1, "missing_image": 1}
+    assert "too large" in read_jsonl(result.rejected_path)[0]["detail"]
+    monkeypatch.undo()  # now huge.png (3 MiB) must be extracted: over the 2 MiB cap, nothing is written
+    with pytest.raises(SatoriError, match="more than"):
+        prepare_dataset(src, tmp_path / "out2", max_extract_bytes=2 << 20)
+    assert not (tmp_path / "out2" / "train.jsonl").exists()
+    assert not list((tmp_path / "out2").glob(".unpack-*"))
+
+
+def test_special_files_are_never_opened(tmp_path: Path) -> None:
+    from satori_cli.data.prepare import prepare_dataset
+    from satori_cli.errors import SatoriError
+
+    raw = tmp_path / "raw"
+    raw_folder(raw, [row(0)])
+    os.mkfifo(raw / "blocked.jsonl")  # a FIFO named like data: opening it would block forever
+    assert prepare_dataset(raw, tmp_path / "out").written == 1
+    with pytest.raises(SatoriError, match="not a regular file"):
+        prepare_dataset(raw / "blocked.jsonl", tmp_path / "out2")

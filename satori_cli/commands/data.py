@@ -136,6 +136,8 @@ def prepare(
         console().print(f"[green]val:[/] {result.val_path}")
     if result.rejected_total:
         console().print(f"[yellow]rejected:[/] {result.rejected_path}")
+    if result.rejected["duplicate_id"]:
+        console().print("[yellow]ids repeat in this data: map a unique column with --column id=COLUMN[/]")
     if result.written == 0:
         raise SatoriError(
             f"no valid rows in {src}: every row was rejected",
