@@ -170,9 +170,11 @@ def test_hostile_rows_are_rejected_with_reasons_and_the_rest_is_written(tmp_path
     src = raw_folder(raw, [r for _, r in HOSTILE_ROWS])
     (raw / "badpix.png").write_bytes(png_with_bad_pixels())
     os.mkfifo(raw / "fifo.png")
+    before = snapshot(*(p for p in raw.iterdir() if p.is_file()))
     start = time.monotonic()
     got = prepare(src, tmp_path / "out")
     assert time.monotonic() - start < 60
+    assert snapshot(*before) == before
     expected = [reason for reason, _ in HOSTILE_ROWS if reason]
     assert [r["reason"] for r in got["rejected"]] == expected
     assert [r["id"] for r in got["rows"]] == ["r0", "r5", "28", "r28"]

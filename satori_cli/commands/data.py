@@ -99,6 +99,8 @@ def prepare(
     from satori_cli.errors import SatoriError
     from satori_cli.ui import console
 
+    if max_extract_gb is not None and not 0 <= max_extract_gb < 2**33:  # also NaN and inf
+        raise SatoriError(f"--max-extract-gb must be a number of GiB, got {max_extract_gb}")
     limit = None if max_extract_gb is None else int(max_extract_gb * 2**30)
     with (
         _sigterm_as_error(),

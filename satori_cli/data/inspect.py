@@ -132,9 +132,10 @@ def _lines(path: Path, stats: Stats, ids: set[str]):
 
 
 def _check(row: dict, ids: set[str], stats: Stats) -> list[str]:
-    """What is wrong with one row against the prepared contract (README "Data"); the parts
-    that are right go into the statistics."""
-    problems = []
+    """What is wrong with one row against the prepared contract (README "Data"); a row with
+    nothing wrong goes into the statistics."""
+    problems: list[str] = []
+    counts: list[tuple[Counter, object]] = []
     ident = row.get("id")
     if isinstance(ident, bool) or not isinstance(ident, (str, int)) or not str(ident).strip():
         problems.append("id: missing or not text")
@@ -142,14 +143,12 @@ def _check(row: dict, ids: set[str], stats: Stats) -> list[str]:
         problems.append("id: too long")
     elif str(ident) in ids:
         problems.append("id: duplicate")
-    else:
-        ids.add(str(ident))
 
     question = _question(row)
     if question is None:
         problems.append("messages: no user question")
     else:
-        stats.question_words[len(question.split())] += 1
+        counts.append((stats.question_words, len(question.split())))
 
     image = row.get("images")
     if not (isinstance(image, list) and len(image) == 1 and isinstance(image[0], str) and image[0]):
@@ -160,7 +159,7 @@ def _check(row: dict, ids: set[str], stats: Stats) -> list[str]:
     width, height = row.get("width"), row.get("height")
     size_ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height))
     if size_ok:
-        stats.sizes[(width, height)] += 1
+        counts.append((stats.sizes, (width, height)))
     else:
         problems.append("width/height: not positive whole numbers")
 
@@ -168,7 +167,7 @@ def _check(row: dict, ids: set[str], stats: Stats) -> list[str]:
     if not isinstance(boxes, list) or not boxes:
         problems.append("bboxs: not a non-empty list")
     else:
-        stats.boxes_per_row[len(boxes)] += 1
+        counts.append((stats.boxes_per_row, len(boxes)))
         if not all(_box_ok(b) for b in boxes):
             problems.append("bboxs: a box that is not [x1, y1, x2, y2] with x1 < x2, y1 < y2")
         elif size_ok and not all(b[0] >= 0 and b[1] >= 0 and b[2] <= width and b[3] <= height for b in boxes):
@@ -176,21 +175,25 @@ def _check(row: dict, ids: set[str], stats: Stats) -> list[str]:
 
     answers = row.get("possible_answers")
     if isinstance(answers, list) and answers and all(isinstance(a, str) and a.strip() for a in answers):
-        stats.answer_chars[len(answers[0])] += 1
+        counts.append((stats.answer_chars, len(answers[0])))
     else:
         problems.append("possible_answers: not a list of non-empty strings")
 
     caption = row.get("image_caption")
     if isinstance(caption, str) and caption.strip():
-        stats.caption_words[len(caption.split())] += 1
+        counts.append((stats.caption_words, len(caption.split())))
     else:
         problems.append("image_caption: missing or not text")
 
     source = row.get("source", "(unknown)")
     if isinstance(source, str):
-        stats.sources[source[:KEY_CHARS]] += 1
+        counts.append((stats.sources, source[:KEY_CHARS]))
     else:
         problems.append("source: not text")
+    if not problems:
+        ids.add(str(ident))
+        for counter, key in counts:
+            counter[key] += 1
     return problems
 
 
