@@ -278,6 +278,7 @@ def contact_sheet(
     out_path = Path(out_path).expanduser()
     outputs.ensure_dir(out_path.parent, "--sheet")
     outputs.check_target(out_path, overwrite, "--sheet")
+    outputs.clean_stale(out_path.parent)
     font = ImageFont.load_default(size=13)
     line_h = 16
     text_h = line_h * TEXT_LINES + 8

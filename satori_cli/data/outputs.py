@@ -28,10 +28,14 @@ from satori_cli.errors import SatoriError
 
 MANIFEST = ".satori-outputs.json"
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "", socket.gethostname())[:64] or "host"
-# Our scratch names: `.NAME.partial-PID[@HOST]`, `.unpack-PID[@HOST]`, and the image writer's
-# older `.HASH.EXT.PID.partial`. Nothing else is ever removed.
-_SCRATCH = re.compile(r"^\.(?:unpack|.+\.partial)-(?P<pid>\d+)(?:@(?P<host>[A-Za-z0-9.-]+))?$")
-_OLD_IMAGE_SCRATCH = re.compile(r"^\.[0-9a-f]{32}\.\w+\.(?P<pid>\d+)\.partial$")
+# Our scratch names: `.NAME.partial-PID@HOST` and `.unpack-PID@HOST`, and the names earlier
+# versions used without the host (prepare's outputs, `.HASH.EXT.PID.partial` images). Nothing
+# else is ever removed.
+_SCRATCH = re.compile(r"^\.(?:unpack|.+\.partial)-(?P<pid>\d+)@(?P<host>[A-Za-z0-9.-]+)$")
+_OLD_SCRATCH = re.compile(
+    r"^\.(?:unpack|(?:rows|train\.jsonl|val\.jsonl|rejected\.jsonl|prepare_summary\.json)\.partial)-(?P<pid>\d+)$"
+    r"|^\.[0-9a-f]{32}\.\w+\.(?P<image_pid>\d+)\.partial$"
+)
 
 
 def tag() -> str:
@@ -187,11 +191,12 @@ def clean_stale(folder: Path) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        match = _SCRATCH.match(entry.name) or _OLD_IMAGE_SCRATCH.match(entry.name)
+        match = _SCRATCH.match(entry.name) or _OLD_SCRATCH.match(entry.name)
         if not match:
             continue
-        host = match.groupdict().get("host")
-        if (host and host != _HOST) or _alive(int(match["pid"])):
+        found = match.groupdict()
+        pid = int(found["pid"] or found["image_pid"])
+        if found.get("host", _HOST) not in (None, _HOST) or _alive(pid):
             continue
         path = Path(entry.path)
         with contextlib.suppress(OSError):

@@ -32,6 +32,7 @@ def write_tiny_bench(path: Path, overwrite: bool = False) -> Path:
     path = Path(path).expanduser()
     outputs.ensure_dir(path.parent)
     outputs.check_target(path, overwrite)
+    outputs.clean_stale(path.parent)
     rows = []
     questions = [
         ("red", "colour", "perception"),
