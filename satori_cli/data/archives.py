@@ -57,7 +57,10 @@ class _Reader:
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise SatoriError(f"{archive}: cannot read the archive ({one_line(exc, 160)})") from exc
         for n, (name, member, is_dir, is_file, size) in enumerate(entries):
-            target = (root / name).resolve()
+            try:
+                target = (root / name).resolve()
+            except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a name too long
+                raise SatoriError(f"{archive}: member '{one_line(name, 120)}' is not a usable path") from exc
             if not target.is_relative_to(root):
                 raise SatoriError(f"{archive}: member '{one_line(name, 120)}' would land outside the folder")
             if is_dir or not is_file or target == root:
