@@ -129,8 +129,6 @@ def row_id(value: object, fallback: str) -> str:
 
 def question(value: object) -> str:
     """The question text without any `<image>` tag (the tag is put back in front)."""
-    if isinstance(value, str):
-        capped(value, MAX_QUESTION_CHARS + 100, "a question")
     q = text(value).replace(IMAGE_TAG, "").strip()
     if not q:
         detail = "" if value is None or isinstance(value, str) else f"the question is {_kind(value)}"
@@ -173,8 +171,6 @@ def answers(value: object) -> list[str]:
 
 
 def caption(value: object) -> str:
-    if isinstance(value, str):
-        capped(value, MAX_CAPTION_CHARS + 100, "a caption")
     c = text(value)
     if not c and isinstance(value, (list, tuple)):
         c = next((v.strip() for v in value if isinstance(v, str) and v.strip()), "")
