@@ -113,7 +113,9 @@ def decode_image(request: ChatRequest) -> Any:
                     if img.width * img.height > MAX_IMAGE_PIXELS:
                         raise BadRequest(f"the image has more than {MAX_IMAGE_PIXELS:,} pixels")
                     return img.convert("RGB")
-            except (binascii.Error, OSError, ValueError, Image.DecompressionBombError) as exc:
+            except Image.DecompressionBombError:
+                raise BadRequest(f"the image has more than {MAX_IMAGE_PIXELS:,} pixels") from None
+            except (binascii.Error, OSError, ValueError) as exc:
                 raise BadRequest(f"cannot decode the image: {exc}") from None
     return None
 
@@ -136,7 +138,7 @@ def _validation_message(exc: ValidationError) -> str:
     where = ".".join(str(p) for p in error["loc"])
     if error["type"] == "json_invalid":
         return f"the body is not valid JSON: {error['msg']}"
-    return f"{where}: {error['msg']}" if where else str(error["msg"])
+    return f"{where or 'the body'}: {error['msg']}"
 
 
 def _as_sent(raw: bytes) -> dict[str, Any]:
