@@ -52,7 +52,8 @@ def serve(
     """
     from satori_cli.errors import SatoriError
     from satori_cli.serve.backends import BACKENDS, root_url
-    from satori_cli.serve.server import check_ports, plan_server, run_demo, run_server, stop_on_signals
+    from satori_cli.serve.server import check_ports, plan_server, run_demo, run_server
+    from satori_cli.signals import interrupt_on_stop_signals
     from satori_cli.ui import console
 
     _check_number(startup_timeout, "--startup-timeout", positive=True)
@@ -101,7 +102,7 @@ def serve(
     chosen = check_ports(host, wanted)  # in use, privileged, not local; 0 -> a free port
     if ui:
         ui_port = chosen.pop()
-    stop_on_signals()
+    interrupt_on_stop_signals()
     if planned is None:
         run_demo(base_url, api_key, budget, host, ui_port)
         return

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,17 +215,6 @@ def _bind_error(exc: OSError, host: str, port: int, flag: str) -> SatoriError:
             hint="use 127.0.0.1, 0.0.0.0 or a local address",
         )
     return SatoriError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-
-
-def stop_on_signals() -> None:
-    """SIGTERM (`kill PID`) and SIGHUP (a closed terminal or SSH session) stop everything like Ctrl-C."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if sig is not None:
-            signal.signal(sig, handler)
 
 
 def run_demo(
