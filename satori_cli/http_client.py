@@ -32,14 +32,15 @@ SERVE_HINT = "start one with `satori serve`, or check --base-url (it ends in /v1
 
 
 def is_loopback(url: str) -> bool:
-    """True for http://127.x.x.x, [::1] and localhost addresses."""
+    """True for http://127.x.x.x, [::1], 0.0.0.0 and localhost addresses."""
     host = (urlsplit(url).hostname or "").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return address.is_loopback or address.is_unspecified  # 0.0.0.0 reaches this machine too
 
 
 def one_line(text: object, limit: int = 200) -> str:

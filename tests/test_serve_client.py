@@ -150,3 +150,36 @@ def test_draw_boxes_outlines_the_exact_pixels():
     assert drawn.getpixel((480, 240)) == (255, 255, 255)
     assert drawn.getpixel((320, 360)) == (255, 255, 255)
     assert image.getpixel((160, 240)) == (255, 255, 255)
+
+
+def test_loopback_never_goes_through_a_proxy_other_addresses_do(fake, monkeypatch):
+    """One policy for every call: eval's urllib check used to send 127.0.0.1 to HTTP_PROXY."""
+    import socket
+    import threading
+
+    from satori_cli.http_client import served_models
+
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen()
+    seen: list[bytes] = []
+
+    def accept() -> None:
+        conn, _ = proxy.accept()
+        with conn:
+            seen.append(conn.recv(100))
+            conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(var, url)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    assert http_ok(fake.root + "/health") and http_ok(f"http://localhost:{fake.port}/health")
+    assert served_models(fake.base_url) == ["satori"]
+    assert SatoriClient(fake.base_url).models() == ["satori"]
+    assert not seen
+    assert not http_ok("http://satori.example/health")  # elsewhere: through the proxy, as curl does
+    assert seen and seen[0].startswith(b"GET http://satori.example/health")
+    proxy.close()
