@@ -58,10 +58,22 @@ def printable(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
+def check_api_key(api_key: str | None) -> None:
+    """An API key travels in an HTTP header: printable ASCII, no spaces, or one line saying so."""
+    if api_key is not None and not (api_key.isascii() and api_key.isprintable() and " " not in api_key):
+        raise SatoriError("the API key must be printable ASCII without spaces (it is sent in an HTTP header)")
+
+
 def client(base_url: str, *, api_key: str | None = None, timeout: float = 30.0) -> httpx.Client:
     """An httpx client for one server: proxy policy, timeouts and the Bearer key set once."""
     if not timeout > 0:
         raise SatoriError(f"a timeout must be a positive number of seconds, not {timeout}")
+    check_api_key(api_key)
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in base_url):
+        raise SatoriError(
+            f"not an http(s) address: {one_line(base_url, 100)}", hint="e.g. http://127.0.0.1:8000/v1"
+        )
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     return httpx.Client(
         headers=headers,

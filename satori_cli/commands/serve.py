@@ -51,6 +51,7 @@ def serve(
     the server and everything it started; so does satori dying any other way.
     """
     from satori_cli.errors import SatoriError
+    from satori_cli.http_client import check_api_key
     from satori_cli.serve.backends import BACKENDS, root_url
     from satori_cli.serve.server import check_ports, plan_server, run_demo, run_server
     from satori_cli.signals import interrupt_on_stop_signals
@@ -58,6 +59,7 @@ def serve(
 
     _check_number(startup_timeout, "--startup-timeout", positive=True)
     _check_number(max_model_len, "--max-model-len", positive=True)
+    check_api_key(api_key)
     budget = _budget()
     if base_url and not ui:
         raise SatoriError(
