@@ -8,6 +8,7 @@ scores are worked out by hand below (in the resized frame of the paper's pixel b
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from satori_cli.evaluation.sample_bench import write_tiny_bench
 from satori_cli.pixels import PixelBudget
 from satori_cli.serve.fake_server import FakeServer
 
+REPO = Path(__file__).resolve().parents[1]
 METRICS = ("format", "box_iou", "box_acc@0.5", "answer", "answer_normalized", "caption")
 
 
@@ -236,6 +238,29 @@ def test_nothing_scorable_fails_the_run(satori, tmp_path):
     assert "every one of the 1 items failed" in " ".join(result.stderr.split())
     (row,) = _summary(work)["results"]
     assert not row["ok"] and row["failed_items"] == 1
+
+
+@pytest.mark.slow
+def test_vllm_backend_answers_the_rows_in_one_batch(satori, tiny_model, tmp_path):
+    """The look-ahead reads this dataset's rows too: every row in one generate call, each answer kept."""
+    fake_vllm = Path(__file__).parent / "fake_vllm"
+    rows = [  # the fake engine answers <bbox>[[0,0,28,28]]</bbox> <answer>?</answer> for every image
+        _row(_image(tmp_path / "images", f"im{i}", (448, 448)), f"Question {i}?", [[0, 0, 28, 28]], ["x"])
+        for i in range(3)
+    ]
+    data, work, log = _write(tmp_path / "val.jsonl", rows), tmp_path / "work", tmp_path / "vllm.jsonl"
+    env = {"PYTHONPATH": os.pathsep.join([str(fake_vllm), str(REPO)]), "FAKE_VLLM_LOG": str(log)}
+    result = satori(
+        "eval", "--data", str(data), "--model", str(tiny_model), "--backend", "vllm",
+        "--data-dir", str(tmp_path / "lmu"), "--work-dir", str(work), env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines() if '"generate"' in line]
+    assert [c["prompts"] for c in calls] == [3]
+    (res,) = _summary(work)["results"]
+    # 448x448 is its own resized size: the box [0,0,28,28] is the GT box exactly; "?" is no answer.
+    assert res["metrics"]["box_iou"] == pytest.approx(1.0) and res["metrics"]["format"] == 1.0
+    assert res["metrics"]["answer"] == 0.0 and res["items"] == 3
 
 
 # -- malformed rows -----------------------------------------------------------------------------
