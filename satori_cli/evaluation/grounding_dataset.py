@@ -84,6 +84,12 @@ class SatoriGroundingDataset(ImageBaseDataset):
     def get_judge_file(cls, eval_file: Any, judge_model: Any = None) -> None:
         return None  # scored by the rewards; no judge ever ran
 
+    @classmethod
+    def report_primary_metric(cls, metrics: dict[str, Any] | None) -> dict[str, float]:
+        """status.json's headline: box_iou (VLMEvalKit's own pick would be the first name with "acc")."""
+        value = (metrics or {}).get(grounding.PRIMARY)
+        return {grounding.PRIMARY: float(value)} if isinstance(value, (int, float)) else {}
+
     def evaluate(self, eval_file: str, **judge_kwargs: Any) -> dict[str, float]:
         from vlmeval.smp import load
 

@@ -180,7 +180,8 @@ def print_table(plan: EvalPlan, outcomes: list[Outcome]) -> None:
         rows = [r for r in table_rows(outcomes, models) if r[0] == bench.name and shown(bench, r[1])]
         if not rows:
             continue  # nothing scored; the error line at the end says why
-        what = f"grounding, {bench.rows} rows, mean x100" if bench.grounding else "accuracy"
+        rows_run = min(bench.rows or 0, plan.limit) if plan.limit else bench.rows
+        what = f"grounding, {rows_run} rows, mean x100" if bench.grounding else "accuracy"
         table = Table(title=f"{bench.name} ({what})", title_justify="left")
         table.add_column("metric")
         for m in plan.models:
@@ -204,7 +205,7 @@ def print_table(plan: EvalPlan, outcomes: list[Outcome]) -> None:
         for o in outcomes:
             if o.benchmark == bench.name and o.per_row:
                 where = escape(f"{o.model}, each row's output and scores: {o.per_row}")
-                console().print(f"[dim]{where}[/]", highlight=False)
+                console().print(f"[dim]{where}[/]", highlight=False, soft_wrap=True)
 
 
 SHOWN_PER_SOURCE = ("box_iou", "answer")  # the table's per-source rows; summary.json/csv hold all six
