@@ -19,7 +19,7 @@ from satori_cli.evaluation import datasets, grounding
 from satori_cli.evaluation.orchestrate import shown
 from satori_cli.evaluation.sample_bench import write_tiny_bench
 from satori_cli.pixels import PixelBudget
-from satori_cli.serve.fake_server import FakeServer
+from tests.serve_helpers import FakeServer
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("format", "box_iou", "box_acc@0.5", "answer", "answer_normalized", "caption")
