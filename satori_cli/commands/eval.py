@@ -21,7 +21,9 @@ def eval_command(
         "--data",
         "-d",
         help="Benchmarks: MMBench and MMStar as you know them (MMBench is scored on its dev split), "
-        "any VLMEvalKit name, or a path to a VLMEvalKit-format .tsv.",
+        "any VLMEvalKit name, a path to a VLMEvalKit-format .tsv, or a prepared SATORI .jsonl (or a "
+        "folder: its val.jsonl) for the grounding benchmark (boxes, answers, captions, scored by the "
+        "rewards).",
     ),
     model: str = typer.Option(
         None,
@@ -86,7 +88,7 @@ def eval_command(
     dry_run: bool = typer.Option(False, help="Print the VLMEvalKit launch and its model spec; run nothing."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show VLMEvalKit's whole log."),
 ) -> None:
-    """Evaluate SATORI on MMBench / MMStar (or any VLMEvalKit benchmark) and score it honestly.
+    """Evaluate SATORI on MMBench / MMStar, any VLMEvalKit benchmark, or the grounding benchmark.
 
     Runs VLMEvalKit with SATORI's prompt, the shared pixel budget and explicit decoding (greedy,
     repetition penalty 1.0, by default), each model in its own launch; the answer inside

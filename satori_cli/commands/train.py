@@ -141,6 +141,9 @@ def report(
         result = write_report(run_dir, out, max_completions=max_completions)
     for path in result.files:
         console().print(f"[green]wrote[/] {path}")
+    if result.eval_command:
+        console().print("grounding evaluation of the val split (boxes, answers, captions):")
+        console().print(f"  {result.eval_command}", markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -345,4 +345,6 @@ class SatoriAPI(BaseModel):
                 with self._lock:
                     self.last_error = str(exc)
                 time.sleep(min(2**attempt, 10))
-        return FAIL_MSG
+        # Structured like a success: VLMEvalKit keeps the `extra_records` column (the raw
+        # outputs) only when every item's record is structured.
+        return {"prediction": FAIL_MSG, "extra_records": f"{FAIL_MSG} ({self.last_error})"}

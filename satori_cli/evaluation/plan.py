@@ -89,6 +89,12 @@ class EvalPlan:
             "models": {m.name: self.model_kwargs(m) for m in self.models},
             "datasets": [b.name for b in self.benchmarks],
             "models_info": [asdict(m) for m in self.models],
+            # prepared JSONLs, scored with the rewards under the same budget the model sees
+            "grounding": {
+                b.name: {"path": str(b.tsv), **self.budget.processor_kwargs()}
+                for b in self.benchmarks
+                if b.grounding
+            },
         }
 
     def write_spec(self) -> Path:

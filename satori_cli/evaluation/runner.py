@@ -115,7 +115,8 @@ def settings_of(plan: EvalPlan) -> dict:
         "resolved": {m.name: records.runtime(plan.record_dir(m)) for m in plan.models},
         "models": [asdict(m) for m in plan.models],
         "benchmarks": [
-            {"requested": b.requested, "name": b.name, "tsv": str(b.tsv)} for b in plan.benchmarks
+            {"requested": b.requested, "name": b.name, "kind": b.kind, "tsv": str(b.tsv), "rows": b.rows}
+            for b in plan.benchmarks
         ],
         "data_dir": str(plan.data_dir),
     }

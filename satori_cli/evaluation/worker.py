@@ -95,6 +95,20 @@ def register(spec: dict[str, Any]) -> None:
         supported_VLM[name] = partial(cls, **kwargs)
 
 
+def register_grounding(spec: dict[str, Any]) -> None:
+    """Make the spec's prepared JSONLs VLMEvalKit benchmarks (`build_dataset` tries this class first)."""
+    entries = spec.get("grounding") or {}
+    if not entries:
+        return
+    import vlmeval.dataset
+
+    from satori_cli.evaluation.grounding_dataset import SatoriGroundingDataset
+
+    SatoriGroundingDataset.SOURCES.update(entries)
+    if SatoriGroundingDataset not in vlmeval.dataset.DATASET_CLASSES:
+        vlmeval.dataset.DATASET_CLASSES.insert(0, SatoriGroundingDataset)
+
+
 def start_process() -> str:
     """Place this rank on its GPU before anything touches CUDA; return the device ("cpu" without CUDA).
 
@@ -126,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     import vlmeval.run
 
     register(spec)
+    register_grounding(spec)
     _strict_judge()
     os.environ.pop("LOCAL_LLM", None)  # it would replace the --judge name VLMEvalKit sends
     _warn_md5(spec.get("datasets", []))
