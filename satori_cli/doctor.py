@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from satori_cli.errors import install_hint
 from satori_cli.gpus import Gpu, detect_gpus
 
 
@@ -35,7 +36,7 @@ class Report:
         return next(c for c in self.checks if c.name == name)
 
 
-# (display name, distribution name, extra that brings it)
+# (display name, distribution name, extra that brings it, or the install command itself)
 PACKAGES = (
     ("torch", "torch", "train"),
     ("transformers", "transformers", "train"),
@@ -46,7 +47,7 @@ PACKAGES = (
     ("rouge-score", "rouge-score", "rewards"),
     ("shapely", "shapely", "rewards"),
     ("deepspeed", "deepspeed", "gpu"),
-    ("flash-attn", "flash-attn", "gpu"),
+    ("flash-attn", "flash-attn", "optional, CUDA only: pip install flash-attn --no-build-isolation"),
     ("ms-vlmeval", "ms-vlmeval", "eval"),
     ("vllm", "vllm", "gpu"),
     ("gradio", "gradio", "serve"),
@@ -137,12 +138,12 @@ def diagnose(home: Path, check_hub: bool = True) -> Report:
                 name,
                 version is not None,
                 version or "not installed",
-                "" if version else f"pip install 'satori-cli[{extra}]'",
+                "" if version else (extra if " " in extra else install_hint(extra)),
             )
         )
     for exe, hint in (
-        ("vllm", "install vLLM (its own environment is fine) and use --vllm-bin"),
-        ("swift", "pip install 'satori-cli[train]' (the transformers backend is `swift deploy`)"),
+        ("vllm", f"{install_hint('gpu')}, or serve with --vllm-bin PATH to a vLLM elsewhere"),
+        ("swift", f"{install_hint('train')} (the transformers backend is `swift deploy`)"),
     ):
         where = program(exe)
         if where:

@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+# The distribution's name on PyPI (the import package is satori_cli, the command `satori`);
+# "satori-cli" there is an unrelated project.
+DIST = "satori-r1"
+
+
+def install_hint(extra: str) -> str:
+    """The pip command that adds an extra to this installation.
+
+    pip completes the extras of the installed satori-r1 (a wheel or an editable clone) from its
+    own metadata, so this works whether or not satori-r1 is on the package index.
+    """
+    command = f"pip install '{DIST}[{extra}]'"
+    if extra == "gpu":  # vLLM needs pillow>=13, gradio 6 pillow<13: see README "GPU machine"
+        command += " in a CUDA environment without the serve extra"
+    return command
+
 
 class SatoriError(Exception):
     """An error with a message meant for the user.
@@ -27,7 +43,7 @@ class MissingDependency(SatoriError):
         super().__init__(
             f"{purpose} needs the Python package '{package}', which is not installed",
             exit_code=2,
-            hint=f"install it with: pip install 'satori-cli[{extra}]'",
+            hint=f"install it with: {install_hint(extra)}",
         )
         self.package = package
         self.extra = extra

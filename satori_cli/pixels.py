@@ -8,7 +8,9 @@ numbers were off for exactly this reason). Everything reads it from here.
 
 The budget travels between processes through the `MIN_PIXELS` / `MAX_PIXELS` environment
 variables, the same ones ms-swift reads for Qwen2.5-VL, so a training run and the reward
-plugin inside it can never disagree.
+plugin inside it can never disagree. ms-swift turns them into `IMAGE_MIN/MAX_TOKEN_NUM`
+(pixels // 784, one visual token per 28x28 area) unless those are already set, and resizes by
+the token counts, so both travel together.
 """
 
 from __future__ import annotations
@@ -107,9 +109,23 @@ class PixelBudget:
         return [(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in boxes]
 
     # -- transport ---------------------------------------------------------------------
+    @property
+    def token_pixels(self) -> int:
+        """The area of one visual token (28x28 = 784): ms-swift counts the budget in these."""
+        return self.factor * self.factor
+
     def env(self) -> dict[str, str]:
-        """Environment variables that carry this budget to ms-swift and our reward plugin."""
-        return {"MIN_PIXELS": str(self.min_pixels), "MAX_PIXELS": str(self.max_pixels)}
+        """Environment variables that carry this budget to ms-swift and our reward plugin.
+
+        The token counts are what ms-swift would derive (`pixels // 784`); exporting them too
+        means a stale `IMAGE_*_TOKEN_NUM` in the caller's environment cannot win over the budget.
+        """
+        return {
+            "MIN_PIXELS": str(self.min_pixels),
+            "MAX_PIXELS": str(self.max_pixels),
+            "IMAGE_MIN_TOKEN_NUM": str(self.min_pixels // self.token_pixels),
+            "IMAGE_MAX_TOKEN_NUM": str(self.max_pixels // self.token_pixels),
+        }
 
     def processor_kwargs(self) -> dict[str, int]:
         """Keyword arguments for a Qwen2.5-VL image processor or vLLM's mm_processor_kwargs."""

@@ -20,7 +20,8 @@ def satori_home(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    for var in ("MIN_PIXELS", "MAX_PIXELS", "SATORI_MODELS_DIR", "SATORI_DATA_DIR", "SATORI_RUNS_DIR"):
+    budget = ("MIN_PIXELS", "MAX_PIXELS", "IMAGE_MIN_TOKEN_NUM", "IMAGE_MAX_TOKEN_NUM")
+    for var in (*budget, "SATORI_MODELS_DIR", "SATORI_DATA_DIR", "SATORI_RUNS_DIR"):
         monkeypatch.delenv(var, raising=False)
     return home
 

@@ -75,7 +75,7 @@ def test_doctor_tells_the_truth(satori_home):
         metadata.version("vllm")
         assert vllm.ok
     except metadata.PackageNotFoundError:
-        assert not vllm.ok and "satori-cli[gpu]" in vllm.hint
+        assert not vllm.ok and "satori-r1[gpu]" in vllm.hint
     assert report.check("GPUs").ok == bool(report.gpus)
     assert "train" in report.jobs
 
@@ -120,7 +120,7 @@ def test_doctor_command_runs(satori):
     result = satori("doctor", "--no-hub")
     assert result.returncode == 0, result.stderr
     assert "ms-swift" in result.stdout and "ready for" in result.stdout
-    assert "satori-cli[gpu]" in result.stdout or "vllm" in result.stdout
+    assert "satori-r1[gpu]" in result.stdout or "vllm" in result.stdout
 
 
 def test_satori_home_and_overrides(monkeypatch, tmp_path):

@@ -136,7 +136,7 @@ def test_grpo_step_through_ms_swift_logs_the_four_rewards(tiny_model, tmp_path) 
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    swift = find_program("swift", "install the train extra: pip install 'satori-cli[train]'")
+    swift = find_program("swift", "install the train extra: pip install 'satori-r1[train]'")
     repo = Path(__file__).resolve().parents[1]
     argv = [
         swift,

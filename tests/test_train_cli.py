@@ -76,6 +76,34 @@ def test_dry_run_smoke_default_and_local_model(satori, tmp_path, tiny_model):
     assert "--model_type qwen2_5_vl --template qwen2_5_vl" in result.stdout
     assert "external_format external_bbox_acc extern_vqa_acc external_caption_acc" in result.stdout
     assert "NPROC_PER_NODE" not in result.stdout and "MAX_PIXELS=12544" in result.stdout
+    # swift's token counts travel with the pixels; --gpus 0 (the smoke preset's) hides the GPUs.
+    assert "IMAGE_MAX_TOKEN_NUM=16" in result.stdout and "IMAGE_MIN_TOKEN_NUM=4" in result.stdout
+    assert "CUDA_VISIBLE_DEVICES=''" in result.stdout
+    on_gpu = satori("train", "--dry-run", "--model", str(tiny_model), "--gpus", "1")
+    assert on_gpu.returncode == 0 and "CUDA_VISIBLE_DEVICES" not in on_gpu.stdout
+
+
+def test_preflight_refuses_a_conflicting_image_token_num(satori, tmp_path, tiny_model):
+    result = satori(
+        "train",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(prepared(tmp_path)),
+        "-o",
+        str(tmp_path / "r"),
+        env={"IMAGE_MAX_TOKEN_NUM": "1280"},
+    )
+    assert_one_line_error(result, "IMAGE_MAX_TOKEN_NUM=1280 in the environment conflicts with")
+    assert "max_pixels 12544" in result.stderr
+
+
+def test_preflight_refuses_a_budget_swift_would_floor(satori, tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text("preset: paper\nmax_pixels: 400000\n")
+    result = satori("train", "--config", str(config), "--data", str(prepared(tmp_path)), "--dry-run")
+    assert_one_line_error(result, "max_pixels 400000 is not a multiple of 28x28=784")
+    assert "use 399840 or 400624" in result.stderr
 
 
 def test_preflight_no_gpu(satori, tmp_path):

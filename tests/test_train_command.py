@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
@@ -96,8 +97,15 @@ def test_fixed_plumbing_and_values(swift_parser):
     assert ns.dataset == ["/data/train.jsonl"] and ns.val_dataset == ["/data/val.jsonl"]
     assert ns.resume_from_checkpoint == "/runs/r1/checkpoint-2"
     assert ns.max_steps == 3  # pass-through wins over the preset's 2
-    # Both pixel bounds travel to swift and to the reward plugin; a CPU run needs no launcher.
-    assert cmd.env == {"MIN_PIXELS": "3136", "MAX_PIXELS": "12544"}
+    # Both pixel bounds travel to swift and to the reward plugin, with the token counts swift
+    # derives from them (pixels // 784); a CPU run needs no launcher and hides the GPUs.
+    assert cmd.env == {
+        "MIN_PIXELS": "3136",
+        "MAX_PIXELS": "12544",
+        "IMAGE_MIN_TOKEN_NUM": "4",
+        "IMAGE_MAX_TOKEN_NUM": "16",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
 
 
 def test_paper_command_matches_published_values(swift_parser):
@@ -121,9 +129,40 @@ def test_paper_command_matches_published_values(swift_parser):
     assert cmd.env == {
         "MIN_PIXELS": "200704",
         "MAX_PIXELS": "401408",
+        "IMAGE_MIN_TOKEN_NUM": "256",
+        "IMAGE_MAX_TOKEN_NUM": "512",
         "NPROC_PER_NODE": "4",
         "MASTER_PORT": "29500",
     }
+
+
+@pytest.mark.parametrize("preset", ["paper", "fast"])
+def test_paper_keeps_the_published_validation_split_and_workers(swift_parser, preset):
+    """ms-swift 3.x (the published script's) held out 1% for evaluation by default; 4.x holds
+    out nothing unless told. The script's 4 dataloader workers stay too."""
+    ((_, cmd),) = build_commands(make_plan(preset))
+    ns, rest = swift_parser.parse_known_args(cmd.argv[2:])
+    assert rest == []
+    assert ns.split_dataset_ratio == 0.01 and ns.eval_steps == 200 and ns.save_steps == 200
+    assert ns.dataloader_num_workers == 4
+    assert str(ns.eval_strategy).endswith("steps") and str(ns.save_strategy).endswith("steps")
+    assert make_plan(preset).evaluating  # so the eval batch is checked against num_generations
+    assert not make_plan("lora").evaluating and make_plan("lora", val_path=Path("/v.jsonl")).evaluating
+
+
+def test_swift_derives_the_same_token_counts_we_export(monkeypatch):
+    """Our IMAGE_*_TOKEN_NUM are exactly what ms-swift would derive from MIN/MAX_PIXELS."""
+    from swift.model.models.qwen import compat_qwen_vl_utils
+
+    for preset in list_presets():
+        env = make_plan(preset).env()
+        for key in ("IMAGE_MIN_TOKEN_NUM", "IMAGE_MAX_TOKEN_NUM"):
+            monkeypatch.setenv(key, "")  # swift fills an empty one; monkeypatch restores the original
+        monkeypatch.setenv("MIN_PIXELS", env["MIN_PIXELS"])
+        monkeypatch.setenv("MAX_PIXELS", env["MAX_PIXELS"])
+        compat_qwen_vl_utils(image_patch_size=14)
+        assert os.environ["IMAGE_MIN_TOKEN_NUM"] == env["IMAGE_MIN_TOKEN_NUM"], preset
+        assert os.environ["IMAGE_MAX_TOKEN_NUM"] == env["IMAGE_MAX_TOKEN_NUM"], preset
 
 
 def test_multi_node_commands_differ_only_in_node_rank():
@@ -152,7 +191,8 @@ def test_launch_validation():
         Launch(gpus=4, nodes=2, node_rank=2, master_addr="a")
     with pytest.raises(SatoriError, match="at least 1"):
         Launch(gpus=0, nodes=2, master_addr="a")
-    assert Launch(gpus=0).world_size == 1 and Launch(gpus=0).env(0) == {}
+    assert Launch(gpus=0).world_size == 1 and Launch(gpus=0).env(0) == {"CUDA_VISIBLE_DEVICES": ""}
+    assert Launch(gpus=1).env(0) == {}  # one process: swift puts it on cuda:0
 
 
 def test_generation_batch_rule():

@@ -103,7 +103,7 @@ def score(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
-    from satori_cli.errors import SatoriError
+    from satori_cli.errors import SatoriError, install_hint
     from satori_cli.pixels import PixelBudget
     from satori_cli.rewards import BY_NAME, missing_libraries
     from satori_cli.rewards.score_file import check_out_path, count_lines, score_jsonl
@@ -113,7 +113,7 @@ def score(
     if missing_libraries():
         raise SatoriError(
             f"the rewards need {', '.join(missing_libraries())}",
-            hint="pip install 'satori-cli[rewards]'",
+            hint=install_hint("rewards"),
         )
 
     env = PixelBudget.from_env()

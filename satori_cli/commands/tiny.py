@@ -11,15 +11,19 @@ def tiny_model(
     out: Path = typer.Option(
         None, "--out", "-o", help="Folder to write (default: $SATORI_HOME/models/tiny-qwen2_5_vl)."
     ),
-    hidden_size: int = typer.Option(32, help="Hidden size of the text and vision towers."),
+    hidden_size: int = typer.Option(
+        32, help="Hidden size of the text and vision towers (a multiple of 4; 96 with 4 layers can learn)."
+    ),
     layers: int = typer.Option(2, help="Number of text decoder layers."),
     seed: int = typer.Option(0, help="Random seed of the weights."),
     overwrite: bool = typer.Option(False, help="Replace an existing folder."),
 ) -> None:
     """Build a tiny, random Qwen2.5-VL (a few million parameters) for CPU runs and tests.
 
-    It loads wherever the real Qwen2.5-VL-3B does (ms-swift, transformers, VLMEvalKit), in
-    seconds and with no network. Its outputs are noise: use it to try the plumbing.
+    Its files are Qwen2.5-VL-3B-Instruct's (config, generation and processor configs, chat
+    template, Qwen2's BPE tokenizer); only the weights are small and random. It loads wherever
+    the real model does (ms-swift, transformers, VLMEvalKit), in seconds and with no network.
+    Its outputs are noise: use it to try the plumbing.
     """
     from satori_cli.config import paths
     from satori_cli.tiny_model import build_tiny_model

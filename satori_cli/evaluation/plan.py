@@ -17,6 +17,7 @@ from typing import Any
 
 from satori_cli.cmdline import Command, find_program
 from satori_cli.decoding import Decoding
+from satori_cli.errors import install_hint
 from satori_cli.evaluation.datasets import Benchmark
 from satori_cli.pixels import PixelBudget
 
@@ -135,7 +136,7 @@ class EvalPlan:
         """The launch: `torchrun --standalone --nproc-per-node=N -m worker ...` or plain python."""
         worker = ["--spec", str(self.spec_path), "--", *self.vlmeval_args(model)]
         if self.launches_torchrun:
-            torchrun = find_program("torchrun", hint="install PyTorch: pip install 'satori-cli[eval]'")
+            torchrun = find_program("torchrun", hint=f"install PyTorch: {install_hint('eval')}")
             argv = [torchrun, "--standalone", f"--nproc-per-node={self.procs}", "-m", WORKER_MODULE, *worker]
         else:
             argv = [sys.executable, "-m", WORKER_MODULE, *worker]

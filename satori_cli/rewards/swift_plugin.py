@@ -28,12 +28,13 @@ try:  # ms-swift 4.x
 except ImportError:  # ms-swift 3.x
     from swift.plugin import ORM, orms
 
+from satori_cli.errors import install_hint
 from satori_cli.rewards.reward_functions import missing_libraries
 from satori_cli.rewards.table import REWARDS
 
 if missing_libraries():
     raise ImportError(
-        f"the SATORI rewards need {', '.join(missing_libraries())}: pip install 'satori-cli[rewards]'"
+        f"the SATORI rewards need {', '.join(missing_libraries())}: {install_hint('rewards')}"
     )
 
 logger = logging.getLogger("satori.rewards")

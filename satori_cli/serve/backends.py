@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from satori_cli.cmdline import Command, find_program, spawn, stop_group
-from satori_cli.errors import SatoriError
+from satori_cli.errors import SatoriError, install_hint
 from satori_cli.pixels import PixelBudget
 from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
 
@@ -115,9 +115,8 @@ def fake_command(host: str, port: int, budget: PixelBudget, api_key: str | None 
 def resolve_program(command: Command, backend: str) -> Command:
     """Replace argv[0] by its absolute path, or explain how to install it."""
     hints = {
-        "vllm": "install vLLM in its own environment (it pins pillow>=13, gradio needs <13) "
-        "and pass --vllm-bin /path/to/that/env/bin/vllm",
-        "transformers": "install the train extra: pip install 'satori-cli[train]'",
+        "vllm": f"{install_hint('gpu')}, or pass --vllm-bin /path/to/a/vllm-env/bin/vllm",
+        "transformers": f"install the train extra: {install_hint('train')}",
     }
     if backend == "fake":
         return command

@@ -59,7 +59,12 @@ class Launch:
         return [self.node_rank] if self.node_rank is not None else list(range(self.nodes))
 
     def env(self, node_rank: int) -> dict[str, str]:
-        """ms-swift's launcher variables; a single-process run needs none."""
+        """ms-swift's launcher variables; a single-process run needs none.
+
+        `gpus == 0` hides the GPUs: ms-swift would otherwise put a single process on cuda:0.
+        """
+        if self.gpus == 0:
+            return {"CUDA_VISIBLE_DEVICES": ""}
         if not self.distributed:
             return {}
         env = {"NPROC_PER_NODE": str(self.gpus), "MASTER_PORT": str(self.master_port)}
@@ -112,8 +117,15 @@ class TrainPlan:
         return args
 
     def env(self, node_rank: int = 0) -> dict[str, str]:
-        # Both bounds: the model's processor and the bbox reward must resize images identically.
+        # Both bounds (and swift's token counts): the model's processor and the bbox reward must
+        # resize images identically.
         return {**self.recipe.budget.env(), **self.launch.env(node_rank)}
+
+    @property
+    def evaluating(self) -> bool:
+        """Whether swift will evaluate: a validation file, or a split of the training data."""
+        ratio = float(self.recipe.swift.get("split_dataset_ratio", 0) or 0)
+        return self.val_path is not None or ratio > 0
 
 
 def build_commands(plan: TrainPlan, swift_bin: str = "swift") -> list[tuple[int, Command]]:

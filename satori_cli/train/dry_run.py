@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from satori_cli.errors import SatoriError
 from satori_cli.train.command import build_commands
-from satori_cli.train.preflight import check_batch
+from satori_cli.train.preflight import check_batch, check_budget
 from satori_cli.train.runner import TrainOptions, build_plan, swift_program
 
 
 def dry_run_text(opts: TrainOptions) -> str:
     plan = build_plan(opts, prepare_data=False)
     check_batch(plan)
+    check_budget(plan.recipe.budget)
     try:
         program = swift_program()
     except SatoriError:

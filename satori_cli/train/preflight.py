@@ -2,8 +2,9 @@
 
 A GRPO run loads a multi-GB model and spends minutes before ms-swift validates its own
 arguments; these checks catch the common mistakes (too few GPUs, a batch that does not split
-into generation groups, a missing DeepSpeed or vLLM, an unreachable model or data, an
-unwritable output folder, a resume without checkpoint, a model that will not fit) first.
+into generation groups, a pixel budget swift would round differently from the reward, a
+missing DeepSpeed or vLLM, an unreachable model or data, an unwritable output folder, a resume
+without checkpoint, a model that will not fit) first.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
-from satori_cli.errors import SatoriError
+from satori_cli.errors import SatoriError, install_hint
 from satori_cli.gpus import Gpu
+from satori_cli.pixels import PixelBudget
 from satori_cli.train.command import TrainPlan, generation_batch_check
-from satori_cli.train.resources import memory_shortfall, model_params_billion
+from satori_cli.train.resources import memory_shortfall, model_size
 
 # What each `needs:` entry of a recipe means: importable module and the extra that installs it.
 NEEDS = {
@@ -34,8 +37,56 @@ def check_gpus(requested: int, found: list[Gpu]) -> None:
         )
 
 
+def check_device_split(plan: TrainPlan, found: list[Gpu]) -> None:
+    """More GPUs visible than processes: ms-swift then splits each process's model over several
+    GPUs (`device_map`, swift/utils/env.py is_mp), which DeepSpeed and vLLM refuse after the model
+    has loaded, and which fails outright when the count does not divide."""
+    gpus, visible = plan.launch.gpus, len(found)
+    if gpus == 0 or visible <= gpus:
+        return
+    swift = plan.recipe.swift
+    refused = bool(swift.get("deepspeed")) or str(swift.get("use_vllm", "false")).lower() == "true"
+    if visible % gpus == 0 and not refused:
+        return
+    pick = ",".join(str(g.index) for g in found[:gpus])
+    raise SatoriError(
+        f"{visible} GPUs visible for --gpus {gpus}: ms-swift would split each process's model over "
+        f"{visible / gpus:g} GPUs, which {'DeepSpeed and vLLM refuse' if refused else 'it cannot do'}",
+        hint=f"run with CUDA_VISIBLE_DEVICES={pick}, or --gpus {visible}",
+    )
+
+
+def check_budget(budget: PixelBudget) -> None:
+    """Both bounds must be whole visual tokens: swift floors `pixels // 784`, the reward does not."""
+    unit = budget.token_pixels
+    for name, value in (("min_pixels", budget.min_pixels), ("max_pixels", budget.max_pixels)):
+        if value % unit:
+            low = value // unit * unit
+            raise SatoriError(
+                f"{name} {value} is not a multiple of {budget.factor}x{budget.factor}={unit}: ms-swift "
+                f"would floor it to {low} ({value // unit} tokens) while the box reward uses {value}",
+                hint=f"use {low} or {low + unit}" if low else f"use {unit}",
+            )
+
+
+def check_token_env(budget: PixelBudget, environ: Mapping[str, str] | None = None) -> None:
+    """A user's IMAGE_*_TOKEN_NUM that disagrees with the recipe's budget is refused, not overridden."""
+    environ = os.environ if environ is None else environ
+    for key, value in budget.env().items():
+        mine = environ.get(key, "").strip()
+        if not key.startswith("IMAGE_") or not mine or mine == value:  # swift ignores an empty one
+            continue
+        bound = "min_pixels" if "_MIN_" in key else "max_pixels"
+        pixels = budget.min_pixels if bound == "min_pixels" else budget.max_pixels
+        raise SatoriError(
+            f"{key}={mine} in the environment conflicts with the recipe's {bound} {pixels} "
+            f"({value} tokens of {budget.token_pixels} pixels)",
+            hint=f"unset {key}; to change the budget, set {bound} in a --config file",
+        )
+
+
 def check_batch(plan: TrainPlan) -> None:
-    problem = generation_batch_check(plan.recipe.swift, plan.launch.world_size, plan.val_path is not None)
+    problem = generation_batch_check(plan.recipe.swift, plan.launch.world_size, plan.evaluating)
     if problem:
         raise SatoriError(
             problem,
@@ -55,7 +106,7 @@ def check_needs(plan: TrainPlan) -> None:
         if importlib.util.find_spec(module) is None:
             raise SatoriError(
                 f"{purpose} needs the Python package '{module}', which is not installed",
-                hint=f"pip install 'satori-cli[{extra}]', or a preset without it (--preset lora or smoke)",
+                hint=f"{install_hint(extra)}, or a preset without it (--preset lora or smoke)",
             )
 
 
@@ -97,10 +148,10 @@ def check_output(output: Path) -> None:
 def check_memory(plan: TrainPlan, found: list[Gpu]) -> None:
     if plan.launch.gpus == 0:
         return
-    params = model_params_billion(plan.model)
-    if params is None:
+    size = model_size(plan.model)
+    if size is None:
         return
-    problem = memory_shortfall(params, plan.recipe.swift, found, plan.launch.gpus)
+    problem = memory_shortfall(size, plan.recipe.swift, found, plan.launch.gpus)
     if problem:
         raise SatoriError(
             problem, hint="try --preset lora, more GPUs (ZeRO shards the optimizer), or --skip-memory-check"
@@ -113,8 +164,11 @@ def preflight(plan: TrainPlan, found: list[Gpu], *, this_node: bool = True, memo
     `this_node=False` (a dry run for other nodes) skips the checks about this machine.
     """
     check_batch(plan)
+    check_budget(plan.recipe.budget)
     if this_node:
+        check_token_env(plan.recipe.budget)
         check_gpus(plan.launch.gpus, found)
+        check_device_split(plan, found)
         check_needs(plan)
     check_model(plan.model)
     check_data(plan.train_path, plan.val_path)

@@ -19,13 +19,13 @@ from typing import Any
 
 from satori_cli.cmdline import Command, find_program, run
 from satori_cli.config import BASE_MODEL, paths
-from satori_cli.errors import SatoriError
+from satori_cli.errors import SatoriError, install_hint
 from satori_cli.train import runinfo, runlogs
 from satori_cli.train.command import DEFAULT_MASTER_PORT, Launch, TrainPlan
 from satori_cli.train.recipe import Recipe, parse_passthrough, resolve_recipe
 
 SAMPLE_ROWS = 8
-SWIFT_HINT = "install the training extra: pip install 'satori-cli[train]'"
+SWIFT_HINT = f"install the training extra: {install_hint('train')}"
 
 
 @dataclass
