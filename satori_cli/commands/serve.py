@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from satori_cli.grammar import GRAMMAR_HELP
+
 API_KEY_ENV = "SATORI_API_KEY"
 
 
@@ -34,6 +36,12 @@ def serve(
         "vllm", help="The vllm executable; point it at a separate environment (vLLM pins pillow>=13)."
     ),
     ui: bool = typer.Option(False, "--ui", help="Also start the Gradio demo against the server."),
+    grammar: str = typer.Option(
+        None,
+        "--grammar",
+        help=f"Output grammar the demo asks and reads in: {GRAMMAR_HELP} Default: what the model's "
+        "`satori train` run recorded, else satori.",
+    ),
     ui_port: int = typer.Option(7860, help="Port of the demo."),
     base_url: str = typer.Option(
         None,
@@ -51,9 +59,11 @@ def serve(
     """
     from satori_cli.errors import SatoriError
     from satori_cli.serve.backends import BACKENDS, root_url
+    from satori_cli.train.runinfo import model_grammar
     from satori_cli.ui import console
 
     budget = _budget()
+    grammar = model_grammar(grammar, model).name  # a run folder answers in its own grammar
     if ui and not dry_run:
         _check_ui_port(host, ui_port, None if base_url else port)
     if base_url:
@@ -62,10 +72,12 @@ def serve(
                 "--base-url only attaches the demo; add --ui", hint="or drop --base-url to start a server"
             )
         if dry_run:
-            console().print(f"would start the demo on {root_url(host, ui_port)} against {base_url}")
+            console().print(
+                f"would start the demo on {root_url(host, ui_port)} against {base_url} (grammar {grammar})"
+            )
             return
         _sigterm_as_interrupt()
-        _run_ui(base_url, api_key, budget, host, ui_port)
+        _run_ui(base_url, api_key, budget, host, ui_port, grammar=grammar)
         return
     if backend not in (*BACKENDS, "auto"):
         raise SatoriError(f"unknown backend {backend!r}", hint="choose vllm, transformers, fake or auto")
@@ -88,7 +100,8 @@ def serve(
         console().print(plan.display(), soft_wrap=True, markup=False, highlight=False)
         if ui:
             console().print(
-                f"# then the demo on {root_url(host, ui_port)} against {plan.base_url}", markup=False
+                f"# then the demo on {root_url(host, ui_port)} against {plan.base_url} (grammar {grammar})",
+                markup=False,
             )
         return
     _sigterm_as_interrupt()
@@ -102,7 +115,7 @@ def serve(
             f"[green]SATORI API ready:[/] {plan.base_url} (model `satori`, backend {plan.backend})"
         )
         if ui:
-            _run_ui(plan.base_url, api_key, budget, host, ui_port, server=server)
+            _run_ui(plan.base_url, api_key, budget, host, ui_port, server=server, grammar=grammar)
         else:
             code = server.wait()
             if code != 0:
@@ -156,12 +169,14 @@ def _print_tail(exc) -> None:
         err_console().print(f"[dim]| {escape(line)}[/]", soft_wrap=True)
 
 
-def _run_ui(base_url: str, api_key: str | None, budget, host: str, port: int, server=None) -> None:
+def _run_ui(
+    base_url: str, api_key: str | None, budget, host: str, port: int, server=None, grammar: str | None = None
+) -> None:
     from satori_cli.serve.backends import root_url
     from satori_cli.serve.ui import build_demo, launch_demo
     from satori_cli.ui import console
 
-    demo = launch_demo(build_demo(base_url, api_key, budget), host, port, block=False)
+    demo = launch_demo(build_demo(base_url, api_key, budget, grammar=grammar), host, port, block=False)
     console().print(f"[green]demo:[/] {root_url(host, port)}  (Ctrl-C to stop)")
     try:
         import time
@@ -188,18 +203,22 @@ def predict(
     ),
     temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy, repeatable boxes)."),
     max_tokens: int = typer.Option(512, help="Most tokens to generate."),
+    grammar: str = typer.Option(
+        None, "--grammar", help=f"Output grammar to ask and read in (default satori): {GRAMMAR_HELP}"
+    ),
     timeout: float = typer.Option(300, help="Seconds to wait for the answer."),
     wait: float = typer.Option(
         0, help="Seconds to wait for the server's /health first (for scripts that just started it)."
     ),
 ) -> None:
-    """Ask SATORI about one image: caption, boxes on the original image, answer."""
+    """Ask SATORI about one image: caption, boxes on the original image, answer (or the parts of
+    another --grammar: thinking for satori-v2 and r1)."""
     from satori_cli.serve.client import SatoriClient, draw_boxes, load_image
     from satori_cli.ui import console
 
     budget = _budget()
     picture = load_image(image)
-    client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout)
+    client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout, grammar=grammar)
     if wait > 0:
         from satori_cli.cmdline import wait_until
         from satori_cli.serve.backends import http_ok
@@ -221,12 +240,16 @@ def predict(
     from rich.markup import escape
 
     c = prediction.completion
-    console().print(f"[bold]caption:[/] {escape(c.caption or '(missing)')}")
+    g = client.grammar
+    if g.has_caption:
+        console().print(f"[bold]caption:[/] {escape(c.caption or '(missing)')}")
     for label, box in zip(prediction.labels(), prediction.boxes, strict=True):
         console().print(f"[bold]{label}:[/] {list(box)}")
+    if g.thinking_tag:
+        console().print(f"[bold]thinking:[/] {escape(c.thinking or '(missing)')}")
     console().print(f"[bold]answer:[/] {escape(c.answer or '(missing)')}")
     if not c.well_formed:
-        console().print(f"[yellow]not in SATORI format:[/] {escape(c.reason or '')}")
+        console().print(f"[yellow]not in the {g.name} format:[/] {escape(c.reason or '')}")
     if save is not None:
         console().print(f"[green]saved:[/] {save}")
 

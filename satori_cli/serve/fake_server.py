@@ -1,5 +1,8 @@
 """A small OpenAI-compatible server that answers in SATORI format, for tests, benchmarks and demos.
 
+It answers in the output grammar whose system prompt a request carries (`satori` otherwise),
+so the demo and `predict` in any `--grammar` get answers they can read.
+
 It behaves like vLLM where it matters to the client: `/health` (open even with an API key),
 `/v1/models`, `/v1/chat/completions` with and without streaming (SSE), Bearer API keys on
 `/v1/*`, and the Qwen2.5-VL coordinate convention. It resizes the received image with the
@@ -27,7 +30,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from satori_cli.grammar import format_completion
+from satori_cli.grammar import GRAMMARS, Grammar, format_completion, get_grammar
 from satori_cli.pixels import PixelBudget
 from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
 
@@ -45,15 +48,31 @@ def find_box(image: Any) -> tuple[list[int], str]:
     return [0, 0, image.width, image.height], "blank"
 
 
-def answer_for(image: Any, budget: PixelBudget) -> tuple[str, tuple[int, int]]:
-    """The SATORI completion for an image, with its box in the budget-resized pixels."""
+def answer_for(
+    image: Any, budget: PixelBudget, grammar: str | Grammar | None = None
+) -> tuple[str, tuple[int, int]]:
+    """The completion for an image in a grammar, with its box in the budget-resized pixels."""
     from PIL import Image
 
     size = budget.resized_wh(image.width, image.height)
     seen = image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
     box, what = find_box(seen)
     caption = f"a {seen.width}x{seen.height} picture with a {what} region"
-    return format_completion(caption, [box], what), seen.size
+    thinking = f"the region at {box} is {what}"
+    return format_completion(caption, [box], what, grammar, thinking=thinking), seen.size
+
+
+def grammar_asked(messages: list[dict[str, Any]]) -> Grammar:
+    """The grammar whose system prompt the request carries (satori when none matches)."""
+    from satori_cli.prompts import load_prompt
+
+    system = next((m.get("content") for m in messages if m.get("role") == "system"), None)
+    if isinstance(system, list):
+        system = " ".join(p.get("text", "") for p in system if isinstance(p, dict))
+    for grammar in GRAMMARS.values():
+        if isinstance(system, str) and system.strip() == load_prompt("system", grammar=grammar):
+            return grammar
+    return get_grammar(None)
 
 
 class BadRequest(Exception):
@@ -144,7 +163,8 @@ def make_app(
         except BadRequest as exc:
             return error(400, str(exc))
         app.state.requests.append(body)
-        text, seen = answer_for(image, budget) if image is not None else ("", None)
+        asked = grammar_asked(messages)
+        text, seen = answer_for(image, budget, asked) if image is not None else ("", None)
         if answer is not None:
             text = answer(body)
         app.state.last_request = {
