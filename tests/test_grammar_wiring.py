@@ -218,6 +218,17 @@ def test_train_resume_keeps_the_runs_grammar(satori, tmp_path):
     assert refused.returncode == 2 and "trained in the r1 grammar" in refused.stderr
 
 
+def test_report_gallery_judges_completions_in_the_runs_grammar(tmp_path):
+    from satori_cli.train.report import write_gallery
+
+    run = _run_folder(tmp_path / "run", "r1")
+    logged = {"completion": ["<think>t</think> <answer>red</answer>"], "solution": ["0"], "step": [1]}
+    (run / "completions.jsonl").write_text(json.dumps(logged) + "\n")
+    (tmp_path / "report").mkdir()
+    page = write_gallery(run, tmp_path / "report", 5).read_text()
+    assert "<b>answer</b> red · well-formed" in page
+
+
 @pytest.mark.slow
 def test_smoke_train_in_the_r1_grammar_records_it(satori, tmp_path, tiny_model):
     """Real GRPO steps through ms-swift with the r1 prompt and the r1 format reward from the plugin."""
