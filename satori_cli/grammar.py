@@ -70,6 +70,11 @@ class Grammar:
         object.__setattr__(self, "_joints", joints)
 
     @property
+    def title(self) -> str:
+        """How messages name it: `SATORI` for the default, else its name."""
+        return "SATORI" if self.name == "satori" else self.name
+
+    @property
     def reward_funcs(self) -> tuple[str, ...]:
         """`swift rlhf --reward_funcs` for this grammar: its format reward, then its content rewards."""
         return (self.format_reward, *self.content_rewards)

@@ -1,10 +1,17 @@
 """Fetch the SATORI checkpoint, the base model or VQA-Verify, or accept a folder placed by hand.
 
-Downloads go through `huggingface_hub.snapshot_download` (resume of partial files, the HF
-cache, `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` are all native there) or, with
-`source="modelscope"`, through ModelScope's `snapshot_download`. A folder that already
-exists is used as is, wherever a repo id is accepted. With no network and nothing cached,
-the error is one line that says how to place the files by hand.
+Downloads go through `huggingface_hub.snapshot_download` (the HF cache, `HF_ENDPOINT`,
+`HF_TOKEN`, `HF_HUB_OFFLINE`, retries with a Range request when a connection drops, Xet's
+chunk transfer are all native there) or, with `source="modelscope"`, through ModelScope's
+`snapshot_download`. A folder that already exists is used as is, wherever a repo id is
+accepted. With no network and nothing cached, the error is one line that says how to place
+the files by hand.
+
+On Ctrl-C (and SIGTERM / SIGHUP, which `satori download` turns into Ctrl-C) huggingface_hub
+finishes or deletes the files in flight and skips the rest; the next run fetches only what is
+missing. Only a `kill -9` leaves a half-written file behind: `hf cache ls` shows it and
+`hf cache prune` removes it. (An earlier version resumed such files through private
+huggingface_hub internals; upstream chose process-unique partial files on purpose.)
 """
 
 from __future__ import annotations
@@ -110,13 +117,9 @@ def _fetch_hf(kind, repo, revision, local_dir, token, tqdm_class) -> Fetched:
         RevisionNotFoundError,
     )
 
-    from satori_cli.hub_resume import resume_partials
-
     repo_type = "model" if kind == "model" else "dataset"
     target = Path(local_dir).expanduser().resolve() if local_dir else None
     try:
-        if not constants.HF_HUB_OFFLINE:  # finish what a killed run left half-written
-            resume_partials(repo, repo_type, revision, local_dir=target, token=token, tqdm_class=tqdm_class)
         path = snapshot_download(
             repo,
             repo_type=repo_type,
@@ -160,7 +163,7 @@ def _fetch_hf(kind, repo, revision, local_dir, token, tqdm_class) -> Fetched:
         raise SatoriError(
             f"cannot download {repo}: {_first_line(exc)}",
             exit_code=1,
-            hint="run the same command again: finished files are kept and partial ones resume",
+            hint="run the same command again: finished files are kept",
         ) from exc
     return Fetched(repo, Path(path), "hf")
 

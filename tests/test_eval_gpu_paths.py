@@ -147,7 +147,7 @@ def test_every_backend_and_serve_send_the_same_decoding(tmp_path):
 
     from satori_cli.evaluation.prompting import PromptStyle, api_payload
     from satori_cli.serve.client import SatoriClient, prepare_image
-    from satori_cli.serve.fake_server import FakeServer
+    from tests.serve_helpers import FakeServer
 
     d = Decoding(max_new_tokens=64)
     assert d.transformers_kwargs() == {

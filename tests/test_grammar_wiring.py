@@ -96,7 +96,7 @@ def _r1_answer(body: dict) -> str:
 @pytest.mark.slow
 def test_eval_api_backend_in_the_r1_grammar(satori, tmp_path):
     from satori_cli.evaluation.sample_bench import write_tiny_bench
-    from satori_cli.serve.fake_server import FakeServer
+    from tests.serve_helpers import FakeServer
 
     data, work = tmp_path / "lmu", tmp_path / "work"
     write_tiny_bench(data / "MMBench_tiny_satori.tsv")
@@ -265,7 +265,7 @@ def test_parsed_panel_shows_each_grammars_parts(tmp_path):
     assert r1.boxes == ()  # the grammar has no boxes: nothing is drawn
     panel = parsed_markdown(r1)
     assert "Caption" not in panel and "Boxes" not in panel and "**Thinking:** t" in panel
-    assert "_Not in the r1 format: tags out of order, or text outside the tags_" in panel
+    assert "_Not in r1 format: tags out of order, or text outside the tags_" in panel
     nocap = parsed_markdown(
         interpret("<bbox>[[1,2,3,4]]</bbox><answer>a</answer>", prepared, grammar="nocap")
     )
@@ -276,21 +276,22 @@ def test_parsed_panel_shows_each_grammars_parts(tmp_path):
 V1_TEXT = format_completion("a ball", [[10, 10, 50, 50]], "red")
 
 
-def test_the_demo_renders_a_v2_answer_with_its_thinking(tmp_path):
-    """The demo in satori-v2 against the fake server, which answers in the grammar it is asked in."""
+def test_the_demo_renders_a_v2_answer_with_its_thinking(tmp_path, monkeypatch):
+    """The demo in satori-v2 against the fake backend, which answers in the grammar it is asked in."""
     from gradio_client import Client, handle_file
-    from serve_helpers import CASES, red_box_image
-    from test_serve_ui import free_port, mask_bbox
 
-    from satori_cli.serve.fake_server import FakeServer
     from satori_cli.serve.ui import build_demo, launch_demo
+    from tests.serve_helpers import CASES, FakeServer, free_port, red_box_image
+    from tests.test_serve_ui import mask_bbox
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # not the shared /tmp/gradio
 
     size, box = (640, 480), CASES[(640, 480)]
     with FakeServer() as fake:
         port = free_port()
         demo = launch_demo(build_demo(fake.base_url, timeout=10, grammar="satori-v2"), port=port, block=False)
         try:
-            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path))
             image = red_box_image(tmp_path / "in.png", size, box)
             annotated, parsed, raw = client.predict(
                 handle_file(str(image)), "where?", 0.0, 512, api_name="/ask"
@@ -309,9 +310,7 @@ def test_the_demo_renders_a_v2_answer_with_its_thinking(tmp_path):
 
 @pytest.mark.parametrize("name", ["r1", "satori-v2", "nocap"])
 def test_predict_asks_and_reads_in_the_grammar(satori, tmp_path, name):
-    from serve_helpers import CASES, red_box_image
-
-    from satori_cli.serve.fake_server import FakeServer
+    from tests.serve_helpers import CASES, FakeServer, red_box_image
 
     image = red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)])
     with FakeServer() as fake:
@@ -326,7 +325,7 @@ def test_predict_asks_and_reads_in_the_grammar(satori, tmp_path, name):
     assert (got["thinking"] is not None) == bool(g.thinking_tag)
     assert got["boxes"] == ([list(CASES[(640, 480)])] if g.has_boxes else [])
     assert shown.returncode == 0 and ("thinking:" in shown.stdout) == bool(g.thinking_tag)
-    assert ("caption:" in shown.stdout) == g.has_caption and "not in the" not in shown.stdout
+    assert ("caption:" in shown.stdout) == g.has_caption and "not in " not in shown.stdout
 
 
 def test_serve_follows_the_run_folders_grammar(satori, tmp_path):

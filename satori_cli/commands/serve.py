@@ -55,87 +55,85 @@ def serve(
 
     Images are resized to the pixel budget (MIN_PIXELS / MAX_PIXELS) before sending: boxes map back exactly.
 
-    Ctrl-C stops the server and everything it started.
+    --port 0 / --ui-port 0 pick free ports (printed). Ctrl-C, SIGTERM or a closed terminal stop
+    the server and everything it started; so does satori dying any other way.
     """
     from satori_cli.errors import SatoriError
+    from satori_cli.http_client import check_api_key
     from satori_cli.serve.backends import BACKENDS, root_url
+    from satori_cli.serve.server import check_ports, plan_server, run_demo, run_server
+    from satori_cli.signals import interrupt_on_stop_signals
     from satori_cli.train.runinfo import model_grammar
     from satori_cli.ui import console
 
+    _check_number(startup_timeout, "--startup-timeout", positive=True)
+    _check_number(max_model_len, "--max-model-len", positive=True)
+    check_api_key(api_key)
     budget = _budget()
     grammar = model_grammar(grammar, model).name  # a run folder answers in its own grammar
-    if ui and not dry_run:
-        _check_ui_port(host, ui_port, None if base_url else port)
-    if base_url:
-        if not ui:
+    if base_url and not ui:
+        raise SatoriError(
+            "--base-url only attaches the demo; add --ui", hint="or drop --base-url to start a server"
+        )
+    if backend not in (*BACKENDS, "auto"):
+        raise SatoriError(f"unknown backend {backend!r}", hint="choose vllm, transformers, fake or auto")
+    wanted = [] if base_url else [(port, "--port")]
+    if ui:
+        if not base_url and ui_port == port and port != 0:
             raise SatoriError(
-                "--base-url only attaches the demo; add --ui", hint="or drop --base-url to start a server"
+                f"--ui-port {ui_port} is the API's --port too", hint="give them different ports"
             )
-        if dry_run:
+        wanted.append((ui_port, "--ui-port"))
+    check_ports(host, wanted, probe=False)  # numbers and host name, before anything else
+
+    def plan(port: int):
+        return plan_server(
+            backend=backend,
+            model=model,
+            host=host,
+            port=port,
+            gpus=gpus,
+            api_key=api_key,
+            vllm_bin=vllm_bin,
+            max_model_len=max_model_len,
+            budget=budget,
+            resolve=not dry_run,
+        )
+
+    planned = None if base_url else plan(port)
+    if dry_run:
+        if planned is None:
             console().print(
                 f"would start the demo on {root_url(host, ui_port)} against {base_url} (grammar {grammar})"
             )
             return
-        _sigterm_as_interrupt()
-        _run_ui(base_url, api_key, budget, host, ui_port, grammar=grammar)
-        return
-    if backend not in (*BACKENDS, "auto"):
-        raise SatoriError(f"unknown backend {backend!r}", hint="choose vllm, transformers, fake or auto")
-    from satori_cli.serve.backends import ServerDied
-    from satori_cli.serve.server import plan_server, start_server
-
-    plan = plan_server(
-        backend=backend,
-        model=model,
-        host=host,
-        port=port,
-        gpus=gpus,
-        api_key=api_key,
-        vllm_bin=vllm_bin,
-        max_model_len=max_model_len,
-        budget=budget,
-        resolve=not dry_run,
-    )
-    if dry_run:
-        console().print(plan.display(), soft_wrap=True, markup=False, highlight=False)
+        console().print(planned.display(), soft_wrap=True, markup=False, highlight=False)
         if ui:
             console().print(
-                f"# then the demo on {root_url(host, ui_port)} against {plan.base_url} (grammar {grammar})",
+                f"# then the demo on {root_url(host, ui_port)} against {planned.base_url} "
+                f"(grammar {grammar})",
                 markup=False,
             )
         return
-    _sigterm_as_interrupt()
-    try:
-        server = start_server(plan, startup_timeout)
-    except ServerDied as exc:
-        _print_tail(exc)
-        raise
-    try:
-        console().print(
-            f"[green]SATORI API ready:[/] {plan.base_url} (model `satori`, backend {plan.backend})"
-        )
-        if ui:
-            _run_ui(plan.base_url, api_key, budget, host, ui_port, server=server, grammar=grammar)
-        else:
-            code = server.wait()
-            if code != 0:
-                raise server.died()
-    except ServerDied as exc:
-        _print_tail(exc)
-        raise
-    finally:
-        server.stop()
+    chosen = check_ports(host, wanted)  # in use, privileged, not local; 0 -> a free port
+    if ui:
+        ui_port = chosen.pop()
+    interrupt_on_stop_signals()
+    if planned is None:
+        run_demo(base_url, api_key, budget, host, ui_port, grammar=grammar)
+        return
+    if chosen[0] != port:
+        planned = plan(chosen[0])
+    run_server(planned, startup_timeout, ui_port if ui else None, budget, grammar=grammar)
 
 
-def _check_ui_port(host: str, ui_port: int, api_port: int | None) -> None:
-    """Refuse a busy demo port before starting a server that would then have to be stopped."""
+def _check_number(value: float, flag: str, positive: bool = False) -> None:
+    """A finite number >= 0 (> 0 when `positive`), else one line and exit 2."""
     from satori_cli.errors import SatoriError
-    from satori_cli.serve.backends import port_in_use
 
-    if ui_port == api_port:
-        raise SatoriError(f"--ui-port {ui_port} is the API's --port too", hint="give them different ports")
-    if port_in_use("127.0.0.1" if host in ("0.0.0.0", "") else host, ui_port):
-        raise SatoriError(f"port {ui_port} on {host} is already in use", hint="choose another --ui-port")
+    if value != value or value in (float("inf"), float("-inf")) or value < 0 or (positive and value == 0):
+        need = "a positive number" if positive else "a number >= 0"
+        raise SatoriError(f"{flag} must be {need}, not {value}")
 
 
 def _budget():
@@ -147,45 +145,6 @@ def _budget():
         return PixelBudget.from_env()
     except ValueError as exc:
         raise SatoriError(str(exc), hint="unset MIN_PIXELS / MAX_PIXELS or give whole numbers") from exc
-
-
-def _sigterm_as_interrupt() -> None:
-    """`kill PID` (SIGTERM) stops the server tree the same way Ctrl-C does."""
-    import signal
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _print_tail(exc) -> None:
-    """The last lines the dead server wrote: usually the reason it died."""
-    from rich.markup import escape
-
-    from satori_cli.ui import err_console
-
-    for line in exc.tail[-15:]:
-        err_console().print(f"[dim]| {escape(line)}[/]", soft_wrap=True)
-
-
-def _run_ui(
-    base_url: str, api_key: str | None, budget, host: str, port: int, server=None, grammar: str | None = None
-) -> None:
-    from satori_cli.serve.backends import root_url
-    from satori_cli.serve.ui import build_demo, launch_demo
-    from satori_cli.ui import console
-
-    demo = launch_demo(build_demo(base_url, api_key, budget, grammar=grammar), host, port, block=False)
-    console().print(f"[green]demo:[/] {root_url(host, port)}  (Ctrl-C to stop)")
-    try:
-        import time
-
-        while server is None or server.alive:
-            time.sleep(0.5)
-        raise server.died()
-    finally:
-        demo.close()
 
 
 def predict(
@@ -216,16 +175,20 @@ def predict(
     from satori_cli.serve.client import SatoriClient, draw_boxes, load_image
     from satori_cli.ui import console
 
+    _check_number(timeout, "--timeout", positive=True)
+    _check_number(wait, "--wait")
+    _check_number(temperature, "--temperature")
+    _check_number(max_tokens, "--max-tokens", positive=True)
     budget = _budget()
     picture = load_image(image)
     client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout, grammar=grammar)
     if wait > 0:
         from satori_cli.cmdline import wait_until
-        from satori_cli.serve.backends import http_ok
+        from satori_cli.http_client import http_ok
 
         health = base_url.rstrip("/").removesuffix("/v1") + "/health"
         with console().status(f"waiting for {health} ..."):
-            wait_until(lambda: http_ok(health), timeout=wait, interval=1.0)
+            wait_until(lambda: http_ok(health), timeout=wait, interval=0.5)
     with console().status("asking SATORI ...") if not as_json else contextlib.nullcontext():
         prepared, prediction = client.predict(picture, question, temperature, max_tokens)
     if save is not None:
@@ -239,17 +202,16 @@ def predict(
         return
     from rich.markup import escape
 
-    c = prediction.completion
-    g = client.grammar
+    c, g = prediction.completion, client.grammar
     if g.has_caption:
-        console().print(f"[bold]caption:[/] {escape(c.caption or '(missing)')}")
+        console().print(f"[bold]caption:[/] {escape(c.caption or '(missing)')}", soft_wrap=True)
     for label, box in zip(prediction.labels(), prediction.boxes, strict=True):
         console().print(f"[bold]{label}:[/] {list(box)}")
     if g.thinking_tag:
-        console().print(f"[bold]thinking:[/] {escape(c.thinking or '(missing)')}")
-    console().print(f"[bold]answer:[/] {escape(c.answer or '(missing)')}")
-    if not c.well_formed:
-        console().print(f"[yellow]not in the {g.name} format:[/] {escape(c.reason or '')}")
+        console().print(f"[bold]thinking:[/] {escape(c.thinking or '(missing)')}", soft_wrap=True)
+    console().print(f"[bold]answer:[/] {escape(c.answer or '(missing)')}", soft_wrap=True)
+    if prediction.problem:
+        console().print(f"[yellow]not in {g.title} format:[/] {escape(prediction.problem)}")
     if save is not None:
         console().print(f"[green]saved:[/] {save}")
 

@@ -55,7 +55,7 @@ def check_judge(name: str, url: str | None, key: str | None, reach: bool = True)
         )
     if not reach:
         return
-    from satori_cli.evaluation.runner import served_models
+    from satori_cli.http_client import served_models
 
     try:
         offered = served_models(url, key or "EMPTY")

@@ -12,14 +12,13 @@ import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from vlmeval.vlm.base import BaseModel
 
 from satori_cli.decoding import Decoding
+from satori_cli.errors import SatoriError
 from satori_cli.evaluation import records
 from satori_cli.evaluation.batching import DEFAULT_WINDOW, LookAhead, RankItems
 from satori_cli.evaluation.placement import model_device
@@ -334,22 +333,18 @@ class SatoriAPI(BaseModel):
             records.append(Path(record_dir) / records.RUNTIME_FILE, row)
 
     def _post(self, payload: dict[str, Any]) -> str:
-        req = urllib.request.Request(
-            self.url,
-            data=json.dumps(payload).encode("utf-8"),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"},
-        )
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            body = json.load(resp)
-        return str(body["choices"][0]["message"]["content"] or "")
+        from satori_cli.http_client import chat_text, request_json
+
+        body = request_json("POST", self.url, payload, api_key=self.api_key, timeout=self.timeout)
+        return chat_text(body, self.url)
 
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> Any:
         payload = api_payload(message, self.style, self.served_model, self.budget, self.decoding)
         for attempt in range(self.retry):
             try:
                 return prediction_record(self._post(payload))
-            except (urllib.error.URLError, OSError, KeyError, IndexError, ValueError) as exc:
+            except SatoriError as exc:  # every transport and answer-shape failure, as one line
                 with self._lock:
-                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    self.last_error = str(exc)
                 time.sleep(min(2**attempt, 10))
         return FAIL_MSG

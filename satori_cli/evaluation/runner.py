@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from satori_cli.evaluation import records
 from satori_cli.evaluation.datasets import Benchmark
 from satori_cli.evaluation.plan import BASELINE_NAME, SATORI_NAME, EvalPlan, ModelSpec
 from satori_cli.evaluation.results import Outcome, collect
+from satori_cli.http_client import served_models
 from satori_cli.train.runinfo import model_grammar, recorded_grammar
 
 QWEN_VL_TYPES = ("qwen2_5_vl", "qwen2_vl")
@@ -64,22 +63,6 @@ def resolve_checkpoint(source: str, flag: str = "--model") -> Path:
             ) from exc
     check_checkpoint(found)
     return found
-
-
-def served_models(base_url: str, api_key: str = "EMPTY", timeout: float = 10.0) -> list[str]:
-    """Model ids an OpenAI-compatible server offers (also proves it is up)."""
-    req = urllib.request.Request(
-        base_url.rstrip("/") + "/models", headers={"Authorization": f"Bearer {api_key}"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            body = json.load(resp)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise SatoriError(
-            f"no OpenAI-compatible server answers at {base_url} ({exc})",
-            hint="start one with `satori serve`, or check --base-url (it ends in /v1)",
-        ) from exc
-    return [str(m.get("id")) for m in body.get("data", []) if m.get("id")]
 
 
 def resolve_models(

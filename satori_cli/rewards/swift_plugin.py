@@ -33,9 +33,7 @@ from satori_cli.rewards.reward_functions import missing_libraries
 from satori_cli.rewards.table import REWARDS
 
 if missing_libraries():
-    raise ImportError(
-        f"the SATORI rewards need {', '.join(missing_libraries())}: {install_hint('rewards')}"
-    )
+    raise ImportError(f"the SATORI rewards need {', '.join(missing_libraries())}: {install_hint('rewards')}")
 
 logger = logging.getLogger("satori.rewards")
 

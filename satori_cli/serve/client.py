@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from satori_cli import http_client
 from satori_cli.decoding import Decoding
-from satori_cli.errors import SatoriError, require
+from satori_cli.errors import SatoriError
 from satori_cli.grammar import Completion, Grammar, get_grammar, parse
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget, clamp_box
 from satori_cli.prompts import load_prompt
@@ -101,6 +102,24 @@ class Prediction:
     def labels(self) -> list[str]:
         return [f"box {i + 1}" for i in range(len(self.boxes))]
 
+    @property
+    def problem(self) -> str | None:
+        """Why the answer is not usable SATORI output (format, or boxes that cannot be read), else None.
+
+        The grammar's `well_formed` is about the tags; a `[[nan, ...]]` or 10,000-box list has the
+        right tags but no usable box, and a user must hear about it.
+        """
+        c = self.completion
+        if c.reason:
+            return c.reason
+        if c.box_error and get_grammar(c.grammar).has_boxes:  # no <bbox> is right in r1
+            return f"boxes unreadable: {c.box_error}"
+        return None
+
+    @property
+    def well_formed(self) -> bool:
+        return self.problem is None
+
     def to_json(self) -> dict[str, Any]:
         c = self.completion
         return {
@@ -111,8 +130,8 @@ class Prediction:
             "thinking": c.thinking,
             "grammar": c.grammar,
             "image_size": [self.width, self.height],
-            "well_formed": c.well_formed,
-            "problem": c.reason,
+            "well_formed": self.well_formed,
+            "problem": self.problem,
             "raw": c.raw,
         }
 
@@ -126,7 +145,7 @@ def interpret(
     """Parse a completion in its grammar and map its boxes from the resized input onto the
     original image (none for a grammar without boxes)."""
     g = get_grammar(grammar)
-    completion = parse(text, grammar=g)
+    completion = parse(http_client.printable(text), grammar=g)
     w, h = prepared.original.size
     mapped = budget.to_original((completion.boxes or ()) if g.has_boxes else (), w, h)
     boxes = tuple(clamp_box(b, w, h) for b in mapped)
@@ -152,7 +171,12 @@ def draw_boxes(image: Image.Image, prediction: Prediction) -> Image.Image:
 
 
 class SatoriClient:
-    """An OpenAI-compatible chat client that speaks SATORI (system prompt, one image, a question)."""
+    """An OpenAI-compatible chat client that speaks SATORI (system prompt, one image, a question).
+
+    Plain HTTP through `satori_cli.http_client` (one proxy, timeout and error policy for every
+    server satori talks to); every answer is checked before it is used, so a server that
+    answers HTML, a stream, or JSON without `choices` ends in one line, not a traceback.
+    """
 
     def __init__(
         self,
@@ -163,22 +187,25 @@ class SatoriClient:
         timeout: float = 120.0,
         grammar: str | Grammar | None = None,
     ) -> None:
-        openai = require("openai", "serve", "Talking to the SATORI server")
         self.grammar = get_grammar(grammar)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.budget = budget
-        # A local server needs no key, but the client library insists on one.
-        self._client = openai.OpenAI(
-            base_url=self.base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=0
-        )
+        self.timeout = timeout
+        self._http = http_client.client(self.base_url, api_key=api_key, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
 
     def models(self) -> list[str]:
         """The model names the server offers (a cheap liveness and API-key check)."""
-        try:
-            return [m.id for m in self._client.models.list().data]
-        except Exception as exc:
-            raise explain(exc, self.base_url) from exc
+        body = http_client.request_json(
+            "GET", self.base_url + "/models", http=self._http, timeout=self.timeout
+        )
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise SatoriError(f"the server at {self.base_url} did not list its models", exit_code=1)
+        return [http_client.one_line(m["id"], 80) for m in data if isinstance(m, dict) and "id" in m]
 
     def messages(self, prepared: PreparedImage, question: str) -> list[dict[str, Any]]:
         return [
@@ -192,42 +219,48 @@ class SatoriClient:
             },
         ]
 
-    def _request(self, prepared: PreparedImage, question: str, temperature: float, max_tokens: int, stream):
+    def payload(
+        self, prepared: PreparedImage, question: str, temperature: float, max_tokens: int, stream: bool
+    ) -> dict[str, Any]:
+        """The chat request body (OpenAI chat completions, plus vLLM's mm_processor_kwargs)."""
         if not question.strip():
             raise SatoriError("ask a question about the image")
         # Every decoding field explicit (as in `satori eval`): none comes from the checkpoint.
         standard, extra = Decoding(temperature=temperature, max_new_tokens=max_tokens).openai_fields()
-        try:
-            return self._client.chat.completions.create(
-                model=self.model,
-                messages=self.messages(prepared, question),
-                stream=stream,
-                **standard,
-                # vLLM reads mm_processor_kwargs; our pre-resize already makes its resize the identity.
-                extra_body={**extra, "mm_processor_kwargs": self.budget.processor_kwargs()},
-            )
-        except Exception as exc:
-            raise explain(exc, self.base_url) from exc
+        return {
+            "model": self.model,
+            "messages": self.messages(prepared, question),
+            **standard,
+            **extra,
+            "stream": stream,
+            # vLLM reads this; our pre-resize already makes its resize the identity.
+            "mm_processor_kwargs": self.budget.processor_kwargs(),
+        }
+
+    @property
+    def chat_url(self) -> str:
+        return self.base_url + "/chat/completions"
 
     def stream(
         self, prepared: PreparedImage, question: str, temperature: float = 0.0, max_tokens: int = 512
     ) -> Iterator[str]:
-        """Yield the completion text so far, growing as tokens arrive."""
+        """Yield the completion text so far (control characters removed), growing as tokens arrive."""
+        body = self.payload(prepared, question, temperature, max_tokens, stream=True)
         text = ""
-        chunks = self._request(prepared, question, temperature, max_tokens, stream=True)
-        try:
-            for chunk in chunks:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    text += chunk.choices[0].delta.content
+        with http_client.open_events(self.chat_url, body, http=self._http, timeout=self.timeout) as events:
+            for event in events:
+                piece = http_client.printable(http_client.delta_text(event))
+                if piece:
+                    text += piece
                     yield text
-        except Exception as exc:
-            raise explain(exc, self.base_url) from exc
 
     def complete(
         self, prepared: PreparedImage, question: str, temperature: float = 0.0, max_tokens: int = 512
     ) -> str:
-        response = self._request(prepared, question, temperature, max_tokens, stream=False)
-        return response.choices[0].message.content or ""
+        """The whole completion text, control characters removed."""
+        body = self.payload(prepared, question, temperature, max_tokens, stream=False)
+        answer = http_client.request_json("POST", self.chat_url, body, http=self._http, timeout=self.timeout)
+        return http_client.printable(http_client.chat_text(answer, self.chat_url))
 
     def predict(
         self, image: Image.Image, question: str, temperature: float = 0.0, max_tokens: int = 512
@@ -235,35 +268,3 @@ class SatoriClient:
         prepared = prepare_image(image, self.budget)
         text = self.complete(prepared, question, temperature, max_tokens)
         return prepared, interpret(text, prepared, self.budget, self.grammar)
-
-
-def explain(exc: Exception, base_url: str) -> SatoriError:
-    """Turn a client-library exception into one line a user can act on."""
-    if isinstance(exc, SatoriError):
-        return exc
-    import openai
-
-    if isinstance(exc, openai.APITimeoutError):
-        return SatoriError(f"the server at {base_url} did not answer in time", exit_code=1)
-    if isinstance(exc, openai.APIConnectionError):
-        return SatoriError(
-            f"cannot reach the SATORI server at {base_url}",
-            exit_code=1,
-            hint="start one with `satori serve`, or pass --base-url",
-        )
-    if isinstance(exc, openai.AuthenticationError) or "api key" in str(exc).lower():
-        return SatoriError("the server refused the API key", exit_code=1, hint="pass the server's --api-key")
-    if isinstance(exc, openai.APIStatusError):
-        return SatoriError(f"the server answered {exc.status_code}: {_message(exc)}", exit_code=1)
-    return SatoriError(f"request failed: {type(exc).__name__}: {exc}", exit_code=1)
-
-
-def _message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        for key in ("message", "detail", "error"):
-            if isinstance(body.get(key), str):
-                return body[key]
-            if isinstance(body.get(key), dict) and isinstance(body[key].get("message"), str):
-                return body[key]["message"]
-    return str(getattr(exc, "message", exc))
