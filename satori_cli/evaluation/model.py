@@ -100,6 +100,7 @@ class SatoriVLM(BaseModel):
         model_path: str,
         backend: str = "transformers",
         prompt: str = "satori",
+        grammar: str = "satori",
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         max_new_tokens: int = 2048,
@@ -115,7 +116,7 @@ class SatoriVLM(BaseModel):
         super().__init__()
         self.model_path = str(model_path)
         self.backend = backend
-        self.style = PromptStyle.named(prompt)
+        self.style = PromptStyle.named(prompt, grammar)
         self.budget = PixelBudget(min_pixels, max_pixels) if min_pixels else PixelBudget.from_env()
         self.decoding = Decoding(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
         self.record_dir = Path(record_dir) if record_dir else None
@@ -300,6 +301,7 @@ class SatoriAPI(BaseModel):
         base_url: str,
         served_model: str,
         prompt: str = "satori",
+        grammar: str = "satori",
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         max_new_tokens: int = 2048,
@@ -316,7 +318,7 @@ class SatoriAPI(BaseModel):
         super().__init__()
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.served_model = served_model
-        self.style = PromptStyle.named(prompt)
+        self.style = PromptStyle.named(prompt, grammar)
         self.budget = PixelBudget(min_pixels, max_pixels) if min_pixels else PixelBudget.from_env()
         self.decoding = Decoding(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
         self.api_key = api_key

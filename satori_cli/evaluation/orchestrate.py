@@ -23,6 +23,7 @@ class EvalRequest:
     procs: int = 1
     baseline: str | None = None
     baseline_prompt: str = "stock"
+    grammar: str | None = None  # None: the run folder's recorded grammar, else satori
     judge: str = "exact_matching"
     judge_url: str | None = None
     judge_key: str | None = None
@@ -49,6 +50,10 @@ def _validate(req: EvalRequest) -> tuple[PixelBudget, Decoding]:
         raise SatoriError(f"unknown backend '{req.backend}'", hint=f"choose one of {', '.join(BACKENDS)}")
     if req.baseline_prompt not in ("stock", "satori"):
         raise SatoriError("--baseline-prompt must be 'stock' or 'satori'")
+    if req.grammar is not None:
+        from satori_cli.grammar import get_grammar
+
+        get_grammar(req.grammar)  # an unknown name stops here, before anything is written
     names = [n for item in req.data for n in item.split(",") if n.strip()]
     if not names:
         raise SatoriError("no benchmark given", hint="e.g. satori eval --data MMBench MMStar")
@@ -73,14 +78,19 @@ def build_plan(req: EvalRequest) -> EvalPlan:
     model = req.model or ("" if req.backend == "api" else DEFAULT_MODEL)
     if req.dry_run and req.backend != "api":
         from satori_cli.evaluation.plan import BASELINE_NAME, SATORI_NAME, ModelSpec
+        from satori_cli.train.runinfo import model_grammar, recorded_grammar
 
         folder = Path(model).expanduser()
         where = str(folder.resolve()) if folder.is_dir() else model
-        models = [ModelSpec(SATORI_NAME, model, where, "satori")]
+        main = model_grammar(req.grammar, model).name
+        models = [ModelSpec(SATORI_NAME, model, where, "satori", main)]
         if req.baseline:
-            models.append(ModelSpec(BASELINE_NAME, req.baseline, req.baseline, req.baseline_prompt))
+            own = model_grammar(recorded_grammar(req.baseline) or main).name
+            models.append(ModelSpec(BASELINE_NAME, req.baseline, req.baseline, req.baseline_prompt, own))
     else:
-        models = runner.resolve_models(model, req.baseline, req.backend, req.base_url, req.baseline_prompt)
+        models = runner.resolve_models(
+            model, req.baseline, req.backend, req.base_url, req.baseline_prompt, req.grammar
+        )
     work_dir = (req.work_dir or paths().runs / "eval" / time.strftime("%Y%m%d-%H%M%S")).expanduser().resolve()
     return EvalPlan(
         benchmarks=benchmarks,
@@ -115,9 +125,12 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
                 f"  [yellow]{bench.tsv} is not there yet: VLMEvalKit will try to download it "
                 f"(offline, place the official {bench.name}.tsv there)[/]"
             )
+    grammars = ", ".join(
+        f"{m.name} {m.grammar}" + (" (stock prompt)" if m.prompt == "stock" else "") for m in plan.models
+    )
     out.print(
         f"[dim]budget {plan.budget.min_pixels}-{plan.budget.max_pixels} px, {plan.decoding.describe()}, "
-        f"judge {plan.judge}, backend {plan.backend} x{plan.procs}[/]"
+        f"judge {plan.judge}, backend {plan.backend} x{plan.procs}; grammar: {grammars}[/]"
     )
     if req.dry_run:
         import json

@@ -34,7 +34,8 @@ class ModelSpec:
     name: str
     source: str  # what the user named (hub id, folder, or served model)
     path: str  # local folder (transformers / vllm) or served model name (api)
-    prompt: str  # "satori" or "stock"
+    prompt: str  # "satori" (its grammar's prompt and suffix) or "stock"
+    grammar: str = "satori"  # output grammar (satori_cli.grammar.GRAMMARS)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class EvalPlan:
         """Constructor arguments of the model class, as the worker registers them."""
         common = {
             "prompt": model.prompt,
+            "grammar": model.grammar,
             "min_pixels": self.budget.min_pixels,
             "max_pixels": self.budget.max_pixels,
             **asdict(self.decoding),

@@ -15,6 +15,7 @@ from satori_cli.evaluation.datasets import Benchmark
 from satori_cli.evaluation.plan import BASELINE_NAME, SATORI_NAME, EvalPlan, ModelSpec
 from satori_cli.evaluation.results import Outcome, collect
 from satori_cli.http_client import served_models
+from satori_cli.train.runinfo import model_grammar, recorded_grammar
 
 QWEN_VL_TYPES = ("qwen2_5_vl", "qwen2_vl")
 
@@ -65,8 +66,16 @@ def resolve_checkpoint(source: str, flag: str = "--model") -> Path:
 
 
 def resolve_models(
-    model: str, baseline: str | None, backend: str, base_url: str | None, baseline_prompt: str
+    model: str,
+    baseline: str | None,
+    backend: str,
+    base_url: str | None,
+    baseline_prompt: str,
+    grammar: str | None = None,
 ) -> list[ModelSpec]:
+    """The models to evaluate. `grammar` (--grammar) is the evaluated model's, else the one
+    its run folder recorded, else satori; the baseline keeps its own run's grammar, if any,
+    else shares the evaluated model's."""
     if backend == "api":
         if not base_url:
             raise SatoriError("--backend api needs --base-url (e.g. http://127.0.0.1:8000/v1)")
@@ -74,16 +83,19 @@ def resolve_models(
         name = model or (offered[0] if offered else None)
         if not name:
             raise SatoriError(f"the server at {base_url} lists no models; pass --model NAME")
-        specs = [ModelSpec(SATORI_NAME, name, name, "satori")]
+        main = model_grammar(grammar).name
+        specs = [ModelSpec(SATORI_NAME, name, name, "satori", main)]
         if baseline:
-            specs.append(ModelSpec(BASELINE_NAME, baseline, baseline, baseline_prompt))
+            specs.append(ModelSpec(BASELINE_NAME, baseline, baseline, baseline_prompt, main))
         return specs
     if base_url:
         raise SatoriError("--base-url is only used with --backend api")
-    specs = [ModelSpec(SATORI_NAME, model, str(resolve_checkpoint(model)), "satori")]
+    main = model_grammar(grammar, model).name
+    specs = [ModelSpec(SATORI_NAME, model, str(resolve_checkpoint(model)), "satori", main)]
     if baseline:
         base_path = str(resolve_checkpoint(baseline, "--baseline-model"))
-        specs.append(ModelSpec(BASELINE_NAME, baseline, base_path, baseline_prompt))
+        own = model_grammar(recorded_grammar(baseline) or main).name
+        specs.append(ModelSpec(BASELINE_NAME, baseline, base_path, baseline_prompt, own))
     return specs
 
 

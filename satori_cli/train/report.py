@@ -178,6 +178,7 @@ def write_gallery(run_dir: Path, out_dir: Path, max_items: int) -> Path:
     run = runinfo.read_run_json(run_dir)
     budget = _run_budget(run)
     dataset = dataset_rows(run, run_dir)
+    grammar = runinfo.model_grammar(None, run_dir)  # "well-formed" in the run's own grammar
     seen, items = set(), []
     for item in reversed(runlogs.read_completions(run_dir)):
         key = (item.get("step"), item.get("completion"), item.get("solution"))
@@ -190,7 +191,7 @@ def write_gallery(run_dir: Path, out_dir: Path, max_items: int) -> Path:
     cards = []
     for item in items:
         completion = str(item.get("completion", ""))
-        parsed = parse(completion)
+        parsed = parse(completion, grammar=grammar)
         row = dataset.get(str(item.get("solution")), {})
         image = _draw(row, list(parsed.boxes or ()), budget) if row else None
         question = ""

@@ -92,3 +92,32 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def recorded_grammar(model: str | Path | None) -> str | None:
+    """The output grammar recorded by the `satori train` run that made `model`, else None.
+
+    `model` is a run folder or a checkpoint inside one (`run.json` in the run folder, above the
+    checkpoint and any swift `vN-...` level); anything else (a hub id, a served name) has none.
+    """
+    from satori_cli.train.runlogs import run_dir_of
+
+    if not model:
+        return None
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return None
+    for candidate in dict.fromkeys((folder, folder.parent, run_dir_of(folder))):
+        if (candidate / RUN_JSON).is_file():
+            info = read_run_json(candidate)
+            name = info.get("grammar") or (info.get("recipe") or {}).get("grammar")
+            return name if isinstance(name, str) else None
+    return None
+
+
+def model_grammar(chosen: str | None, model: str | Path | None = None):
+    """The grammar to talk to `model` in: `chosen` (--grammar) if given, else the one its run
+    recorded, else the default (`satori`). An unknown name is a user error."""
+    from satori_cli.grammar import get_grammar
+
+    return get_grammar(chosen or recorded_grammar(model))

@@ -20,6 +20,7 @@ from typing import Any
 from satori_cli.cmdline import Command, find_program, run
 from satori_cli.config import BASE_MODEL, paths
 from satori_cli.errors import SatoriError, install_hint
+from satori_cli.grammar import get_grammar
 from satori_cli.train import runinfo, runlogs
 from satori_cli.train.command import DEFAULT_MASTER_PORT, Launch, TrainPlan
 from satori_cli.train.recipe import Recipe, parse_passthrough, resolve_recipe
@@ -45,6 +46,7 @@ class TrainOptions:
     master_port: int = DEFAULT_MASTER_PORT
     resume: str | None = None
     extra: list[str] = field(default_factory=list)
+    grammar: str | None = None
 
 
 def is_prepared_jsonl(path: Path) -> bool:
@@ -179,13 +181,14 @@ def tag_rows(src: Path, dest: Path) -> Path:
 def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     """Resolve recipe, model, data, output and resume into a plan (prepares data if needed)."""
     from satori_cli.prompts import prompt_path
-    from satori_cli.rewards import REWARD_FUNCS, plugin_path
+    from satori_cli.rewards import plugin_path
 
     overrides: dict[str, Any] = {
         "model": opts.model,
         "data": opts.data,
         "val_data": opts.val_data,
         "gpus": opts.gpus,
+        "grammar": opts.grammar,
         "swift": parse_passthrough(opts.extra),
     }
     recipe = resolve_recipe(opts.preset, opts.config, overrides)
@@ -197,6 +200,9 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         master_port=opts.master_port,
     )
     run_dir, resume = resolve_output_and_resume(opts, recipe.preset)
+    if resume is not None:
+        recipe.grammar = resumed_grammar(run_dir, opts.grammar, recipe.grammar)
+    grammar = get_grammar(recipe.grammar)
     if prepare_data:
         run_dir.mkdir(parents=True, exist_ok=True)
         train, val = resolve_data(recipe, run_dir)
@@ -217,14 +223,27 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         val_path=tagged_val,
         output_dir=run_dir,
         plugin=Path(plugin_path()),
-        reward_funcs=tuple(REWARD_FUNCS),
-        system_prompt=Path(prompt_path("system")),
+        reward_funcs=grammar.reward_funcs,
+        system_prompt=Path(prompt_path("system", grammar)),
         launch=launch,
         local_qwen2_5_vl=recipe.model == "tiny" or is_local_qwen2_5_vl(model),
         resume=resume,
     )
     plan.data_sources = (train, val)
     return plan
+
+
+def resumed_grammar(run_dir: Path, chosen: str | None, resolved: str) -> str:
+    """A resumed run keeps the grammar it started with: its prompt and rewards cannot change mid-run."""
+    recorded = runinfo.recorded_grammar(run_dir)
+    if recorded is None:
+        return resolved
+    if chosen is not None and get_grammar(chosen).name != recorded:
+        raise SatoriError(
+            f"{run_dir} was trained in the {recorded} grammar; --grammar {chosen} cannot resume it",
+            hint=f"drop --grammar (or pass --grammar {recorded}), or start a new run",
+        )
+    return recorded
 
 
 def swift_program() -> str:
@@ -286,6 +305,7 @@ def run_plan(plan: TrainPlan, command: Command, *, verbose: bool = False) -> dic
         "started": runinfo.now(),
         "status": "running",
         "recipe": plan.recipe.to_dict(),
+        "grammar": plan.recipe.grammar,  # what `satori eval/serve/rewards score` follow for this run
         "model": plan.model,
         "resume_from": str(plan.resume) if plan.resume else None,
         "command": runinfo.command_record([(plan.launch.node_rank or 0, command)]),
