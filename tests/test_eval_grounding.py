@@ -343,3 +343,31 @@ def test_metrics_per_source_and_the_rows_the_table_shows(tmp_path):
     bench = datasets.Benchmark("x.jsonl", "grounding_x", None, tmp_path / "x.jsonl", True, kind="grounding")
     assert [k for k in m if shown(bench, k)] == [*METRICS, "source/a/box_iou", "source/a/answer",
                                                  "source/b/box_iou", "source/b/answer"]  # fmt: skip
+
+
+def test_format_is_judged_in_the_launched_model_s_grammar():
+    """An r1 model's `<think>…<answer>` is well formed for it, not for SATORI's grammar; the worker
+    picks the grammar of the model its launch evaluates (one launch per model)."""
+    from satori_cli.evaluation.grounding_dataset import SatoriGroundingDataset
+    from satori_cli.evaluation.worker import launched_models, register_grounding
+
+    row = grounding.GroundingRow(1, "r", "Q?", "/x.png", [[0, 0, 10, 10]], 448, 448, ["yes"], "c", None)
+    r1 = "<think>it is there</think> <answer>yes</answer>"
+    assert grounding.score([row], [r1], PixelBudget(), "r1")[0]["format"] == 1.0
+    assert grounding.score([row], [r1], PixelBudget())[0]["format"] == 0.0  # default: satori
+    assert grounding.score([row], [r1], PixelBudget(), "r1")[0]["answer"] == 1.0
+
+    args = ["--data", "grounding_v", "--model", "baseline", "--work-dir", "w"]
+    assert launched_models(args) == ["baseline"]
+    spec = {
+        "models": {"satori": {"grammar": "r1"}, "baseline": {"grammar": "satori"}},
+        "grounding": {"grounding_v": {"path": "/v.jsonl", "min_pixels": 1, "max_pixels": 2}},
+    }
+    try:
+        register_grounding(spec, launched_models(args))
+        assert SatoriGroundingDataset.GRAMMAR == "satori"
+        register_grounding(spec, ["satori"])
+        assert SatoriGroundingDataset.GRAMMAR == "r1"
+    finally:
+        SatoriGroundingDataset.GRAMMAR = None
+        SatoriGroundingDataset.SOURCES.pop("grounding_v", None)

@@ -235,9 +235,15 @@ def read_rows(path: Path) -> list[GroundingRow]:
 
 
 # -- scoring ---------------------------------------------------------------------------------
-def score(rows: Sequence[GroundingRow], outputs: Sequence[str], budget: PixelBudget) -> list[dict[str, Any]]:
-    """Per-row scores of the model outputs (raw completions), with the training rewards."""
-    from satori_cli.grammar import extract_answer, parse
+def score(
+    rows: Sequence[GroundingRow], outputs: Sequence[str], budget: PixelBudget, grammar: str | None = None
+) -> list[dict[str, Any]]:
+    """Per-row scores of the model outputs (raw completions), with the training rewards.
+
+    `format` is the format reward of the model's own grammar (an r1 model is judged on
+    `<think>…<answer>`); the content metrics read the first tag of their kind in any grammar.
+    """
+    from satori_cli.grammar import extract_answer, get_grammar, parse
     from satori_cli.rewards import BY_NAME
 
     outputs = [o if isinstance(o, str) else "" for o in outputs]
@@ -249,7 +255,7 @@ def score(rows: Sequence[GroundingRow], outputs: Sequence[str], budget: PixelBud
         "image_caption": [r.image_caption for r in rows],
     }
     by_metric = {
-        "format": BY_NAME["external_format"](outputs, budget=budget, **columns),
+        "format": BY_NAME[get_grammar(grammar).format_reward](outputs, budget=budget, **columns),
         "box_iou": BY_NAME["external_bbox_acc"](outputs, budget=budget, **columns),
         "answer": BY_NAME["extern_vqa_acc"](outputs, budget=budget, **columns),
         "answer_normalized": BY_NAME["external_vqa_norm_acc"](outputs, budget=budget, **columns),

@@ -50,6 +50,8 @@ class SatoriGroundingDataset(ImageBaseDataset):
     MODALITY = "IMAGE"
     # benchmark name -> {"path": JSONL, "min_pixels": ..., "max_pixels": ...} (set by the worker)
     SOURCES: ClassVar[dict[str, dict[str, Any]]] = {}
+    # the output grammar of the model this launch evaluates (one launch per model; set by the worker)
+    GRAMMAR: ClassVar[str | None] = None
 
     @classmethod
     def supported_datasets(cls) -> list[str]:
@@ -100,7 +102,7 @@ class SatoriGroundingDataset(ImageBaseDataset):
             rows.append(self.rows[int(pred["index"])])
             raw = _text(pred.get("extra_records"))  # the raw output; `prediction` is the answer only
             outputs.append(raw if raw is not None else (_text(pred.get("prediction")) or ""))
-        scored = grounding.score(rows, outputs, self.budget)
+        scored = grounding.score(rows, outputs, self.budget, self.GRAMMAR)
         with open(rows_file(eval_file), "w", encoding="utf-8") as fh:
             for item in scored:
                 fh.write(json.dumps(item, ensure_ascii=False) + "\n")
