@@ -443,3 +443,51 @@ def test_a_rollout_that_dies_passes_its_exit_code_and_last_lines(tmp_path, tiny_
     )
     assert result.returncode == 3, result.stdout + result.stderr
     assert "CUDA out of memory" in result.stderr and "the rollout server exited with code 3" in result.stderr
+
+
+def test_train_starts_its_own_rollout_server_on_the_first_gpus_and_stops_it(
+    tmp_path, tiny_model, monkeypatch
+):
+    """One-node server mode: the rollout server is a managed child with the recipe's budget, its
+    own GPUs and its log in the run folder (through a fake `swift`: vLLM is CUDA-only)."""
+    import dataclasses
+    import socket
+
+    from satori_cli.errors import SatoriError
+    from satori_cli.train.devices import split_devices
+    from satori_cli.train.rollout import probe_rollout, start_rollout
+    from satori_cli.train.runner import TrainOptions, build_plan
+
+    swift = fake_swift(tmp_path / "swift-bin")
+    log = tmp_path / "fake.jsonl"
+    monkeypatch.setenv("FAKE_ROLLOUT_LOG", str(log))
+    opts = TrainOptions(
+        preset="server", model=str(tiny_model), data=str(prepared(tmp_path)), output=tmp_path / "run"
+    )
+    plan = build_plan(opts, prepare_data=False)
+    assert plan.managed_rollout is not None and plan.rollout_urls == ("http://127.0.0.1:8000",)
+    port = free_port()
+    plan.managed_rollout = dataclasses.replace(plan.managed_rollout, port=port)
+    (tmp_path / "run").mkdir()
+    split = split_devices(EIGHT, 6, 2, managed=True)
+    server = start_rollout(plan, split, str(swift), timeout=60)
+    try:
+        assert probe_rollout(f"http://127.0.0.1:{port}").world_size == 2
+        record = json.loads(log.read_text().splitlines()[0])
+        assert record["env"]["CUDA_VISIBLE_DEVICES"] == "0,1" and record["env"]["MIN_PIXELS"] == "200704"
+        argv = record["argv"]
+        assert argv[argv.index("--vllm_data_parallel_size") + 1] == "2" and argv[
+            argv.index("--port") + 1
+        ] == str(port)
+        assert "fake rollout of" in (tmp_path / "run" / "rollout.log").read_text()
+    finally:
+        server.stop()
+    assert wait_until(lambda: not listening(port), timeout=10, interval=0.1)
+    # A port already taken (another rollout server?) is one line that names --rollout-url.
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the closed server's TIME_WAIT
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        with pytest.raises(SatoriError) as exc:
+            start_rollout(plan, split, str(swift), timeout=5)
+    assert "already in use" in str(exc.value) and f"--rollout-url http://127.0.0.1:{port}" in str(exc.value)

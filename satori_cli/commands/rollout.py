@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import typer
@@ -122,7 +123,8 @@ def rollout(
     (port,) = check_ports(host, [(port, "--port")])  # in use, privileged, not local; 0 -> a free port
     interrupt_on_stop_signals()
     planned = plan(port)
-    url = root_url(host, port)
+    # What a training node puts in --rollout-url: this machine's name when it listens on all addresses.
+    url = root_url(socket.gethostname() if host in ("0.0.0.0", "::") else host, port)
 
     def ready(_server) -> None:
         devices = planned.command.env.get("CUDA_VISIBLE_DEVICES", "")

@@ -239,6 +239,8 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     recipe = resolve_recipe(opts.preset, opts.config, overrides)
     launch = launch_settings(opts, recipe.gpus)
     rollout_urls = tuple(dict.fromkeys(base_url(url) for url in opts.rollout_urls))
+    if rollout_urls and launch.gpus == 0:
+        raise SatoriError("--rollout-url trains on GPUs: server mode cannot run with --gpus 0 (the CPU)")
     run_dir, resume = resolve_output_and_resume(opts, recipe.preset)
     if resume is not None:
         recipe.grammar = resumed_grammar(run_dir, opts.grammar, recipe.grammar)
