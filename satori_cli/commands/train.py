@@ -19,7 +19,7 @@ Precedence: preset < --config FILE < flags < arguments after `--`, which go to s
 
   satori train --preset paper --gpus 4 --data data/vqa/train.jsonl --output runs/paper
 
-  satori train --preset fast --gpus 8 --nodes 2 --node-rank 0 --master-addr 10.0.0.1 --data ...
+  satori train --preset fast --gpus 8 --nodes 2 --node-rank 0 --master-addr 10.0.0.1 -o /shared/run --data ...
 
   satori train --preset server --data ...   (starts `swift rollout` on GPUs 0-1, trains on 2-7)
 
