@@ -426,6 +426,7 @@ def test_rollout_serves_until_stopped_and_takes_its_server_with_it(tmp_path, tin
 def test_a_rollout_that_dies_passes_its_exit_code_and_last_lines(tmp_path, tiny_model):
     swift = fake_swift(tmp_path / "swift-bin")
     env = gpu_env(tmp_path, FAKE_ROLLOUT_EXIT="3")
+    port = free_port()
     result = run(
         [
             "rollout",
@@ -436,13 +437,14 @@ def test_a_rollout_that_dies_passes_its_exit_code_and_last_lines(tmp_path, tiny_
             "--preset",
             "smoke",
             "--port",
-            str(free_port()),
+            str(port),
         ],
         env,
         timeout=60,
     )
     assert result.returncode == 3, result.stdout + result.stderr
     assert "CUDA out of memory" in result.stderr and "the rollout server exited with code 3" in result.stderr
+    assert f"logs/rollout-{port}.log" in result.stderr.replace("\n", "")  # where the whole log is
 
 
 def test_train_starts_its_own_rollout_server_on_the_first_gpus_and_stops_it(

@@ -60,6 +60,7 @@ def rollout(
     ),
 ) -> None:
     from satori_cli.cmdline import find_program
+    from satori_cli.config import paths
     from satori_cli.errors import SatoriError, install_hint
     from satori_cli.gpus import detect_gpus
     from satori_cli.serve.backends import root_url
@@ -106,7 +107,10 @@ def rollout(
                 raise
             program = swift_bin
         command = rollout_command(args, recipe.budget, found[:count], program)
-        return ServerPlan(backend="rollout", model=chosen, command=command, host=host, port=port)
+        log = paths().home / "logs" / f"rollout-{port}.log"
+        return ServerPlan(
+            backend="rollout", model=chosen, command=command, host=host, port=port, log_file=log
+        )
 
     if dry_run:
         console().print(
