@@ -113,27 +113,37 @@ def test_prediction_keeps_raw_output_and_scores_the_answer(raw, answer):
     assert record == {"prediction": answer, "extra_records": raw}
 
 
-def test_api_payload_sends_image_prompt_budget_and_greedy(tmp_path):
+def test_api_payload_sends_the_image_resized_to_the_budget_the_prompt_and_greedy(tmp_path):
+    import base64
+    import io
+
     from PIL import Image
 
     img = tmp_path / "i.png"
-    Image.new("RGB", (8, 8), (1, 2, 3)).save(img)
+    Image.new("RGB", (640, 480), (1, 2, 3)).save(img)
     message = [{"type": "image", "value": str(img)}, {"type": "text", "value": "Q"}]
     budget = PixelBudget(3136, 50176)
-    body = api_payload(message, PromptStyle.satori(), "m", budget, Decoding(max_new_tokens=64))
+    body, sent = api_payload(message, PromptStyle.satori(), "m", budget, Decoding(max_new_tokens=64))
     assert body["model"] == "m" and body["max_tokens"] == 64 and body["temperature"] == 0.0
     assert body["repetition_penalty"] == 1.0 and body["top_p"] == 1.0 and body["top_k"] == 0
     assert body["mm_processor_kwargs"] == {"min_pixels": 3136, "max_pixels": 50176}
-    user = body["messages"][1]["content"]
-    assert user[0]["image_url"]["url"].startswith("data:image/png;base64,")
-    assert user[1]["text"].endswith(load_prompt("eval_suffix"))
+    system, user = body["messages"]
+    assert system == {"role": "system", "content": load_prompt("system")}  # text: swift deploy reads a string
+    url = user["content"][0]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as received:
+        # The server's own resize is then the identity.
+        assert received.size == budget.resized_wh(640, 480) == sent[0].resized.size
+    assert user["content"][1] == {"type": "text", "text": "Q" + load_prompt("eval_suffix")}
 
 
-def test_vllm_engine_gets_the_pixel_budget():
-    kwargs = vllm_engine_kwargs("/ckpt", PAPER_BUDGET, tensor_parallel=2)
+def test_vllm_engine_gets_the_pixel_budget_and_a_context_for_the_longest_request():
+    kwargs = vllm_engine_kwargs("/ckpt", PAPER_BUDGET, Decoding(max_new_tokens=2048), tensor_parallel=2)
     assert kwargs["mm_processor_kwargs"] == PAPER_BUDGET.processor_kwargs()
     assert kwargs["tensor_parallel_size"] == 2 and kwargs["model"] == "/ckpt"
     assert kwargs["generation_config"] == "vllm"  # no defaults from the checkpoint's generation_config.json
+    images = kwargs["limit_mm_per_prompt"]["image"]
+    assert kwargs["max_model_len"] == 1024 + images * 512 + 2048  # text + visual tokens + completion
 
 
 # -- launch -----------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class ModelSpec:
     source: str  # what the user named (hub id, folder, or served model)
     path: str  # local folder (transformers / vllm) or served model name (api)
     prompt: str  # "satori" or "stock"
+    run: str | None = None  # the `satori train` run it comes from: its budget is the eval's
 
 
 @dataclass

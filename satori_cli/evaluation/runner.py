@@ -2,89 +2,63 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from satori_cli import models
 from satori_cli.cmdline import run
 from satori_cli.errors import SatoriError
 from satori_cli.evaluation import records
-from satori_cli.evaluation.datasets import Benchmark
 from satori_cli.evaluation.plan import BASELINE_NAME, SATORI_NAME, EvalPlan, ModelSpec
 from satori_cli.evaluation.results import Outcome, collect
 from satori_cli.http_client import served_models
-
-QWEN_VL_TYPES = ("qwen2_5_vl", "qwen2_vl")
-
-
-def _looks_like_path(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or source.count("/") != 1 or Path(source).exists()
-
-
-def check_checkpoint(folder: Path) -> None:
-    """A Qwen2.5-VL (or Qwen2-VL) checkpoint, judged by its config.json, not its folder name."""
-    config = folder / "config.json"
-    if not config.is_file():
-        raise SatoriError(f"{folder} has no config.json: not a model checkpoint")
-    try:
-        kind = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except ValueError as exc:
-        raise SatoriError(f"{config} is not valid JSON: {exc}") from exc
-    if kind not in QWEN_VL_TYPES:
-        raise SatoriError(f"{folder} is a '{kind}' model; satori eval runs Qwen2.5-VL checkpoints")
-
-
-def resolve_checkpoint(source: str, flag: str = "--model") -> Path:
-    """A local folder, or a hub id found in the local cache or downloaded (one line if not)."""
-    folder = Path(source).expanduser()
-    if folder.is_dir():
-        check_checkpoint(folder)
-        return folder.resolve()
-    if _looks_like_path(source):
-        raise SatoriError(f"model folder not found: {folder}")
-    from huggingface_hub import snapshot_download
-
-    try:
-        found = Path(snapshot_download(source, local_files_only=True))
-    except Exception:
-        try:
-            from satori_cli.ui import err_console
-
-            with err_console().status(f"downloading {source} from the Hugging Face hub ..."):
-                found = Path(snapshot_download(source))
-        except Exception as exc:
-            raise SatoriError(
-                f"'{source}' is not a local folder and the Hugging Face hub could not provide it "
-                f"({type(exc).__name__})",
-                hint=f"download it elsewhere and pass {flag} /path/to/folder",
-            ) from exc
-    check_checkpoint(found)
-    return found
+from satori_cli.models import Model
 
 
 def resolve_models(
-    model: str, baseline: str | None, backend: str, base_url: str | None, baseline_prompt: str
-) -> list[ModelSpec]:
+    model: str,
+    baseline: str | None,
+    backend: str,
+    base_url: str | None,
+    baseline_prompt: str,
+    *,
+    dry_run: bool = False,
+) -> tuple[list[ModelSpec], list[Model]]:
+    """What each launch runs, and the resolved models whose runs set the pixel budget.
+
+    Local backends get checkpoint folders: a run folder's last checkpoint, a hub model from the
+    cache or downloaded, `tiny` built; a dry run downloads and builds nothing. With `--backend
+    api` the names are served model names; a `--model` that is a local run folder (or one of its
+    checkpoints) names the served model's budget, and the server's first model is asked.
+    """
     if backend == "api":
         if not base_url:
             raise SatoriError("--backend api needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         offered = served_models(base_url)
-        name = model or (offered[0] if offered else None)
+        local = models.resolve(model, hub="keep") if model and Path(model).expanduser().exists() else None
+        name = (None if local else model) or (offered[0] if offered else None)
         if not name:
             raise SatoriError(f"the server at {base_url} lists no models; pass --model NAME")
-        specs = [ModelSpec(SATORI_NAME, name, name, "satori")]
+        run = str(local.run.folder) if local and local.run else None
+        specs = [ModelSpec(SATORI_NAME, model or name, name, "satori", run)]
         if baseline:
             specs.append(ModelSpec(BASELINE_NAME, baseline, baseline, baseline_prompt))
-        return specs
+        return specs, [local] if local else []
     if base_url:
         raise SatoriError("--base-url is only used with --backend api")
-    specs = [ModelSpec(SATORI_NAME, model, str(resolve_checkpoint(model)), "satori")]
+    hub = "keep" if dry_run else "download"
+    named = [(SATORI_NAME, model, "--model", "satori")]
     if baseline:
-        base_path = str(resolve_checkpoint(baseline, "--baseline-model"))
-        specs.append(ModelSpec(BASELINE_NAME, baseline, base_path, baseline_prompt))
-    return specs
+        named.append((BASELINE_NAME, baseline, "--baseline-model", baseline_prompt))
+    specs, resolved = [], []
+    for name, source, flag, prompt in named:
+        found = models.resolve(source, flag=flag, hub=hub, build=not dry_run)
+        run = str(found.run.folder) if found.run else None
+        specs.append(ModelSpec(name, source, found.path, prompt, run))
+        resolved.append(found)
+    return specs, resolved
 
 
 def prepare_work_dir(plan: EvalPlan, overwrite: bool) -> None:
@@ -175,7 +149,3 @@ def failure_report(outcomes: list[Outcome], code: int, log: Path) -> SatoriError
     reasons = "; ".join(f"{o.model} on {o.benchmark}: {o.error}" for o in failed)
     message = f"{len(failed)} of {len(outcomes)} evaluations failed: {reasons}"
     return SatoriError(message, exit_code=1, hint=f"log: {log}")
-
-
-def missing_official(benchmarks: list[Benchmark]) -> list[Benchmark]:
-    return [b for b in benchmarks if not b.present and not b.local]
