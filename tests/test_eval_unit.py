@@ -242,6 +242,48 @@ def test_no_status_file_is_a_failure(tmp_path):
     assert not out.ok and "crashed" in out.error
 
 
+def _scored(root: Path) -> None:
+    _status(root, "satori", {"status": "done"})
+    (root / "satori" / "satori_MMStar_acc.csv").write_text('"split","Overall"\n"none","0.5"\n')
+
+
+def test_unreadable_predictions_fail_the_benchmark_naming_the_file(tmp_path):
+    """Failed-item counts decide whether a benchmark failed: an unreadable file is never counted as 0 of 0."""
+    import pandas as pd
+
+    bench = datasets.resolve("MMStar", tmp_path)
+    _scored(tmp_path)
+    pred = tmp_path / "satori" / "satori_MMStar.xlsx"
+    pred.write_bytes(b"not a spreadsheet")
+    out = collect(tmp_path, "satori", bench)
+    assert not out.ok and out.error.startswith(f"cannot read the predictions {pred}")
+    assert "\n" not in out.error
+    pd.DataFrame({"answer": ["A"]}).to_excel(pred, index=False)
+    out = collect(tmp_path, "satori", bench)
+    assert not out.ok and out.error == f"the predictions {pred} have no 'prediction' column"
+    pd.DataFrame({"prediction": ["A", "Failed to obtain answer via API."]}).to_excel(pred, index=False)
+    out = collect(tmp_path, "satori", bench)
+    assert out.ok and (out.failed_items, out.items) == (1, 2)
+
+
+def test_an_unreadable_judge_log_is_no_judge_success(tmp_path):
+    """`verdict` once reported the LLM judge as the scorer when its match log could not be read."""
+    import pandas as pd
+
+    from satori_cli.evaluation.judge import verdict
+
+    bench = datasets.resolve("MMStar", tmp_path)
+    _scored(tmp_path)
+    log = tmp_path / "satori" / "satori_MMStar_my-judge_result.xlsx"
+    log.write_bytes(b"PK\x03\x04 truncated")
+    got = verdict(tmp_path / "satori", "satori", "MMStar", "my-judge")
+    assert got.used == "my-judge" and got.error.startswith(f"cannot read the judge's match log {log}")
+    out = collect(tmp_path, "satori", bench, "my-judge")
+    assert not out.ok and str(log) in out.error
+    pd.DataFrame({"log": ["matched by the judge"]}).to_excel(log, index=False)
+    assert collect(tmp_path, "satori", bench, "my-judge").ok
+
+
 def test_summary_has_both_models_and_the_delta(tmp_path):
     outcomes = [
         Outcome("satori", "MMStar", {"Overall": 0.6, "math": 0.5}),
