@@ -51,9 +51,12 @@ class Run:
     """What a `satori train` run folder says about the models it wrote."""
 
     folder: Path
-    budget: PixelBudget
-    grammar: str | None = None
-    status: str | None = None
+    budget: PixelBudget  # the pixel budget it was trained in
+    grammar: str | None = None  # the output grammar, where the run recorded one
+    status: str | None = None  # running, ok, failed, interrupted
+    stage: str = "grpo"  # runs from before training stages existed are GRPO
+    preset: str | None = None
+    base_model: str | None = None  # the model it started from
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,15 @@ def read_run(folder: Path) -> Run:
     except ValueError as exc:
         raise SatoriError(f"{path}: {exc}") from exc
     grammar = info.get("grammar") or recipe.get("grammar")
-    return Run(Path(folder).resolve(), budget, str(grammar) if grammar else None, info.get("status"))
+    return Run(
+        folder=Path(folder).resolve(),
+        budget=budget,
+        grammar=grammar if isinstance(grammar, str) else None,
+        status=info.get("status"),
+        stage=str(info.get("stage") or "grpo"),
+        preset=recipe.get("preset"),
+        base_model=info.get("base_model") or info.get("model"),
+    )
 
 
 def is_complete(checkpoint: Path) -> bool:
