@@ -49,7 +49,7 @@ def local_folder(kind: Kind, repo: str) -> Path | None:
     if path is None:
         return None
     if kind == "model":
-        return Path(models.resolve(str(path)).path)
+        return Path(models.resolve(str(path), flag="").path)
     from satori_cli.data.readers import ARCHIVE_SUFFIXES, DATA_SUFFIXES
 
     suffixes = DATA_SUFFIXES + ARCHIVE_SUFFIXES

@@ -34,7 +34,6 @@ QWEN_VL_CLASSES = {
     "qwen2_vl": "Qwen2VLForConditionalGeneration",
 }
 RUN_JSON = "run.json"  # written by satori_cli/train/runinfo.py
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CHECKPOINT = re.compile(r"^checkpoint-\d+$")
 USE = "give a checkpoint folder, a `satori train` run folder, a hub id (Org/Name), `tiny` or `base`"
@@ -121,8 +120,15 @@ def checked_type(folder: Path, flag: str) -> str:
     kind = model_type(read_config(folder))
     if kind not in QWEN_VL_CLASSES:
         what = f"a '{kind}' model" if kind else "a model of unknown type (no model_type in config.json)"
-        raise SatoriError(f"{flag} {folder} is {what}; satori runs Qwen2.5-VL (or Qwen2-VL) checkpoints")
+        raise SatoriError(
+            f"{_named(flag, folder)} is {what}; satori runs Qwen2.5-VL (or Qwen2-VL) checkpoints"
+        )
     return kind
+
+
+def _named(flag: str, what: object) -> str:
+    """`--model X` in a message, or just `X` where the model is not named by a flag."""
+    return f"{flag} {what}" if flag else str(what)
 
 
 # -- names ---------------------------------------------------------------------------------------
@@ -136,7 +142,7 @@ def local_path(source: str, flag: str = "", kind: str = "model") -> Path | None:
         if not path.is_dir():
             raise SatoriError(f"{path} is a file; give the folder that holds the {kind}")
         return path.resolve()
-    named = f"{flag} '{source}'" if flag else f"'{source}'"
+    named = _named(flag, f"'{source}'")
     if source.startswith(("/", ".", "~")):
         raise SatoriError(f"{named}: no such folder")
     if not _HUB_ID.match(source):
@@ -158,7 +164,7 @@ def read_run(folder: Path) -> Run:
     info = read_json(path)
     recipe = info.get("recipe") if isinstance(info.get("recipe"), dict) else {}
     low, high = recipe.get("min_pixels"), recipe.get("max_pixels")
-    if not isinstance(low, int) or not isinstance(high, int) or isinstance(low, bool):
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
         raise SatoriError(f"{path} records no pixel budget (recipe.min_pixels / recipe.max_pixels)")
     try:
         budget = PixelBudget(low, high)
@@ -189,7 +195,14 @@ def is_complete(checkpoint: Path) -> bool:
             return False
         if not shards or not all((checkpoint / shard).is_file() for shard in shards):
             return False
-    return any(p.name.endswith(WEIGHT_SUFFIXES) and p.is_file() for p in checkpoint.iterdir())
+    return any(_is_weights(p.name) and p.is_file() for p in checkpoint.iterdir())
+
+
+def _is_weights(name: str) -> bool:
+    """A weights file (not `training_args.bin`, which every checkpoint has)."""
+    return name.endswith(".safetensors") or (
+        name.endswith(".bin") and name.startswith(("pytorch_model", "adapter_model"))
+    )
 
 
 def last_checkpoint(run_folder: Path) -> Path | None:
@@ -220,14 +233,14 @@ def _run_checkpoint(folder: Path, flag: str) -> Path:
     status = read_json(folder / RUN_JSON).get("status")
     detail = f"{len(written)} incomplete" if written else "none saved"
     raise SatoriError(
-        f"{flag} {folder}: the run has no complete checkpoint ({detail}; run status: {status})",
+        f"{_named(flag, folder)}: the run has no complete checkpoint ({detail}; run status: {status})",
         hint="a run saves one every save_steps steps and at its end; pass a checkpoint folder instead",
     )
 
 
 def _adapter_error(folder: Path, flag: str) -> SatoriError:
     return SatoriError(
-        f"{flag} {folder} is a LoRA adapter, not a whole model",
+        f"{_named(flag, folder)} is a LoRA adapter, not a whole model",
         hint=f"merge it first: swift export --adapters {folder} --merge_lora true, then pass {folder}-merged",
     )
 
@@ -245,7 +258,7 @@ def _local_model(source: str, folder: Path, flag: str) -> Model:
             raise _adapter_error(folder, flag)
         latest = last_checkpoint(folder)
         raise SatoriError(
-            f"{flag} {folder} has no config.json: not a model checkpoint",
+            f"{_named(flag, folder)} has no config.json: not a model checkpoint",
             hint=f"its latest checkpoint is {latest}" if latest else USE,
         )
     return Model(source, str(folder), kind, True, checked_type(folder, flag), run)
@@ -288,9 +301,10 @@ def check_reachable(model: Model, flag: str = "--model") -> Model:
 
 def _offline_error(repo: str, flag: str) -> SatoriError:
     return SatoriError(
-        f"{flag} {repo} is not a local folder, and not in the Hugging Face cache (HF_HUB_OFFLINE is set)",
+        f"{_named(flag, repo)} is not a local folder, and not in the Hugging Face cache "
+        "(HF_HUB_OFFLINE is set)",
         hint=f"on a machine with network run `hf download {repo} --local-dir DIR`, copy DIR here and "
-        f"pass {flag} DIR",
+        f"pass {_named(flag, 'DIR')}",
     )
 
 
@@ -313,7 +327,7 @@ def _snapshot(repo: str, flag: str) -> Path:
             return fetch_hf("model", repo).path
     except SatoriError as exc:
         raise SatoriError(
-            f"{flag} {repo} is not a local folder, and {exc.message}", exc.exit_code, exc.hint
+            f"{_named(flag, repo)} is not a local folder, and {exc.message}", exc.exit_code, exc.hint
         ) from exc
 
 

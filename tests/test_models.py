@@ -164,6 +164,17 @@ def test_a_run_folder_is_its_last_complete_checkpoint_with_the_runs_budget(tmp_p
     assert "budget 3136-12544 px" in got.describe()
 
 
+def test_a_checkpoint_without_weights_is_not_complete(tmp_path):
+    run = run_folder(tmp_path / "run")
+    checkpoint(run / "checkpoint-1")
+    bare = checkpoint(run / "checkpoint-2")
+    (bare / "model.safetensors").unlink()
+    (bare / "training_args.bin").write_bytes(b"args")  # every swift checkpoint has it: not weights
+    assert models.resolve(str(run)).path == str(run / "checkpoint-1")
+    (bare / "pytorch_model.bin").write_bytes(b"w")
+    assert models.resolve(str(run)).path == str(bare)
+
+
 def test_a_checkpoint_with_a_missing_shard_is_not_complete(tmp_path):
     run = run_folder(tmp_path / "run")
     checkpoint(run / "checkpoint-1")
