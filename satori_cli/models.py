@@ -223,6 +223,19 @@ def run_of(checkpoint: Path) -> Path | None:
     return folder if is_run_folder(folder) else None
 
 
+def run_for(model: str | Path | None) -> Run | None:
+    """The run a folder stands for: a run folder's own, or that of the run a checkpoint sits in;
+    None for anything else (a plain folder, a hub id, a served model name)."""
+    if not model:
+        return None
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return None
+    folder = folder.resolve()
+    owner = folder if is_run_folder(folder) else run_of(folder)
+    return read_run(owner) if owner is not None else None
+
+
 def _run_checkpoint(folder: Path, flag: str) -> Path:
     found = last_checkpoint(folder)
     if found is not None:

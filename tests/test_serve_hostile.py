@@ -64,7 +64,7 @@ ANSWERS = {
         chat("<caption>c</caption> <bbox>[[nan, 1, 2, 3]]</bbox> <answer>a</answer>"),
         None,
     ),
-    "many-boxes": (200, "application/json", chat(format_completion("c", [[1, 2, 3, 4]] * 10_000, "a")), None),
+    "many-boxes": (200, "application/json", chat(format_completion("c", [[1, 2, 3, 4]] * 5_000, "a")), None),
     "ansi": (
         200,
         "application/json",

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from satori_cli.config import BASE_MODEL, DEFAULT_MODEL
+from satori_cli.grammar import GRAMMAR_HELP
 from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
 
 
@@ -19,7 +20,9 @@ def eval_command(
         "--data",
         "-d",
         help="Benchmarks: MMBench and MMStar as you know them (MMBench is scored on its dev split), "
-        "any VLMEvalKit name, or a path to a VLMEvalKit-format .tsv.",
+        "any VLMEvalKit name, a path to a VLMEvalKit-format .tsv, or a prepared SATORI .jsonl (or a "
+        "folder: its val.jsonl) for the grounding benchmark (boxes, answers, captions, scored by the "
+        "rewards).",
     ),
     model: str = typer.Option(
         None,
@@ -51,7 +54,14 @@ def eval_command(
     baseline_prompt: str = typer.Option(
         "stock",
         help="Prompt of the baseline: `stock` (the question as given, as the paper compares) or "
-        "`satori` (SATORI's system prompt and suffix too).",
+        "`satori` (its grammar's system prompt and suffix too).",
+    ),
+    grammar: str = typer.Option(
+        None,
+        "--grammar",
+        help=f"Output grammar the model was trained for (its prompt, suffix and answer reading): "
+        f"{GRAMMAR_HELP} Default: what the model's `satori train` run recorded, else satori. A baseline "
+        "run folder keeps its own.",
     ),
     judge: str = typer.Option(
         "exact_matching",
@@ -93,10 +103,11 @@ def eval_command(
     dry_run: bool = typer.Option(False, help="Print the VLMEvalKit launch and its model spec; run nothing."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show VLMEvalKit's whole log."),
 ) -> None:
-    """Evaluate SATORI on MMBench / MMStar (or any VLMEvalKit benchmark) and score it honestly.
+    """Evaluate SATORI on MMBench / MMStar, any VLMEvalKit benchmark, or the grounding benchmark.
 
-    Runs VLMEvalKit with SATORI's prompt, the shared pixel budget and explicit decoding (greedy,
-    repetition penalty 1.0, by default), each model in its own launch; the answer inside
+    Runs VLMEvalKit with SATORI's prompt (or another output grammar's, --grammar), the shared
+    pixel budget and explicit decoding (greedy, repetition penalty 1.0, by default), each
+    model in its own launch; the answer inside
     <answer> is scored, the raw output is kept. The exit code is non-zero when any benchmark
     failed, even where VLMEvalKit itself would exit 0.
     """
@@ -109,6 +120,7 @@ def eval_command(
             procs=procs,
             baseline=baseline_model if baseline else None,
             baseline_prompt=baseline_prompt,
+            grammar=grammar,
             judge=judge,
             judge_url=judge_url,
             judge_key=judge_key,

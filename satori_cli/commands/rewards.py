@@ -6,11 +6,12 @@ from pathlib import Path
 
 import typer
 
+from satori_cli.grammar import GRAMMAR_HELP
 from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
 
 rewards_app = typer.Typer(
     no_args_is_help=True,
-    help="The four SATORI rewards: the ms-swift plugin path, and scoring completions from a file.",
+    help="The SATORI rewards: the ms-swift plugin path, and scoring completions from a file.",
 )
 
 
@@ -24,26 +25,29 @@ def path() -> None:
 
 @rewards_app.command("list")
 def list_rewards() -> None:
-    """Show the reward names the plugin registers, their log names and the columns they read."""
+    """Show the reward names the plugin registers, their log names, the columns they read and
+    the output grammars (`--grammar`) whose training uses them."""
     from rich.markup import escape
     from rich.table import Table
 
-    from satori_cli.rewards import REWARDS
+    from satori_cli.rewards import REWARDS, grammars_using
     from satori_cli.ui import console
 
     table = Table(title="rewards registered by `satori rewards path`")
     table.add_column("--reward_funcs name", no_wrap=True)
     table.add_column("logged as (class)", no_wrap=True)
     table.add_column("reads columns")
+    table.add_column("grammars")
     table.add_column("what it scores")
     for r in REWARDS:
-        what = r.doc if r.paper else f"(optional) {r.doc}"
-        table.add_row(r.name, r.class_name, ", ".join(r.columns) or "-", escape(what))
+        used = ", ".join(grammars_using(r.name)) or "(optional)"
+        table.add_row(r.name, r.class_name, ", ".join(r.columns) or "-", used, escape(r.doc))
     console().print(table)
 
 
 def _run_folder(run_dir: Path):
-    """A train run's completions.jsonl, its run settings (None without run.json) and its data rows by id."""
+    """A train run's completions.jsonl, its run settings (None without run.json) and its data rows
+    by id (its grammar is read by `model_grammar`)."""
     from satori_cli import models
     from satori_cli.errors import SatoriError
     from satori_cli.train.report import dataset_rows
@@ -88,8 +92,15 @@ def score(
         help="Also score external_vqa_norm_acc (case, punctuation, articles ignored).",
     ),
     show_malformed: int = typer.Option(10, help="How many rejected lines to list by number."),
+    grammar: str = typer.Option(
+        None,
+        "--grammar",
+        help=f"Output grammar whose rewards score FILE: {GRAMMAR_HELP} Default: a run folder's recorded "
+        "grammar, else satori.",
+    ),
 ) -> None:
-    """Score every completion of FILE with the four rewards: a table of means; per-row scores with --out."""
+    """Score every completion of FILE with a grammar's rewards (satori: the paper's four): a table
+    of means; per-row scores with --out."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
@@ -99,6 +110,7 @@ def score(
     from satori_cli.pixels import PixelBudget
     from satori_cli.rewards import BY_NAME, missing_libraries
     from satori_cli.rewards.score_file import check_out_path, count_lines, score_jsonl
+    from satori_cli.train.runinfo import model_grammar
     from satori_cli.ui import console
 
     if missing_libraries():
@@ -109,6 +121,7 @@ def score(
 
     env = PixelBudget.from_env()
     data_rows, run = None, None
+    chosen = model_grammar(grammar, file if file.is_dir() else None)
     if file.is_dir():
         folder = file
         file, run, data_rows = _run_folder(folder)
@@ -135,10 +148,12 @@ def score(
             on_progress=lambda line: progress.update(task, completed=line),
             data_rows=data_rows,
             overwrite=overwrite,
+            grammar=chosen,
         )
 
     table = Table(
-        title=f"{file.name}: {report.rows} rows, pixel budget {budget.min_pixels}-{budget.max_pixels}"
+        title=f"{file.name}: {report.rows} rows, grammar {chosen.name}, "
+        f"pixel budget {budget.min_pixels}-{budget.max_pixels}"
     )
     for col, justify in (
         ("reward", "left"),
@@ -168,6 +183,4 @@ def score(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(
-        rewards_app, name="rewards", help="The four SATORI rewards: plugin path, list, scoring a file."
-    )
+    app.add_typer(rewards_app, name="rewards", help="The SATORI rewards: plugin path, list, scoring a file.")

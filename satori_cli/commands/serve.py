@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from satori_cli.grammar import GRAMMAR_HELP
+
 API_KEY_ENV = "SATORI_API_KEY"
 
 
@@ -35,6 +37,12 @@ def serve(
         "vllm", help="The vllm executable; point it at a separate environment (vLLM pins pillow>=13)."
     ),
     ui: bool = typer.Option(False, "--ui", help="Also start the Gradio demo against the server."),
+    grammar: str = typer.Option(
+        None,
+        "--grammar",
+        help=f"Output grammar the demo asks and reads in: {GRAMMAR_HELP} Default: what the model's "
+        "`satori train` run recorded, else satori.",
+    ),
     ui_port: int = typer.Option(7860, help="Port of the demo."),
     base_url: str = typer.Option(
         None,
@@ -69,12 +77,14 @@ def serve(
         served_model,
     )
     from satori_cli.signals import interrupt_on_stop_signals
+    from satori_cli.train.runinfo import model_grammar
     from satori_cli.ui import console
 
     _check_number(startup_timeout, "--startup-timeout", positive=True)
     if max_model_len is not None:
         _check_number(max_model_len, "--max-model-len", positive=True)
     check_api_key(api_key)
+    grammar = model_grammar(grammar, model).name  # a run folder answers in its own grammar
     if base_url and not ui:
         raise SatoriError(
             "--base-url only attaches the demo; add --ui", hint="or drop --base-url to start a server"
@@ -113,14 +123,18 @@ def serve(
     planned = None if base_url else plan(port)
     if dry_run:
         if planned is None:
-            console().print(f"would start the demo on {root_url(host, ui_port)} against {base_url}")
+            console().print(
+                f"would start the demo on {root_url(host, ui_port)} against {base_url} (grammar {grammar})"
+            )
             return
         console().print(planned.display(), soft_wrap=True, markup=False, highlight=False)
         if chosen_model is not None and chosen_model.run is not None:
             console().print(f"# model: {chosen_model.describe()}", soft_wrap=True, markup=False)
         if ui:
             console().print(
-                f"# then the demo on {root_url(host, ui_port)} against {planned.base_url}", markup=False
+                f"# then the demo on {root_url(host, ui_port)} against {planned.base_url} "
+                f"(grammar {grammar})",
+                markup=False,
             )
         return
     chosen = check_ports(host, wanted)  # in use, privileged, not local; 0 -> a free port
@@ -128,11 +142,11 @@ def serve(
         ui_port = chosen.pop()
     interrupt_on_stop_signals()
     if planned is None:
-        run_demo(base_url, api_key, budget, host, ui_port)
+        run_demo(base_url, api_key, budget, host, ui_port, grammar=grammar)
         return
     if chosen[0] != port:
         planned = plan(chosen[0])
-    run_server(planned, startup_timeout, ui_port if ui else None, budget)
+    run_server(planned, startup_timeout, ui_port if ui else None, budget, grammar=grammar)
 
 
 def _check_number(value: float, flag: str, positive: bool = False) -> None:
@@ -173,8 +187,8 @@ def predict(
         None,
         "--model",
         "-m",
-        help="The run folder (or a checkpoint of it) the server serves: its pixel budget is used "
-        "(default: MIN_PIXELS / MAX_PIXELS, else the paper's).",
+        help="The run folder (or a checkpoint of it) the server serves: its pixel budget and grammar are "
+        "used (default: MIN_PIXELS / MAX_PIXELS, else the paper's; satori).",
     ),
     save: Path = typer.Option(None, "--save", help="Write the image with the boxes drawn (PNG)."),
     as_json: bool = typer.Option(
@@ -182,12 +196,18 @@ def predict(
     ),
     temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy, repeatable boxes)."),
     max_tokens: int = typer.Option(512, help="Most tokens to generate."),
+    grammar: str = typer.Option(
+        None,
+        "--grammar",
+        help=f"Output grammar to ask and read in (default: the --model run's, else satori): {GRAMMAR_HELP}",
+    ),
     timeout: float = typer.Option(300, help="Seconds to wait for the answer."),
     wait: float = typer.Option(
         0, help="Seconds to wait for the server's /health first (for scripts that just started it)."
     ),
 ) -> None:
-    """Ask SATORI about one image: caption, boxes on the original image, answer."""
+    """Ask SATORI about one image: caption, boxes on the original image, answer (or the parts of
+    another --grammar: thinking for satori-v2 and r1)."""
     from satori_cli.serve.client import SatoriClient, draw_boxes, load_image
     from satori_cli.ui import console
 
@@ -195,9 +215,12 @@ def predict(
     _check_number(wait, "--wait")
     _check_number(temperature, "--temperature")
     _check_number(max_tokens, "--max-tokens", positive=True)
-    budget = _budget(_budget_model(model))
+    served = _budget_model(model)
+    budget = _budget(served)
+    if grammar is None and served is not None and served.run is not None:
+        grammar = served.run.grammar  # the served run answers in its own grammar
     picture = load_image(image)
-    client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout)
+    client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout, grammar=grammar)
     if wait > 0:
         from satori_cli.cmdline import wait_until
         from satori_cli.http_client import http_ok
@@ -218,13 +241,16 @@ def predict(
         return
     from rich.markup import escape
 
-    c = prediction.completion
-    console().print(f"[bold]caption:[/] {escape(c.caption or '(missing)')}", soft_wrap=True)
+    c, g = prediction.completion, client.grammar
+    if g.has_caption:
+        console().print(f"[bold]caption:[/] {escape(c.caption or '(missing)')}", soft_wrap=True)
     for label, box in zip(prediction.labels(), prediction.boxes, strict=True):
         console().print(f"[bold]{label}:[/] {list(box)}")
+    if g.thinking_tag:
+        console().print(f"[bold]thinking:[/] {escape(c.thinking or '(missing)')}", soft_wrap=True)
     console().print(f"[bold]answer:[/] {escape(c.answer or '(missing)')}", soft_wrap=True)
     if prediction.problem:
-        console().print(f"[yellow]not in SATORI format:[/] {escape(prediction.problem)}")
+        console().print(f"[yellow]not in {g.title} format:[/] {escape(prediction.problem)}")
     if save is not None:
         console().print(f"[green]saved:[/] {save}")
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from satori_cli.grammar import GRAMMAR_HELP
+
 TRAIN_HELP = """Train with SATORI's GRPO recipe on ms-swift 4.x (`swift rlhf --rlhf_type grpo`).
 
 Presets (--preset): paper (the published recipe, 4 GPUs), fast (paper + vLLM colocated
@@ -19,6 +21,8 @@ Precedence: preset < --config FILE < flags < arguments after `--`, which go to s
   satori train --preset fast --gpus 8 --nodes 2 --node-rank 0 --master-addr 10.0.0.1 --data ...
 
   satori train --preset lora --data ... -- --max_steps 100 --lora_rank 8
+
+  satori train --preset paper --grammar r1 --data ...   (the R1-style baseline; see --grammar)
 """
 
 
@@ -62,6 +66,12 @@ def train(
     resume_from: Path = typer.Option(
         None, "--resume-from", help="Continue from this checkpoint folder (or this run's latest checkpoint)."
     ),
+    grammar: str = typer.Option(
+        None,
+        "--grammar",
+        help=f"Output grammar to train (system prompt and rewards): {GRAMMAR_HELP} Default: the "
+        "config's, else satori; a resumed run keeps its own.",
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the exact command and environment for each node, run nothing."
     ),
@@ -95,6 +105,7 @@ def train(
         master_port=master_port,
         resume=str(resume_from) if resume_from is not None else ("latest" if resume else None),
         extra=list(swift_args or []),
+        grammar=grammar,
     )
     if dry_run:
         from satori_cli.train.dry_run import dry_run_text
@@ -145,6 +156,9 @@ def report(
         result = write_report(run_dir, out, max_completions=max_completions)
     for path in result.files:
         console().print(f"[green]wrote[/] {path}")
+    if result.eval_command:
+        console().print("grounding evaluation of the val split (boxes, answers, captions):")
+        console().print(f"  {result.eval_command}", markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

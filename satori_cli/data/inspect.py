@@ -18,6 +18,7 @@ from pathlib import Path
 from satori_cli.data import outputs, readers
 from satori_cli.data.validate import IMAGE_TAG, MAX_ID_CHARS, finite
 from satori_cli.errors import SatoriError
+from satori_cli.rewards.reward_functions import MAX_IMAGE_SIDE
 
 BOX_COLOR = (255, 0, 255)  # magenta: no colour of the synthetic shapes, visible on photos
 BOX_WIDTH = 3
@@ -157,11 +158,13 @@ def _check(row: dict, ids: set[str], stats: Stats) -> list[str]:
         problems.append("images: file not found")
 
     width, height = row.get("width"), row.get("height")
-    size_ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height))
+    size_ok = all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_IMAGE_SIDE for v in (width, height)
+    )
     if size_ok:
         counts.append((stats.sizes, (width, height)))
     else:
-        problems.append("width/height: not positive whole numbers")
+        problems.append(f"width/height: not whole numbers from 1 to {MAX_IMAGE_SIDE:,}")
 
     boxes = row.get("bboxs")
     if not isinstance(boxes, list) or not boxes:

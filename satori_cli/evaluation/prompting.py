@@ -22,25 +22,28 @@ EVAL_IMAGES = 8  # images one VLMEvalKit prompt may carry (vLLM's limit_mm_per_p
 
 @dataclass(frozen=True)
 class PromptStyle:
-    """`satori`: SATORI's system prompt plus the eval suffix; `stock`: the question as given."""
+    """`satori`: an output grammar's system prompt plus its eval suffix (default grammar
+    `satori`: SATORI's own); `stock`: the question as given."""
 
     system: str | None
     suffix: str
 
     @classmethod
-    def satori(cls) -> PromptStyle:
+    def satori(cls, grammar: str | None = None) -> PromptStyle:
         from satori_cli.prompts import load_prompt
 
-        return cls(system=load_prompt("system"), suffix=load_prompt("eval_suffix"))
+        return cls(
+            system=load_prompt("system", grammar=grammar), suffix=load_prompt("eval_suffix", grammar=grammar)
+        )
 
     @classmethod
     def stock(cls) -> PromptStyle:
         return cls(system=None, suffix="")
 
     @classmethod
-    def named(cls, name: str) -> PromptStyle:
+    def named(cls, name: str, grammar: str | None = None) -> PromptStyle:
         if name == "satori":
-            return cls.satori()
+            return cls.satori(grammar)
         if name == "stock":
             return cls.stock()
         raise ValueError(f"unknown prompt style {name!r} (satori or stock)")

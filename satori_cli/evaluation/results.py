@@ -18,6 +18,7 @@ from satori_cli.evaluation import records
 from satori_cli.evaluation.datasets import Benchmark, missing_message, unknown_message
 from satori_cli.evaluation.judge import EXACT, verdict
 
+GROUNDING_SCORER = "satori rewards"  # who scores a grounding benchmark (no option matching)
 _SKIP_REASONS = {
     "invalid_dataset": "VLMEvalKit could not load it",
     "mmbench_evaluation_requires_official_server": "no public answers (official server only)",
@@ -39,10 +40,12 @@ class Outcome:
     judge: str | None = None  # who actually mapped answers to options (None: nothing scored)
     unreadable_items: int = 0  # items the LLM judge could not map (scored as wrong)
     inputs: dict[str, Any] | None = None  # image sizes the model received (records.input_sizes)
+    primary: str = "Overall"  # the metric that must be there (`box_iou` for a grounding benchmark)
+    per_row: str | None = None  # grounding: the JSONL of each row's output and scores
 
     @property
     def ok(self) -> bool:
-        return self.error is None and "Overall" in self.metrics
+        return self.error is None and self.primary in self.metrics
 
 
 def read_acc_csv(path: Path) -> dict[str, float]:
@@ -83,7 +86,7 @@ def _count_failures(pred_file: Path) -> tuple[int, int]:
 
 
 def collect(work_dir: Path, model: str, bench: Benchmark, judge: str = EXACT) -> Outcome:
-    out = Outcome(model=model, benchmark=bench.name)
+    out = Outcome(model=model, benchmark=bench.name, primary=bench.primary)
     out.inputs = records.input_sizes(records.inputs_file(work_dir / model, bench.name))
     status_file = work_dir / model / "status.json"
     try:
@@ -123,10 +126,15 @@ def collect(work_dir: Path, model: str, bench: Benchmark, judge: str = EXACT) ->
         }
     if entry.get("status") != "done":
         out.error = f"unfinished (status: {entry.get('status')})"
-    elif "Overall" not in out.metrics:
-        out.error = "no Overall score in VLMEvalKit's results"
+    elif out.primary not in out.metrics:
+        out.error = f"no {out.primary} score in VLMEvalKit's results"
     elif out.items and out.failed_items == out.items:
         out.error = f"every one of the {out.items} items failed to get an answer"
+    if bench.grounding:
+        rows = work_dir / model / f"{model}_{bench.name}_grounding.jsonl"
+        out.per_row = str(rows) if rows.is_file() else None
+        out.judge = GROUNDING_SCORER if out.metrics else None
+        return out
     if out.metrics:
         scored = verdict(work_dir / model, model, bench.name, judge)
         out.judge, out.unreadable_items = scored.used, scored.guessed
@@ -153,6 +161,7 @@ def write_summary(work_dir: Path, outcomes: list[Outcome], settings: dict[str, A
                 "judge": o.judge,
                 "unreadable_items": o.unreadable_items,
                 "inputs": o.inputs,
+                "per_row": o.per_row,
             }
             for o in outcomes
         ],
@@ -183,7 +192,7 @@ def table_rows(outcomes: list[Outcome], models: list[str]) -> list[tuple[str, st
         for m in models:
             if m in by_model:
                 metrics.extend(k for k in by_model[m].metrics if k not in metrics)
-        metrics.sort(key=lambda k: k != "Overall")
+        metrics.sort(key=lambda k: k != "Overall")  # grounding metrics keep their written order
         for metric in metrics:
             values = [by_model[m].metrics.get(metric) if m in by_model else None for m in models]
             rows.append((bench, metric, values))

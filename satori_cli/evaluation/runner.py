@@ -13,6 +13,7 @@ from satori_cli.errors import SatoriError
 from satori_cli.evaluation import records
 from satori_cli.evaluation.plan import BASELINE_NAME, SATORI_NAME, EvalPlan, ModelSpec
 from satori_cli.evaluation.results import Outcome, collect
+from satori_cli.grammar import get_grammar
 from satori_cli.http_client import served_models
 from satori_cli.models import Model
 
@@ -23,6 +24,7 @@ def resolve_models(
     backend: str,
     base_url: str | None,
     baseline_prompt: str,
+    grammar: str | None = None,
     *,
     dry_run: bool = False,
 ) -> tuple[list[ModelSpec], list[Model]]:
@@ -31,7 +33,9 @@ def resolve_models(
     Local backends get checkpoint folders: a run folder's last checkpoint, a hub model from the
     cache or downloaded, `tiny` built; a dry run downloads and builds nothing. With `--backend
     api` the names are served model names; a `--model` that is a local run folder (or one of its
-    checkpoints) names the served model's budget, and the server's first model is asked.
+    checkpoints) names the served model's budget and grammar, and the server's first model is
+    asked. `grammar` (--grammar) is the evaluated model's, else the one its run recorded, else
+    satori; the baseline keeps its own run's grammar, if any, else shares the evaluated model's.
     """
     if backend == "api":
         if not base_url:
@@ -41,24 +45,34 @@ def resolve_models(
         name = (None if local else model) or (offered[0] if offered else None)
         if not name:
             raise SatoriError(f"the server at {base_url} lists no models; pass --model NAME")
-        run = str(local.run.folder) if local and local.run else None
-        specs = [ModelSpec(SATORI_NAME, model or name, name, "satori", run)]
+        main = _grammar(grammar, local)
+        specs = [ModelSpec(SATORI_NAME, model or name, name, "satori", main, run=_run(local))]
         if baseline:
-            specs.append(ModelSpec(BASELINE_NAME, baseline, baseline, baseline_prompt))
+            specs.append(ModelSpec(BASELINE_NAME, baseline, baseline, baseline_prompt, main))
         return specs, [local] if local else []
     if base_url:
         raise SatoriError("--base-url is only used with --backend api")
     hub = "keep" if dry_run else "download"
-    named = [(SATORI_NAME, model, "--model", "satori")]
+    found = models.resolve(model, flag="--model", hub=hub, build=not dry_run)
+    main = _grammar(grammar, found)
+    specs = [ModelSpec(SATORI_NAME, model, found.path, "satori", main, run=_run(found))]
+    resolved = [found]
     if baseline:
-        named.append((BASELINE_NAME, baseline, "--baseline-model", baseline_prompt))
-    specs, resolved = [], []
-    for name, source, flag, prompt in named:
-        found = models.resolve(source, flag=flag, hub=hub, build=not dry_run)
-        run = str(found.run.folder) if found.run else None
-        specs.append(ModelSpec(name, source, found.path, prompt, run))
-        resolved.append(found)
+        base = models.resolve(baseline, flag="--baseline-model", hub=hub, build=not dry_run)
+        own = _grammar(None, base, main)
+        specs.append(ModelSpec(BASELINE_NAME, baseline, base.path, baseline_prompt, own, run=_run(base)))
+        resolved.append(base)
     return specs, resolved
+
+
+def _grammar(chosen: str | None, model: Model | None, default: str | None = None) -> str:
+    """--grammar if given, else the one the model's run recorded, else `default` (satori)."""
+    recorded = model.run.grammar if model is not None and model.run is not None else None
+    return get_grammar(chosen or recorded or default).name
+
+
+def _run(model: Model | None) -> str | None:
+    return str(model.run.folder) if model is not None and model.run is not None else None
 
 
 def prepare_work_dir(plan: EvalPlan, overwrite: bool) -> None:
@@ -89,7 +103,8 @@ def settings_of(plan: EvalPlan) -> dict:
         "resolved": {m.name: records.runtime(plan.record_dir(m)) for m in plan.models},
         "models": [asdict(m) for m in plan.models],
         "benchmarks": [
-            {"requested": b.requested, "name": b.name, "tsv": str(b.tsv)} for b in plan.benchmarks
+            {"requested": b.requested, "name": b.name, "kind": b.kind, "tsv": str(b.tsv), "rows": b.rows}
+            for b in plan.benchmarks
         ],
         "data_dir": str(plan.data_dir),
     }

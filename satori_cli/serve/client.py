@@ -1,5 +1,8 @@
 """One SATORI round trip: image + question in, caption / boxes / answer out, boxes on the original.
 
+The client asks in an output grammar (`satori_cli.grammar.GRAMMARS`, default `satori`): its
+system prompt goes out, its parser reads the answer, and boxes are drawn when it has them.
+
 Qwen2.5-VL answers with boxes in the pixels of its *resized* input. We resize the image to the
 pixel budget ourselves and send that, so the server's own resize is the identity and cannot
 shift the boxes; we then map the boxes back to the original image with the same budget.
@@ -17,7 +20,7 @@ from satori_cli import chat, http_client
 from satori_cli.chat import PreparedImage, prepare_image
 from satori_cli.decoding import Decoding
 from satori_cli.errors import SatoriError
-from satori_cli.grammar import Completion, parse
+from satori_cli.grammar import Completion, Grammar, get_grammar, parse
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget, clamp_box
 from satori_cli.prompts import load_prompt
 from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
@@ -83,7 +86,7 @@ class Prediction:
         c = self.completion
         if c.reason:
             return c.reason
-        if c.box_error:
+        if c.box_error and get_grammar(c.grammar).has_boxes:  # no <bbox> is right in r1
             return f"boxes unreadable: {c.box_error}"
         return None
 
@@ -98,6 +101,8 @@ class Prediction:
             "answer": c.answer,
             "boxes": [list(b) for b in self.boxes],
             "boxes_model": [list(b) for b in (c.boxes or ())],
+            "thinking": c.thinking,
+            "grammar": c.grammar,
             "image_size": [self.width, self.height],
             "well_formed": self.well_formed,
             "problem": self.problem,
@@ -105,11 +110,18 @@ class Prediction:
         }
 
 
-def interpret(text: str, prepared: PreparedImage, budget: PixelBudget = PAPER_BUDGET) -> Prediction:
-    """Parse a completion and map its boxes from the resized input onto the original image."""
-    completion = parse(http_client.printable(text))
+def interpret(
+    text: str,
+    prepared: PreparedImage,
+    budget: PixelBudget = PAPER_BUDGET,
+    grammar: str | Grammar | None = None,
+) -> Prediction:
+    """Parse a completion in its grammar and map its boxes from the resized input onto the
+    original image (none for a grammar without boxes)."""
+    g = get_grammar(grammar)
+    completion = parse(http_client.printable(text), grammar=g)
     w, h = prepared.original.size
-    mapped = budget.to_original(completion.boxes or (), w, h)
+    mapped = budget.to_original((completion.boxes or ()) if g.has_boxes else (), w, h)
     boxes = tuple(clamp_box(b, w, h) for b in mapped)
     return Prediction(completion=completion, width=w, height=h, boxes=boxes)
 
@@ -147,7 +159,9 @@ class SatoriClient:
         model: str = SERVED_MODEL_NAME,
         budget: PixelBudget = PAPER_BUDGET,
         timeout: float = 120.0,
+        grammar: str | Grammar | None = None,
     ) -> None:
+        self.grammar = get_grammar(grammar)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.budget = budget
@@ -174,7 +188,7 @@ class SatoriClient:
         if not question.strip():
             raise SatoriError("ask a question about the image")
         decoding = Decoding(temperature=temperature, max_new_tokens=max_tokens)
-        system = load_prompt("system")
+        system = load_prompt("system", grammar=self.grammar)
         return chat.request(self.model, system, [prepared, question], decoding, self.budget, stream)
 
     @property
@@ -207,4 +221,4 @@ class SatoriClient:
     ) -> tuple[PreparedImage, Prediction]:
         prepared = prepare_image(image, self.budget)
         text = self.complete(prepared, question, temperature, max_tokens)
-        return prepared, interpret(text, prepared, self.budget)
+        return prepared, interpret(text, prepared, self.budget, self.grammar)

@@ -1,6 +1,8 @@
 """`satori serve --backend fake`: an OpenAI-compatible server with canned SATORI answers, no model.
 
-For trying the demo and the client on any machine. It behaves like vLLM where it matters to a
+For trying the demo and the client on any machine. It answers in the output grammar whose
+system prompt a request carries (`satori` otherwise), so the demo and `predict` in any
+`--grammar` get answers they can read. It behaves like vLLM where it matters to a
 client: `/health` (open even with an API key), `/v1/models`, `/v1/chat/completions` with and
 without streaming (SSE), Bearer API keys on `/v1/*`, 400 with a message for a bad request,
 and the Qwen2.5-VL coordinate convention: it resizes the image with the pixel budget (the
@@ -26,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from satori_cli.grammar import format_completion
+from satori_cli.grammar import GRAMMARS, Grammar, format_completion, get_grammar
 from satori_cli.pixels import PixelBudget
 from satori_cli.serve.client import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
 from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
@@ -80,8 +82,10 @@ def find_box(image: Any) -> tuple[list[int], str]:
     return [0, 0, image.width, image.height], "blank"
 
 
-def answer_for(image: Any, budget: PixelBudget) -> tuple[str, tuple[int, int]]:
-    """The SATORI completion for an image, with its box in the budget-resized pixels."""
+def answer_for(
+    image: Any, budget: PixelBudget, grammar: str | Grammar | None = None
+) -> tuple[str, tuple[int, int]]:
+    """The completion for an image in a grammar, with its box in the budget-resized pixels."""
     from PIL import Image
 
     try:
@@ -91,7 +95,25 @@ def answer_for(image: Any, budget: PixelBudget) -> tuple[str, tuple[int, int]]:
     seen = image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
     box, what = find_box(seen)
     caption = f"a {seen.width}x{seen.height} picture with a {what} region"
-    return format_completion(caption, [box], what), seen.size
+    thinking = f"the region at {box} is {what}"
+    return format_completion(caption, [box], what, grammar, thinking=thinking), seen.size
+
+
+def grammar_asked(body: dict[str, Any]) -> Grammar:
+    """The grammar whose system prompt a request (as sent) carries; satori when none matches."""
+    from satori_cli.prompts import load_prompt
+
+    messages = body.get("messages") if isinstance(body, dict) else None
+    system = next(
+        (m.get("content") for m in messages or () if isinstance(m, dict) and m.get("role") == "system"), None
+    )
+    if isinstance(system, list):
+        system = " ".join(str(p.get("text") or "") for p in system if isinstance(p, dict))
+    if isinstance(system, str):
+        for grammar in GRAMMARS.values():
+            if system.strip() == load_prompt("system", grammar=grammar):
+                return grammar
+    return get_grammar(None)
 
 
 def decode_image(request: ChatRequest) -> Any:
@@ -129,8 +151,9 @@ class CannedModel:
         self.budget = budget or PixelBudget.from_env()
 
     def reply(self, body: dict[str, Any], image: Any) -> str:
-        """The completion for a validated request (`body` as sent) and its decoded image."""
-        return answer_for(image, self.budget)[0]
+        """The completion for a validated request (`body` as sent) and its decoded image, in the
+        grammar the request asks for."""
+        return answer_for(image, self.budget, grammar_asked(body))[0]
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -210,15 +210,21 @@ def _bind_error(exc: OSError, host: str, port: int, flag: str) -> SatoriError:
 
 
 def run_demo(
-    base_url: str, api_key: str | None, budget: PixelBudget, host: str, port: int, server=None
+    base_url: str,
+    api_key: str | None,
+    budget: PixelBudget,
+    host: str,
+    port: int,
+    server=None,
+    grammar: str | None = None,
 ) -> None:
-    """The demo against `base_url` until Ctrl-C, or until `server` (when given) dies."""
+    """The demo (asking in `grammar`) against `base_url` until Ctrl-C, or until `server` (when given) dies."""
     import time
 
     from satori_cli.serve.ui import build_demo, launch_demo
     from satori_cli.ui import console
 
-    demo = launch_demo(build_demo(base_url, api_key, budget), host, port, block=False)
+    demo = launch_demo(build_demo(base_url, api_key, budget, grammar=grammar), host, port, block=False)
     how = " (log in with any user name and the API key as password)" if api_key else ""
     console().print(f"[green]demo:[/] {root_url(host, port)}{how}  (Ctrl-C to stop)")
     try:
@@ -229,7 +235,9 @@ def run_demo(
         demo.close()
 
 
-def run_server(plan: ServerPlan, timeout: float, ui_port: int | None, budget: PixelBudget) -> None:
+def run_server(
+    plan: ServerPlan, timeout: float, ui_port: int | None, budget: PixelBudget, grammar: str | None = None
+) -> None:
     """Start the planned server, print where it answers, and keep it (and the demo) until stopped."""
     from satori_cli.ui import console
 
@@ -243,7 +251,7 @@ def run_server(plan: ServerPlan, timeout: float, ui_port: int | None, budget: Pi
             f"[green]SATORI API ready:[/] {plan.base_url} (model `satori`, backend {plan.backend})"
         )
         if ui_port is not None:
-            run_demo(plan.base_url, plan.api_key, budget, plan.host, ui_port, server=server)
+            run_demo(plan.base_url, plan.api_key, budget, plan.host, ui_port, server=server, grammar=grammar)
         else:
             code = server.wait()
             if code != 0:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from satori_cli.errors import SatoriError, require
+from satori_cli.grammar import Grammar, get_grammar
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget
 from satori_cli.serve.client import (
     BOX_COLORS,
@@ -41,23 +42,44 @@ CSS = "#raw textarea { font-family: monospace; }"
 
 
 def parsed_markdown(prediction: Prediction) -> str:
-    """Caption, answer and boxes as Markdown. Escaped: raw `<caption>` would vanish as HTML."""
+    """The parts of the answer's grammar (caption, thinking, answer, boxes) as Markdown.
+    Escaped: raw `<caption>` would vanish as HTML."""
     c = prediction.completion
+    g = get_grammar(c.grammar)
 
     def field(value: str | None) -> str:
         return html.escape(value) if value else "_(missing)_"
 
-    lines = [f"**Caption:** {field(c.caption)}", "", f"**Answer:** {field(c.answer)}", ""]
+    lines = [f"**Caption:** {field(c.caption)}", ""] if g.has_caption else []
+    if g.thinking_tag:
+        lines += [f"**Thinking:** {field(c.thinking)}", ""]
+    lines += [f"**Answer:** {field(c.answer)}", ""]
     if prediction.boxes:
         boxes = ", ".join(
             f"{label} {list(b)}" for label, b in zip(prediction.labels(), prediction.boxes, strict=True)
         )
         lines.append(f"**Boxes** (original-image pixels): {boxes}")
-    else:
+    elif g.has_boxes:
         lines.append(f"**Boxes:** none ({html.escape(c.box_error or 'empty list')})")
     if prediction.problem:
-        lines += ["", f"_Not in SATORI format: {html.escape(prediction.problem)}_"]
-    return "\n".join(lines)
+        lines += ["", f"_Not in {g.title} format: {html.escape(prediction.problem)}_"]
+    return "\n".join(lines).strip()
+
+
+def intro(grammar: Grammar) -> str:
+    """What the model does, in the demo's grammar."""
+    steps = {
+        "caption": "describes the image",
+        "bbox": "picks the regions that matter",
+        "thinking": "thinks it through",
+        "think": "thinks it through",
+        "answer": "answers",
+    }
+    said = [steps[t] for t in grammar.tags]
+    text = f"# SATORI\nThe model ({grammar.name}) {', then '.join(said)}."
+    if grammar.has_boxes:
+        text += " Boxes are mapped from the model's resized input back onto your image."
+    return text
 
 
 def annotations(prediction: Prediction) -> list[tuple[tuple[int, int, int, int], str]]:
@@ -109,7 +131,7 @@ def make_handler(client: SatoriClient, budget: PixelBudget, save_image: Callable
         except SatoriError as exc:
             yield (picture, []), error_markdown(str(exc)), text
             return
-        prediction = interpret(text, prepared, budget)
+        prediction = interpret(text, prepared, budget, client.grammar)
         yield (picture, annotations(prediction)), parsed_markdown(prediction), text
 
     return ask
@@ -186,21 +208,20 @@ def build_demo(
     api_key: str | None = None,
     budget: PixelBudget = PAPER_BUDGET,
     timeout: float = 120.0,
+    grammar: str | Grammar | None = None,
 ):
-    """The Blocks app (not launched; `launch_demo` starts it, with a login when there is a key)."""
+    """The Blocks app (not launched; `launch_demo` starts it, with a login when there is a key),
+    asking and reading in `grammar` (default satori)."""
     # Before gradio is imported: its analytics read the variable at import and at Blocks().
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     gr = require("gradio", "serve", "The demo")
     analytics = os.environ["GRADIO_ANALYTICS_ENABLED"] == "True"
 
-    client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout)
+    client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout, grammar=grammar)
     colors = {f"box {i + 1}": BOX_COLORS[i % len(BOX_COLORS)] for i in range(50)}
     # Result files older than an hour are deleted every hour: a long-running demo stays bounded.
     with gr.Blocks(title="SATORI", analytics_enabled=analytics, delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(
-            "# SATORI\nThe model describes the image, picks the regions that matter, then answers. "
-            "Boxes are mapped from the model's resized input back onto your image."
-        )
+        gr.Markdown(intro(client.grammar))
         status = gr.Markdown(elem_id="status")
         with gr.Row():
             with gr.Column():

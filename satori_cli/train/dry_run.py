@@ -7,6 +7,7 @@ dry run can be pasted on each machine of a multi-node job.
 from __future__ import annotations
 
 from satori_cli.errors import SatoriError
+from satori_cli.grammar import get_grammar
 from satori_cli.train.command import build_commands
 from satori_cli.train.preflight import check_batch, check_budget
 from satori_cli.train.runner import TrainOptions, build_plan, swift_program
@@ -32,6 +33,11 @@ def dry_run_text(opts: TrainOptions) -> str:
     ]
     if plan.resume is not None:
         lines.append(f"# resuming from {plan.resume}")
+    grammar = get_grammar(plan.recipe.grammar)
+    lines.append(
+        f"# grammar {grammar.name}: {grammar.shape()}; rewards {' '.join(plan.reward_funcs)}; "
+        f"system prompt {plan.system_prompt} ({grammar.prompt_source})"
+    )
     source = plan.recipe.data or "the generated sample set"
     lines.append(f"# data: {source} -> {plan.train_path} (rows get solution=<id> for the report)")
     for rank, command in build_commands(plan, program):

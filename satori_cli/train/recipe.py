@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from satori_cli.errors import SatoriError
+from satori_cli.grammar import DEFAULT_GRAMMAR, get_grammar
 from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
 
 DEFAULT_PRESET = "smoke"
@@ -31,6 +32,7 @@ RECIPE_KEYS = frozenset(
         "swift",
         "data",
         "val_data",
+        "grammar",
     }
 )
 
@@ -49,6 +51,7 @@ class Recipe:
     swift: dict[str, Any] = field(default_factory=dict)
     data: str | None = None
     val_data: str | None = None
+    grammar: str = DEFAULT_GRAMMAR  # output grammar: prompt and rewards (satori_cli.grammar.GRAMMARS)
 
     @property
     def budget(self) -> PixelBudget:
@@ -66,6 +69,7 @@ class Recipe:
             "swift": copy.deepcopy(self.swift),
             "data": self.data,
             "val_data": self.val_data,
+            "grammar": self.grammar,
         }
 
 
@@ -144,6 +148,7 @@ def resolve_recipe(
         recipe.gpus = int(recipe.gpus)
         recipe.min_pixels, recipe.max_pixels = int(recipe.min_pixels), int(recipe.max_pixels)
         recipe.budget  # noqa: B018 - validates min <= max
+        recipe.grammar = get_grammar(recipe.grammar).name  # an unknown name is a SatoriError
     except (TypeError, ValueError) as exc:
         raise SatoriError(f"invalid recipe ({name}): {exc}") from exc
     return recipe

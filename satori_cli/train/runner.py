@@ -21,6 +21,7 @@ from satori_cli import models
 from satori_cli.cmdline import Command, find_program, run
 from satori_cli.config import paths
 from satori_cli.errors import SatoriError, install_hint
+from satori_cli.grammar import get_grammar
 from satori_cli.train import runinfo, runlogs
 from satori_cli.train.command import DEFAULT_MASTER_PORT, Launch, TrainPlan
 from satori_cli.train.recipe import Recipe, parse_passthrough, read_recipe_file, resolve_recipe
@@ -46,6 +47,7 @@ class TrainOptions:
     master_port: int = DEFAULT_MASTER_PORT
     resume: str | None = None
     extra: list[str] = field(default_factory=list)
+    grammar: str | None = None
 
 
 def is_prepared_jsonl(path: Path) -> bool:
@@ -154,13 +156,14 @@ def tag_rows(src: Path, dest: Path) -> Path:
 def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     """Resolve recipe, model, data, output and resume into a plan (prepares data if needed)."""
     from satori_cli.prompts import prompt_path
-    from satori_cli.rewards import REWARD_FUNCS, plugin_path
+    from satori_cli.rewards import plugin_path
 
     overrides: dict[str, Any] = {
         "model": opts.model,
         "data": opts.data,
         "val_data": opts.val_data,
         "gpus": opts.gpus,
+        "grammar": opts.grammar,
         "swift": parse_passthrough(opts.extra),
     }
     recipe = resolve_recipe(opts.preset, opts.config, overrides)
@@ -174,7 +177,10 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     run_dir, resume = resolve_output_and_resume(opts, recipe.preset)
     # Cheap and offline (a hub id is checked by the preflight); the tiny model is built after the data.
     model = models.resolve(recipe.model)
-    recipe = inherit_budget(recipe, model, opts.config)
+    recipe = inherit_run(recipe, model, opts)
+    if resume is not None:
+        recipe.grammar = resumed_grammar(run_dir, opts.grammar, recipe.grammar)
+    grammar = get_grammar(recipe.grammar)
     if prepare_data:
         run_dir.mkdir(parents=True, exist_ok=True)
         train, val = resolve_data(recipe, run_dir)
@@ -196,8 +202,8 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         val_path=tagged_val,
         output_dir=run_dir,
         plugin=Path(plugin_path()),
-        reward_funcs=tuple(REWARD_FUNCS),
-        system_prompt=Path(prompt_path("system")),
+        reward_funcs=grammar.reward_funcs,
+        system_prompt=Path(prompt_path("system", grammar)),
         launch=launch,
         local_qwen2_5_vl=model.local and model.model_type == "qwen2_5_vl",
         resume=resume,
@@ -206,18 +212,35 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     return plan
 
 
-def inherit_budget(recipe: Recipe, model: models.Model, config: Path | None) -> Recipe:
-    """Training on from a run keeps the run's pixel budget (the frame its boxes are in).
+def inherit_run(recipe: Recipe, model: models.Model, opts: TrainOptions) -> Recipe:
+    """Training on from a run keeps the run's pixel budget (the frame its boxes are in) and,
+    unless --grammar or the --config file names one, its grammar.
 
     The preset's budget gives way; a `--config` file that sets another one is refused.
     """
-    if model.budget is None:
+    if model.run is None:
         return recipe
+    config = opts.config
     given = read_recipe_file(config) if config else {}
+    if model.run.grammar and opts.grammar is None and not given.get("grammar"):
+        recipe.grammar = get_grammar(model.run.grammar).name
     low, high = (int(given[k]) if given.get(k) is not None else None for k in ("min_pixels", "max_pixels"))
     budget = models.settle_budget([model], low, high, f"--config {config}")
     recipe.min_pixels, recipe.max_pixels = budget.min_pixels, budget.max_pixels
     return recipe
+
+
+def resumed_grammar(run_dir: Path, chosen: str | None, resolved: str) -> str:
+    """A resumed run keeps the grammar it started with: its prompt and rewards cannot change mid-run."""
+    recorded = runinfo.recorded_grammar(run_dir)
+    if recorded is None:
+        return resolved
+    if chosen is not None and get_grammar(chosen).name != recorded:
+        raise SatoriError(
+            f"{run_dir} was trained in the {recorded} grammar; --grammar {chosen} cannot resume it",
+            hint=f"drop --grammar (or pass --grammar {recorded}), or start a new run",
+        )
+    return recorded
 
 
 def swift_program() -> str:
@@ -279,6 +302,7 @@ def run_plan(plan: TrainPlan, command: Command, *, verbose: bool = False) -> dic
         "started": runinfo.now(),
         "status": "running",
         "recipe": plan.recipe.to_dict(),
+        "grammar": plan.recipe.grammar,  # what `satori eval/serve/rewards score` follow for this run
         "model": plan.model,
         "resume_from": str(plan.resume) if plan.resume else None,
         "command": runinfo.command_record([(plan.launch.node_rank or 0, command)]),
