@@ -117,6 +117,34 @@ def test_predict_sends_the_image_resized_to_the_runs_budget(satori, made_run, tm
         assert fake.last["mm_processor_kwargs"] == SMOKE.processor_kwargs()
 
 
+def test_a_runs_grammar_goes_with_it_to_train_and_predict(satori, made_run, tmp_path):
+    """Training on from a run, or asking the server that serves it, uses the grammar it recorded."""
+    from satori_cli.grammar import GRAMMARS
+    from satori_cli.prompts import load_prompt
+
+    run = tmp_path / "r1-run"
+    shutil.copytree(made_run, run)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "grammar": "r1"}))
+    trained = satori("train", "--preset", "lora", "--model", str(run), "--dry-run")
+    assert trained.returncode == 0, trained.stderr
+    words = shlex.split(trained.stdout.splitlines()[-1])
+    funcs = words[
+        words.index("--reward_funcs") + 1 : words.index("--reward_funcs")
+        + 1
+        + len(GRAMMARS["r1"].reward_funcs)
+    ]
+    assert tuple(funcs) == GRAMMARS["r1"].reward_funcs
+    flagged = satori("train", "--preset", "lora", "--model", str(run), "--grammar", "satori", "--dry-run")
+    assert "external_format_r1" not in flagged.stdout  # --grammar wins
+    image = red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)])
+    with FakeServer(budget=SMOKE) as fake:
+        asked = satori("predict", str(image), "q", "--base-url", fake.base_url, "--model", str(run), "--json")
+        assert asked.returncode == 0, asked.stderr
+        assert fake.requests[-1]["messages"][0]["content"] == load_prompt("system", grammar="r1")
+    assert json.loads(asked.stdout)["grammar"] == "r1"
+
+
 # -- eval ------------------------------------------------------------------------------------------
 def test_eval_refuses_a_budget_that_contradicts_the_run(satori, made_run, tmp_path):
     result = satori(
