@@ -493,3 +493,18 @@ def test_train_starts_its_own_rollout_server_on_the_first_gpus_and_stops_it(
         with pytest.raises(SatoriError) as exc:
             start_rollout(plan, split, str(swift), timeout=5)
     assert "already in use" in str(exc.value) and f"--rollout-url http://127.0.0.1:{port}" in str(exc.value)
+
+
+def test_rollout_of_a_run_folder_serves_its_last_checkpoint_in_the_runs_budget(rollout_parser, tmp_path):
+    """`--model RUN` as train takes it: the last complete checkpoint, in the pixel budget it was
+    trained in (here the smoke budget, where the server preset's is the paper's)."""
+    from tests.test_models import checkpoint, run_folder
+
+    folder = run_folder(tmp_path / "run")
+    checkpoint(folder / "checkpoint-2")
+    result = run(["rollout", "--model", str(folder), "--gpus", "1", "--dry-run"], gpu_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    renv, argv = env_and_argv(result.stdout.strip().splitlines()[-1])
+    ns = parse(rollout_parser, argv, "rollout")
+    assert ns.model == str(folder / "checkpoint-2") and ns.model_type == "qwen2_5_vl"
+    assert (renv["MIN_PIXELS"], renv["MAX_PIXELS"]) == ("3136", "12544")

@@ -30,7 +30,8 @@ def rollout(
         None,
         "--model",
         "-m",
-        help="Hub id, local folder, `tiny` or `base` (default: the recipe's). Serve the model you train.",
+        help="Hub id, checkpoint folder, `tiny`, `base` or a `satori train` run folder (its last "
+        "checkpoint, in its pixel budget). Default: the recipe's. Serve what you train.",
     ),
     gpus: int = typer.Option(
         None, "--gpus", "-g", help="GPUs for vLLM (default: the recipe's rollout_gpus, else 1)."
@@ -59,6 +60,7 @@ def rollout(
         help="Extra `swift rollout` arguments after `--` (they win).",
     ),
 ) -> None:
+    from satori_cli import models
     from satori_cli.cmdline import find_program
     from satori_cli.config import paths
     from satori_cli.errors import SatoriError, install_hint
@@ -70,12 +72,15 @@ def rollout(
     from satori_cli.train.preflight import check_budget, check_token_env
     from satori_cli.train.recipe import parse_passthrough, resolve_recipe
     from satori_cli.train.rollout import RolloutSpec, rollout_args, rollout_command
-    from satori_cli.train.runner import is_local_qwen2_5_vl, resolve_model
+    from satori_cli.train.runner import TrainOptions, inherit_run
     from satori_cli.ui import console
 
     if not startup_timeout > 0:
         raise SatoriError(f"--startup-timeout must be a positive number, not {startup_timeout}")
     recipe = resolve_recipe(preset or ("server" if config is None else None), config, {"model": model})
+    # The model train would start from (a run folder: its last checkpoint, in the run's pixel budget).
+    resolved = models.resolve(recipe.model, build=not dry_run)
+    recipe = inherit_run(recipe, resolved, TrainOptions(config=config))
     count = gpus if gpus is not None else (recipe.rollout_gpus or 1)
     spec = RolloutSpec(gpus=count, tensor_parallel=tensor_parallel, host=host, port=port)
     check_budget(recipe.budget)
@@ -89,8 +94,10 @@ def rollout(
             f"--gpus {count} asked for, but {have}",
             hint="vLLM needs CUDA GPUs; check CUDA_VISIBLE_DEVICES / nvidia-smi",
         )
-    chosen = resolve_model(recipe.model, build=not dry_run)
-    local = recipe.model == "tiny" or is_local_qwen2_5_vl(chosen)
+    if not dry_run:
+        resolved = models.check_reachable(resolved)  # a hub id: cached, or not offline
+    chosen = resolved.path
+    local = resolved.local and resolved.model_type == "qwen2_5_vl"
 
     def plan(port: int) -> ServerPlan:
         args = rollout_args(
