@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class ServerPlan:
     host: str
     port: int
     api_key: str | None = None
+    log_file: Path | None = None  # default: $SATORI_HOME/logs/serve-<backend>-<port>.log
 
     @property
     def root(self) -> str:
@@ -65,7 +67,7 @@ class ServerPlan:
 
     @property
     def log_path(self) -> Path:
-        return paths().home / "logs" / f"serve-{self.backend}-{self.port}.log"
+        return self.log_file or paths().home / "logs" / f"serve-{self.backend}-{self.port}.log"
 
 
 def pick_backend(backend: str, vllm_bin: str) -> str:
@@ -241,21 +243,33 @@ def run_server(
     """Start the planned server, print where it answers, and keep it (and the demo) until stopped."""
     from satori_cli.ui import console
 
+    def ready(server: ServerProcess) -> None:
+        console().print(
+            f"[green]SATORI API ready:[/] {plan.base_url} (model `satori`, backend {plan.backend})"
+        )
+        if ui_port is not None:
+            run_demo(plan.base_url, plan.api_key, budget, plan.host, ui_port, server=server, grammar=grammar)
+
+    hold_server(plan, timeout, ready)
+
+
+def hold_server(plan: ServerPlan, timeout: float, on_ready: Callable[[ServerProcess], None]) -> None:
+    """Start the planned server, call `on_ready(server)`, then keep it until it exits or Ctrl-C.
+
+    The one lifecycle of every server satori starts in the foreground (`satori serve`, `satori
+    rollout`): a death before or after it is healthy shows its last lines and passes its exit
+    code on; Ctrl-C (and SIGTERM/SIGHUP, see `satori_cli.signals`) stops its whole process group.
+    """
     try:
         server = start_server(plan, timeout)
     except ServerDied as exc:
         print_tail(exc)
         raise
     try:
-        console().print(
-            f"[green]SATORI API ready:[/] {plan.base_url} (model `satori`, backend {plan.backend})"
-        )
-        if ui_port is not None:
-            run_demo(plan.base_url, plan.api_key, budget, plan.host, ui_port, server=server, grammar=grammar)
-        else:
-            code = server.wait()
-            if code != 0:
-                raise server.died()
+        on_ready(server)
+        code = server.wait()
+        if code != 0:
+            raise server.died()
     except ServerDied as exc:
         print_tail(exc)
         raise
