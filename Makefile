@@ -49,7 +49,7 @@ test-fast: setup
 # The pure-Python core (grammar, pixels, prompts, command builder, rewards) on the lowest
 # Python satori supports, so 3.11-only syntax (e.g. possessive regex quantifiers) cannot slip in.
 PY310 ?= python3.10
-CORE_TESTS := tests/test_grammar.py tests/test_rewards_rules.py tests/test_rewards_properties.py tests/test_doctests.py \
+CORE_TESTS := tests/test_grammar.py tests/test_grammars.py tests/test_rewards_rules.py tests/test_rewards_properties.py tests/test_doctests.py \
 	tests/test_prompts.py tests/test_cmdline.py
 test-py310:
 	@test -x .venv310/bin/python || $(PY310) -m venv .venv310

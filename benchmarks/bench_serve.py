@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,15 +39,10 @@ FAKE_P95_TARGET_S = 5.0
 BOX = (160, 120, 480, 360)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+def start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, int, int]:
+    """`satori serve ARGS --port 0 --ui --ui-port 0`; returns the process and the ports it printed."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "satori_cli", "serve", *args],
+        [sys.executable, "-m", "satori_cli", "serve", *args, "--port", "0", "--ui", "--ui-port", "0"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -55,12 +50,13 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
         text=True,
     )
     assert proc.stdout is not None
+    port = None
     for line in proc.stdout:
-        if "demo:" in line or ("ready" in line and "--ui" not in args):
+        if m := re.search(r"API ready: http://[^ ]+:(\d+)/v1", line):
+            port = int(m.group(1))
+        if (m := re.search(r"demo: http://[^ ]+:(\d+)", line)) and port:
             threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining
-            return proc
-        if "ready" in line:
-            continue
+            return proc, port, int(m.group(1))
     raise SystemExit(f"server did not start (exit {proc.wait()})")
 
 
@@ -108,14 +104,12 @@ def load(base_url: str, image: Image.Image, per_worker: int, max_tokens: int, ch
 
 def probe_demo(ui_url: str, image_path: Path, result: dict) -> None:
     """While the load runs, ask the demo once (page + one full /ask round trip)."""
-    import urllib.request
-
+    import httpx
     from gradio_client import Client, handle_file
 
     time.sleep(0.5)
     t = time.perf_counter()
-    with urllib.request.urlopen(ui_url, timeout=60) as resp:
-        result["page_status"] = resp.status
+    result["page_status"] = httpx.get(ui_url, timeout=60).status_code
     result["page_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
     client = Client(ui_url, verbose=False)
@@ -127,11 +121,10 @@ def probe_demo(ui_url: str, image_path: Path, result: dict) -> None:
 def run(
     name: str, args: list[str], per_worker: int, max_tokens: int, check_box: bool, image_path: Path
 ) -> dict:
-    port, ui_port = free_port(), free_port()
-    env = dict(os.environ, NO_PROXY="127.0.0.1,localhost", GRADIO_ANALYTICS_ENABLED="False")
+    env = dict(os.environ, NO_PROXY="127.0.0.1,localhost")
     env["SATORI_HOME"] = env.get("SATORI_HOME") or tempfile.mkdtemp(prefix="satori-bench-")
     t = time.perf_counter()
-    proc = start([*args, "--port", str(port), "--ui", "--ui-port", str(ui_port)], env)
+    proc, port, ui_port = start(args, env)
     startup = round(time.perf_counter() - t, 1)
     demo: dict = {}
     try:

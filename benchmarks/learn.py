@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from satori_cli.cmdline import Command, find_program, flag_args, run  # noqa: E402
 from satori_cli.pixels import PixelBudget  # noqa: E402
 from satori_cli.prompts import prompt_path  # noqa: E402
-from satori_cli.runs import checkpoint_of, run_settings  # noqa: E402
+from satori_cli import models  # noqa: E402
 
 HIDDEN, LAYERS = 96, 4  # the miniature: ~15M parameters, most of them the 151,680-token embedding
 TRAIN_ROWS, HELDOUT_ROWS = 1024, 64
@@ -121,7 +121,8 @@ def measure(model: Path, budget: PixelBudget, rows_path: Path, folder: Path) -> 
 
 def run_measurement(run_dir: Path, rows_path: Path, folder: Path) -> dict[str, float]:
     """A run folder is a model: its last checkpoint, in its own pixel budget."""
-    return measure(checkpoint_of(run_dir), run_settings(run_dir).budget, rows_path, folder)
+    model = models.resolve(str(run_dir))
+    return measure(Path(model.path), model.budget, rows_path, folder)
 
 
 def main(argv: list[str]) -> int:

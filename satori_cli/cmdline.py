@@ -120,10 +120,44 @@ def find_program(name: str, hint: str) -> str:
     return found
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec function that makes the child get SIGTERM when this process dies, even by SIGKILL.
+
+    Linux only (prctl PR_SET_PDEATHSIG); None elsewhere. The signal follows the death of the
+    *thread* that started the child, so call spawn from the main thread. SIGTERM, not SIGKILL:
+    vLLM and uvicorn then shut down their own workers, which a SIGKILL would orphan.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork: no loading in the child
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def spawn(
-    command: Command, *, stdout: Any = subprocess.PIPE, stderr: Any = subprocess.STDOUT
+    command: Command,
+    *,
+    stdout: Any = subprocess.PIPE,
+    stderr: Any = subprocess.STDOUT,
+    die_with_parent: bool = False,
 ) -> subprocess.Popen:
-    """Start a command in a new process group (so the whole tree can be stopped)."""
+    """Start a command in a new process group (so the whole tree can be stopped).
+
+    `die_with_parent`: the child is told (SIGTERM) when satori dies, however it dies (a
+    `kill -9`, a closed SSH session), so a server never outlives us and keeps its port.
+    """
     try:
         return subprocess.Popen(
             command.argv,
@@ -133,6 +167,7 @@ def spawn(
             stderr=stderr,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent() if die_with_parent else None,
             text=True,
             bufsize=1,
             errors="replace",

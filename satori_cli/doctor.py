@@ -51,7 +51,7 @@ PACKAGES = (
     ("ms-vlmeval", "ms-vlmeval", "eval"),
     ("vllm", "vllm", "gpu"),
     ("gradio", "gradio", "serve"),
-    ("openai", "openai", "serve"),
+    ("openai", "openai", "eval"),
 )
 
 # The transformers backend is `swift deploy`, which loads Qwen2.5-VL with qwen-vl-utils.
@@ -59,7 +59,7 @@ SERVE_BACKEND_NEEDS = {
     "vllm": ["gpu", "vllm executable"],
     "transformers": ["swift executable", "torch", "transformers", "qwen-vl-utils"],
 }
-UI_NEEDS = ["gradio", "openai"]
+UI_NEEDS = ["gradio"]
 
 NEEDS = {
     "train": [

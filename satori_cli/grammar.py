@@ -1,8 +1,15 @@
-"""The SATORI output grammar: one parser for the rewards, evaluation and the demo.
+"""The output grammars: one parser for the rewards, evaluation and the demo.
 
-A completion has three checkable stages:
+SATORI's completion has three checkable stages:
 
     <caption>scene</caption> <bbox>[[x1,y1,x2,y2], ...]</bbox> <answer>final answer</answer>
+
+The paper's comparisons need three more shapes, so a grammar is a choice (`GRAMMARS`), each one
+declaration of its tags in order, its prompt folder and the rewards that train it:
+`satori` (the above, the default), `satori-v2` (Glance-Focus-Think: caption, boxes, thinking,
+answer), `r1` (the R1-style baseline: think, answer) and `nocap` (the no-caption ablation:
+boxes, answer). The content rewards read the first tag of their kind whatever the grammar;
+only the strict format check (`Completion.well_formed`) depends on it.
 
 `parse` never raises, never evaluates code (box lists are read by a small regular grammar
 of numbers in brackets, not by `eval` or `ast.literal_eval`) and takes time linear in the
@@ -16,11 +23,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from satori_cli.errors import SatoriError
 from satori_cli.pixels import Box
 
-TAGS = ("caption", "bbox", "answer")
+TAGS = ("caption", "bbox", "answer")  # SATORI v1's, in order
+THINKING_TAGS = ("thinking", "think")  # v2 says <thinking>, the R1 baseline <think>
 # Characters of a completion that are read: ~25k tokens, 50x the paper's 512-token completions
 # and 10x a 2048-token evaluation answer. A longer text is not well formed; its parts come from
 # this prefix. It bounds what `predict`, `eval` and `rewards score` spend on any one text.
@@ -28,10 +37,135 @@ MAX_CHARS = 100_000
 MAX_BOXES = 50  # more boxes than fit in a 512-token completion is noise, not grounding
 MAX_BOX_PAYLOAD = 20_000  # characters; longer payloads are rejected before any parsing
 
-_ANY_TAG = re.compile(r"</?(?:caption|bbox|answer)>")
-_CAPTION_THEN_BBOX = re.compile(r"</caption>\s*<bbox>")
-_BBOX_THEN_ANSWER = re.compile(r"</bbox>\s*<answer>")
 _NESTED_SHAPE = re.compile(r"\A\s*\[\s*\[.*\]\s*\]\s*\Z", re.DOTALL)  # the original's `\[\[.*?\]\]`
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """One output grammar: its tags in order, where its prompts are, which rewards train it.
+
+    `format_reward` (ms-swift `--reward_funcs` name, logged as `format_class`) scores the strict
+    shape; `content_rewards` are the names of the shared content rewards that apply to it (the
+    reward table checks that they exist). Prompts: `prompts/<prompts>/system.txt` and
+    `eval_suffix.txt` (`prompts` "" = `prompts/` itself, today's files).
+    """
+
+    name: str
+    tags: tuple[str, ...]
+    summary: str  # one line: what it is for
+    format_reward: str
+    format_class: str
+    content_rewards: tuple[str, ...]
+    prompts: str
+    prompt_source: str  # where the prompt wording comes from (verbatim, reconstructed, or ours)
+    _any_tag: re.Pattern = field(init=False, repr=False, compare=False)
+    _joints: tuple[re.Pattern, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if "answer" not in self.tags or len(set(self.tags)) != len(self.tags):
+            raise ValueError(f"grammar {self.name}: tags must be distinct and include answer")
+        names = "|".join(map(re.escape, self.tags))
+        joints = tuple(re.compile(rf"</{a}>\s*<{b}>") for a, b in zip(self.tags, self.tags[1:], strict=False))
+        object.__setattr__(self, "_any_tag", re.compile(rf"</?(?:{names})>"))
+        object.__setattr__(self, "_joints", joints)
+
+    @property
+    def title(self) -> str:
+        """How messages name it: `SATORI` for the default, else its name."""
+        return "SATORI" if self.name == "satori" else self.name
+
+    @property
+    def reward_funcs(self) -> tuple[str, ...]:
+        """`swift rlhf --reward_funcs` for this grammar: its format reward, then its content rewards."""
+        return (self.format_reward, *self.content_rewards)
+
+    @property
+    def thinking_tag(self) -> str | None:
+        return next((t for t in self.tags if t in THINKING_TAGS), None)
+
+    @property
+    def has_boxes(self) -> bool:
+        return "bbox" in self.tags
+
+    @property
+    def has_caption(self) -> bool:
+        return "caption" in self.tags
+
+    def shape(self) -> str:
+        """`<caption>…</caption> <bbox>[[…]]</bbox> <answer>…</answer>`: for help texts and tables."""
+        return " ".join(f"<{t}>{'[[…]]' if t == 'bbox' else '…'}</{t}>" for t in self.tags)
+
+    def prompt(self, name: str = "system") -> str:
+        """This grammar's `system` prompt or `eval_suffix` (`satori_cli.prompts.load_prompt`)."""
+        from satori_cli.prompts import load_prompt
+
+        return load_prompt(name, grammar=self)
+
+
+_OURS = "satori's wording around the paper's instruction sentence (the authors' was never released)"
+_V1_CONTENT = ("external_bbox_acc", "extern_vqa_acc", "external_caption_acc")
+SATORI = Grammar(
+    name="satori",
+    tags=TAGS,
+    summary="SATORI v1, the released SATORI-3B: caption, boxes, answer",
+    format_reward="external_format",
+    format_class="SatoriFormat",
+    content_rewards=_V1_CONTENT,
+    prompts="",
+    prompt_source="verbatim: the original prompt.txt and evaluation suffix",
+)
+SATORI_V2 = Grammar(
+    name="satori-v2",
+    tags=("caption", "bbox", "thinking", "answer"),
+    summary="SATORI v2 Glance-Focus-Think (the paper's current version): caption, boxes, thinking, answer",
+    format_reward="external_format_v2",
+    format_class="SatoriFormatV2",
+    content_rewards=_V1_CONTENT,
+    prompts="satori-v2",
+    # The authors never released v2 code or prompts; only the instruction sentence is known.
+    prompt_source=_OURS,
+)
+R1 = Grammar(
+    name="r1",
+    tags=("think", "answer"),
+    summary="the R1-style baseline the paper compares against: think, answer",
+    format_reward="external_format_r1",
+    format_class="SatoriFormatR1",
+    content_rewards=("extern_vqa_acc",),
+    prompts="r1",
+    prompt_source=_OURS,
+)
+NOCAP = Grammar(
+    name="nocap",
+    tags=("bbox", "answer"),
+    summary="the no-caption ablation: boxes, answer",
+    format_reward="external_format_nocap",
+    format_class="SatoriFormatNocap",
+    content_rewards=("external_bbox_acc", "extern_vqa_acc"),
+    prompts="nocap",
+    prompt_source="the original model_nocap.py: suffix verbatim, system prompt's elisions filled in",
+)
+GRAMMARS: dict[str, Grammar] = {g.name: g for g in (SATORI, SATORI_V2, R1, NOCAP)}
+DEFAULT_GRAMMAR = SATORI.name
+# For the `--grammar` help of every command: the names and what each is.
+GRAMMAR_HELP = "; ".join(f"{g.name} = {' '.join(f'<{t}>' for t in g.tags)}" for g in GRAMMARS.values()) + "."
+
+
+def get_grammar(grammar: str | Grammar | None = None) -> Grammar:
+    """A grammar by name (None: the default, `satori`); an unknown name is a user error.
+
+    >>> get_grammar("r1").tags
+    ('think', 'answer')
+    """
+    if isinstance(grammar, Grammar):
+        return grammar
+    if grammar is None:
+        return SATORI
+    found = GRAMMARS.get(grammar)
+    if found is None:
+        raise SatoriError(f"unknown grammar {grammar!r}", hint=f"choose one of {', '.join(GRAMMARS)}")
+    return found
+
 
 # Plain quantifiers only: possessive ones need Python 3.11's `re`, and satori supports 3.10.
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
@@ -61,6 +195,8 @@ class Completion:
     well_formed: bool
     reason: str | None  # why it is not well formed (None when it is)
     box_error: str | None  # why the <bbox> payload gave no boxes (None when it did)
+    thinking: str | None = None  # the grammar's <thinking>/<think> text (None: absent, or none in it)
+    grammar: str = DEFAULT_GRAMMAR  # the grammar `well_formed` was judged by
 
 
 def _first(text: str, tag: str) -> str | None:
@@ -116,21 +252,28 @@ def parse_boxes(payload: str) -> tuple[tuple[Box, ...] | None, str | None]:
     return boxes, None
 
 
-def parse(text: object, max_chars: int | None = MAX_CHARS) -> Completion:
-    """Split a completion into caption, boxes and answer, and say whether it is well formed.
+def parse(
+    text: object, max_chars: int | None = MAX_CHARS, grammar: str | Grammar | None = None
+) -> Completion:
+    """Split a completion into its parts, and say whether it is well formed in `grammar`.
 
-    Each field comes from the *first* occurrence of its tag, wherever it is, so that a
-    partially formatted completion still earns the rewards it deserves. `well_formed` is
-    the strict check: the three tags exactly once, in order, with only whitespace around
-    them and a `[[...]]` box list. Only the first `max_chars` characters are read (None:
-    all); a longer text is not well formed. Anything but a string parses as empty.
+    Caption, boxes and answer come from the *first* occurrence of their tag, wherever it is
+    and whatever the grammar, so that a partially formatted completion still earns the
+    rewards it deserves; `thinking` likewise from the grammar's thinking tag. `well_formed` is
+    the strict check: the grammar's tags exactly once, in order, with only whitespace around
+    them and a `[[...]]` box list. Only the first `max_chars` characters are read (None: all);
+    a longer text is not well formed. Anything but a string parses as empty.
 
     >>> c = parse("<caption>a cat</caption> <bbox>[[1,2,3,4]]</bbox> <answer>yes</answer>")
     >>> c.caption, c.boxes, c.answer, c.well_formed
     ('a cat', ((1.0, 2.0, 3.0, 4.0),), 'yes', True)
     >>> parse("<answer>yes</answer>").reason
     'missing <caption>, <bbox>'
+    >>> c = parse("<think>red is warm</think> <answer>yes</answer>", grammar="r1")
+    >>> c.thinking, c.answer, c.well_formed
+    ('red is warm', 'yes', True)
     """
+    g = get_grammar(grammar)
     raw = text if isinstance(text, str) else ""
     read = raw if max_chars is None or len(raw) <= max_chars else raw[:max_chars]
     payload = _first(read, "bbox")
@@ -140,7 +283,8 @@ def parse(text: object, max_chars: int | None = MAX_CHARS) -> Completion:
     elif read is not raw:
         reason = f"longer than {max_chars} characters (only those were read)"
     else:
-        reason = _format_problem(read)
+        reason = _format_problem(read, g)
+    thinking_tag = g.thinking_tag
     return Completion(
         raw=raw,
         caption=first_tag(read, "caption"),
@@ -149,54 +293,64 @@ def parse(text: object, max_chars: int | None = MAX_CHARS) -> Completion:
         well_formed=reason is None,
         reason=reason,
         box_error=box_error,
+        thinking=first_tag(read, thinking_tag) if thinking_tag else None,
+        grammar=g.name,
     )
 
 
-def _format_problem(text: str) -> str | None:
-    """Why `text` is not exactly caption, [[boxes]], answer (None when it is).
+def _format_problem(text: str, grammar: Grammar) -> str | None:
+    """Why `text` is not exactly the grammar's tags in order (None when it is).
 
-    The original plugin's check, `\\A\\s*<caption>(.*?)</caption>\\s*<bbox>(.*?)</bbox>\\s*
-    <answer>(.*?)</answer>\\s*\\Z` with no tag inside a part, in linear time: its lazy groups
-    end at the earliest `</caption>\\s*<bbox>` and the earliest `</bbox>\\s*<answer>` after it
-    (an earliest split leaves the most room for the rest), and the answer at the final
-    `</answer>`.
+    For SATORI the original plugin's check, `\\A\\s*<caption>(.*?)</caption>\\s*<bbox>(.*?)
+    </bbox>\\s*<answer>(.*?)</answer>\\s*\\Z` with no tag of the grammar inside a part, and the
+    same pattern over each grammar's tags, in linear time: the lazy groups end at the earliest
+    `</tag>\\s*<next>` after the previous one (an earliest split leaves the most room for the
+    rest; with no tag inside a part it is the only split), and the last part at the final
+    closing tag. One forward search per joint, each from where the previous one ended.
     """
-    missing = [t for t in TAGS if _first(text, t) is None]
+    tags = grammar.tags
+    missing = [t for t in tags if _first(text, t) is None]
     if missing:
         return "missing " + ", ".join(f"<{t}>" for t in missing)
-    body = text.strip()  # `str.strip` removes exactly what the regex's `\s` matches
-    if not (body.startswith("<caption>") and body.endswith("</answer>")):
+    body = text.strip()  # `str.strip` removes exactly what the regex's `\\s` matches
+    first, last = f"<{tags[0]}>", f"</{tags[-1]}>"
+    if not (body.startswith(first) and body.endswith(last)):
         return _OUTSIDE
-    end = len(body) - len("</answer>")
-    caption_end = _CAPTION_THEN_BBOX.search(body, len("<caption>"))
-    bbox_end = _BBOX_THEN_ANSWER.search(body, caption_end.end()) if caption_end else None
-    if bbox_end is None or bbox_end.end() > end:
-        return _OUTSIDE
-    parts = {
-        "caption": body[len("<caption>") : caption_end.start()],
-        "bbox": body[caption_end.end() : bbox_end.start()],
-        "answer": body[bbox_end.end() : end],
-    }
-    for tag in TAGS:
-        if _ANY_TAG.search(parts[tag]):
+    end = len(body) - len(last)
+    parts: dict[str, str] = {}
+    pos = len(first)
+    for tag, joint in zip(tags, grammar._joints, strict=False):  # one joint fewer than tags
+        found = joint.search(body, pos)
+        if found is None or found.end() > end:
+            return _OUTSIDE
+        parts[tag] = body[pos : found.start()]
+        pos = found.end()
+    parts[tags[-1]] = body[pos:end]
+    for tag in tags:
+        if grammar._any_tag.search(parts[tag]):
             return f"a tag inside <{tag}>"
-    return None if _NESTED_SHAPE.match(parts["bbox"]) else _NOT_A_BOX_LIST
+    if grammar.has_boxes and not _NESTED_SHAPE.match(parts["bbox"]):
+        return _NOT_A_BOX_LIST
+    return None
 
 
-def is_well_formed(text: object) -> bool:
-    """True iff `text` is exactly caption, bbox list and answer, in order (see `parse`).
+def is_well_formed(text: object, grammar: str | Grammar | None = None) -> bool:
+    """True iff `text` is exactly the grammar's tags, in order (see `parse`).
 
     >>> is_well_formed("<caption>c</caption><bbox>[[1,2,3,4]]</bbox><answer>a</answer>\\nmore")
     False
+    >>> is_well_formed("<bbox>[[1,2,3,4]]</bbox><answer>a</answer>", "nocap")
+    True
     """
-    return parse(text).well_formed
+    return parse(text, grammar=grammar).well_formed
 
 
 def extract_answer(text: object) -> str:
     """The answer to score: the first <answer>, else the whole text stripped (first MAX_CHARS read).
 
     Evaluation uses this so that a model which ignores the format is still judged on what
-    it said rather than on an empty string.
+    it said rather than on an empty string. Every grammar ends in <answer> (`Grammar` insists
+    on the tag), so this reading is the same for all of them.
 
     >>> extract_answer("<answer>\\n B \\n</answer>"), extract_answer(" just text ")
     ('B', 'just text')
@@ -221,6 +375,18 @@ def format_boxes(boxes: Sequence[Sequence[float]]) -> str:
     return "[" + ", ".join("[" + ",".join(_fmt_num(v) for v in b) + "]" for b in boxes) + "]"
 
 
-def format_completion(caption: str, boxes: Sequence[Sequence[float]], answer: str) -> str:
-    """The canonical well-formed completion (used by sample data and test servers)."""
-    return f"<caption>{caption}</caption> <bbox>{format_boxes(boxes)}</bbox> <answer>{answer}</answer>"
+def format_completion(
+    caption: str,
+    boxes: Sequence[Sequence[float]],
+    answer: str,
+    grammar: str | Grammar | None = None,
+    thinking: str = "",
+) -> str:
+    """The canonical well-formed completion in a grammar (used by sample data and test servers);
+    parts the grammar lacks are left out.
+
+    >>> format_completion("a cat", [[1, 2, 3, 4]], "yes", "r1", thinking="it purrs")
+    '<think>it purrs</think> <answer>yes</answer>'
+    """
+    parts = {"caption": caption, "bbox": format_boxes(boxes), "answer": answer}
+    return " ".join(f"<{t}>{parts.get(t, thinking)}</{t}>" for t in get_grammar(grammar).tags)

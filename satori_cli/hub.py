@@ -1,28 +1,33 @@
 """Fetch the SATORI checkpoint, the base model or VQA-Verify, or accept a folder placed by hand.
 
-Downloads go through `huggingface_hub.snapshot_download` (resume of partial files, the HF
-cache, `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` are all native there) or, with
-`source="modelscope"`, through ModelScope's `snapshot_download`. A folder that already
-exists is used as is, wherever a repo id is accepted. With no network and nothing cached,
-the error is one line that says how to place the files by hand.
+Downloads go through `huggingface_hub.snapshot_download` (the HF cache, `HF_ENDPOINT`,
+`HF_TOKEN`, `HF_HUB_OFFLINE`, retries with a Range request when a connection drops, Xet's
+chunk transfer are all native there) or, with `source="modelscope"`, through ModelScope's
+`snapshot_download`. A folder that already exists is used as is, wherever a repo id is
+accepted. With no network and nothing cached, the error is one line that says how to place
+the files by hand.
+
+On Ctrl-C (and SIGTERM / SIGHUP, which `satori download` turns into Ctrl-C) huggingface_hub
+finishes or deletes the files in flight and skips the rest; the next run fetches only what is
+missing. Only a `kill -9` leaves a half-written file behind: `hf cache ls` shows it and
+`hf cache prune` removes it. (An earlier version resumed such files through private
+huggingface_hub internals; upstream chose process-unique partial files on purpose.)
 """
 
 from __future__ import annotations
 
 import io
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from satori_cli.config import BASE_MODEL, DEFAULT_DATASET, DEFAULT_MODEL
+from satori_cli import models
+from satori_cli.config import DEFAULT_DATASET, DEFAULT_MODEL
 from satori_cli.errors import SatoriError, require
 
 Kind = Literal["model", "data"]
 SOURCES = ("hf", "modelscope")
-ALIASES = {"satori": DEFAULT_MODEL, "base": BASE_MODEL, "vqa-verify": DEFAULT_DATASET}
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+ALIASES = {**models.ALIASES, "vqa-verify": DEFAULT_DATASET}
 
 
 @dataclass(frozen=True)
@@ -38,33 +43,19 @@ def default_repo(kind: Kind) -> str:
     return DEFAULT_MODEL if kind == "model" else DEFAULT_DATASET
 
 
-def _looks_like_path(repo: str) -> bool:
-    return repo.startswith(("/", "./", "../", "~")) or os.sep in repo.strip("/").replace("/", "", 1)
-
-
 def local_folder(kind: Kind, repo: str) -> Path | None:
     """The folder `repo` names, checked to hold a model or data; None when it is a repo id."""
-    path = Path(repo).expanduser()
-    if not path.exists():
-        if _looks_like_path(repo) or not _REPO_ID.match(repo):
-            raise SatoriError(
-                f"'{repo}' is neither an existing folder nor a hub repo id (owner/name)",
-                hint="give a folder that exists, or a repo id like " + default_repo(kind),
-            )
+    path = models.local_path(repo, kind=kind)
+    if path is None:
         return None
-    if not path.is_dir():
-        raise SatoriError(f"{path} is a file; give the folder that holds the {kind}")
-    if kind == "model" and not (path / "config.json").is_file():
-        raise SatoriError(f"{path} has no config.json, so it is not a model folder")
-    if kind == "data":
-        from satori_cli.data.readers import ARCHIVE_SUFFIXES, DATA_SUFFIXES
+    if kind == "model":
+        return Path(models.resolve(str(path), flag="").path)
+    from satori_cli.data.readers import ARCHIVE_SUFFIXES, DATA_SUFFIXES
 
-        suffixes = DATA_SUFFIXES + ARCHIVE_SUFFIXES
-        if not any(p.name.lower().endswith(suffixes) for p in path.rglob("*") if p.is_file()):
-            raise SatoriError(
-                f"{path} holds no .parquet, .jsonl, .json or archive file, so it is not a dataset"
-            )
-    return path.resolve()
+    suffixes = DATA_SUFFIXES + ARCHIVE_SUFFIXES
+    if not any(p.name.lower().endswith(suffixes) for p in path.rglob("*") if p.is_file()):
+        raise SatoriError(f"{path} holds no .parquet, .jsonl, .json or archive file, so it is not a dataset")
+    return path
 
 
 def manual_hint(kind: Kind, repo: str, revision: str | None) -> str:
@@ -95,10 +86,18 @@ def fetch(
         return Fetched(repo, folder, "local")
     if source == "modelscope":
         return _fetch_modelscope(kind, repo, revision, local_dir, token)
-    return _fetch_hf(kind, repo, revision, local_dir, token, tqdm_class)
+    return fetch_hf(kind, repo, revision, local_dir, token, tqdm_class)
 
 
-def _fetch_hf(kind, repo, revision, local_dir, token, tqdm_class) -> Fetched:
+def fetch_hf(
+    kind: Kind,
+    repo: str,
+    revision: str | None = None,
+    local_dir: str | Path | None = None,
+    token: str | None = None,
+    tqdm_class: type | None = None,
+) -> Fetched:
+    """`repo` from the Hugging Face hub (or its cache), every failure one line."""
     import httpx
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
@@ -110,13 +109,9 @@ def _fetch_hf(kind, repo, revision, local_dir, token, tqdm_class) -> Fetched:
         RevisionNotFoundError,
     )
 
-    from satori_cli.hub_resume import resume_partials
-
     repo_type = "model" if kind == "model" else "dataset"
     target = Path(local_dir).expanduser().resolve() if local_dir else None
     try:
-        if not constants.HF_HUB_OFFLINE:  # finish what a killed run left half-written
-            resume_partials(repo, repo_type, revision, local_dir=target, token=token, tqdm_class=tqdm_class)
         path = snapshot_download(
             repo,
             repo_type=repo_type,
@@ -160,7 +155,7 @@ def _fetch_hf(kind, repo, revision, local_dir, token, tqdm_class) -> Fetched:
         raise SatoriError(
             f"cannot download {repo}: {_first_line(exc)}",
             exit_code=1,
-            hint="run the same command again: finished files are kept and partial ones resume",
+            hint="run the same command again: finished files are kept",
         ) from exc
     return Fetched(repo, Path(path), "hf")
 

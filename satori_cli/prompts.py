@@ -1,9 +1,13 @@
-"""The SATORI prompts, word for word as the released SATORI-3B was trained and evaluated.
+"""The prompts of each output grammar: for `satori`, word for word as the released SATORI-3B
+was trained and evaluated.
 
 The text lives in `prompts/` (data, not Python constants) so that it can be read and diffed;
-`load_prompt` is the only reader. A user can replace them everywhere at once (training, evaluation,
-serving, and the child processes these start) by setting
-`SATORI_PROMPTS_DIR` to a folder holding their own `system.txt` and/or `eval_suffix.txt`.
+`load_prompt` is the only reader. The default grammar's files are `prompts/system.txt` and
+`prompts/eval_suffix.txt`; another grammar's sit in its own folder, `prompts/<grammar>/` (see
+`satori_cli.grammar.GRAMMARS`; `prompts/README.md` says where each wording comes from). A user
+can replace them everywhere at once (training, evaluation, serving, and the child processes
+these start) by setting `SATORI_PROMPTS_DIR` to a folder laid out the same way: its own
+`system.txt` and/or `eval_suffix.txt`, and `<grammar>/system.txt` etc. for other grammars.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from functools import cache
 from pathlib import Path
 
 from satori_cli.errors import SatoriError
+from satori_cli.grammar import Grammar, get_grammar
 
 PROMPT_NAMES = ("system", "eval_suffix")
 
@@ -26,19 +31,21 @@ def prompts_dir() -> Path:
     raise SatoriError("the bundled prompts are missing from this installation", exit_code=1)
 
 
-def prompt_path(name: str = "system") -> Path:
-    """The file a prompt is read from: `$SATORI_PROMPTS_DIR/<name>.txt` if set and present, else bundled."""
+def prompt_path(name: str = "system", grammar: str | Grammar | None = None) -> Path:
+    """The file a prompt is read from: `$SATORI_PROMPTS_DIR/[<grammar>/]<name>.txt` if set and
+    present, else the bundled one (the grammar's folder is empty for the default grammar)."""
     if name not in PROMPT_NAMES:
         raise SatoriError(f"unknown prompt {name!r}; choose one of {', '.join(PROMPT_NAMES)}")
+    relative = Path(get_grammar(grammar).prompts) / f"{name}.txt"
     override = os.environ.get("SATORI_PROMPTS_DIR")
     if override:
         folder = Path(override).expanduser()
         if not folder.is_dir():
             raise SatoriError(f"SATORI_PROMPTS_DIR is not a folder: {folder}")
-        own = folder / f"{name}.txt"
+        own = folder / relative
         if own.is_file():
             return own.resolve()
-    return prompts_dir() / f"{name}.txt"
+    return prompts_dir() / relative
 
 
 @cache
@@ -50,8 +57,11 @@ def _read(path: Path, strip: bool) -> str:
     return text.strip() if strip else text
 
 
-def load_prompt(name: str = "system", path: str | Path | None = None) -> str:
-    """The prompt text. `system` is stripped; `eval_suffix` is verbatim (it starts with " \\n").
+def load_prompt(
+    name: str = "system", path: str | Path | None = None, grammar: str | Grammar | None = None
+) -> str:
+    """The prompt text of a grammar (default `satori`). `system` is stripped; `eval_suffix` is
+    verbatim (it starts with " \\n").
 
     `path` overrides the bundled file, for users with their own prompt.
     """
@@ -60,5 +70,5 @@ def load_prompt(name: str = "system", path: str | Path | None = None) -> str:
         if not p.is_file():
             raise SatoriError(f"prompt file not found: {p}")
     else:
-        p = prompt_path(name)
+        p = prompt_path(name, grammar)
     return _read(p.resolve(), strip=(name == "system"))

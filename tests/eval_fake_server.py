@@ -1,6 +1,6 @@
 """How the fake OpenAI-compatible server answers in the `api` backend tests.
 
-`satori_cli.serve.fake_server.FakeServer` is the server; this answer makes it behave like a good
+`tests.serve_helpers.FakeServer` is the server; this answer makes it behave like a good
 SATORI model on `write_tiny_bench`'s questions: it looks at the image's colour, finds the option
 that names it in the question, and replies `<caption>..</caption> <bbox>..</bbox> <answer>X</answer>`.
 """

@@ -6,11 +6,11 @@ It answers what huggingface_hub 1.x asks, the way the hub answers it:
 - `HEAD|GET /[datasets/]<repo>/resolve/<rev>/<path>`: `X-Repo-Commit`, `ETag` (git blob sha1) and
   `Content-Length` for small files; for "LFS" files a 302 to a CDN-like URL on another host name
   (`localhost` instead of `127.0.0.1`) with `X-Linked-Etag` (sha256) and `X-Linked-Size`, as the hub does;
-- `Range: bytes=N-` -> 206 with `Content-Range`, so resumes can be seen.
+- `Range: bytes=N-` -> 206 with `Content-Range` (huggingface_hub retries a dropped file that way).
 No `X-Xet-*` header and no `xetHash` is ever sent, which keeps huggingface_hub on its plain HTTP path.
 Errors carry the hub's `X-Error-Code` (RepoNotFound, RevisionNotFound, GatedRepo) so they map to the
-same exceptions. Faults for tests: `drop_after` (close the connection after N body bytes, once) and
-`stall_after` (send N bytes, then hang until `release()`), both per file path.
+same exceptions. Fault for tests: `stall_after` (send N bytes of a file, then hang until `release()`,
+then drop the connection); `stalled` is set once a stall began.
 """
 
 from __future__ import annotations
@@ -53,23 +53,14 @@ class FakeRepo:
         return self.refs.get(revision) or (revision if revision in self.commits else None)
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-
 class FakeHub:
     """`with FakeHub() as hub:` serves on 127.0.0.1:<free port>; `hub.endpoint` goes in HF_ENDPOINT."""
 
     def __init__(self, token: str | None = None) -> None:
         self.token = token
         self.repos: dict[tuple[str, str], FakeRepo] = {}
-        self.requests: list[Request] = []
-        self.drop_after: dict[str, int] = {}
         self.stall_after: dict[str, int] = {}
-        self.bytes_sent: dict[str, int] = {}
+        self.stalled = threading.Event()
         self._release = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -82,9 +73,6 @@ class FakeHub:
         repo.add_commit(files)
         self.repos[(repo_type, repo_id)] = repo
         return repo
-
-    def seen(self, method: str | None = None, contains: str = "") -> list[Request]:
-        return [r for r in self.requests if (method is None or r.method == method) and contains in r.path]
 
     def release(self) -> None:
         """Let stalled responses finish (as a dropped connection)."""
@@ -121,9 +109,6 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def _route(self, body: bool) -> None:
             path = unquote(urlsplit(self.path).path)
-            hub.requests.append(
-                Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
-            )
             if m := _API.match(path):
                 return self._api(m.group(1)[:-1], m.group(2), m.group(3), m.group(4))
             if m := _RESOLVE.match(path):
@@ -218,18 +203,14 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if not body:
                 return
-            cut = hub.drop_after.pop(name, None)
             stall = hub.stall_after.pop(name, None)
-            limit = cut if cut is not None else stall
-            if limit is None:
+            if stall is None:
                 self.wfile.write(part)
-                hub.bytes_sent[name] = hub.bytes_sent.get(name, 0) + len(part)
                 return
-            self.wfile.write(part[:limit])
+            self.wfile.write(part[:stall])
             self.wfile.flush()
-            hub.bytes_sent[name] = hub.bytes_sent.get(name, 0) + limit
-            if stall is not None:
-                hub._release.wait(timeout=60)
+            hub.stalled.set()
+            hub._release.wait(timeout=60)
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)

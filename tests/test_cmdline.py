@@ -110,3 +110,47 @@ def test_find_program():
     assert find_program("python3" if sys.platform != "win32" else "python", "hint")
     with pytest.raises(SatoriError, match="not found on PATH"):
         find_program("definitely-not-a-program-xyz", "install it")
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its new parent to reap it counts as dead)."""
+    import os
+    from pathlib import Path
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone meanwhile, or no /proc
+        return not Path("/proc/self").exists()  # no /proc: trust kill(pid, 0)
+
+
+@pytest.mark.parametrize("die_with_parent", [True, False])
+def test_a_child_dies_with_a_parent_killed_by_sigkill(tmp_path, die_with_parent):
+    """`kill -9` of satori cannot run any cleanup: the child must be told by the kernel."""
+    import os
+    import signal
+    import subprocess
+
+    from satori_cli.cmdline import wait_until
+
+    script = (
+        "import sys, time; from satori_cli.cmdline import Command, spawn;"
+        "p = spawn(Command([sys.executable, '-c', 'import time; time.sleep(120)']),"
+        f" stdout=None, stderr=None, die_with_parent={die_with_parent});"
+        "print(p.pid, flush=True); time.sleep(120)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(__import__("tests.conftest").conftest.REPO)}
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    child = int(parent.stdout.readline())
+    try:
+        assert _alive(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        gone = wait_until(lambda: not _alive(child), timeout=10 if die_with_parent else 1.5, interval=0.05)
+        assert gone is die_with_parent, "the child outlived its killed parent" if die_with_parent else ""
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)

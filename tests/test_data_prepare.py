@@ -9,13 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from satori_cli.data.outputs import MANIFEST
 from satori_cli.data.prepare import prepare_dataset
 from satori_cli.data.sample import FORMS, write_sample
 from satori_cli.errors import SatoriError
@@ -78,7 +78,8 @@ def test_every_raw_form_prepares_to_contract_rows(tmp_path: Path, form: str) -> 
             assert 0 <= x1 < x2 <= row["width"] and 0 <= y1 < y2 <= row["height"]
         if form in ("parquet", "zip", "tar.gz"):  # embedded or archived: copied, named by content hash
             assert Path(image).parent == result.out_dir / "images" and len(Path(image).stem) == 32
-    assert not list(result.out_dir.glob(".*")), "no partial or scratch files left behind"
+    # no partial or scratch files left behind: only the record of what satori wrote there
+    assert [p.name for p in result.out_dir.glob(".*")] == [MANIFEST]
 
 
 def test_sample_is_deterministic_and_varied(tmp_path: Path) -> None:
@@ -159,7 +160,7 @@ def test_every_kind_of_bad_row_is_rejected_with_its_reason(tmp_path: Path) -> No
     rejected = read_jsonl(result.rejected_path)
     expected = [reason.strip() for reason in HOSTILE] + ["malformed_row"]
     assert [r["reason"] for r in rejected] == expected
-    assert all(r["row"].startswith("data:") and r["detail"] for r in rejected)
+    assert all(r["row"].startswith("data.jsonl:") and r["detail"] for r in rejected)
     assert result.rows_in == result.written + result.rejected_total == len(expected) + 2
     summary = json.loads(result.summary_path.read_text())
     assert summary["rejected_by_reason"]["corrupt_image"] == 2
@@ -167,9 +168,9 @@ def test_every_kind_of_bad_row_is_rejected_with_its_reason(tmp_path: Path) -> No
 
 
 def test_strict_fails_on_the_first_bad_row_and_writes_nothing(tmp_path: Path) -> None:
-    with pytest.raises(SatoriError, match=r"row data:1 rejected: missing_image"):
+    with pytest.raises(SatoriError, match=r"row data\.jsonl:1 rejected: missing_image"):
         prepare_dataset(_hostile_folder(tmp_path / "raw"), tmp_path / "out", strict=True)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["images"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["images"]  # and no scratch
 
 
 def test_column_mapping_and_unknown_columns(tmp_path: Path) -> None:
@@ -253,41 +254,52 @@ def test_hostile_archive_members_are_refused(tmp_path: Path) -> None:
     assert result.rejected == {"image_outside_archive": 1}
 
 
-def test_interrupted_run_leaves_no_partial_jsonl(tmp_path: Path) -> None:
-    """SIGKILL in the middle: the previous train.jsonl stays intact and no new one appears half-written."""
+# A child that prepares and kills itself with SIGKILL once N rows are written (from the
+# progress hook, so the moment is exact: no sleeping, no racing the writer).
+KILL_CHILD = """
+import os, signal, sys
+from satori_cli.data.prepare import prepare_dataset
+def hook(done, total):
+    if done >= int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+prepare_dataset(sys.argv[1], sys.argv[2], val_ratio=0.25, progress=hook, workers=2)
+"""
+
+
+@pytest.mark.parametrize("form", ["jsonl", "zip"])
+def test_interrupted_run_leaves_no_partial_jsonl(tmp_path: Path, form: str) -> None:
+    """SIGKILL in the middle: the previous outputs stay intact, nothing appears half-written,
+    and the next run removes the dead run's scratch (only that) and finishes."""
     raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / "img.png").write_bytes(png())
-    write_jsonl(raw, [good_row(i) for i in range(60_000)])
+    (raw / "images").mkdir(parents=True)
+    (raw / "images" / "img.png").write_bytes(png())
+    src = write_jsonl(raw, [good_row(i, image="images/img.png") for i in range(2_000)])
+    if form == "zip":
+        src = tmp_path / "raw.zip"
+        with zipfile.ZipFile(src, "w") as zf:
+            zf.write(raw / "data.jsonl", "data.jsonl")
+            zf.write(raw / "images" / "img.png", "images/img.png")
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "train.jsonl").write_text("previous run\n")
-    code = (
-        "import sys; from satori_cli.data.prepare import prepare_dataset; "
-        "prepare_dataset(sys.argv[1], sys.argv[2])"
-    )
+    prepare_dataset(src, out, val_ratio=0.25)  # the previous run
+    before = {name: (out / name).read_bytes() for name in ("train.jsonl", "val.jsonl", "rejected.jsonl")}
+    live = out / f".train.jsonl.partial-{os.getpid()}"  # a live process's scratch: never touched
+    live.write_text("mine")
+    (out / ".notes.partial").write_text("not ours")  # not our name: never touched
+
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", code, str(raw / "data.jsonl"), str(out)], env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            partials = list(out.glob(".train.jsonl.partial-*"))
-            if partials and partials[0].stat().st_size > 10_000:
-                break
-            assert proc.poll() is None, "prepare finished before it could be interrupted"
-            time.sleep(0.02)
-        else:
-            pytest.fail("no partial output appeared")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert (out / "train.jsonl").read_text() == "previous run\n"
-    assert not (out / "rejected.jsonl").exists() and not (out / "val.jsonl").exists()
-    # the next run finishes and replaces everything, clearing nothing it should not
-    result = prepare_dataset(raw / "data.jsonl", out)
-    assert result.train_rows == 60_000
+    done = subprocess.run([sys.executable, "-c", KILL_CHILD, str(src), str(out), "640"], env=env, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in out.glob(".*.partial-*") if p != live) + [
+        p.name for p in out.glob(".unpack-*")
+    ]
+    assert any(name.startswith(".rows.partial-") for name in left), left
+    assert any(name.startswith(".unpack-") for name in left) == (form == "zip"), left
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+    result = prepare_dataset(src, out, val_ratio=0.25)
+    assert (result.train_rows, result.val_rows) == (1_500, 500)
+    assert not [p for p in out.iterdir() if p.name in left]
+    assert live.read_text() == "mine" and (out / ".notes.partial").read_text() == "not ours"
 
 
 def test_missing_source_is_a_user_error(tmp_path: Path) -> None:

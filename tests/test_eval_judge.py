@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from eval_fake_server import judge_for, paraphrase_for
 
 from satori_cli.evaluation.sample_bench import write_tiny_bench
-from satori_cli.serve.fake_server import FakeServer
+from tests.serve_helpers import FakeServer
 
 BENCH = "MMBench_tiny_judge"  # "mmbench" in the name: scored circularly, like MMBench
 

@@ -41,7 +41,8 @@ def test_a_short_sft_teaches_the_format_on_held_out_rows(satori, tmp_path, learn
     )
     assert built.returncode == 0, built.stderr
     for name, n, seed in (("train", TRAIN_ROWS, 0), ("heldout", HELDOUT_ROWS, 1)):
-        made = satori("data", "sample", "--out", str(tmp_path / f"{name}-raw"), "--n", str(n), "--seed", str(seed))
+        raw_dir = tmp_path / f"{name}-raw"
+        made = satori("data", "sample", "--out", str(raw_dir), "--n", str(n), "--seed", str(seed))
         assert made.returncode == 0, made.stderr
         raw = tmp_path / f"{name}-raw" / "data.jsonl"
         prepared = satori("data", "prepare", str(raw), "--out", str(tmp_path / name))

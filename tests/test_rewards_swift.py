@@ -24,6 +24,12 @@ CLASS_OF = {
     "extern_vqa_acc": "SatoriAnswer",
     "external_caption_acc": "SatoriCaption",
 }
+# The format rewards of the other output grammars (satori_cli.grammar.GRAMMARS), issue #17.
+GRAMMAR_CLASS_OF = {
+    "external_format_v2": "SatoriFormatV2",
+    "external_format_r1": "SatoriFormatR1",
+    "external_format_nocap": "SatoriFormatNocap",
+}
 OPTIONAL_CLASS_OF = {"external_vqa_norm_acc": "SatoriAnswerNormalized"}
 
 
@@ -49,17 +55,37 @@ def _load_plugin_with(monkeypatch, module_name: str):
 
 def test_the_table_keeps_the_public_names() -> None:
     assert tuple(CLASS_OF) == REWARD_FUNCS
-    assert {r.name: r.class_name for r in REWARDS} == {**CLASS_OF, **OPTIONAL_CLASS_OF}
+    assert {r.name: r.class_name for r in REWARDS} == {**CLASS_OF, **GRAMMAR_CLASS_OF, **OPTIONAL_CLASS_OF}
 
 
 @pytest.mark.parametrize("registry", ["swift.rewards", "swift.plugin"])
 def test_plugin_registers_the_original_names(monkeypatch, registry) -> None:
     orms = _load_plugin_with(monkeypatch, registry)
-    assert {name: cls.__name__ for name, cls in orms.items()} == {**CLASS_OF, **OPTIONAL_CLASS_OF}
+    assert {name: cls.__name__ for name, cls in orms.items()} == {
+        **CLASS_OF,
+        **GRAMMAR_CLASS_OF,
+        **OPTIONAL_CLASS_OF,
+    }
     text = format_completion("a cat", [[1, 2, 3, 4]], "No.")
     kwargs = {"possible_answers": [["No"], ["no"]], "trainer_state": None}
     assert orms["extern_vqa_acc"](args=object())([text, text], **kwargs) == [0.0, 0.0]
     assert orms["external_vqa_norm_acc"](args=object())([text, "junk"], **kwargs) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("grammar", ["satori-v2", "r1", "nocap"])
+def test_plugin_format_rewards_follow_their_grammar(monkeypatch, grammar) -> None:
+    from satori_cli.grammar import get_grammar
+
+    orms = _load_plugin_with(monkeypatch, "swift.rewards")
+    g = get_grammar(grammar)
+    own = format_completion("c", [[1, 2, 3, 4]], "No", grammar, thinking="t")
+    v1 = format_completion("c", [[1, 2, 3, 4]], "No")
+    # swift passes every data set column as a keyword, one named `grammar` included: it changes nothing
+    kwargs = {"possible_answers": [["No"]] * 3, "grammar": ["satori"] * 3, "trainer_state": None}
+    assert orms[g.format_reward](args=object())([own, v1, own + " more"], **kwargs) == [1.0, 0.0, 0.0]
+    assert orms["external_format"](args=object())([own, v1, v1], **kwargs) == [0.0, 1.0, 1.0]
+    # the answer reward reads the first <answer> in every grammar
+    assert orms["extern_vqa_acc"](args=object())([own, v1, own], **kwargs) == [1.0, 1.0, 1.0]
 
 
 def test_plugin_never_crashes_training_on_a_bad_batch(monkeypatch) -> None:

@@ -6,15 +6,13 @@ CI installs chromium (`make browser`); a missing browser fails this test loudly,
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from satori_cli.serve.fake_server import FakeServer
 from satori_cli.serve.ui import build_demo, launch_demo
-from tests.serve_helpers import CASES, red_box_image
+from tests.serve_helpers import CASES, FakeServer, free_port, red_box_image
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -35,9 +33,7 @@ def test_upload_ask_and_see_the_box(tmp_path):
     assert CHROMIUM.is_file(), "Debian chromium is missing: run `make browser` (apt-get install chromium)"
     from playwright.sync_api import expect, sync_playwright
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     fake = FakeServer().start()
     demo = launch_demo(build_demo(fake.base_url, timeout=10), port=port, block=False)
     image = red_box_image(tmp_path / "square.png", (640, 480), CASES[(640, 480)])

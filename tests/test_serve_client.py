@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import json
-import urllib.request
 
 import pytest
 from PIL import Image
 
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import format_completion
+from satori_cli.http_client import http_ok
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget
 from satori_cli.serve import client as client_mod
 from satori_cli.serve.client import (
@@ -21,19 +20,13 @@ from satori_cli.serve.client import (
     load_image,
     prepare_image,
 )
-from satori_cli.serve.fake_server import FakeServer
-from tests.serve_helpers import CASES, red_box_image
+from tests.serve_helpers import CASES, FakeServer, red_box_image
 
 
 @pytest.fixture(scope="module")
 def fake():
     with FakeServer() as server:
         yield server
-
-
-def last_request(server: FakeServer) -> dict:
-    with urllib.request.urlopen(server.root + "/fake/last") as resp:
-        return json.loads(resp.read())
 
 
 @pytest.mark.parametrize(("size", "box"), list(CASES.items()))
@@ -43,7 +36,7 @@ def test_boxes_land_on_the_original_pixels(fake, tmp_path, size, box):
     assert prediction.boxes == (box,)
     assert prediction.completion.well_formed
     # The server saw the budget-resized image, so its own resize was the identity.
-    seen = last_request(fake)
+    seen = fake.last
     assert seen["received_size"] == seen["model_input_size"] == list(prepared.resized.size)
     assert tuple(seen["received_size"]) == PAPER_BUDGET.resized_wh(*size)
     assert seen["mm_processor_kwargs"] == PAPER_BUDGET.processor_kwargs()
@@ -65,7 +58,7 @@ def test_stream_grows_and_ends_with_the_full_answer(fake, tmp_path):
     assert len(parts) > 3
     assert all(b.startswith(a) for a, b in itertools.pairwise(parts))
     assert parts[-1] == client.complete(prepared, "q")
-    assert last_request(fake)["temperature"] == 0.0
+    assert fake.last["temperature"] == 0.0
 
 
 def test_other_budget_travels_to_the_server(tmp_path):
@@ -87,18 +80,17 @@ def test_api_key_required_and_used(tmp_path):
         _, prediction = SatoriClient(server.base_url, api_key="s3cret").predict(image, "q")
         assert prediction.boxes == (CASES[(640, 480)],)
         # /health stays open for readiness checks, like vLLM's.
-        with urllib.request.urlopen(server.root + "/health") as resp:
-            assert resp.status == 200
+        assert http_ok(server.root + "/health")
 
 
 def test_server_down_and_slow_give_one_line_errors(tmp_path):
     image = load_image(red_box_image(tmp_path / "in.png", (64, 64), (8, 8, 32, 32)))
     with FakeServer() as server:
         url = server.base_url
-    with pytest.raises(SatoriError, match="cannot reach the SATORI server") as down:
+    with pytest.raises(SatoriError, match="cannot reach the server") as down:
         SatoriClient(url).predict(image, "q")
     assert "satori serve" in str(down.value)
-    with FakeServer(delay=3.0) as slow, pytest.raises(SatoriError, match="did not answer in time"):
+    with FakeServer(delay=3.0) as slow, pytest.raises(SatoriError, match=r"did not answer within 0\.5 s"):
         SatoriClient(slow.base_url, timeout=0.5).predict(image, "q")
 
 
@@ -158,3 +150,36 @@ def test_draw_boxes_outlines_the_exact_pixels():
     assert drawn.getpixel((480, 240)) == (255, 255, 255)
     assert drawn.getpixel((320, 360)) == (255, 255, 255)
     assert image.getpixel((160, 240)) == (255, 255, 255)
+
+
+def test_loopback_never_goes_through_a_proxy_other_addresses_do(fake, monkeypatch):
+    """One policy for every call: eval's urllib check used to send 127.0.0.1 to HTTP_PROXY."""
+    import socket
+    import threading
+
+    from satori_cli.http_client import served_models
+
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen()
+    seen: list[bytes] = []
+
+    def accept() -> None:
+        conn, _ = proxy.accept()
+        with conn:
+            seen.append(conn.recv(100))
+            conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(var, url)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    assert http_ok(fake.root + "/health") and http_ok(f"http://localhost:{fake.port}/health")
+    assert served_models(fake.base_url) == ["satori"]
+    assert SatoriClient(fake.base_url).models() == ["satori"]
+    assert not seen
+    assert not http_ok("http://satori.example/health")  # elsewhere: through the proxy, as curl does
+    assert seen and seen[0].startswith(b"GET http://satori.example/health")
+    proxy.close()

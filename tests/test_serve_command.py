@@ -9,20 +9,18 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from PIL import Image
 
-from satori_cli.cmdline import Command
+from satori_cli.cmdline import Command, wait_until
 from satori_cli.errors import SatoriError
-from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
-from satori_cli.serve.backends import ServerDied, ServerProcess, port_in_use
+from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
+from satori_cli.serve.backends import ServerDied, ServerProcess
 from satori_cli.serve.client import BOX_COLORS
-from satori_cli.serve.fake_server import FakeServer
 from satori_cli.serve.vllm_command import VllmSettings, vllm_args, vllm_command
 from tests.conftest import REPO, satori_env
-from tests.serve_helpers import CASES, red_box_image
+from tests.serve_helpers import CASES, FakeServer, listening, red_box_image, serving
 
 
 def option(argv: list[str], flag: str) -> str:
@@ -36,12 +34,28 @@ def test_vllm_argv_carries_the_recipe():
     assert option(argv, "--tensor-parallel-size") == "4"
     assert option(argv, "--host") == "127.0.0.1"
     assert option(argv, "--port") == "9000"
-    assert option(argv, "--max-model-len") == "2048"
+    assert option(argv, "--max-model-len") == "3584"  # 1024 text + 512 visual + 2048 new tokens
     assert json.loads(option(argv, "--limit-mm-per-prompt")) == {"image": 1, "video": 0}
     assert json.loads(option(argv, "--mm-processor-kwargs")) == {
         "min_pixels": PAPER_MIN_PIXELS,
         "max_pixels": PAPER_MAX_PIXELS,
     }
+
+
+def test_the_context_length_follows_from_the_paper_recipe():
+    """1024 text tokens = the paper's max_length - max_completion_length - its budget's visual tokens."""
+    from satori_cli.pixels import PAPER_BUDGET
+    from satori_cli.train.recipe import load_preset
+    from satori_cli.vllm_settings import PROMPT_TEXT_TOKENS, context_length
+
+    paper = load_preset("paper")["swift"]
+    visual = PAPER_BUDGET.max_pixels // PAPER_BUDGET.token_pixels
+    assert paper["max_length"] - paper["max_completion_length"] - visual == PROMPT_TEXT_TOKENS
+    assert context_length(PAPER_BUDGET, paper["max_completion_length"]) == paper["max_length"]
+    bigger = PixelBudget(PAPER_MIN_PIXELS, 4 * PAPER_MAX_PIXELS)  # a run with a larger budget needs more
+    assert context_length(bigger, 2048) == PROMPT_TEXT_TOKENS + 4 * visual + 2048
+    argv = vllm_command(VllmSettings(model="m/x", budget=bigger, max_model_len=9999)).argv
+    assert option(argv, "--max-model-len") == "9999"  # --max-model-len still wins
 
 
 def test_vllm_api_key_goes_in_the_environment_not_argv():
@@ -64,7 +78,7 @@ def test_vllm_argv_against_vllm_parser_or_dry_run(satori):
         parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
         assert parsed.model_tag == "justairr/SATORI"
         assert parsed.tensor_parallel_size == 2
-        assert parsed.max_model_len == 2048
+        assert parsed.max_model_len == 3584
         assert parsed.limit_mm_per_prompt == {"image": 1, "video": 0}
         assert parsed.served_model_name == ["satori"]
         assert parsed.mm_processor_kwargs == {"min_pixels": PAPER_MIN_PIXELS, "max_pixels": PAPER_MAX_PIXELS}
@@ -97,7 +111,8 @@ def test_dry_run_transformers_backend_uses_swift_deploy_with_the_budget(satori):
         (["--base-url", "http://127.0.0.1:1/v1"], "add --ui"),
         (["--backend", "tpu"], "unknown backend"),
         (["--backend", "transformers", "--gpus", "2"], "needs --backend vllm"),
-        (["--model", "./no/such/folder"], "model not found"),
+        (["--model", "./no/such/folder"], "no such folder"),
+        (["--model", "Org/Uncached"], "not in the Hugging Face cache (HF_HUB_OFFLINE is set)"),
         (["--backend", "vllm", "--vllm-bin", "/nonexistent/vllm"], "not an executable"),
         (["--backend", "fake", "--ui", "--ui-port", "8000"], "is the API's --port too"),
     ],
@@ -115,9 +130,8 @@ def test_port_in_use_is_refused(satori):
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        assert port_in_use("127.0.0.1", port)
         result = satori("serve", "--backend", "fake", "--port", str(port))
-        busy_ui = satori("serve", "--backend", "fake", "--port", "9", "--ui", "--ui-port", str(port))
+        busy_ui = satori("serve", "--backend", "fake", "--port", "0", "--ui", "--ui-port", str(port))
     assert result.returncode == 2
     assert "already in use" in result.stderr
     assert busy_ui.returncode == 2
@@ -154,32 +168,19 @@ def test_bad_budget_in_the_environment_is_a_user_error(tmp_path):
 
 
 def test_fake_backend_serves_and_stops_cleanly_on_ctrl_c(satori, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "satori_cli", "serve", "--backend", "fake", "--port", str(port)],
-        env=satori_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        ready = proc.stdout.readline()
-        assert f"http://127.0.0.1:{port}/v1" in ready
+    with serving("--backend", "fake") as (proc, port):
         image = red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)])
         result = satori(
             "predict", str(image), "where?", "--base-url", f"http://127.0.0.1:{port}/v1", "--json"
         )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["boxes"] == [list(CASES[(640, 480)])]
-    finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
-    assert proc.returncode == 130
-    time.sleep(0.5)
-    assert not port_in_use("127.0.0.1", port), "the server child outlived satori serve"
+        assert proc.returncode == 130
+        assert wait_until(lambda: not listening(port), timeout=10, interval=0.1), (
+            "the server child outlived satori"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -225,33 +226,30 @@ def test_predict_human_output_and_errors(satori, fake, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_predict_waits_for_a_server_that_is_starting(satori, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+def test_predict_waits_for_a_server_that_is_starting(tmp_path):
+    """--wait polls /health and asks only once the server says it is ready (vLLM answers 503, or
+    nothing at all, while it loads)."""
     image = red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)])
-    url = f"http://127.0.0.1:{port}/v1"
-    predict = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "satori_cli",
-            "predict",
-            str(image),
-            "q",
-            "--base-url",
-            url,
-            "--wait",
-            "60",
-            "--json",
-        ],
-        env=satori_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(2)  # predict is now polling /health of a server that does not exist yet
-    with FakeServer(port=port):
-        out, err = predict.communicate(timeout=60)
+    with FakeServer() as server:
+        server.healthy.clear()  # loading
+        predict = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "satori_cli", "predict", str(image), "q"),
+                *("--base-url", server.base_url, "--wait", "60", "--json"),
+            ],
+            env=satori_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert wait_until(lambda: server.health_polls >= 2, timeout=60, interval=0.05), "no /health poll"
+            assert predict.poll() is None and not server.requests, "predict asked a server that was not ready"
+            server.healthy.set()
+            out, err = predict.communicate(timeout=60)
+        finally:
+            if predict.poll() is None:
+                predict.kill()
     assert predict.returncode == 0, err
     assert json.loads(out)["boxes"] == [list(CASES[(640, 480)])]
+    assert len(server.requests) == 1

@@ -9,44 +9,29 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
-from satori_cli.serve.backends import port_in_use
-from tests.conftest import satori_env
-from tests.serve_helpers import CASES, red_box_image
+from satori_cli.cmdline import wait_until
+from tests.serve_helpers import CASES, free_port, listening, red_box_image, serving
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_swift_deploy_serves_the_tiny_model(satori, tiny_model, tmp_path):
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "satori_cli", "serve", "--backend", "transformers"),
-            *("--model", str(tiny_model), "--port", str(port), "--api-key", "k", "--startup-timeout", "120"),
-        ],
-        env=satori_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
     image = red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)])
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        assert proc.stdout is not None
-        ready = proc.stdout.readline()
-        assert "SATORI API ready" in ready and url in ready, ready
+    args = (
+        "--backend",
+        "transformers",
+        "--model",
+        str(tiny_model),
+        "--api-key",
+        "k",
+        "--startup-timeout",
+        "120",
+    )
+    with serving(*args, timeout=180) as (proc, port):
+        url = f"http://127.0.0.1:{port}/v1"
         result = satori(
             "predict",
             str(image),
@@ -65,18 +50,22 @@ def test_swift_deploy_serves_the_tiny_model(satori, tiny_model, tmp_path):
         assert isinstance(payload["raw"], str) and payload["raw"]
         denied = satori("predict", str(image), "what?", "--base-url", url, "--api-key", "wrong")
         assert denied.returncode == 1 and "API key" in denied.stderr
-    finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
-    assert proc.returncode == 130
-    time.sleep(1)
-    assert not port_in_use("127.0.0.1", port), "swift deploy outlived satori serve"
+        assert proc.returncode == 130
+        assert wait_until(lambda: not listening(port), timeout=10, interval=0.1), (
+            "swift deploy outlived satori"
+        )
 
 
 def test_a_model_that_cannot_load_passes_the_exit_code_and_log_through(satori, tmp_path):
     broken = tmp_path / "broken-model"
     broken.mkdir()
-    (broken / "config.json").write_text("{not json")
+    (broken / "config.json").write_text("{not json")  # refused before any server starts
+    refused = satori("serve", "--backend", "transformers", "--model", str(broken), "--port", str(free_port()))
+    assert refused.returncode == 2 and "config.json is not valid JSON" in refused.stderr
+    # A Qwen2.5-VL config with nothing else: satori's checks pass, swift fails to load it.
+    (broken / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl"}))
     result = satori("serve", "--backend", "transformers", "--model", str(broken), "--port", str(free_port()))
     assert result.returncode not in (0, 2)
     assert "the transformers server exited with code" in result.stderr

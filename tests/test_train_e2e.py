@@ -10,6 +10,23 @@ from satori_cli.train import runlogs
 
 pytestmark = pytest.mark.slow
 REWARD_CLASSES = 4
+REWARD_NAMES = ("SatoriFormat", "SatoriBoxIoU", "SatoriAnswer", "SatoriCaption")
+
+
+def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series in the TensorBoard event files under `folder`, read by TensorBoard itself."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    events = sorted(folder.rglob("events.out.tfevents.*"))
+    assert events, f"no TensorBoard event files under {folder}"
+    mux = EventMultiplexer()
+    mux.AddRunsFromDirectory(str(folder))
+    mux.Reload()
+    series: dict[str, list[tuple[int, float]]] = {}
+    for run, tags in mux.Runs().items():
+        for tag in tags["scalars"]:
+            series.setdefault(tag, []).extend((e.step, e.value) for e in mux.Scalars(run, tag))
+    return series
 
 
 def test_smoke_train_resume_report(satori, tmp_path, tiny_model):
@@ -29,6 +46,19 @@ def test_smoke_train_resume_report(satori, tmp_path, tiny_model):
     assert info["data"]["train"]["rows"] > 0 and len(info["data"]["train"]["sha256"]) == 64
     assert info["command"][0]["env"]["MIN_PIXELS"] == "3136"
     assert "reward" in first.stdout and (run / "train.log").stat().st_size > 0
+
+    # TensorBoard, the default tracker (no network): event files in the run folder holding the
+    # same reward scalars swift logged, under a run named after the run folder.
+    assert info["trackers"] == {
+        "report_to": ["tensorboard"],
+        "run_name": "run",
+        "tensorboard_dir": str(run / "runs"),
+    }
+    scalars = tensorboard_scalars(run / "runs")
+    for name in ("reward", *(f"rewards/{cls}/mean" for cls in REWARD_NAMES)):
+        got = scalars[f"train/{name}"]
+        assert [step for step, _ in got] == [m["step"] for m in metrics], name
+        assert [value for _, value in got] == pytest.approx([m[name] for m in metrics], abs=1e-6), name
 
     # --resume continues from checkpoint-2 (one more step).
     second = satori(
@@ -106,7 +136,7 @@ def test_sft_stage_then_grpo_from_the_run_folder(satori, tmp_path, tiny_model):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     info = json.loads((grpo / "run.json").read_text())
     assert info["stage"] == "grpo" and info["model"] == str(sft / "checkpoint-2")
-    assert info["model_run"] == str(sft) and info["recipe"]["max_pixels"] == 6272
+    assert info["recipe"]["max_pixels"] == 6272  # the SFT run's budget, not the smoke preset's
     assert info["command"][0]["env"]["MAX_PIXELS"] == "6272"
     assert len(runlogs.reward_components(runlogs.read_metrics(grpo))) == REWARD_CLASSES
 

@@ -5,12 +5,28 @@ from __future__ import annotations
 import pytest
 
 from satori_cli.errors import SatoriError
-from satori_cli.pixels import PAPER_BUDGET, PixelBudget
+from satori_cli.pixels import PAPER_BUDGET
 from satori_cli.train.recipe import list_presets, parse_passthrough, resolve_recipe
 
 
 def test_bundled_presets():
-    assert list_presets() == ["fast", "learn", "lora", "paper", "smoke"]
+    assert list_presets() == ["fast", "learn", "lora", "paper", "server", "smoke"]
+
+
+def test_server_is_the_paper_recipe_with_rollouts_on_gpus_of_their_own():
+    from satori_cli.train.command import generation_batch_check
+
+    paper, server = resolve_recipe("paper"), resolve_recipe("server")
+    keys = set(paper.swift) | set(server.swift)
+    assert {k for k in keys if paper.swift.get(k) != server.swift.get(k)} == {
+        "use_vllm",
+        "vllm_mode",
+        "per_device_eval_batch_size",  # 8 x 6 processes = 48 = 3 groups of 16
+    }
+    assert server.swift["use_vllm"] is True and server.swift["vllm_mode"] == "server"
+    assert (server.gpus, server.rollout_gpus, server.model) == (6, 2, paper.model)
+    assert server.budget == paper.budget and "vllm" in server.needs
+    assert generation_batch_check(server.swift, server.gpus, evaluating=True) is None
 
 
 def test_paper_is_the_published_recipe_in_4x_names():
@@ -64,7 +80,7 @@ def test_smoke_is_tiny_and_cpu():
     assert r.max_pixels < PAPER_BUDGET.min_pixels
 
 
-def test_stage_arguments_and_a_run_folder_budget(tmp_path):
+def test_stage_arguments(tmp_path):
     r = resolve_recipe("smoke", overrides={"sft": parse_passthrough(["--max_steps", "5"])})
     assert r.stage_args("sft")["max_steps"] == "5" and r.stage_args("grpo")["max_steps"] == 2
     assert "num_generations" not in r.sft and "learning_rate" in r.sft
@@ -72,16 +88,6 @@ def test_stage_arguments_and_a_run_folder_budget(tmp_path):
     cfg = tmp_path / "recipe.yaml"
     cfg.write_text("sft:\n  learning_rate: 0.5\n")
     assert resolve_recipe("smoke", cfg).sft["learning_rate"] == 0.5
-    # The budget a model was trained in replaces the preset's ...
-    trained = PixelBudget(3136, 6272)
-    assert resolve_recipe("smoke", model_budget=trained).budget == trained
-    assert resolve_recipe("paper", model_budget=trained).budget == trained
-    # ... and a config file asking for another one is refused; the same one is fine.
-    cfg.write_text("max_pixels: 12544\n")
-    with pytest.raises(SatoriError, match="trained with pixel budget 3136-6272"):
-        resolve_recipe("smoke", cfg, model_budget=trained)
-    cfg.write_text("max_pixels: 6272\n")
-    assert resolve_recipe("smoke", cfg, model_budget=trained).budget == trained
 
 
 def test_learn_is_sft_then_grpo_on_the_cpu():

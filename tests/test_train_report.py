@@ -89,6 +89,7 @@ def test_report_draws_predicted_and_true_boxes(tmp_path):
         "rewards.png",
         "kl.png",
         "completion_length.png",
+        "loss.png",
         "gallery.html",
     }
     page = (run / "report" / "gallery.html").read_text()
@@ -111,3 +112,21 @@ def test_swift_version_folders_are_found(tmp_path):
     (run / "v1-20250102-000000" / "checkpoint-10" / "trainer_state.json").write_text("{}")
     assert runlogs.latest_checkpoint(run).name == "checkpoint-10"
     assert runlogs.run_dir_of(runlogs.latest_checkpoint(run)) == run
+
+
+def test_report_points_at_the_grounding_eval_of_the_val_split(tmp_path, satori):
+    run = make_run(tmp_path)
+    assert write_report(run).eval_command is None  # no val split: nothing to point at
+    (run / "data" / "val.jsonl").write_text((run / "data" / "train.jsonl").read_text())
+    (run / "checkpoint-2" / "trainer_state.json").parent.mkdir()
+    (run / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    info = json.loads((run / "run.json").read_text()) | {"model": "/models/base"}
+    (run / "run.json").write_text(json.dumps(info))
+    command = write_report(run).eval_command
+    assert command == (
+        f"satori eval --data {run / 'data' / 'val.jsonl'} --model {run / 'checkpoint-2'} "
+        "--min-pixels 3136 --max-pixels 50176 --baseline --baseline-model /models/base"
+    )
+    result = satori("report", str(run))
+    assert result.returncode == 0, result.stderr
+    assert "grounding evaluation of the val split" in result.stdout and command in result.stdout

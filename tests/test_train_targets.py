@@ -117,6 +117,20 @@ def test_first_accepted_answer_and_doctest_values():
     assert gold_completion(row, SMOKE) == expected
 
 
+def test_other_grammars():
+    row = {
+        "image_caption": "c",
+        "possible_answers": ["2"],
+        "bboxs": [[0, 0, 320, 240]],
+        "width": 320,
+        "height": 240,
+    }
+    assert gold_completion(row, SMOKE, "nocap") == "<bbox>[[0,0,112,84]]</bbox> <answer>2</answer>"
+    for name in ("r1", "satori-v2"):  # nothing to put in <think>/<thinking>
+        with pytest.raises(SatoriError, match="no gold <think"):
+            gold_completion(row, SMOKE, name)
+
+
 def test_a_row_that_is_not_prepared_is_one_line_error(tmp_path):
     src = tmp_path / "raw.jsonl"
     src.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
+
+OVERWRITE_HELP = "Replace existing files that satori did not write (never links or special files)."
 
 data_app = typer.Typer(
     name="data",
@@ -23,6 +28,7 @@ def sample(
         "--format",
         help="Raw form: jsonl (images as files), json, parquet (embedded image bytes), zip or tar.gz.",
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Write a small synthetic VQA-Verify-shaped set (coloured shapes with exact boxes).
 
@@ -31,7 +37,7 @@ def sample(
     from satori_cli.data.sample import write_sample
     from satori_cli.ui import console
 
-    path = write_sample(out, n=n, seed=seed, form=form)
+    path = write_sample(out, n=n, seed=seed, form=form, overwrite=overwrite)
     console().print(f"[green]wrote {n} sample rows:[/] {path}")
     console().print(f"next: satori data prepare {path} --out DIR")
 
@@ -39,6 +45,7 @@ def sample(
 @data_app.command("sample-bench")
 def sample_bench(
     out: Path = typer.Option(..., "--out", "-o", help="TSV file to write, e.g. lmu/TinyBench.tsv."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Write a small MMBench-style TSV (8 rows, 3 categories, rotated options) to try `satori eval`.
 
@@ -47,7 +54,7 @@ def sample_bench(
     from satori_cli.evaluation.sample_bench import write_tiny_bench
     from satori_cli.ui import console
 
-    console().print(f"[green]wrote[/] {write_tiny_bench(out)}")
+    console().print(f"[green]wrote[/] {write_tiny_bench(out, overwrite=overwrite)}")
 
 
 @data_app.command("prepare")
@@ -70,44 +77,70 @@ def prepare(
         "bboxs, width, height, caption, id, source, messages.",
     ),
     strict: bool = typer.Option(False, "--strict", help="Fail on the first bad row instead of rejecting it."),
+    max_extract_gb: float = typer.Option(
+        None,
+        "--max-extract-gb",
+        min=0.0,
+        help="Most an archive SRC may unpack, in GiB (default: 20x the archive's size, at least 2). "
+        "Only data files and the images rows use are unpacked.",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Validate raw rows and write ms-swift GRPO JSONL with the SATORI reward columns.
 
-    Bad rows (missing or corrupt image, bad boxes, empty question/answer/caption, ...) go to
-    rejected.jsonl with their row id and reason. Outputs appear only when complete.
+    Bad rows (missing or corrupt image, bad boxes, empty question/answer/caption, a duplicate
+    id, text over its cap, ...) go to rejected.jsonl with their row id and reason. Outputs
+    appear only when complete; an earlier prepare's output folder is never read as input.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from satori_cli.data.prepare import prepare_dataset
-    from satori_cli.data.report import prepare_table
+    from satori_cli.data.report import prepare_table, printable
+    from satori_cli.errors import SatoriError
     from satori_cli.ui import console
 
-    with Progress(
-        TextColumn("preparing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("rows"),
-        TimeElapsedColumn(),
-        console=console(),
-        transient=True,
-    ) as bar:
+    if max_extract_gb is not None and not 0 <= max_extract_gb < 2**33:  # also NaN and inf
+        raise SatoriError(f"--max-extract-gb must be a number of GiB, got {max_extract_gb}")
+    limit = None if max_extract_gb is None else int(max_extract_gb * 2**30)
+    with (
+        _sigterm_as_error(),
+        Progress(
+            TextColumn("preparing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rows"),
+            TimeElapsedColumn(),
+            console=console(),
+            transient=True,
+        ) as bar,
+    ):
         task = bar.add_task("prepare", total=None)
 
         def on_progress(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
 
         result = prepare_dataset(
-            src, out, val_ratio=val_ratio, seed=seed, columns=column, strict=strict, progress=on_progress
+            src,
+            out,
+            val_ratio=val_ratio,
+            seed=seed,
+            columns=column,
+            strict=strict,
+            progress=on_progress,
+            overwrite=overwrite,
+            max_extract_bytes=limit,
         )
     console().print(prepare_table(result))
+    for path in result.skipped:
+        console().print(f"[dim]not read (an output of `satori data prepare`): {printable(str(path))}[/]")
     console().print(f"[green]train:[/] {result.train_path}")
     if result.val_path:
         console().print(f"[green]val:[/] {result.val_path}")
     if result.rejected_total:
         console().print(f"[yellow]rejected:[/] {result.rejected_path}")
+    if result.rejected["duplicate_id"]:
+        console().print("[yellow]ids repeat in this data: map a unique column with --column id=COLUMN[/]")
     if result.written == 0:
-        from satori_cli.errors import SatoriError
-
         raise SatoriError(
             f"no valid rows in {src}: every row was rejected",
             hint=f"see {result.rejected_path}, or map columns with --column FIELD=COLUMN",
@@ -122,23 +155,50 @@ def inspect(
         None, "--sheet", help="Where to write the contact sheet PNG (default: TARGET/contact_sheet.png)."
     ),
     seed: int = typer.Option(0, help="Seed for picking the samples."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP + " Applies to --sheet."),
 ) -> None:
-    """Print statistics of a prepared set and draw samples with their question, answer and boxes."""
+    """Print statistics of a prepared set and draw samples with their question, answer and boxes.
+
+    Works on any JSONL: lines that are not well-formed prepared rows are counted by what is
+    wrong with them (with their line numbers), and the exit code is then 1.
+    """
     from satori_cli.data.inspect import contact_sheet, inspect_dataset
     from satori_cli.data.report import inspect_table
+    from satori_cli.errors import SatoriError
     from satori_cli.ui import console
 
-    with console().status(f"reading {target} ..."):
+    with console().status("reading ..."):
         stats, rows = inspect_dataset(target, samples=samples, seed=seed)
     console().print(inspect_table(stats))
-    if samples:
+    if samples and rows:
         default = (target if target.is_dir() else target.parent) / "contact_sheet.png"
         out = sheet or default
         with console().status("drawing the contact sheet ..."):
-            contact_sheet(rows, out)
+            contact_sheet(rows, out, overwrite=overwrite)
         console().print(
             f"[green]contact sheet ({len(rows)} samples, ground-truth boxes in magenta):[/] {out}"
         )
+    if stats.bad_rows:
+        raise SatoriError(
+            f"{stats.bad_rows} of {stats.lines} lines are not well-formed prepared rows (see the table)",
+            exit_code=1,
+            hint="`satori data prepare FILE --out DIR` validates and rewrites them",
+        )
+
+
+@contextlib.contextmanager
+def _sigterm_as_error() -> Iterator[None]:
+    """SIGTERM ends a prepare like Ctrl-C does: its scratch files are removed on the way out."""
+    from satori_cli.errors import SatoriError
+
+    def stop(signum, frame):
+        raise SatoriError("terminated by SIGTERM; the previous outputs are unchanged", exit_code=143)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def register(app: typer.Typer) -> None:

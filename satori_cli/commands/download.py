@@ -8,7 +8,7 @@ import typer
 
 download_app = typer.Typer(
     name="download",
-    help="Download a model or the dataset from the Hugging Face hub (or ModelScope), resumably. "
+    help="Download a model or the dataset from the Hugging Face hub (or ModelScope). "
     "HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE are honoured. "
     "A local folder is accepted in place of a repo id.",
     short_help="Download SATORI-3B, the base model or VQA-Verify (HF hub or ModelScope).",
@@ -16,9 +16,7 @@ download_app = typer.Typer(
 )
 
 REVISION = typer.Option(None, "--revision", help="Branch, tag or commit to fetch (default: main).")
-LOCAL_DIR = typer.Option(
-    None, "--local-dir", help="Put the files in this folder instead of the hub cache (resumes there too)."
-)
+LOCAL_DIR = typer.Option(None, "--local-dir", help="Put the files in this folder instead of the hub cache.")
 SOURCE = typer.Option("hf", "--source", help="Where to download from: hf (Hugging Face) or modelscope.")
 
 
@@ -26,7 +24,10 @@ def _run(kind: str, repo: str | None, revision: str | None, local_dir: Path | No
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from satori_cli.hub import fetch, rich_tqdm
+    from satori_cli.signals import interrupt_on_stop_signals
     from satori_cli.ui import console
+
+    interrupt_on_stop_signals()  # a closed SSH session: huggingface_hub finishes or deletes its partial
 
     with Progress(
         TextColumn("{task.description}"),

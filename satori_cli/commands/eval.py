@@ -7,9 +7,8 @@ from pathlib import Path
 import typer
 
 from satori_cli.config import BASE_MODEL, DEFAULT_MODEL
+from satori_cli.grammar import GRAMMAR_HELP
 from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
-
-BACKENDS = ("transformers", "vllm", "api")
 
 
 def eval_command(
@@ -21,14 +20,17 @@ def eval_command(
         "--data",
         "-d",
         help="Benchmarks: MMBench and MMStar as you know them (MMBench is scored on its dev split), "
-        "any VLMEvalKit name, or a path to a VLMEvalKit-format .tsv.",
+        "any VLMEvalKit name, a path to a VLMEvalKit-format .tsv, or a prepared SATORI .jsonl (or a "
+        "folder: its val.jsonl) for the grounding benchmark (boxes, answers, captions, scored by the "
+        "rewards).",
     ),
     model: str = typer.Option(
         None,
         "--model",
         "-m",
-        help=f"Checkpoint folder or hub id (default {DEFAULT_MODEL}); with --backend api, the served model "
-        "name (default: the server's first).",
+        help=f"Checkpoint folder, `satori train` run folder (its last checkpoint, scored in the run's "
+        f"pixel budget), hub id (default {DEFAULT_MODEL}), `base` or `tiny`; with --backend api, the "
+        "served model name (default: the server's first) or the served run's folder (for its budget).",
     ),
     procs: int = typer.Option(
         1,
@@ -45,12 +47,21 @@ def eval_command(
         help="Also evaluate the base model (--baseline-model) under identical settings; show the delta.",
     ),
     baseline_model: str = typer.Option(
-        BASE_MODEL, help="The base model for --baseline: folder or hub id (with --backend api, served name)."
+        BASE_MODEL,
+        help="The base model for --baseline: checkpoint or run folder, or hub id (with --backend api, "
+        "served name).",
     ),
     baseline_prompt: str = typer.Option(
         "stock",
         help="Prompt of the baseline: `stock` (the question as given, as the paper compares) or "
-        "`satori` (SATORI's system prompt and suffix too).",
+        "`satori` (its grammar's system prompt and suffix too).",
+    ),
+    grammar: str = typer.Option(
+        None,
+        "--grammar",
+        help=f"Output grammar the model was trained for (its prompt, suffix and answer reading): "
+        f"{GRAMMAR_HELP} Default: what the model's `satori train` run recorded, else satori. A baseline "
+        "run folder keeps its own.",
     ),
     judge: str = typer.Option(
         "exact_matching",
@@ -81,15 +92,22 @@ def eval_command(
     repetition_penalty: float = typer.Option(
         1.0, help="1.0 = none (the checkpoint's generation_config.json is never used)."
     ),
-    min_pixels: int = typer.Option(PAPER_MIN_PIXELS, help="Smallest image area the model sees (paper's)."),
-    max_pixels: int = typer.Option(PAPER_MAX_PIXELS, help="Largest image area the model sees (paper's)."),
+    min_pixels: int = typer.Option(
+        None,
+        help=f"Smallest image area the model sees (default: a run's own, else {PAPER_MIN_PIXELS}).",
+    ),
+    max_pixels: int = typer.Option(
+        None,
+        help=f"Largest image area the model sees (default: a run's own, else {PAPER_MAX_PIXELS}).",
+    ),
     dry_run: bool = typer.Option(False, help="Print the VLMEvalKit launch and its model spec; run nothing."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show VLMEvalKit's whole log."),
 ) -> None:
-    """Evaluate SATORI on MMBench / MMStar (or any VLMEvalKit benchmark) and score it honestly.
+    """Evaluate SATORI on MMBench / MMStar, any VLMEvalKit benchmark, or the grounding benchmark.
 
-    Runs VLMEvalKit with SATORI's prompt, the shared pixel budget and explicit decoding (greedy,
-    repetition penalty 1.0, by default), each model in its own launch; the answer inside
+    Runs VLMEvalKit with SATORI's prompt (or another output grammar's, --grammar), the shared
+    pixel budget and explicit decoding (greedy, repetition penalty 1.0, by default), each
+    model in its own launch; the answer inside
     <answer> is scored, the raw output is kept. The exit code is non-zero when any benchmark
     failed, even where VLMEvalKit itself would exit 0.
     """
@@ -102,6 +120,7 @@ def eval_command(
             procs=procs,
             baseline=baseline_model if baseline else None,
             baseline_prompt=baseline_prompt,
+            grammar=grammar,
             judge=judge,
             judge_url=judge_url,
             judge_key=judge_key,

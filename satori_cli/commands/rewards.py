@@ -6,11 +6,12 @@ from pathlib import Path
 
 import typer
 
+from satori_cli.grammar import GRAMMAR_HELP
 from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
 
 rewards_app = typer.Typer(
     no_args_is_help=True,
-    help="The four SATORI rewards: the ms-swift plugin path, and scoring completions from a file.",
+    help="The SATORI rewards: the ms-swift plugin path, and scoring completions from a file.",
 )
 
 
@@ -24,28 +25,31 @@ def path() -> None:
 
 @rewards_app.command("list")
 def list_rewards() -> None:
-    """Show the reward names the plugin registers, their log names and the columns they read."""
+    """Show the reward names the plugin registers, their log names, the columns they read and
+    the output grammars (`--grammar`) whose training uses them."""
     from rich.markup import escape
     from rich.table import Table
 
-    from satori_cli.rewards import REWARDS
+    from satori_cli.rewards import REWARDS, grammars_using
     from satori_cli.ui import console
 
     table = Table(title="rewards registered by `satori rewards path`")
     table.add_column("--reward_funcs name", no_wrap=True)
     table.add_column("logged as (class)", no_wrap=True)
     table.add_column("reads columns")
+    table.add_column("grammars")
     table.add_column("what it scores")
     for r in REWARDS:
-        what = r.doc if r.paper else f"(optional) {r.doc}"
-        table.add_row(r.name, r.class_name, ", ".join(r.columns) or "-", escape(what))
+        used = ", ".join(grammars_using(r.name)) or "(optional)"
+        table.add_row(r.name, r.class_name, ", ".join(r.columns) or "-", used, escape(r.doc))
     console().print(table)
 
 
-def _run_folder(run_dir: Path, env):
-    """A train run's completions.jsonl, its pixel budget and its data rows by id."""
+def _run_folder(run_dir: Path):
+    """A train run's completions.jsonl, its run settings (None without run.json) and its data rows
+    by id (its grammar is read by `model_grammar`)."""
+    from satori_cli import models
     from satori_cli.errors import SatoriError
-    from satori_cli.pixels import PixelBudget
     from satori_cli.train.report import dataset_rows
     from satori_cli.train.runinfo import read_run_json
     from satori_cli.train.runlogs import swift_dirs
@@ -54,10 +58,8 @@ def _run_folder(run_dir: Path, env):
     logged = [d / "completions.jsonl" for d in swift_dirs(run_dir) if (d / "completions.jsonl").is_file()]
     if not logged:
         raise SatoriError(f"{run_dir} has no completions.jsonl", hint="train with log_completions on")
-    recipe = run.get("recipe") or {}
-    if recipe.get("min_pixels") and recipe.get("max_pixels"):
-        env = PixelBudget(int(recipe["min_pixels"]), int(recipe["max_pixels"]))
-    return logged[-1], env, dataset_rows(run, run_dir)
+    settings = models.read_run(run_dir) if models.is_run_folder(run_dir) else None
+    return logged[-1], settings, dataset_rows(run, run_dir)
 
 
 @rewards_app.command("score")
@@ -75,10 +77,14 @@ def score(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     min_pixels: int = typer.Option(
-        None, help=f"Budget the boxes were predicted in (default: $MIN_PIXELS, else {PAPER_MIN_PIXELS})."
+        None,
+        help="Budget the boxes were predicted in (default: a run folder's own; else "
+        f"$MIN_PIXELS, else {PAPER_MIN_PIXELS}).",
     ),
     max_pixels: int = typer.Option(
-        None, help=f"Budget the boxes were predicted in (default: $MAX_PIXELS, else {PAPER_MAX_PIXELS})."
+        None,
+        help="Budget the boxes were predicted in (default: a run folder's own; else "
+        f"$MAX_PIXELS, else {PAPER_MAX_PIXELS}).",
     ),
     normalized_vqa: bool = typer.Option(
         False,
@@ -86,16 +92,25 @@ def score(
         help="Also score external_vqa_norm_acc (case, punctuation, articles ignored).",
     ),
     show_malformed: int = typer.Option(10, help="How many rejected lines to list by number."),
+    grammar: str = typer.Option(
+        None,
+        "--grammar",
+        help=f"Output grammar whose rewards score FILE: {GRAMMAR_HELP} Default: a run folder's recorded "
+        "grammar, else satori.",
+    ),
 ) -> None:
-    """Score every completion of FILE with the four rewards: a table of means; per-row scores with --out."""
+    """Score every completion of FILE with a grammar's rewards (satori: the paper's four): a table
+    of means; per-row scores with --out."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
     from satori_cli.errors import SatoriError, install_hint
+    from satori_cli.models import run_budget
     from satori_cli.pixels import PixelBudget
     from satori_cli.rewards import BY_NAME, missing_libraries
     from satori_cli.rewards.score_file import check_out_path, count_lines, score_jsonl
+    from satori_cli.train.runinfo import model_grammar
     from satori_cli.ui import console
 
     if missing_libraries():
@@ -105,13 +120,18 @@ def score(
         )
 
     env = PixelBudget.from_env()
-    data_rows = None
+    data_rows, run = None, None
+    chosen = model_grammar(grammar, file if file.is_dir() else None)
     if file.is_dir():
-        file, env, data_rows = _run_folder(file, env)
-    try:
-        budget = PixelBudget(min_pixels or env.min_pixels, max_pixels or env.max_pixels)
-    except ValueError as exc:
-        raise SatoriError(str(exc), hint="check --min-pixels/--max-pixels") from exc
+        folder = file
+        file, run, data_rows = _run_folder(folder)
+    if run is not None:  # completions logged in training: scored in the run's own budget
+        budget = run_budget(run, str(folder), min_pixels, max_pixels, "--min-pixels/--max-pixels")
+    else:
+        try:
+            budget = PixelBudget(min_pixels or env.min_pixels, max_pixels or env.max_pixels)
+        except ValueError as exc:
+            raise SatoriError(str(exc), hint="check --min-pixels/--max-pixels") from exc
     if not file.is_file():
         raise SatoriError(f"no such file: {file}", hint="pass a JSONL file of completions")
     if out is not None:
@@ -128,10 +148,12 @@ def score(
             on_progress=lambda line: progress.update(task, completed=line),
             data_rows=data_rows,
             overwrite=overwrite,
+            grammar=chosen,
         )
 
     table = Table(
-        title=f"{file.name}: {report.rows} rows, pixel budget {budget.min_pixels}-{budget.max_pixels}"
+        title=f"{file.name}: {report.rows} rows, grammar {chosen.name}, "
+        f"pixel budget {budget.min_pixels}-{budget.max_pixels}"
     )
     for col, justify in (
         ("reward", "left"),
@@ -161,6 +183,4 @@ def score(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(
-        rewards_app, name="rewards", help="The four SATORI rewards: plugin path, list, scoring a file."
-    )
+    app.add_typer(rewards_app, name="rewards", help="The SATORI rewards: plugin path, list, scoring a file.")

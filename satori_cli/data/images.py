@@ -8,14 +8,31 @@ file. Prepared rows always point at an absolute path on disk.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
+import posixpath
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from satori_cli.data.validate import Rejected
+from satori_cli.data.outputs import scratch_name
+from satori_cli.data.readers import Unpacked
+from satori_cli.data.validate import Rejected, show
 
-EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+# The formats a prepared row may point at (what Qwen's processor and the browsers read);
+# PIL is never asked to try its other plugins on untrusted bytes (EPS would run Ghostscript).
+EXTENSIONS = {
+    "JPEG": ".jpg",
+    "MPO": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "GIF": ".gif",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+}
+OPEN_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # MPO comes from the JPEG opener
+MAX_PATH_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -25,35 +42,39 @@ class ImageInfo:
     height: int
 
 
-def decode_size(data: bytes | None = None, path: Path | None = None) -> tuple[int, int, str]:
-    """(width, height, format) of an image checked end to end, so truncated or corrupt files are caught.
-
-    PNG: `verify()` walks every chunk and checks its CRC (the pixel data included) without
-    inflating it, 50x cheaper than a decode. JPEG: decoded at 1/8 scale (`draft`), which
-    still reads every entropy-coded byte. Anything else: a full decode.
-    """
-    import io
+@functools.cache
+def pil():
+    """PIL's Image module, with its decompression-bomb warning made an error for this process
+    (once: `warnings.catch_warnings` per call is not thread-safe, and images are checked on
+    several threads). An image over `Image.MAX_IMAGE_PIXELS` is then rejected, not decoded."""
     import warnings
 
     from PIL import Image
 
-    def source():
-        return io.BytesIO(data) if data is not None else path
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    return Image
 
+
+def decode_size(data: bytes | None = None, path: Path | None = None) -> tuple[int, int, str]:
+    """(width, height, format) of an image decoded end to end, so corrupt pixel data is caught.
+
+    Every format is fully decoded (a PNG whose chunk CRCs are right can still hold pixel data
+    that does not inflate, and training would then fail far from the cause), except JPEG,
+    which is decoded at 1/8 scale (`draft`): that still reads every entropy-coded byte.
+    """
+    import io
+
+    Image = pil()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source()) as img:
-                size, fmt = img.size, img.format or ""
-                if fmt == "PNG":
-                    img.verify()
-                else:
-                    if fmt == "JPEG":
-                        img.draft(img.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
-                    img.load()
-                return size[0], size[1], fmt
+        source = io.BytesIO(data) if data is not None else path
+        with Image.open(source, formats=OPEN_FORMATS) as img:
+            size, fmt = img.size, img.format or ""
+            if fmt in ("JPEG", "MPO"):
+                img.draft(img.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+            img.load()
+            return size[0], size[1], fmt
     except Exception as exc:  # PIL raises many types for bad data; all mean "corrupt"
-        raise Rejected("corrupt_image", f"{type(exc).__name__}: {str(exc)[:120]}") from exc
+        raise Rejected("corrupt_image", f"{type(exc).__name__}: {exc}") from exc
 
 
 def one_image(value: object) -> object:
@@ -69,20 +90,48 @@ def one_image(value: object) -> object:
     return value
 
 
-def resolve(value: object, base_dir: Path, jail: Path | None, images_dir: Path) -> ImageInfo:
-    """Check the image and return where the prepared row points, writing embedded bytes once."""
+def _unwrap(value: object) -> object:
+    """Bytes or a path string from any accepted form (checks the types, never converts them)."""
     value = one_image(value)
     if isinstance(value, dict):
         data, ref = value.get("bytes"), value.get("path")
-        if data:
-            return _store(bytes(data), images_dir)
-        value = ref
-        if not value:
+        if data is not None and data != b"":
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise Rejected("corrupt_image", f"image bytes are {show(data)}, not binary data")
+            return bytes(data)
+        if not ref:
             raise Rejected("missing_image", "an image struct with neither bytes nor path")
+        value = ref
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return _store(bytes(value), images_dir)
+        return bytes(value)
     if not isinstance(value, str):
         raise Rejected("missing_image", f"an image of type {type(value).__name__}")
+    if len(value) > MAX_PATH_CHARS or "\x00" in value:
+        raise Rejected("missing_image", f"not a usable path: {show(value)}")
+    return value
+
+
+def member_key(value: object, base_dir: Path, root: Path) -> str | None:
+    """The archive member (relative to `root`) a row's image refers to, if any: what to extract."""
+    try:
+        value = _unwrap(value)
+    except Rejected:
+        return None
+    if not isinstance(value, str) or value.startswith(("data:", "http://", "https://", "/")):
+        return None
+    try:
+        rel = base_dir.relative_to(root).as_posix()
+    except ValueError:
+        return None
+    key = posixpath.normpath(posixpath.join(rel, value))
+    return None if key.startswith("../") or key == ".." else key
+
+
+def resolve(value: object, base_dir: Path, jail: Unpacked | None, images_dir: Path) -> ImageInfo:
+    """Check the image and return where the prepared row points, writing embedded bytes once."""
+    value = _unwrap(value)
+    if isinstance(value, bytes):
+        return _store(value, images_dir)
     if value.startswith("data:image/"):
         try:
             data = base64.b64decode(value.split(",", 1)[1], validate=True)
@@ -91,20 +140,23 @@ def resolve(value: object, base_dir: Path, jail: Path | None, images_dir: Path) 
         return _store(data, images_dir)
     if value.startswith(("http://", "https://")):
         raise Rejected("missing_image", f"a URL ({value[:60]}); download the images first")
-    path = Path(value).expanduser()
-    if jail is not None:
-        # Inside an unpacked archive, paths are relative to the archive and must stay in it.
-        if path.is_absolute():
-            raise Rejected("image_outside_archive", value)
-        path = (base_dir / path).resolve()
-        if not path.is_relative_to(jail):
-            raise Rejected("image_outside_archive", value)
-        if not path.is_file():
-            raise Rejected("missing_image", f"{value} not found in the archive")
-        return _store(path.read_bytes(), images_dir)
-    path = (base_dir / path).resolve()
-    if not path.is_file():
-        raise Rejected("missing_image", f"{path} not found")
+    try:
+        if jail is not None:
+            # Inside an unpacked archive, paths are relative to the archive and must stay in it.
+            key = member_key(value, base_dir, jail.root)
+            if key is None:
+                raise Rejected("image_outside_archive", value)
+            if key in jail.problems:
+                raise Rejected("corrupt_image", f"{key}: {jail.problems[key]}")
+            path = jail.root / key
+            if not path.is_file():
+                raise Rejected("missing_image", f"{value} not found in the archive")
+            return _store(path.read_bytes(), images_dir)
+        path = (base_dir / Path(value).expanduser()).resolve()
+        if not path.is_file():  # also false for a FIFO or a device: those are never opened
+            raise Rejected("missing_image", f"{path} not found")
+    except (OSError, RuntimeError, ValueError) as exc:  # name too long, no such user for ~x, ...
+        raise Rejected("missing_image", f"{show(value)}: {exc}") from exc
     width, height, _ = decode_size(path=path)
     return ImageInfo(path, width, height)
 
@@ -112,9 +164,11 @@ def resolve(value: object, base_dir: Path, jail: Path | None, images_dir: Path) 
 def _store(data: bytes, images_dir: Path) -> ImageInfo:
     width, height, fmt = decode_size(data=data)
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-    target = images_dir / f"{digest}{EXTENSIONS.get(fmt, '.img')}"
+    target = images_dir / f"{digest}{EXTENSIONS[fmt]}"
     if not target.exists():
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        # A scratch name per thread (images are checked on several), renamed atomically:
+        # a reader never sees half an image, and two threads writing the same one both win.
+        tmp = scratch_name(images_dir / f"{digest}-{threading.get_ident()}{target.suffix}")
         tmp.write_bytes(data)
-        os.replace(tmp, target)  # atomic: a reader never sees half an image
+        os.replace(tmp, target)
     return ImageInfo(target.resolve(), width, height)

@@ -1,10 +1,12 @@
 """`prepare`: raw VQA-Verify-shaped data in, validated ms-swift GRPO JSONL out.
 
 One streaming pass: each record is mapped to our fields (`columns`), checked (`validate`),
-its image decoded and, when embedded, written once by content hash (`images`); the row goes
-to train (or val) or, with its reason, to `rejected.jsonl`. Every output file is written to
-a hidden `.partial` file and renamed into place only at the end, so an interrupted run
-leaves the previous outputs (or nothing), never a half-written JSONL.
+its image decoded (on a few threads: decoding is the cost) and, when embedded, written once
+by content hash (`images`); the row goes to train (or val) or, with its reason, to
+`rejected.jsonl`. Ids are unique (later steps join rows by id). Every output file is written
+to a hidden scratch file and renamed into place only at the end, so an interrupted run
+leaves the previous outputs (or nothing), never a half-written JSONL; the scratch of a
+killed run is removed by the next one (`outputs.clean_stale`).
 
 A prepared row (the contract with training and the rewards)::
 
@@ -19,18 +21,21 @@ import json
 import os
 import random
 import shutil
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from satori_cli.data import archives, images, outputs, readers
 from satori_cli.data import columns as cols
-from satori_cli.data import images, readers
 from satori_cli.data import validate as v
 from satori_cli.errors import SatoriError
 
-TRAIN, VAL, REJECTED, SUMMARY = "train.jsonl", "val.jsonl", "rejected.jsonl", "prepare_summary.json"
+TRAIN, VAL, REJECTED, SUMMARY = "train.jsonl", "val.jsonl", "rejected.jsonl", readers.PREPARED_MARKER
+OUTPUTS = (TRAIN, VAL, REJECTED, SUMMARY)
 Progress = Callable[[int, int | None], None]  # (rows done, total rows if known)
+MAX_WORKERS = 8
 
 
 @dataclass
@@ -46,6 +51,7 @@ class PrepareResult:
     train_rows: int = 0
     val_rows: int = 0
     rejected: Counter = field(default_factory=Counter)
+    skipped: list[Path] = field(default_factory=list)  # our own earlier outputs, never read
 
     @property
     def written(self) -> int:
@@ -57,6 +63,7 @@ class PrepareResult:
 
     def to_dict(self) -> dict:
         return {
+            "tool": "satori data prepare",
             "rows_in": self.rows_in,
             "written": self.written,
             "train_rows": self.train_rows,
@@ -66,13 +73,14 @@ class PrepareResult:
             "train_path": str(self.train_path),
             "val_path": str(self.val_path) if self.val_path else None,
             "rejected_path": str(self.rejected_path),
+            "skipped": [str(p) for p in self.skipped],
         }
 
 
 def convert(record: readers.Record, mapping: Mapping[str, str], images_dir: Path) -> dict:
     """One raw record -> one prepared row, or `validate.Rejected`."""
     if record.data is None:
-        raise v.Rejected("malformed_row", record.error)
+        raise v.Rejected(record.reason, record.error)
     raw = cols.pick(record.data, mapping)
     question, answer = raw["question"], raw["answer"]
     if raw["messages"] is not None and (question is None or answer is None):
@@ -80,7 +88,8 @@ def convert(record: readers.Record, mapping: Mapping[str, str], images_dir: Path
         question = q if question is None else question
         answer = a if answer is None else answer
 
-    # Cheap text checks first, the image decode last.
+    # Cheap checks first, the image decode last.
+    ident = v.row_id(raw["id"], record.row_id)
     q = v.question(question)
     answers = v.answers(answer)
     caption = v.caption(raw["caption"])
@@ -93,7 +102,7 @@ def convert(record: readers.Record, mapping: Mapping[str, str], images_dir: Path
     v.check_boxes_in_image(boxes, image.width, image.height)
 
     row = {
-        "id": str(raw["id"]) if raw["id"] is not None else record.row_id,
+        "id": ident,
         "messages": [{"role": "user", "content": f"{v.IMAGE_TAG}{q}"}],
         "images": [str(image.path)],
         "bboxs": boxes,
@@ -102,8 +111,9 @@ def convert(record: readers.Record, mapping: Mapping[str, str], images_dir: Path
         "possible_answers": answers,
         "image_caption": caption,
     }
-    if isinstance(raw["source"], str) and raw["source"].strip():
-        row["source"] = raw["source"].strip()
+    source = raw["source"]
+    if isinstance(source, str) and source.strip():
+        row["source"] = v.capped(source.strip(), v.MAX_ID_CHARS, "a source name")
     return row
 
 
@@ -119,13 +129,60 @@ def _from_messages(messages: object) -> tuple[str | None, object]:
         content = turn.get("content", turn.get("value"))
         if isinstance(content, list):  # OpenAI content blocks
             content = " ".join(
-                b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
+                b["text"]
+                for b in content
+                if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
             )
         if role in ("user", "human") and question is None:
             question = content
         elif role in ("assistant", "gpt") and answer is None:
             answer = content
     return question, answer
+
+
+def _try_convert(record: readers.Record, mapping: Mapping[str, str], images_dir: Path) -> dict | v.Rejected:
+    """The row, or why not. A write error (disk full) propagates; a check that breaks on
+    some input nobody foresaw rejects that row (`unexpected_error`) instead of the run."""
+    try:
+        return convert(record, mapping, images_dir)
+    except v.Rejected as rej:
+        return rej
+    except OSError:
+        raise
+    except Exception as exc:
+        return v.Rejected("unexpected_error", f"{type(exc).__name__}: {exc}")
+
+
+def _converted(
+    records: Iterable[readers.Record], mapping: Mapping[str, str], images_dir: Path, workers: int
+) -> Iterator[tuple[readers.Record, dict | v.Rejected]]:
+    """(record, row or Rejected) in input order; conversions run on `workers` threads (PIL
+    and zlib release the GIL while decoding) with a bounded window, so memory stays flat."""
+    if workers <= 1:
+        for record in records:
+            yield record, _try_convert(record, mapping, images_dir)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="satori-prepare")
+    window: deque = deque()
+    try:
+        for record in records:
+            window.append((record, pool.submit(_try_convert, record, mapping, images_dir)))
+            if len(window) >= 4 * workers:
+                record, future = window.popleft()
+                yield record, future.result()
+        while window:
+            record, future = window.popleft()
+            yield record, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def default_workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus))
 
 
 def prepare_dataset(
@@ -137,26 +194,39 @@ def prepare_dataset(
     columns: Iterable[str] | Mapping[str, str] | None = None,
     strict: bool = False,
     progress: Progress | None = None,
+    overwrite: bool = False,
+    max_extract_bytes: int | None = None,
+    workers: int | None = None,
 ) -> PrepareResult:
     """Convert `src` (a data file, a folder of them, or an archive) into `out_dir`.
 
     Writes `train.jsonl` (+ `val.jsonl` when `val_ratio` > 0: an exact, seeded random
     split), `rejected.jsonl` (row id, reason, detail) and `prepare_summary.json`; embedded
     images go to `out_dir/images/<content hash>.<ext>`. With `strict`, the first rejected
-    row raises SatoriError and nothing is written.
+    row raises SatoriError and nothing is written. Existing outputs that an earlier prepare
+    did not write are replaced only with `overwrite`. `max_extract_bytes` caps what an
+    archive may unpack (default: `archives.default_limit`).
     """
     src, out_dir = Path(src).expanduser(), Path(out_dir).expanduser()
     if not src.exists():
         raise SatoriError(f"{src}: no such file or folder")
+    if not src.is_file() and not src.is_dir():
+        raise SatoriError(f"{src}: not a regular file or folder")
     if not 0.0 <= val_ratio < 1.0:
         raise SatoriError(f"--val-ratio must be in [0, 1), got {val_ratio}")
     mapping = cols.parse_mapping(columns)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    images_dir = out_dir / "images"
-    images_dir.mkdir(exist_ok=True)
-    scratch = out_dir / f".unpack-{os.getpid()}"
-    tag = f".partial-{os.getpid()}"
-    partial = {name: out_dir / f".{name}{tag}" for name in (TRAIN, VAL, REJECTED, SUMMARY, "rows")}
+    out_dir = outputs.ensure_dir(out_dir)
+    if src.is_file() and src.resolve().parent == out_dir.resolve() and src.name in OUTPUTS:
+        raise SatoriError(
+            f"{src} is an output of --out {out_dir}: it would be read while it is replaced",
+            hint="prepare into another folder",
+        )
+    outputs.check_targets([out_dir / name for name in OUTPUTS], overwrite)
+    images_dir = outputs.ensure_dir(out_dir / "images", "--out")
+    for folder in (out_dir, images_dir):
+        outputs.clean_stale(folder)
+    scratch = out_dir / f".unpack-{outputs.tag()}"
+    partial = {name: outputs.scratch_name(out_dir / name) for name in (*OUTPUTS, "rows")}
     result = PrepareResult(
         out_dir=out_dir.resolve(),
         train_path=(out_dir / TRAIN).resolve(),
@@ -167,53 +237,52 @@ def prepare_dataset(
     try:
         jail = None
         if readers.is_archive(src):
-            jail = readers.unpack_archive(src, scratch)
-            files = readers.data_files(jail)
+            files, jail = archives.unpack(
+                src, scratch, max_extract_bytes, lambda fs, root: _references(fs, root, mapping)
+            )
+            root = jail.root
         else:
-            files = readers.data_files(src)
+            files, result.skipped = readers.data_files(src, exclude=(out_dir,))
+            root = src if src.is_dir() else src.parent
         if not files:
             raise SatoriError(f"{src}: no .parquet, .jsonl or .json data file found")
         for path in files:
+            readers.check_readable(path)
             if mapping:
                 cols.check_mapping(mapping, readers.column_names(path), path.name)
         total = readers.count_rows(files) if progress else None
-        rows_file = partial["rows"] if val_ratio > 0 else partial[TRAIN]
-        with (
-            open(rows_file, "w", encoding="utf-8") as good,
-            open(partial[REJECTED], "w", encoding="utf-8") as bad,
-        ):
-            for record in readers.iter_records(files, jail):
-                result.rows_in += 1
-                try:
-                    row = convert(record, mapping, images_dir)
-                except v.Rejected as rej:
-                    if strict:
-                        raise SatoriError(
-                            f"row {record.row_id} rejected: {rej.reason} ({rej.detail})",
-                            hint="drop --strict to skip bad rows into rejected.jsonl",
-                        ) from rej
-                    result.rejected[rej.reason] += 1
-                    bad.write(_rejection(record, rej) + "\n")
-                else:
-                    good.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    result.train_rows += 1
-                if progress and result.rows_in % 64 == 0:
-                    progress(result.rows_in, total)
-        if progress:
-            progress(result.rows_in, total)
+        _write_rows(
+            readers.iter_records(files, root, jail),
+            partial["rows"] if val_ratio > 0 else partial[TRAIN],
+            partial[REJECTED],
+            result,
+            mapping,
+            images_dir,
+            strict,
+            progress,
+            total,
+            workers or default_workers(),
+        )
+        if result.rows_in == 0:
+            raise SatoriError(f"no rows found in {src}", hint="the data files are empty")
         if val_ratio > 0:
             result.train_rows, result.val_rows = _split(
                 partial["rows"], partial[TRAIN], partial[VAL], result.train_rows, val_ratio, seed
             )
-        partial[SUMMARY].write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        partial[SUMMARY].write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
         # Everything is complete: move it into place (each rename is atomic).
-        os.replace(partial[TRAIN], result.train_path)
+        outputs.replace(partial[TRAIN], result.train_path)
         if val_ratio > 0:
-            os.replace(partial[VAL], out_dir / VAL)
+            outputs.replace(partial[VAL], out_dir / VAL)
         else:
-            (out_dir / VAL).unlink(missing_ok=True)  # a stale split from an earlier run
-        os.replace(partial[REJECTED], result.rejected_path)
-        os.replace(partial[SUMMARY], result.summary_path)
+            outputs.forget(out_dir / VAL)  # a stale split of an earlier run (checked: ours)
+        outputs.replace(partial[REJECTED], result.rejected_path)
+        outputs.replace(partial[SUMMARY], result.summary_path)
+    except OSError as exc:  # disk full, a folder removed under us, an input that vanished
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise SatoriError(
+            f"prepare failed: {where}{outputs.one_line(exc.strerror or exc)}", exit_code=1
+        ) from exc
     finally:
         for path in partial.values():
             path.unlink(missing_ok=True)
@@ -221,14 +290,75 @@ def prepare_dataset(
     return result
 
 
-def _rejection(record: readers.Record, rej: v.Rejected) -> str:
+def _write_rows(
+    records: Iterable[readers.Record],
+    good_path: Path,
+    bad_path: Path,
+    result: PrepareResult,
+    mapping: Mapping[str, str],
+    images_dir: Path,
+    strict: bool,
+    progress: Progress | None,
+    total: int | None,
+    workers: int,
+) -> None:
+    """Convert every record; good rows (unique ids, valid UTF-8) to `good_path`, the rest to `bad_path`."""
+    first_row_of: dict[str, str] = {}  # id -> the row that used it first
+    with open(good_path, "wb") as good, open(bad_path, "wb") as bad:
+        for record, outcome in _converted(records, mapping, images_dir, workers):
+            result.rows_in += 1
+            if isinstance(outcome, dict):
+                outcome, line = _checked(outcome, first_row_of)
+            if isinstance(outcome, v.Rejected):
+                if strict:
+                    raise SatoriError(
+                        f"row {record.row_id} rejected: {outcome.reason} ({outcome.detail})",
+                        hint="drop --strict to skip bad rows into rejected.jsonl",
+                    )
+                result.rejected[outcome.reason] += 1
+                bad.write(_rejection(record, outcome))
+            else:
+                good.write(line)
+                first_row_of[outcome["id"]] = record.row_id
+                result.train_rows += 1
+            if progress and result.rows_in % 64 == 0:
+                progress(result.rows_in, total)
+    if progress:
+        progress(result.rows_in, total)
+
+
+def _checked(row: dict, first_row_of: Mapping[str, str]) -> tuple[dict | v.Rejected, bytes]:
+    """The row as a JSONL line, or why not: its id is taken, or its text is not UTF-8."""
+    first = first_row_of.get(row["id"])
+    if first is not None:
+        return v.Rejected("duplicate_id", f"id {v.show(row['id'])} is already row {first}"), b""
+    try:
+        return row, (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return v.Rejected("not_utf8", f"a lone surrogate {exc.object[exc.start]!a} in the text"), b""
+
+
+def _references(files: list[Path], root: Path, mapping: Mapping[str, str]) -> set[str]:
+    """The archive members the rows of `files` use as images (so only those are extracted)."""
+    keys = set()
+    for record in readers.iter_records(files, root):
+        if record.data is not None:
+            key = images.member_key(cols.pick(record.data, mapping)["image"], record.base_dir, root)
+            if key:
+                keys.add(key)
+    return keys
+
+
+def _rejection(record: readers.Record, rej: v.Rejected) -> bytes:
     entry = {"row": record.row_id, "reason": rej.reason, "detail": rej.detail}
     if record.data:
         for name in cols.ALIASES["id"]:
-            if isinstance(record.data.get(name), (str, int)):
-                entry["id"] = str(record.data[name])
+            value = record.data.get(name)
+            if isinstance(value, (str, int)) and not isinstance(value, bool):
+                entry["id"] = str(value)[: v.MAX_ID_CHARS]
                 break
-    return json.dumps(entry, ensure_ascii=False)
+    # ensure_ascii: a rejected row's text may hold lone surrogates; escaped, the line stays valid
+    return (json.dumps(entry, ensure_ascii=True) + "\n").encode("ascii")
 
 
 def _split(rows: Path, train: Path, val: Path, n: int, ratio: float, seed: int) -> tuple[int, int]:
@@ -236,11 +366,7 @@ def _split(rows: Path, train: Path, val: Path, n: int, ratio: float, seed: int) 
     k = round(n * ratio)
     k = min(max(k, 1), n - 1) if n >= 2 else 0
     chosen = set(random.Random(seed).sample(range(n), k))
-    with (
-        open(rows, encoding="utf-8") as src,
-        open(train, "w", encoding="utf-8") as tr,
-        open(val, "w", encoding="utf-8") as va,
-    ):
+    with open(rows, "rb") as src, open(train, "wb") as tr, open(val, "wb") as va:
         for i, line in enumerate(src):
             (va if i in chosen else tr).write(line)
     return n - k, k

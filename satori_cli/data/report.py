@@ -13,6 +13,13 @@ if TYPE_CHECKING:
     from satori_cli.data.prepare import PrepareResult
 
 
+def printable(text: str) -> str:
+    """User text made safe for the terminal: no control characters (escape sequences), no markup."""
+    from rich.markup import escape
+
+    return escape("".join(c if c.isprintable() or c == "\n" else "?" for c in text))
+
+
 def prepare_table(result: PrepareResult) -> Table:
     """Rows in, written (train/val) and rejected by reason; in = written + rejected."""
     from rich.table import Table
@@ -37,7 +44,7 @@ def inspect_table(stats: Stats, top: int = 6) -> Table:
 
     def mix(counter, fmt=str) -> str:
         total = sum(counter.values())
-        items = [f"{fmt(k)}: {v} ({100 * v / total:.0f}%)" for k, v in counter.most_common(top)]
+        items = [f"{printable(fmt(k))}: {v} ({100 * v / total:.0f}%)" for k, v in counter.most_common(top)]
         if len(counter) > top:
             items.append(f"... {len(counter) - top} more")
         return "\n".join(items)
@@ -45,7 +52,22 @@ def inspect_table(stats: Stats, top: int = 6) -> Table:
     table = Table(title="satori data inspect")
     table.add_column("statistic")
     table.add_column("value")
-    table.add_row("rows", f"{stats.rows} ({', '.join(f'{k}: {v}' for k, v in stats.files.items())})")
+    table.add_row(
+        "rows", f"{stats.rows} ({printable(', '.join(f'{k}: {v}' for k, v in stats.files.items()))})"
+    )
+    if stats.bad_rows:
+        table.add_row(
+            "[yellow]rows with problems[/]",
+            printable(
+                "\n".join(
+                    [f"{stats.bad_rows} of {stats.lines} lines (not counted above)"]
+                    + [
+                        f"{kind}: {count} (e.g. {'; '.join(stats.examples[kind])})"
+                        for kind, count in stats.problems.most_common()
+                    ]
+                )
+            ),
+        )
     table.add_row("sources", mix(stats.sources))
     table.add_row("boxes per row", mix(stats.boxes_per_row))
     table.add_row("image sizes (w x h)", mix(stats.sizes, lambda wh: f"{wh[0]}x{wh[1]}"))

@@ -4,7 +4,8 @@ Each row asks about the shapes (colour, count, kind, left/right), and carries th
 caption of the whole picture and the ground-truth boxes of the shapes the answer is about,
 in original-image pixels. The raw form is Visual-CoT-like (`question`, `answer`, `image`,
 `bboxs`, `width`, `height`, `dataset`, `split`, `image_caption`), the form `prepare` reads.
-Sizes include ones that are not multiples of 28, so the pixel budget matters.
+Sizes include ones that are not multiples of 28, so the pixel budget matters. Captions and
+multi-box answers list the shapes left to right.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import io
 import json
 import random
 import shutil
+import tarfile
+import zipfile
 from pathlib import Path
 
+from satori_cli.data import outputs
 from satori_cli.errors import SatoriError
 
 SIZES = ((320, 240), (500, 375), (640, 480), (448, 448))
@@ -65,6 +69,10 @@ def make_row(index: int, rng: random.Random, size: tuple[int, int] | None = None
     boxes: list[list[float]] = []
     for _ in range(n):
         boxes.append(_place(rng, width, height, boxes))
+    # Left to right: the caption and a multi-box answer list the objects in an order the image
+    # determines (not the order they were drawn in), so a model can learn to say it.
+    order = sorted(range(n), key=lambda j: (boxes[j][0], boxes[j][1]))
+    colors, shapes, boxes = ([seq[j] for j in order] for seq in (colors, shapes, boxes))
     image = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     for shape, color, box in zip(shapes, colors, boxes, strict=True):
@@ -112,42 +120,79 @@ def write_sample(
     seed: int = 0,
     form: str = "jsonl",
     size: tuple[int, int] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write `n` raw rows to `out_dir` and return the path to hand to `prepare`.
 
     `form`: `jsonl` (data.jsonl + images/*.png, relative paths), `json` (one array),
     `parquet` (images embedded as `{"bytes", "path"}` structs, the Hugging Face layout),
-    `zip` / `tar.gz` (the jsonl form in an archive). Deterministic for a seed.
+    `zip` / `tar.gz` (the jsonl form in an archive). Deterministic for a seed. Files that
+    exist and that satori did not write are replaced only with `overwrite` (checked before
+    anything is written); every file appears whole or not at all.
     """
     if form not in FORMS:
         raise SatoriError(f"unknown sample format '{form}'", hint=f"choose one of: {', '.join(FORMS)}")
     if n < 1:
         raise SatoriError("the sample needs at least one row")
-    out_dir = Path(out_dir).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = outputs.ensure_dir(Path(out_dir).expanduser())
+    outputs.clean_stale(out_dir)
     rng = random.Random(seed)
     if form == "parquet":
-        return _write_parquet(out_dir / "data.parquet", (make_row(i, rng, size) for i in range(n)))
-    folder = out_dir / "vqa-verify-sample" if form in ("zip", "tar.gz") else out_dir
+        target = out_dir / "data.parquet"
+        outputs.check_target(target, overwrite)
+        return _write_parquet(target, (make_row(i, rng, size) for i in range(n)))
+    if form in ("zip", "tar.gz"):
+        target = out_dir / f"{ARCHIVE_NAME}.{form}"
+        outputs.check_target(target, overwrite)
+        scratch = outputs.scratch_name(out_dir / "sample")
+        try:
+            _write_files(scratch / ARCHIVE_NAME, n, rng, size, "jsonl")
+            with outputs.atomic_file(target, "wb") as fh:
+                _archive(scratch, fh, form)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return target
+    names = [f"data.{form}"] + [f"images/shapes-{i:05d}.png" for i in range(n)]
+    outputs.check_targets([out_dir / name for name in names], overwrite)
+    images = outputs.ensure_dir(out_dir / "images")
+    outputs.clean_stale(images)
+    return _write_files(out_dir, n, rng, size, form)
+
+
+ARCHIVE_NAME = "vqa-verify-sample"
+
+
+def _write_files(folder: Path, n: int, rng, size, form: str) -> Path:
+    """data.jsonl or data.json plus images/*.png in `folder`; each file written atomically."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, written = [], []
     for i in range(n):
         row, png = make_row(i, rng, size)
-        (folder / row["image"]).write_bytes(png)
+        written.append(folder / row["image"])
+        with outputs.atomic_file(written[-1], "wb", remember=False) as fh:
+            fh.write(png)
         rows.append(row)
-    if form == "json":
-        path = folder / "data.json"
-        path.write_text(json.dumps(rows, indent=1) + "\n")
-        return path
-    path = folder / "data.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if form == "jsonl":
-        return path
-    archive = shutil.make_archive(
-        str(out_dir / "vqa-verify-sample"), "zip" if form == "zip" else "gztar", out_dir, folder.name
-    )
-    shutil.rmtree(folder)
-    return Path(archive)
+    path = folder / f"data.{form}"
+    with outputs.atomic_file(path, remember=False) as fh:
+        if form == "json":
+            fh.write(json.dumps(rows, indent=1) + "\n")
+        else:
+            fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    outputs.record([*written, path])
+    return path
+
+
+def _archive(folder: Path, fh, form: str) -> None:
+    """The sample folder as a zip or tar.gz written to `fh` (members under ARCHIVE_NAME/)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if form == "zip":
+        with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in files:
+                zf.write(path, path.relative_to(folder).as_posix())
+    else:
+        with tarfile.open(fileobj=fh, mode="w:gz") as tf:
+            for path in files:
+                tf.add(path, path.relative_to(folder).as_posix(), recursive=False)
 
 
 def _write_parquet(path: Path, rows, batch: int = 256) -> Path:
@@ -169,8 +214,7 @@ def _write_parquet(path: Path, rows, batch: int = 256) -> Path:
             ("image_caption", pa.string()),
         ]
     )
-    tmp = path.with_name(f".{path.name}.partial")
-    with pq.ParquetWriter(tmp, schema) as writer:
+    with outputs.atomic_file(path, "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
         chunk: list[dict] = []
         for row, png in rows:
             chunk.append({**row, "image": {"bytes": png, "path": row["image"].split("/")[-1]}})
@@ -179,5 +223,4 @@ def _write_parquet(path: Path, rows, batch: int = 256) -> Path:
                 chunk = []
         if chunk:
             writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
-    tmp.replace(path)
     return path

@@ -2,7 +2,12 @@
 
 Every check raises `Rejected(reason, detail)`; `reason` is one of `REASONS` (a short code
 counted in the summary) and `detail` says what exactly was wrong with this row. Nothing is
-silently fixed: a box outside the image is rejected, not clamped.
+silently fixed: a box outside the image is rejected, not clamped, and a NaN answer is not
+turned into the word "nan".
+
+Text fields have documented caps (`MAX_*` below, README "Data"): a row over one is rejected
+as `over_limit`. They are far above what a 2048-token training prompt can hold, and they keep
+a 50 MB "question" from reaching the tokenizer, the rewards or `satori report`.
 """
 
 from __future__ import annotations
@@ -13,14 +18,28 @@ import math
 import re
 from collections.abc import Sequence
 
+from satori_cli.data.outputs import one_line
 from satori_cli.pixels import MAX_RATIO, smart_resize
+from satori_cli.rewards import MAX_GT_BOXES
 
 IMAGE_TAG = "<image>"
+MAX_ID_CHARS = 256
+MAX_QUESTION_CHARS = 8_000
+MAX_CAPTION_CHARS = 8_000
+MAX_ANSWER_CHARS = 2_000  # each possible answer
+MAX_ANSWERS = 100
+MAX_BOXES = MAX_GT_BOXES  # what the bbox reward scores; more would score 0 anyway
 
 REASONS = {
     "malformed_row": "the row is not a JSON object / could not be decoded",
+    "not_utf8": "text that is not valid UTF-8 (invalid bytes, or a lone \\ud800-\\udfff escape)",
+    "over_limit": f"a field over its size cap (question/caption {MAX_QUESTION_CHARS:,} chars, "
+    f"answer {MAX_ANSWER_CHARS:,}, {MAX_ANSWERS} answers, {MAX_BOXES:,} boxes, id {MAX_ID_CHARS})",
+    "bad_id": f"an id that is not a non-empty string or whole number of at most {MAX_ID_CHARS} chars",
+    "duplicate_id": "an id an earlier written row already has (rows are joined by id later)",
     "missing_question": "no question, or an empty one",
     "missing_answer": "no answer, or only empty ones",
+    "bad_answer": "an answer that is not text or a finite number (NaN, a bool, a nested object)",
     "missing_caption": "no image caption (the caption reward needs one)",
     "missing_boxes": "no ground-truth box",
     "missing_image": "no image, or its file does not exist",
@@ -34,7 +53,9 @@ REASONS = {
     "box_outside_image": "a box that extends outside the image",
     "size_mismatch": "width/height differ from the image's real size",
     "aspect_ratio": f"an image more than {MAX_RATIO}x longer than wide (Qwen's smart_resize refuses it)",
+    "unexpected_error": "a check failed in a way satori did not foresee (please report it)",
 }
+MAX_DETAIL_CHARS = 300
 
 
 class Rejected(Exception):
@@ -42,13 +63,37 @@ class Rejected(Exception):
 
     def __init__(self, reason: str, detail: str = "") -> None:
         assert reason in REASONS, reason
+        detail = one_line(detail, MAX_DETAIL_CHARS)  # details quote user data: one short line
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail or REASONS[reason]
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def finite(value: object) -> float | None:
+    """The value as a finite float, or None (bools, NaN, inf, and ints too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # a 400-digit integer
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _kind(value: object) -> str:
+    return "absent" if value is None else f"a {type(value).__name__}"
+
+
+def show(value: object, limit: int = 40) -> str:
+    """A short, safe rendering of a user value (never a full repr of a big or deep object)."""
+    if isinstance(value, str):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    if value is None or isinstance(value, (bool, int, float)):
+        if isinstance(value, int) and abs(value) >= 10**limit:
+            return f"<a {value.bit_length()}-bit integer>"
+        return repr(value)[:limit]
+    size = f" of {len(value)}" if hasattr(value, "__len__") else ""
+    return f"<{type(value).__name__}{size}>"
 
 
 def text(value: object) -> str:
@@ -60,34 +105,66 @@ def text(value: object) -> str:
     return ""
 
 
+def capped(value: str, cap: int, name: str) -> str:
+    if len(value) > cap:
+        raise Rejected("over_limit", f"{name} of {len(value):,} characters (cap {cap:,})")
+    return value
+
+
+def row_id(value: object, fallback: str) -> str:
+    """The row's id: a non-empty string or a whole number (the position in the file when absent)."""
+    if value is None:
+        return fallback
+    if isinstance(value, float) and finite(value) is not None and value == int(value):
+        value = int(value)  # a pandas int column with a gap reads as 17.0
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise Rejected("bad_id", f"id is {_kind(value)}: {show(value)}")
+    ident = str(value)
+    if not ident.strip():
+        raise Rejected("bad_id", "an empty id")
+    if len(ident) > MAX_ID_CHARS:
+        raise Rejected("bad_id", f"an id of {len(ident):,} characters (cap {MAX_ID_CHARS})")
+    return ident
+
+
 def question(value: object) -> str:
     """The question text without any `<image>` tag (the tag is put back in front)."""
     q = text(value).replace(IMAGE_TAG, "").strip()
     if not q:
-        raise Rejected("missing_question")
-    return q
+        detail = "" if value is None or isinstance(value, str) else f"the question is {_kind(value)}"
+        raise Rejected("missing_question", detail)
+    return capped(q, MAX_QUESTION_CHARS, "a question")
 
 
 def answers(value: object) -> list[str]:
     """possible_answers: always a non-empty list of non-empty strings.
 
     Accepts a string, a number, a list of those, a JSON-encoded list, or VQA-style
-    `[{"answer": ...}, ...]`; duplicates are dropped, order kept.
+    `[{"answer": ...}, ...]`; duplicates and empty strings are dropped, order kept. NaN,
+    infinities, bools and nested objects are rejected (`bad_answer`), not turned into text.
     """
     if isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
-        with contextlib.suppress(json.JSONDecodeError):
+        with contextlib.suppress(ValueError, RecursionError):
             value = json.loads(value)
     items = value if isinstance(value, (list, tuple)) else [value]
+    if len(items) > MAX_ANSWERS:
+        raise Rejected("over_limit", f"{len(items):,} answers (cap {MAX_ANSWERS})")
     out: list[str] = []
     for item in items:
-        if isinstance(item, dict):
-            item = item.get("answer")
-        if isinstance(item, bool) or item is None:
+        if isinstance(item, dict) and "answer" in item:
+            item = item["answer"]
+        if item is None:
             continue
-        if isinstance(item, (int, float)):
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            number = finite(item)
+            if number is None:
+                raise Rejected("bad_answer", f"an answer of {show(item)}")
             item = f"{item:g}" if isinstance(item, float) else str(item)
-        if isinstance(item, str) and item.strip() and item.strip() not in out:
-            out.append(item.strip())
+        if not isinstance(item, str):
+            raise Rejected("bad_answer", f"an answer that is {_kind(item)}")
+        item = capped(item.strip(), MAX_ANSWER_CHARS, "an answer")
+        if item and item not in out:
+            out.append(item)
     if not out:
         raise Rejected("missing_answer")
     return out
@@ -99,7 +176,7 @@ def caption(value: object) -> str:
         c = next((v.strip() for v in value if isinstance(v, str) and v.strip()), "")
     if not c:
         raise Rejected("missing_caption")
-    return c
+    return capped(c, MAX_CAPTION_CHARS, "a caption")
 
 
 _NUMBER = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
@@ -109,11 +186,12 @@ def dimension(value: object, name: str) -> int | None:
     """A width or height: a positive whole number, or None when absent."""
     if value is None:
         return None
-    if isinstance(value, str) and _NUMBER.match(value):
+    if isinstance(value, str) and len(value) < 40 and _NUMBER.match(value):
         value = float(value)
-    if not _is_number(value) or value <= 0 or float(value) != int(value):
-        raise Rejected("non_numeric", f"{name} = {value!r} is not a positive whole number")
-    return int(value)
+    number = finite(value)
+    if number is None or number <= 0 or number != int(number):
+        raise Rejected("non_numeric", f"{name} = {show(value)} is not a positive whole number")
+    return int(number)
 
 
 def boxes(value: object) -> list[list[float]]:
@@ -126,7 +204,7 @@ def boxes(value: object) -> list[list[float]]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:
             raise Rejected("non_numeric", f"bboxs is a string that is not JSON: {value[:40]!r}") from exc
     if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
         raise Rejected("missing_boxes")
@@ -134,15 +212,18 @@ def boxes(value: object) -> list[list[float]]:
         raise Rejected("non_numeric", f"bboxs is a {type(value).__name__}, not a list")
     if all(not isinstance(v, (list, tuple)) for v in value):
         value = [value]  # one flat box
+    if len(value) > MAX_BOXES:
+        raise Rejected("over_limit", f"{len(value):,} boxes (cap {MAX_BOXES:,})")
     out = []
     for i, box in enumerate(value):
         if not isinstance(box, (list, tuple)):
-            raise Rejected("box_arity", f"box {i} is {box!r}, not a list of 4 numbers")
+            raise Rejected("box_arity", f"box {i} is {show(box)}, not a list of 4 numbers")
         if len(box) != 4:
             raise Rejected("box_arity", f"box {i} has {len(box)} values, not 4")
-        if not all(_is_number(v) for v in box):
-            raise Rejected("non_numeric", f"box {i} = {list(box)!r}")
-        x1, y1, x2, y2 = (float(v) for v in box)
+        numbers = [finite(v) for v in box]
+        if None in numbers:
+            raise Rejected("non_numeric", f"box {i} = [{', '.join(show(v) for v in box)}]")
+        x1, y1, x2, y2 = numbers
         if x2 < x1 or y2 < y1:
             raise Rejected("box_inverted", f"box {i} = {[x1, y1, x2, y2]}")
         if x2 == x1 or y2 == y1:

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from satori_cli.errors import SatoriError
+from satori_cli.evaluation import grounding
+
+GROUNDING = "grounding"
 
 # What users type (lower-cased) -> (VLMEvalKit name, why it was changed or None).
 _NO_ANSWERS = "the {src} test split has no public answers, so it cannot be scored here; using the dev split"
@@ -37,12 +40,23 @@ class Benchmark:
     requested: str
     name: str
     note: str | None
-    tsv: Path
+    tsv: Path  # the data file: a VLMEvalKit TSV, or the prepared JSONL of a grounding benchmark
     local: bool  # a user TSV (passed as a path, or a name VLMEvalKit does not know) vs official
+    kind: str = "vlmeval"  # or GROUNDING: a prepared SATORI JSONL scored with the rewards
+    rows: int | None = None  # rows of a grounding benchmark (checked before anything runs)
 
     @property
     def present(self) -> bool:
         return self.tsv.is_file()
+
+    @property
+    def grounding(self) -> bool:
+        return self.kind == GROUNDING
+
+    @property
+    def primary(self) -> str:
+        """The metric whose presence says the benchmark was scored."""
+        return grounding.PRIMARY if self.grounding else "Overall"
 
 
 def default_data_dir() -> Path:
@@ -51,14 +65,34 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else Path("~/LMUData").expanduser()
 
 
+def is_grounding(requested: str) -> bool:
+    """A prepared SATORI JSONL, or a folder (holding its `val.jsonl`)."""
+    if requested.lower().endswith(".jsonl"):
+        return True
+    folder = Path(requested).expanduser()
+    return folder.is_dir() and (os.sep in requested or (folder / grounding.FOLDER_FILE).is_file())
+
+
+def resolve_grounding(requested: str, taken: list[str] | tuple[str, ...] = ()) -> Benchmark:
+    """A grounding benchmark: every row is checked now, so a bad line fails before any model loads."""
+    path, picked = grounding.data_file(Path(requested))
+    rows = len(grounding.read_rows(path))
+    name = grounding.benchmark_name(path, taken)
+    note = f"grounding: {rows} rows of " + (picked or str(path))
+    return Benchmark(requested, name, note, path, local=True, kind=GROUNDING, rows=rows)
+
+
 def resolve(requested: str, data_dir: Path) -> Benchmark:
     """Map one `--data` item to a Benchmark.
 
     - `MMBench`, `MMStar` and friends (any case) map to scorable VLMEvalKit names (with a note).
     - A path to an existing `.tsv` becomes a custom benchmark named after the file; it is
       linked into `data_dir`, where VLMEvalKit looks for it.
+    - A `.jsonl` or a folder is a grounding benchmark (`resolve_grounding`).
     - Anything else passes through as a VLMEvalKit name (official or a TSV in `data_dir`).
     """
+    if is_grounding(requested):
+        return resolve_grounding(requested)
     as_path = Path(requested).expanduser()
     if requested.lower().endswith(".tsv") or os.sep in requested:
         if not as_path.is_file():
@@ -83,11 +117,15 @@ def resolve(requested: str, data_dir: Path) -> Benchmark:
 def resolve_all(requested: list[str], data_dir: Path) -> list[Benchmark]:
     """Resolve every name, dropping duplicates (e.g. `MMBench MMBench_DEV_EN`) in order."""
     out: list[Benchmark] = []
-    seen: set[str] = set()
     for item in requested:
+        if is_grounding(item):
+            path, _ = grounding.data_file(Path(item))
+            if any(b.grounding and b.tsv == path for b in out):
+                continue  # the same file twice (e.g. as a folder and as its val.jsonl)
+            out.append(resolve_grounding(item, [b.name for b in out]))
+            continue
         bench = resolve(item, data_dir)
-        if bench.name not in seen:
-            seen.add(bench.name)
+        if all(b.name != bench.name for b in out):
             out.append(bench)
     return out
 

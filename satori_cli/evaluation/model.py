@@ -8,18 +8,16 @@ is extracted with the shared grammar while the raw output is kept.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from vlmeval.vlm.base import BaseModel
 
 from satori_cli.decoding import Decoding
+from satori_cli.errors import SatoriError
 from satori_cli.evaluation import records
 from satori_cli.evaluation.batching import DEFAULT_WINDOW, LookAhead, RankItems
 from satori_cli.evaluation.placement import model_device
@@ -31,20 +29,11 @@ from satori_cli.evaluation.prompting import (
     split_items,
     vllm_engine_kwargs,
 )
+from satori_cli.models import QWEN_VL_CLASSES, model_type, read_config
 from satori_cli.pixels import PixelBudget
 
 FAIL_MSG = "Failed to obtain answer via API."  # VLMEvalKit's marker of a failed item
-QWEN_VL_TYPES = {
-    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
-    "qwen2_vl": "Qwen2VLForConditionalGeneration",
-}
 IMAGE_PAD = "<|image_pad|>"
-
-
-def model_type(model_path: str | Path) -> str:
-    """`model_type` from the checkpoint's config.json (never from its folder name)."""
-    with open(Path(model_path) / "config.json", encoding="utf-8") as fh:
-        return str(json.load(fh).get("model_type", ""))
 
 
 def resolved_budget(processor: Any) -> tuple[int, int]:
@@ -101,6 +90,7 @@ class SatoriVLM(BaseModel):
         model_path: str,
         backend: str = "transformers",
         prompt: str = "satori",
+        grammar: str = "satori",
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         max_new_tokens: int = 2048,
@@ -116,13 +106,14 @@ class SatoriVLM(BaseModel):
         super().__init__()
         self.model_path = str(model_path)
         self.backend = backend
-        self.style = PromptStyle.named(prompt)
+        self.style = PromptStyle.named(prompt, grammar)
         self.budget = PixelBudget(min_pixels, max_pixels) if min_pixels else PixelBudget.from_env()
         self.decoding = Decoding(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
         self.record_dir = Path(record_dir) if record_dir else None
         self.dataset_name: str | None = None
-        kind = model_type(self.model_path)
-        if kind not in QWEN_VL_TYPES:
+        # The architecture comes from config.json (never from the folder name); satori checked it.
+        kind = model_type(read_config(self.model_path)) or ""
+        if kind not in QWEN_VL_CLASSES:
             raise ValueError(f"{self.model_path} is a '{kind}' model, not Qwen2.5-VL or Qwen2-VL")
 
         self.processor = load_processor(self.model_path, self.budget)
@@ -131,7 +122,7 @@ class SatoriVLM(BaseModel):
             from vllm import LLM
 
             self.device = "vllm"
-            self.llm = LLM(**vllm_engine_kwargs(self.model_path, self.budget, tensor_parallel))
+            self.llm = LLM(**vllm_engine_kwargs(self.model_path, self.budget, self.decoding, tensor_parallel))
             self.lookahead = LookAhead(self._generate_batch, window)
             self._record_runtime(self.decoding.vllm_kwargs())
             return
@@ -142,7 +133,7 @@ class SatoriVLM(BaseModel):
 
         self.device = model_device()
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        cls = getattr(transformers, QWEN_VL_TYPES[kind])
+        cls = getattr(transformers, QWEN_VL_CLASSES[kind])
         self.model = cls.from_pretrained(self.model_path, dtype=dtype, attn_implementation="sdpa")
         self.model.to(self.device).eval()
         self.generation_config = explicit_generation_config(self.model.generation_config, self.decoding)
@@ -301,6 +292,7 @@ class SatoriAPI(BaseModel):
         base_url: str,
         served_model: str,
         prompt: str = "satori",
+        grammar: str = "satori",
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         max_new_tokens: int = 2048,
@@ -317,7 +309,7 @@ class SatoriAPI(BaseModel):
         super().__init__()
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.served_model = served_model
-        self.style = PromptStyle.named(prompt)
+        self.style = PromptStyle.named(prompt, grammar)
         self.budget = PixelBudget(min_pixels, max_pixels) if min_pixels else PixelBudget.from_env()
         self.decoding = Decoding(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
         self.api_key = api_key
@@ -325,29 +317,35 @@ class SatoriAPI(BaseModel):
         self.retry = max(1, retry)
         self._lock = threading.Lock()
         self.last_error: str | None = None
-        if record_dir:  # the server resizes; what we can say is what each request asks for
+        self.record_dir = Path(record_dir) if record_dir else None
+        if self.record_dir is not None:  # images are sent resized to this budget (satori_cli/chat.py)
             standard, extra = self.decoding.openai_fields()
             row = {"rank": records.rank(), "backend": "api", "device": self.url}
             row |= self.budget.processor_kwargs() | {"decoding": standard | extra}
-            records.append(Path(record_dir) / records.RUNTIME_FILE, row)
+            records.append(self.record_dir / records.RUNTIME_FILE, row)
 
     def _post(self, payload: dict[str, Any]) -> str:
-        req = urllib.request.Request(
-            self.url,
-            data=json.dumps(payload).encode("utf-8"),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"},
-        )
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            body = json.load(resp)
-        return str(body["choices"][0]["message"]["content"] or "")
+        from satori_cli.http_client import chat_text, request_json
+
+        body = request_json("POST", self.url, payload, api_key=self.api_key, timeout=self.timeout)
+        return chat_text(body, self.url)
 
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> Any:
-        payload = api_payload(message, self.style, self.served_model, self.budget, self.decoding)
+        payload, images = api_payload(message, self.style, self.served_model, self.budget, self.decoding)
+        if self.record_dir is not None:
+            path = records.inputs_file(self.record_dir, dataset or "unnamed")
+            factor = self.budget.factor
+            for source, image in zip(split_items(message)[0], images, strict=True):
+                hw = (image.resized.height, image.resized.width)
+                row = _input_row(source, image.original, hw, visual_tokens(hw, factor), "sent resized")
+                records.append(path, row)
         for attempt in range(self.retry):
             try:
                 return prediction_record(self._post(payload))
-            except (urllib.error.URLError, OSError, KeyError, IndexError, ValueError) as exc:
+            except SatoriError as exc:  # every transport and answer-shape failure, as one line
                 with self._lock:
-                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    self.last_error = str(exc)
                 time.sleep(min(2**attempt, 10))
-        return FAIL_MSG
+        # Structured like a success: VLMEvalKit keeps the `extra_records` column (the raw
+        # outputs) only when every item's record is structured.
+        return {"prediction": FAIL_MSG, "extra_records": f"{FAIL_MSG} ({self.last_error})"}

@@ -9,10 +9,11 @@ from pathlib import Path
 from satori_cli.decoding import Decoding
 from satori_cli.errors import SatoriError
 from satori_cli.evaluation import datasets, runner
+from satori_cli.evaluation.grounding import SOURCE_PREFIX
 from satori_cli.evaluation.judge import check_judge
 from satori_cli.evaluation.plan import BACKENDS, EvalPlan
-from satori_cli.evaluation.results import Outcome, table_rows, write_summary
-from satori_cli.pixels import PixelBudget
+from satori_cli.evaluation.results import GROUNDING_SCORER, Outcome, table_rows, write_summary
+from satori_cli.models import settle_budget
 
 
 @dataclass
@@ -22,6 +23,7 @@ class EvalRequest:
     procs: int = 1
     baseline: str | None = None
     baseline_prompt: str = "stock"
+    grammar: str | None = None  # None: the run folder's recorded grammar, else satori
     judge: str = "exact_matching"
     judge_url: str | None = None
     judge_key: str | None = None
@@ -43,20 +45,22 @@ class EvalRequest:
     verbose: bool = False
 
 
-def _validate(req: EvalRequest) -> tuple[PixelBudget, Decoding]:
+def _validate(req: EvalRequest) -> Decoding:
     if req.backend not in BACKENDS:
         raise SatoriError(f"unknown backend '{req.backend}'", hint=f"choose one of {', '.join(BACKENDS)}")
     if req.baseline_prompt not in ("stock", "satori"):
         raise SatoriError("--baseline-prompt must be 'stock' or 'satori'")
+    if req.grammar is not None:
+        from satori_cli.grammar import get_grammar
+
+        get_grammar(req.grammar)  # an unknown name stops here, before anything is written
     names = [n for item in req.data for n in item.split(",") if n.strip()]
     if not names:
         raise SatoriError("no benchmark given", hint="e.g. satori eval --data MMBench MMStar")
     req.data = [n.strip() for n in names]
     try:
-        default = PixelBudget()
-        budget = PixelBudget(req.min_pixels or default.min_pixels, req.max_pixels or default.max_pixels)
-        decoding = Decoding(req.temperature, req.top_p, req.top_k, req.repetition_penalty, req.max_new_tokens)
-        return budget, decoding
+        settle_budget([], req.min_pixels, req.max_pixels)  # a bad bound fails before any model loads
+        return Decoding(req.temperature, req.top_p, req.top_k, req.repetition_penalty, req.max_new_tokens)
     except ValueError as exc:
         raise SatoriError(str(exc)) from exc
 
@@ -64,26 +68,21 @@ def _validate(req: EvalRequest) -> tuple[PixelBudget, Decoding]:
 def build_plan(req: EvalRequest) -> EvalPlan:
     from satori_cli.config import DEFAULT_MODEL, paths
 
-    budget, decoding = _validate(req)
+    decoding = _validate(req)
     check_judge(req.judge, req.judge_url, req.judge_key, reach=not req.dry_run)  # a dry run stays offline
     data_dir = (req.data_dir or datasets.default_data_dir()).expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     benchmarks = datasets.resolve_all(req.data, data_dir)
     model = req.model or ("" if req.backend == "api" else DEFAULT_MODEL)
-    if req.dry_run and req.backend != "api":
-        from satori_cli.evaluation.plan import BASELINE_NAME, SATORI_NAME, ModelSpec
-
-        folder = Path(model).expanduser()
-        where = str(folder.resolve()) if folder.is_dir() else model
-        models = [ModelSpec(SATORI_NAME, model, where, "satori")]
-        if req.baseline:
-            models.append(ModelSpec(BASELINE_NAME, req.baseline, req.baseline, req.baseline_prompt))
-    else:
-        models = runner.resolve_models(model, req.baseline, req.backend, req.base_url, req.baseline_prompt)
+    specs, resolved = runner.resolve_models(
+        model, req.baseline, req.backend, req.base_url, req.baseline_prompt, req.grammar, dry_run=req.dry_run
+    )
+    # A run's model is scored in the budget it was trained in (a contradicting flag is refused).
+    budget = settle_budget(resolved, req.min_pixels, req.max_pixels)
     work_dir = (req.work_dir or paths().runs / "eval" / time.strftime("%Y%m%d-%H%M%S")).expanduser().resolve()
     return EvalPlan(
         benchmarks=benchmarks,
-        models=models,
+        models=specs,
         work_dir=work_dir,
         data_dir=data_dir,
         backend=req.backend,
@@ -114,9 +113,12 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
                 f"  [yellow]{bench.tsv} is not there yet: VLMEvalKit will try to download it "
                 f"(offline, place the official {bench.name}.tsv there)[/]"
             )
+    grammars = ", ".join(
+        f"{m.name} {m.grammar}" + (" (stock prompt)" if m.prompt == "stock" else "") for m in plan.models
+    )
     out.print(
         f"[dim]budget {plan.budget.min_pixels}-{plan.budget.max_pixels} px, {plan.decoding.describe()}, "
-        f"judge {plan.judge}, backend {plan.backend} x{plan.procs}[/]"
+        f"judge {plan.judge}, backend {plan.backend} x{plan.procs}; grammar: {grammars}[/]"
     )
     if req.dry_run:
         import json
@@ -134,7 +136,7 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
     print_table(plan, outcomes)
     for line in resolved_lines(settings["resolved"], outcomes):
         out.print(f"[dim]{line}[/]", highlight=False)
-    judges = sorted({o.judge for o in outcomes if o.judge})
+    judges = sorted({o.judge for o in outcomes if o.judge and o.judge != GROUNDING_SCORER})
     if judges and plan.judge != "exact_matching":
         out.print(f"[dim]answers matched to options by: {', '.join(judges)} (judge at {plan.judge_url})[/]")
     items = sum(o.items for o in outcomes)
@@ -169,16 +171,19 @@ def resolved_lines(resolved: dict, outcomes: list[Outcome]) -> list[str]:
 
 
 def print_table(plan: EvalPlan, outcomes: list[Outcome]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from satori_cli.ui import console
 
     models = [m.name for m in plan.models]
     for bench in plan.benchmarks:
-        rows = [r for r in table_rows(outcomes, models) if r[0] == bench.name]
+        rows = [r for r in table_rows(outcomes, models) if r[0] == bench.name and shown(bench, r[1])]
         if not rows:
             continue  # nothing scored; the error line at the end says why
-        table = Table(title=f"{bench.name} (accuracy)", title_justify="left")
+        rows_run = min(bench.rows or 0, plan.limit) if plan.limit else bench.rows
+        what = f"grounding, {rows_run} rows, mean x100" if bench.grounding else "accuracy"
+        table = Table(title=f"{bench.name} ({what})", title_justify="left")
         table.add_column("metric")
         for m in plan.models:
             table.add_column(f"{m.name}\n[dim]{m.source}[/]", justify="right")
@@ -192,9 +197,23 @@ def print_table(plan: EvalPlan, outcomes: list[Outcome]) -> None:
                 else:
                     d = 100 * (values[0] - values[1])
                     cells.append(f"[{'green' if d > 0 else 'red' if d < 0 else 'dim'}]{d:+.1f}[/]")
-            style = "bold" if metric == "Overall" else None
+            style = "bold" if metric == bench.primary else None
             table.add_row(metric, *cells, style=style)
         for o in outcomes:
             if o.benchmark == bench.name and o.error:
                 table.caption = (table.caption or "") + f"{o.model}: {o.error}\n"
         console().print(table)
+        for o in outcomes:
+            if o.benchmark == bench.name and o.per_row:
+                where = escape(f"{o.model}, each row's output and scores: {o.per_row}")
+                console().print(f"[dim]{where}[/]", highlight=False, soft_wrap=True)
+
+
+SHOWN_PER_SOURCE = ("box_iou", "answer")  # the table's per-source rows; summary.json/csv hold all six
+
+
+def shown(bench: datasets.Benchmark, metric: str) -> bool:
+    """Whether the printed table has a row for this metric (a grounding run may have many sources)."""
+    if not (bench.grounding and metric.startswith(SOURCE_PREFIX)):
+        return True
+    return metric.rsplit("/", 1)[-1] in SHOWN_PER_SOURCE

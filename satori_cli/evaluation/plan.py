@@ -34,7 +34,9 @@ class ModelSpec:
     name: str
     source: str  # what the user named (hub id, folder, or served model)
     path: str  # local folder (transformers / vllm) or served model name (api)
-    prompt: str  # "satori" or "stock"
+    prompt: str  # "satori" (its grammar's prompt and suffix) or "stock"
+    grammar: str = "satori"  # output grammar (satori_cli.grammar.GRAMMARS)
+    run: str | None = None  # the `satori train` run it comes from: its budget is the eval's
 
 
 @dataclass
@@ -63,6 +65,7 @@ class EvalPlan:
         """Constructor arguments of the model class, as the worker registers them."""
         common = {
             "prompt": model.prompt,
+            "grammar": model.grammar,
             "min_pixels": self.budget.min_pixels,
             "max_pixels": self.budget.max_pixels,
             **asdict(self.decoding),
@@ -89,6 +92,12 @@ class EvalPlan:
             "models": {m.name: self.model_kwargs(m) for m in self.models},
             "datasets": [b.name for b in self.benchmarks],
             "models_info": [asdict(m) for m in self.models],
+            # prepared JSONLs, scored with the rewards under the same budget the model sees
+            "grounding": {
+                b.name: {"path": str(b.tsv), **self.budget.processor_kwargs()}
+                for b in self.benchmarks
+                if b.grounding
+            },
         }
 
     def write_spec(self) -> Path:

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from satori_cli.errors import SatoriError
 from satori_cli.evaluation import records
 from satori_cli.evaluation.datasets import Benchmark, missing_message, unknown_message
 from satori_cli.evaluation.judge import EXACT, verdict
 
+GROUNDING_SCORER = "satori rewards"  # who scores a grounding benchmark (no option matching)
 _SKIP_REASONS = {
     "invalid_dataset": "VLMEvalKit could not load it",
     "mmbench_evaluation_requires_official_server": "no public answers (official server only)",
@@ -38,10 +40,12 @@ class Outcome:
     judge: str | None = None  # who actually mapped answers to options (None: nothing scored)
     unreadable_items: int = 0  # items the LLM judge could not map (scored as wrong)
     inputs: dict[str, Any] | None = None  # image sizes the model received (records.input_sizes)
+    primary: str = "Overall"  # the metric that must be there (`box_iou` for a grounding benchmark)
+    per_row: str | None = None  # grounding: the JSONL of each row's output and scores
 
     @property
     def ok(self) -> bool:
-        return self.error is None and "Overall" in self.metrics
+        return self.error is None and self.primary in self.metrics
 
 
 def read_acc_csv(path: Path) -> dict[str, float]:
@@ -63,20 +67,26 @@ def read_acc_csv(path: Path) -> dict[str, float]:
 
 
 def _count_failures(pred_file: Path) -> tuple[int, int]:
-    """(failed, total) predictions: items where the model never answered (API errors)."""
+    """(failed, total) predictions: items where the model never answered (API errors).
+
+    A predictions file that cannot be read raises a one-line SatoriError naming it: the counts
+    decide whether a benchmark failed, so they are never guessed.
+    """
     try:
         import pandas as pd
 
         data = pd.read_excel(pred_file) if pred_file.suffix == ".xlsx" else pd.read_csv(pred_file, sep="\t")
-    except Exception:
-        return 0, 0
-    preds = data["prediction"].astype(str) if "prediction" in data else []
-    failed = sum("Failed to obtain answer" in str(p) for p in preds)
+    except Exception as exc:  # pandas and its engines raise many types for a broken file
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise SatoriError(f"cannot read the predictions {pred_file}: {reason}", exit_code=1) from exc
+    if "prediction" not in data:
+        raise SatoriError(f"the predictions {pred_file} have no 'prediction' column", exit_code=1)
+    failed = sum("Failed to obtain answer" in str(p) for p in data["prediction"])
     return failed, len(data)
 
 
 def collect(work_dir: Path, model: str, bench: Benchmark, judge: str = EXACT) -> Outcome:
-    out = Outcome(model=model, benchmark=bench.name)
+    out = Outcome(model=model, benchmark=bench.name, primary=bench.primary)
     out.inputs = records.input_sizes(records.inputs_file(work_dir / model, bench.name))
     status_file = work_dir / model / "status.json"
     try:
@@ -91,7 +101,11 @@ def collect(work_dir: Path, model: str, bench: Benchmark, judge: str = EXACT) ->
     pred = work_dir / model / f"{model}_{bench.name}.xlsx"
     if pred.is_file():
         out.predictions = str(pred)
-        out.failed_items, out.items = _count_failures(pred)
+        try:
+            out.failed_items, out.items = _count_failures(pred)
+        except SatoriError as exc:
+            out.error = exc.message
+            return out
     if entry.get("error_message"):
         message = str(entry["error_message"]).strip().splitlines()[0][:300]
         out.error = missing_message(bench) if not bench.present else f"failed: {message}"
@@ -112,10 +126,15 @@ def collect(work_dir: Path, model: str, bench: Benchmark, judge: str = EXACT) ->
         }
     if entry.get("status") != "done":
         out.error = f"unfinished (status: {entry.get('status')})"
-    elif "Overall" not in out.metrics:
-        out.error = "no Overall score in VLMEvalKit's results"
+    elif out.primary not in out.metrics:
+        out.error = f"no {out.primary} score in VLMEvalKit's results"
     elif out.items and out.failed_items == out.items:
         out.error = f"every one of the {out.items} items failed to get an answer"
+    if bench.grounding:
+        rows = work_dir / model / f"{model}_{bench.name}_grounding.jsonl"
+        out.per_row = str(rows) if rows.is_file() else None
+        out.judge = GROUNDING_SCORER if out.metrics else None
+        return out
     if out.metrics:
         scored = verdict(work_dir / model, model, bench.name, judge)
         out.judge, out.unreadable_items = scored.used, scored.guessed
@@ -142,6 +161,7 @@ def write_summary(work_dir: Path, outcomes: list[Outcome], settings: dict[str, A
                 "judge": o.judge,
                 "unreadable_items": o.unreadable_items,
                 "inputs": o.inputs,
+                "per_row": o.per_row,
             }
             for o in outcomes
         ],
@@ -172,7 +192,7 @@ def table_rows(outcomes: list[Outcome], models: list[str]) -> list[tuple[str, st
         for m in models:
             if m in by_model:
                 metrics.extend(k for k in by_model[m].metrics if k not in metrics)
-        metrics.sort(key=lambda k: k != "Overall")
+        metrics.sort(key=lambda k: k != "Overall")  # grounding metrics keep their written order
         for metric in metrics:
             values = [by_model[m].metrics.get(metric) if m in by_model else None for m in models]
             rows.append((bench, metric, values))

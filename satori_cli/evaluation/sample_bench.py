@@ -19,12 +19,20 @@ def png_b64(rgb: tuple[int, int, int], size: int = 32) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def write_tiny_bench(path: Path) -> Path:
+def write_tiny_bench(path: Path, overwrite: bool = False) -> Path:
     """8 rows: 4 questions in 3 categories, each asked twice with the options rotated.
 
     Rotations share `index % 1_000_000`, as in MMBench, so VLMEvalKit scores them circularly
-    when the benchmark's name contains "mmbench"; here the name is free.
+    when the benchmark's name contains "mmbench"; here the name is free. An existing file is
+    replaced only when satori wrote it or with `overwrite`, and never when it is a link or a
+    special file (the TSV is written beside it and renamed into place).
     """
+    from satori_cli.data import outputs
+
+    path = Path(path).expanduser()
+    outputs.ensure_dir(path.parent)
+    outputs.check_target(path, overwrite)
+    outputs.clean_stale(path.parent)
     rows = []
     questions = [
         ("red", "colour", "perception"),
@@ -50,8 +58,7 @@ def write_tiny_bench(path: Path) -> Path:
                     "image": png_b64(COLOURS[colour]),
                 }
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with outputs.atomic_file(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t")
         writer.writeheader()
         writer.writerows(rows)

@@ -95,6 +95,37 @@ def register(spec: dict[str, Any]) -> None:
         supported_VLM[name] = partial(cls, **kwargs)
 
 
+def launched_models(args: list[str]) -> list[str]:
+    """The `--model` names of VLMEvalKit's arguments (one per launch: satori runs a launch per model)."""
+    if "--model" not in args:
+        return []
+    names = []
+    for arg in args[args.index("--model") + 1 :]:
+        if arg.startswith("--"):
+            break
+        names.append(arg)
+    return names
+
+
+def register_grounding(spec: dict[str, Any], models: list[str]) -> None:
+    """Make the spec's prepared JSONLs VLMEvalKit benchmarks (`build_dataset` tries this class first),
+    scored in the output grammar of the model this launch evaluates."""
+    entries = spec.get("grounding") or {}
+    if not entries:
+        return
+    import vlmeval.dataset
+
+    from satori_cli.evaluation.grounding_dataset import SatoriGroundingDataset
+
+    grammars = {spec["models"][m].get("grammar") for m in models if m in spec["models"]}
+    if len(grammars) > 1:
+        raise RuntimeError(f"one launch evaluates models of several grammars: {sorted(map(str, grammars))}")
+    SatoriGroundingDataset.GRAMMAR = grammars.pop() if grammars else None
+    SatoriGroundingDataset.SOURCES.update(entries)
+    if SatoriGroundingDataset not in vlmeval.dataset.DATASET_CLASSES:
+        vlmeval.dataset.DATASET_CLASSES.insert(0, SatoriGroundingDataset)
+
+
 def start_process() -> str:
     """Place this rank on its GPU before anything touches CUDA; return the device ("cpu" without CUDA).
 
@@ -126,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     import vlmeval.run
 
     register(spec)
+    register_grounding(spec, launched_models(rest))
     _strict_judge()
     os.environ.pop("LOCAL_LLM", None)  # it would replace the --judge name VLMEvalKit sends
     _warn_md5(spec.get("datasets", []))

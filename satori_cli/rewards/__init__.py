@@ -1,9 +1,12 @@
-"""SATORI's four verifiable rewards: pure batch functions, the one table of them, `score_all`,
-and the ms-swift plugin built from that table.
+"""SATORI's verifiable rewards: pure batch functions, the one table of them, `score_all`,
+and the ms-swift plugin built from that table (the four of the paper, and a format reward
+for each other output grammar).
 
->>> from satori_cli.rewards import REWARD_FUNCS, vqa_reward
+>>> from satori_cli.rewards import REWARD_FUNCS, rewards_for, vqa_reward
 >>> REWARD_FUNCS
 ('external_format', 'external_bbox_acc', 'extern_vqa_acc', 'external_caption_acc')
+>>> rewards_for("nocap")
+('external_format_nocap', 'external_bbox_acc', 'extern_vqa_acc')
 >>> vqa_reward(["<answer>red</answer>"], possible_answers=[["red"]])
 [1.0]
 
@@ -28,7 +31,15 @@ from satori_cli.rewards.reward_functions import (
     normalize_answer,
     vqa_reward,
 )
-from satori_cli.rewards.table import BY_NAME, REWARD_FUNCS, REWARDS, Reward, score_all
+from satori_cli.rewards.table import (
+    BY_NAME,
+    REWARD_FUNCS,
+    REWARDS,
+    Reward,
+    grammars_using,
+    rewards_for,
+    score_all,
+)
 
 __all__ = [
     "BY_NAME",
@@ -43,9 +54,11 @@ __all__ = [
     "bbox_reward",
     "caption_reward",
     "format_reward",
+    "grammars_using",
     "missing_libraries",
     "normalize_answer",
     "plugin_path",
+    "rewards_for",
     "score_all",
     "vqa_reward",
 ]

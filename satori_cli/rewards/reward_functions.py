@@ -21,7 +21,7 @@ import string
 from collections.abc import Sequence
 from functools import lru_cache
 
-from satori_cli.grammar import parse, parse_boxes
+from satori_cli.grammar import Grammar, parse, parse_boxes
 from satori_cli.pixels import PixelBudget, smart_resize
 
 MAX_ABS_COORD = 1e6  # pixels; a box coordinate beyond this scores 0 (absurd, and guards overflow)
@@ -57,16 +57,21 @@ def _column(name: str, values: Sequence[object] | None, n: int) -> Sequence[obje
 
 
 # -- format ---------------------------------------------------------------------------
-def format_reward(completions: Sequence[object], **kwargs: object) -> list[float]:
-    """1.0 iff the completion is exactly caption, [[...]] boxes, answer, in order (else 0.0).
+def format_reward(
+    completions: Sequence[object], grammar: str | Grammar | None = None, **kwargs: object
+) -> list[float]:
+    """1.0 iff the completion is exactly the grammar's tags in order (default `satori`: caption,
+    [[...]] boxes, answer), with only whitespace around them (else 0.0).
 
     >>> format_reward([
     ...     "<caption>a cat</caption> <bbox>[[1,2,3,4]]</bbox> <answer>yes</answer>",
     ...     "<caption>a cat</caption> <bbox>[[1,2,3,4]]</bbox> <answer>yes</answer>\\nmore",
     ... ])
     [1.0, 0.0]
+    >>> format_reward(["<think>warm</think> <answer>red</answer>", "<answer>red</answer>"], grammar="r1")
+    [1.0, 0.0]
     """
-    return [1.0 if parse(c).well_formed else 0.0 for c in completions]
+    return [1.0 if parse(c, grammar=grammar).well_formed else 0.0 for c in completions]
 
 
 # -- bbox -----------------------------------------------------------------------------

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import IO
 
 from satori_cli.errors import SatoriError
+from satori_cli.grammar import Grammar
 from satori_cli.pixels import PixelBudget
-from satori_cli.rewards.table import BY_NAME, REWARD_FUNCS, REWARDS
+from satori_cli.rewards.table import BY_NAME, REWARDS, rewards_for
 
 DATA_COLUMNS = sorted({c for r in REWARDS for c in r.columns})
 COMPLETION_KEYS = ("completion", "response")
@@ -164,8 +165,10 @@ def score_jsonl(
     on_progress: Callable[[int], None] | None = None,
     data_rows: Mapping[str, dict] | None = None,
     overwrite: bool = False,
+    grammar: str | Grammar | None = None,
 ) -> ScoreReport:
-    """Score every row of `path`, write per-row scores to `out_path` (if given), return the summary.
+    """Score every row of `path` with the rewards of `grammar` (default `satori`: the paper's
+    four), write per-row scores to `out_path` (if given), return the summary.
 
     `on_progress` gets the number of the last line scored. `data_rows` maps a row id to its
     data set row: reward columns a completion row lacks are taken from the row its
@@ -179,7 +182,9 @@ def score_jsonl(
         out_path = Path(out_path)
         check_out_path(out_path, path, overwrite)
     budget = budget or PixelBudget.from_env()
-    names = [*REWARD_FUNCS, "external_vqa_norm_acc"] if normalized_vqa else list(REWARD_FUNCS)
+    names = list(rewards_for(grammar))
+    if normalized_vqa:
+        names.append("external_vqa_norm_acc")
     summaries = {name: RewardSummary(name) for name in names}
     malformed: list[tuple[int, str]] = []
     rows = 0

@@ -1,8 +1,9 @@
 """ms-swift reward plugin for SATORI: `swift rlhf --external_plugins <this file>`.
 
 Registers one ORM class per entry of `satori_cli.rewards.table.REWARDS`, under the
-original SATORI names (so the original command line keeps working); `satori rewards list`
-prints them. ms-swift logs each reward as `rewards/<ClassName>/mean` and as a
+original SATORI names (so the original command line keeps working) and, for the other output
+grammars, `external_format_v2`, `external_format_r1`, `external_format_nocap`; `satori rewards
+list` prints them. ms-swift logs each reward as `rewards/<ClassName>/mean` and as a
 `completions.jsonl` column named after the class. swift imports this file on every rank
 and in DataLoader workers, so it only imports light modules, and it works with ms-swift
 4.x (`swift.rewards`) and 3.x (`swift.plugin`). It refuses to load without the reward
@@ -32,9 +33,7 @@ from satori_cli.rewards.reward_functions import missing_libraries
 from satori_cli.rewards.table import REWARDS
 
 if missing_libraries():
-    raise ImportError(
-        f"the SATORI rewards need {', '.join(missing_libraries())}: {install_hint('rewards')}"
-    )
+    raise ImportError(f"the SATORI rewards need {', '.join(missing_libraries())}: {install_hint('rewards')}")
 
 logger = logging.getLogger("satori.rewards")
 

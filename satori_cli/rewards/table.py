@@ -1,8 +1,14 @@
 """The one table of SATORI rewards: the ms-swift plugin, `satori rewards list`, `score_all`
 and `satori rewards score` are all built from `REWARDS`, so a reward is declared once.
 
->>> [(r.name, r.class_name, r.columns) for r in REWARDS if r.paper][1]
+The content rewards (box, answer, caption) are shared by every output grammar; each grammar
+(`satori_cli.grammar.GRAMMARS`) adds its own format reward here and names the content rewards
+that apply to it, so `--reward_funcs` for a grammar is `rewards_for(grammar)`.
+
+>>> [(r.name, r.class_name, r.columns) for r in REWARDS][1]
 ('external_bbox_acc', 'SatoriBoxIoU', ('bboxs', 'width', 'height'))
+>>> rewards_for("r1")
+('external_format_r1', 'extern_vqa_acc')
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from satori_cli.grammar import GRAMMARS, SATORI, Grammar, get_grammar
 from satori_cli.pixels import PixelBudget
 from satori_cli.rewards.reward_functions import (
     ColumnError,
@@ -28,7 +35,6 @@ class Reward:
     function: Callable[..., list[float]]  # completions + columns (keywords) -> one float each
     columns: tuple[str, ...]  # the data set columns it reads
     doc: str  # one line: what it scores
-    paper: bool = True  # one of the four rewards of the paper's recipe
 
     def __call__(
         self, completions: Sequence[object], budget: PixelBudget | None = None, **columns: Sequence[object]
@@ -61,14 +67,22 @@ class Reward:
         return results
 
 
-REWARDS: tuple[Reward, ...] = (
-    Reward(
-        "external_format",
-        "SatoriFormat",
-        format_reward,
+def _format_of(grammar: Grammar) -> Reward:
+    def score(completions: Sequence[object], **columns: object) -> list[float]:
+        return format_reward(completions, grammar=grammar)  # no column can change the grammar
+
+    return Reward(
+        grammar.format_reward,
+        grammar.format_class,
+        score,
         (),
-        "format: caption, [[boxes]], answer in order, nothing else",
-    ),
+        f"format ({grammar.name}): {grammar.shape()} in order, nothing else",
+    )
+
+
+_FORMATS = {name: _format_of(g) for name, g in GRAMMARS.items()}
+REWARDS: tuple[Reward, ...] = (
+    _FORMATS[SATORI.name],
     Reward(
         "external_bbox_acc",
         "SatoriBoxIoU",
@@ -90,23 +104,42 @@ REWARDS: tuple[Reward, ...] = (
         ("image_caption",),
         "½ smoothed BLEU-4 + ½ ROUGE-L F1 against image_caption",
     ),
+    *(r for name, r in _FORMATS.items() if name != SATORI.name),
     Reward(
         "external_vqa_norm_acc",
         "SatoriAnswerNormalized",
         partial(vqa_reward, normalized=True),
         ("possible_answers",),
         "like extern_vqa_acc after case/punctuation/articles",
-        paper=False,
     ),
 )
 BY_NAME = {r.name: r for r in REWARDS}
-REWARD_FUNCS = tuple(r.name for r in REWARDS if r.paper)  # the paper's `--reward_funcs`
+_unknown = {n for g in GRAMMARS.values() for n in g.reward_funcs} - set(BY_NAME)
+if _unknown:  # a typo in a grammar's declaration: fail at import, not mid-training
+    raise RuntimeError(f"a grammar names rewards the table lacks: {sorted(_unknown)}")
+
+
+def rewards_for(grammar: str | Grammar | None = None) -> tuple[str, ...]:
+    """The `--reward_funcs` that train a grammar (default `satori`: the paper's four)."""
+    return get_grammar(grammar).reward_funcs
+
+
+def grammars_using(name: str) -> list[str]:
+    """The grammars whose training uses reward `name` (empty: an optional reward)."""
+    return [g.name for g in GRAMMARS.values() if name in g.reward_funcs]
+
+
+REWARD_FUNCS = rewards_for(SATORI)  # the paper's `--reward_funcs`
 
 
 def score_all(
-    completions: Sequence[object], budget: PixelBudget | None = None, **columns: Sequence[object]
+    completions: Sequence[object],
+    budget: PixelBudget | None = None,
+    grammar: str | Grammar | None = None,
+    **columns: Sequence[object],
 ) -> dict[str, list[float]]:
-    """The paper's four rewards at once, keyed by their ms-swift names (`REWARD_FUNCS`).
+    """A grammar's rewards at once (default `satori`: the paper's four, `REWARD_FUNCS`), keyed
+    by their ms-swift names.
 
     >>> scores = score_all(
     ...     ["<caption>a red square</caption> <bbox>[[10,10,50,50]]</bbox> <answer>red</answer>"],
@@ -118,4 +151,4 @@ def score_all(
     """
     completions = list(completions)
     budget = budget or PixelBudget.from_env()
-    return {r.name: r(completions, budget=budget, **columns) for r in REWARDS if r.paper}
+    return {name: BY_NAME[name](completions, budget=budget, **columns) for name in rewards_for(grammar)}

@@ -3,8 +3,10 @@ that keeps box coordinates honest, and a Gradio demo that draws the boxes where 
 
 Module map:
 - `vllm_command` / `backends`: build and supervise the server child process.
-- `client`: pre-resize to the pixel budget, call the API, parse, map boxes back, draw.
+- `server`: check addresses, plan the server, run it (and the demo) until stopped.
+- `client`: pre-resize to the pixel budget, call the API (`satori_cli.http_client`), parse, map
+  boxes back, draw.
 - `ui`: the Gradio demo on top of `client`.
-- `fake_server`: a small OpenAI-compatible server that answers in SATORI format, for tests,
-  benchmarks and trying the demo with no model.
+- `fake_server`: `--backend fake`, a small OpenAI-compatible server with canned SATORI answers,
+  for trying the demo with no model (tests add their hooks in `tests/serve_helpers.py`).
 """

@@ -1,30 +1,28 @@
 """Start, watch and stop the model server child process.
 
 The server (vLLM, `swift deploy` or the fake) runs in its own process group so that Ctrl-C
-and shutdown reach its workers too. We keep the last lines of its log: when it dies before
+and shutdown reach its workers too, and it is told to stop when satori dies in any way
+(`kill -9`, a closed SSH session). We keep the last lines of its log: when it dies before
 it is healthy, the user sees why, and its exit code is passed through.
 """
 
 from __future__ import annotations
 
 import collections
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from satori_cli.cmdline import Command, find_program, spawn, stop_group
 from satori_cli.errors import SatoriError, install_hint
+from satori_cli.http_client import http_ok
 from satori_cli.pixels import PixelBudget
 from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
 
 BACKENDS = ("vllm", "transformers", "fake")
-TINY = "tiny"  # `--model tiny`: the tiny random model, built on first use
 
 
 class ServerDied(SatoriError):
@@ -39,26 +37,11 @@ class ServerDied(SatoriError):
         self.tail = tail
 
 
-def port_in_use(host: str, port: int) -> bool:
-    """True when something already listens on host:port (so a new server could not bind it)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 def root_url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
     return f"http://{shown}:{port}"
-
-
-def http_ok(url: str, timeout: float = 2.0) -> bool:
-    """GET url (no proxy) and say whether it answered 200."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=timeout) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
 
 
 def swift_command(
@@ -69,6 +52,7 @@ def swift_command(
     api_key: str | None = None,
     max_new_tokens: int = 512,
     swift_bin: str = "swift",
+    model_type: str | None = None,
 ) -> Command:
     """`swift deploy` over transformers: ms-swift's maintained OpenAI-compatible server, CPU-capable."""
     argv = [
@@ -77,9 +61,9 @@ def swift_command(
         "--model",
         model,
         "--model_type",
-        "qwen2_5_vl",
+        model_type or "qwen2_5_vl",  # from config.json when known (a hub id: SATORI's)
         "--template",
-        "qwen2_5_vl",
+        model_type or "qwen2_5_vl",
         "--infer_backend",
         "transformers",
         "--host",
@@ -138,7 +122,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = spawn(self.command)
+        self.proc = spawn(self.command, die_with_parent=True)
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
         return self

@@ -1,5 +1,8 @@
 """One SATORI round trip: image + question in, caption / boxes / answer out, boxes on the original.
 
+The client asks in an output grammar (`satori_cli.grammar.GRAMMARS`, default `satori`): its
+system prompt goes out, its parser reads the answer, and boxes are drawn when it has them.
+
 Qwen2.5-VL answers with boxes in the pixels of its *resized* input. We resize the image to the
 pixel budget ourselves and send that, so the server's own resize is the identity and cannot
 shift the boxes; we then map the boxes back to the original image with the same budget.
@@ -7,16 +10,17 @@ shift the boxes; we then map the boxes back to the original image with the same 
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from satori_cli import chat, http_client
+from satori_cli.chat import PreparedImage, prepare_image
 from satori_cli.decoding import Decoding
-from satori_cli.errors import SatoriError, require
-from satori_cli.grammar import Completion, parse
+from satori_cli.errors import SatoriError
+from satori_cli.grammar import Completion, Grammar, get_grammar, parse
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget, clamp_box
 from satori_cli.prompts import load_prompt
 from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
@@ -57,32 +61,6 @@ def load_image(source: str | Path | bytes) -> Image.Image:
 
 
 @dataclass(frozen=True)
-class PreparedImage:
-    """The original image and the resized copy the model sees."""
-
-    original: Image.Image
-    resized: Image.Image
-
-    @property
-    def data_url(self) -> str:
-        buf = io.BytesIO()
-        self.resized.save(buf, format="PNG")
-        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def prepare_image(image: Image.Image, budget: PixelBudget = PAPER_BUDGET) -> PreparedImage:
-    """Resize to the budget exactly as Qwen's processor would (BICUBIC, smart_resize size)."""
-    from PIL import Image
-
-    try:
-        size = budget.resized_wh(image.width, image.height)
-    except ValueError as exc:
-        raise SatoriError(f"cannot use this image: {exc}") from exc
-    resized = image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
-    return PreparedImage(original=image, resized=resized)
-
-
-@dataclass(frozen=True)
 class Prediction:
     """A parsed answer, with boxes in original-image pixels (clamped, whole pixels)."""
 
@@ -98,6 +76,24 @@ class Prediction:
     def labels(self) -> list[str]:
         return [f"box {i + 1}" for i in range(len(self.boxes))]
 
+    @property
+    def problem(self) -> str | None:
+        """Why the answer is not usable SATORI output (format, or boxes that cannot be read), else None.
+
+        The grammar's `well_formed` is about the tags; a `[[nan, ...]]` or 10,000-box list has the
+        right tags but no usable box, and a user must hear about it.
+        """
+        c = self.completion
+        if c.reason:
+            return c.reason
+        if c.box_error and get_grammar(c.grammar).has_boxes:  # no <bbox> is right in r1
+            return f"boxes unreadable: {c.box_error}"
+        return None
+
+    @property
+    def well_formed(self) -> bool:
+        return self.problem is None
+
     def to_json(self) -> dict[str, Any]:
         c = self.completion
         return {
@@ -105,18 +101,27 @@ class Prediction:
             "answer": c.answer,
             "boxes": [list(b) for b in self.boxes],
             "boxes_model": [list(b) for b in (c.boxes or ())],
+            "thinking": c.thinking,
+            "grammar": c.grammar,
             "image_size": [self.width, self.height],
-            "well_formed": c.well_formed,
-            "problem": c.reason,
+            "well_formed": self.well_formed,
+            "problem": self.problem,
             "raw": c.raw,
         }
 
 
-def interpret(text: str, prepared: PreparedImage, budget: PixelBudget = PAPER_BUDGET) -> Prediction:
-    """Parse a completion and map its boxes from the resized input onto the original image."""
-    completion = parse(text)
+def interpret(
+    text: str,
+    prepared: PreparedImage,
+    budget: PixelBudget = PAPER_BUDGET,
+    grammar: str | Grammar | None = None,
+) -> Prediction:
+    """Parse a completion in its grammar and map its boxes from the resized input onto the
+    original image (none for a grammar without boxes)."""
+    g = get_grammar(grammar)
+    completion = parse(http_client.printable(text), grammar=g)
     w, h = prepared.original.size
-    mapped = budget.to_original(completion.boxes or (), w, h)
+    mapped = budget.to_original((completion.boxes or ()) if g.has_boxes else (), w, h)
     boxes = tuple(clamp_box(b, w, h) for b in mapped)
     return Prediction(completion=completion, width=w, height=h, boxes=boxes)
 
@@ -140,7 +145,12 @@ def draw_boxes(image: Image.Image, prediction: Prediction) -> Image.Image:
 
 
 class SatoriClient:
-    """An OpenAI-compatible chat client that speaks SATORI (system prompt, one image, a question)."""
+    """An OpenAI-compatible chat client that speaks SATORI (system prompt, one image, a question).
+
+    Plain HTTP through `satori_cli.http_client` (one proxy, timeout and error policy for every
+    server satori talks to); every answer is checked before it is used, so a server that
+    answers HTML, a stream, or JSON without `choices` ends in one line, not a traceback.
+    """
 
     def __init__(
         self,
@@ -149,107 +159,66 @@ class SatoriClient:
         model: str = SERVED_MODEL_NAME,
         budget: PixelBudget = PAPER_BUDGET,
         timeout: float = 120.0,
+        grammar: str | Grammar | None = None,
     ) -> None:
-        openai = require("openai", "serve", "Talking to the SATORI server")
+        self.grammar = get_grammar(grammar)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.budget = budget
-        # A local server needs no key, but the client library insists on one.
-        self._client = openai.OpenAI(
-            base_url=self.base_url, api_key=api_key or "no-key", timeout=timeout, max_retries=0
-        )
+        self.timeout = timeout
+        self._http = http_client.client(self.base_url, api_key=api_key, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
 
     def models(self) -> list[str]:
         """The model names the server offers (a cheap liveness and API-key check)."""
-        try:
-            return [m.id for m in self._client.models.list().data]
-        except Exception as exc:
-            raise explain(exc, self.base_url) from exc
+        body = http_client.request_json(
+            "GET", self.base_url + "/models", http=self._http, timeout=self.timeout
+        )
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise SatoriError(f"the server at {self.base_url} did not list its models", exit_code=1)
+        return [http_client.one_line(m["id"], 80) for m in data if isinstance(m, dict) and "id" in m]
 
-    def messages(self, prepared: PreparedImage, question: str) -> list[dict[str, Any]]:
-        return [
-            {"role": "system", "content": load_prompt("system")},
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image_url", "image_url": {"url": prepared.data_url}},
-                    {"type": "text", "text": question},
-                ],
-            },
-        ]
-
-    def _request(self, prepared: PreparedImage, question: str, temperature: float, max_tokens: int, stream):
+    def payload(
+        self, prepared: PreparedImage, question: str, temperature: float, max_tokens: int, stream: bool
+    ) -> dict[str, Any]:
+        """The chat request body (`satori_cli/chat.py`, the one `satori eval --backend api` sends)."""
         if not question.strip():
             raise SatoriError("ask a question about the image")
-        # Every decoding field explicit (as in `satori eval`): none comes from the checkpoint.
-        standard, extra = Decoding(temperature=temperature, max_new_tokens=max_tokens).openai_fields()
-        try:
-            return self._client.chat.completions.create(
-                model=self.model,
-                messages=self.messages(prepared, question),
-                stream=stream,
-                **standard,
-                # vLLM reads mm_processor_kwargs; our pre-resize already makes its resize the identity.
-                extra_body={**extra, "mm_processor_kwargs": self.budget.processor_kwargs()},
-            )
-        except Exception as exc:
-            raise explain(exc, self.base_url) from exc
+        decoding = Decoding(temperature=temperature, max_new_tokens=max_tokens)
+        system = load_prompt("system", grammar=self.grammar)
+        return chat.request(self.model, system, [prepared, question], decoding, self.budget, stream)
+
+    @property
+    def chat_url(self) -> str:
+        return self.base_url + "/chat/completions"
 
     def stream(
         self, prepared: PreparedImage, question: str, temperature: float = 0.0, max_tokens: int = 512
     ) -> Iterator[str]:
-        """Yield the completion text so far, growing as tokens arrive."""
+        """Yield the completion text so far (control characters removed), growing as tokens arrive."""
+        body = self.payload(prepared, question, temperature, max_tokens, stream=True)
         text = ""
-        chunks = self._request(prepared, question, temperature, max_tokens, stream=True)
-        try:
-            for chunk in chunks:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    text += chunk.choices[0].delta.content
+        with http_client.open_events(self.chat_url, body, http=self._http, timeout=self.timeout) as events:
+            for event in events:
+                piece = http_client.printable(http_client.delta_text(event))
+                if piece:
+                    text += piece
                     yield text
-        except Exception as exc:
-            raise explain(exc, self.base_url) from exc
 
     def complete(
         self, prepared: PreparedImage, question: str, temperature: float = 0.0, max_tokens: int = 512
     ) -> str:
-        response = self._request(prepared, question, temperature, max_tokens, stream=False)
-        return response.choices[0].message.content or ""
+        """The whole completion text, control characters removed."""
+        body = self.payload(prepared, question, temperature, max_tokens, stream=False)
+        answer = http_client.request_json("POST", self.chat_url, body, http=self._http, timeout=self.timeout)
+        return http_client.printable(http_client.chat_text(answer, self.chat_url))
 
     def predict(
         self, image: Image.Image, question: str, temperature: float = 0.0, max_tokens: int = 512
     ) -> tuple[PreparedImage, Prediction]:
         prepared = prepare_image(image, self.budget)
         text = self.complete(prepared, question, temperature, max_tokens)
-        return prepared, interpret(text, prepared, self.budget)
-
-
-def explain(exc: Exception, base_url: str) -> SatoriError:
-    """Turn a client-library exception into one line a user can act on."""
-    if isinstance(exc, SatoriError):
-        return exc
-    import openai
-
-    if isinstance(exc, openai.APITimeoutError):
-        return SatoriError(f"the server at {base_url} did not answer in time", exit_code=1)
-    if isinstance(exc, openai.APIConnectionError):
-        return SatoriError(
-            f"cannot reach the SATORI server at {base_url}",
-            exit_code=1,
-            hint="start one with `satori serve`, or pass --base-url",
-        )
-    if isinstance(exc, openai.AuthenticationError) or "api key" in str(exc).lower():
-        return SatoriError("the server refused the API key", exit_code=1, hint="pass the server's --api-key")
-    if isinstance(exc, openai.APIStatusError):
-        return SatoriError(f"the server answered {exc.status_code}: {_message(exc)}", exit_code=1)
-    return SatoriError(f"request failed: {type(exc).__name__}: {exc}", exit_code=1)
-
-
-def _message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        for key in ("message", "detail", "error"):
-            if isinstance(body.get(key), str):
-                return body[key]
-            if isinstance(body.get(key), dict) and isinstance(body[key].get("message"), str):
-                return body[key]["message"]
-    return str(getattr(exc, "message", exc))
+        return prepared, interpret(text, prepared, self.budget, self.grammar)

@@ -1,14 +1,16 @@
-"""A small OpenAI-compatible server that answers in SATORI format, for tests, benchmarks and demos.
+"""`satori serve --backend fake`: an OpenAI-compatible server with canned SATORI answers, no model.
 
-It behaves like vLLM where it matters to the client: `/health` (open even with an API key),
-`/v1/models`, `/v1/chat/completions` with and without streaming (SSE), Bearer API keys on
-`/v1/*`, and the Qwen2.5-VL coordinate convention. It resizes the received image with the
-pixel budget (the identity when the client pre-resized it, as ours does) and answers with
-the box of the reddest region *in those resized pixels*, so a client that maps boxes back
-wrongly draws them in the wrong place and the tests see it.
+For trying the demo and the client on any machine. It answers in the output grammar whose
+system prompt a request carries (`satori` otherwise), so the demo and `predict` in any
+`--grammar` get answers they can read. It behaves like vLLM where it matters to a
+client: `/health` (open even with an API key), `/v1/models`, `/v1/chat/completions` with and
+without streaming (SSE), Bearer API keys on `/v1/*`, 400 with a message for a bad request,
+and the Qwen2.5-VL coordinate convention: it resizes the image with the pixel budget (the
+identity when the client pre-resized it, as ours does) and answers with the box of the
+reddest region *in those resized pixels*, so a client that maps boxes back wrongly draws them
+in the wrong place.
 
-Run it alone with `python -m satori_cli.serve.fake_server --port 8000` or
-`satori serve --backend fake`.
+Run it alone with `python -m satori_cli.serve.fake_server --port 8000`.
 """
 
 # No `from __future__ import annotations`: FastAPI must resolve the handlers' `Request` at runtime.
@@ -20,16 +22,51 @@ import io
 import json
 import os
 import secrets
-import socket
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-from satori_cli.grammar import format_completion
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from satori_cli.grammar import GRAMMARS, Grammar, format_completion, get_grammar
 from satori_cli.pixels import PixelBudget
+from satori_cli.serve.client import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
 from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
+
+MAX_REQUEST_BYTES = 2 * MAX_UPLOAD_BYTES  # one base64 image (4/3 of its bytes) and the text
+MAX_TOKENS_LIMIT = 32768
+
+
+class ImageURL(BaseModel):
+    url: str
+
+
+class Part(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[Part] | None = None
+
+
+class ChatRequest(BaseModel):
+    """The fields of an OpenAI chat request this server reads; others are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
+    temperature: float | None = Field(None, ge=0, le=2)
+
+
+class BadRequest(Exception):
+    """A request this server refuses with 400 and the message."""
 
 
 def find_box(image: Any) -> tuple[list[int], str]:
@@ -45,70 +82,103 @@ def find_box(image: Any) -> tuple[list[int], str]:
     return [0, 0, image.width, image.height], "blank"
 
 
-def answer_for(image: Any, budget: PixelBudget) -> tuple[str, tuple[int, int]]:
-    """The SATORI completion for an image, with its box in the budget-resized pixels."""
+def answer_for(
+    image: Any, budget: PixelBudget, grammar: str | Grammar | None = None
+) -> tuple[str, tuple[int, int]]:
+    """The completion for an image in a grammar, with its box in the budget-resized pixels."""
     from PIL import Image
 
-    size = budget.resized_wh(image.width, image.height)
+    try:
+        size = budget.resized_wh(image.width, image.height)
+    except ValueError as exc:  # e.g. an aspect ratio over 200
+        raise BadRequest(f"cannot use this image: {exc}") from None
     seen = image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
     box, what = find_box(seen)
     caption = f"a {seen.width}x{seen.height} picture with a {what} region"
-    return format_completion(caption, [box], what), seen.size
+    thinking = f"the region at {box} is {what}"
+    return format_completion(caption, [box], what, grammar, thinking=thinking), seen.size
 
 
-class BadRequest(Exception):
-    pass
+def grammar_asked(body: dict[str, Any]) -> Grammar:
+    """The grammar whose system prompt a request (as sent) carries; satori when none matches."""
+    from satori_cli.prompts import load_prompt
 
-
-def _has_image(messages: list[dict[str, Any]]) -> bool:
-    return any(
-        isinstance(part, dict) and part.get("type") == "image_url"
-        for message in messages
-        if isinstance(message.get("content"), list)
-        for part in message["content"]
+    messages = body.get("messages") if isinstance(body, dict) else None
+    system = next(
+        (m.get("content") for m in messages or () if isinstance(m, dict) and m.get("role") == "system"), None
     )
+    if isinstance(system, list):
+        system = " ".join(str(p.get("text") or "") for p in system if isinstance(p, dict))
+    if isinstance(system, str):
+        for grammar in GRAMMARS.values():
+            if system.strip() == load_prompt("system", grammar=grammar):
+                return grammar
+    return get_grammar(None)
 
 
-def _decode_image(messages: list[dict[str, Any]]) -> Any:
+def decode_image(request: ChatRequest) -> Any:
+    """The first image of the chat (a base64 data URL), checked like an upload; None if there is none."""
     from PIL import Image
 
-    for message in messages:
-        content = message.get("content")
-        if not isinstance(content, list):
-            continue
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "image_url":
-                url = (part.get("image_url") or {}).get("url", "")
-                if not url.startswith("data:") or ";base64," not in url:
-                    raise BadRequest("only base64 data URLs are supported")
-                try:
-                    data = base64.b64decode(url.split(";base64,", 1)[1], validate=True)
-                    return Image.open(io.BytesIO(data)).convert("RGB")
-                except (binascii.Error, OSError) as exc:
-                    raise BadRequest(f"cannot decode the image: {exc}") from exc
-    raise BadRequest("the request has no image")
+    for message in request.messages:
+        for part in message.content if isinstance(message.content, list) else ():
+            if part.type != "image_url":
+                continue
+            url = part.image_url.url if part.image_url else ""
+            if not url.startswith("data:") or ";base64," not in url:
+                raise BadRequest("only base64 data URLs are supported")
+            encoded = url.split(";base64,", 1)[1]
+            if len(encoded) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
+                raise BadRequest(f"the image is larger than {MAX_UPLOAD_BYTES >> 20} MB")
+            try:
+                with Image.open(io.BytesIO(base64.b64decode(encoded, validate=True))) as img:
+                    if img.width * img.height > MAX_IMAGE_PIXELS:
+                        raise BadRequest(f"the image has more than {MAX_IMAGE_PIXELS:,} pixels")
+                    return img.convert("RGB")
+            except Image.DecompressionBombError:
+                raise BadRequest(f"the image has more than {MAX_IMAGE_PIXELS:,} pixels") from None
+            except (binascii.Error, OSError, ValueError) as exc:
+                raise BadRequest(f"cannot decode the image: {exc}") from None
+    return None
 
 
-def make_app(
-    budget: PixelBudget | None = None,
-    api_key: str | None = None,
-    delay: float = 0.0,
-    answer: Callable[[dict[str, Any]], str] | None = None,
-):
-    """The FastAPI app. `delay` seconds pass before the answer (or its first chunk): a slow model.
+class CannedModel:
+    """What the fake backend answers: a box around the image's red (else dark) region."""
 
-    `answer(request_body) -> completion text` replaces the default answer (a box around the
-    image's red or dark region), for tests that need a particular reply, and then text-only
-    chats are accepted too (as an LLM judge receives them); every request body is kept in
-    `app.state.requests`.
-    """
+    image_required = True
+
+    def __init__(self, budget: PixelBudget | None = None) -> None:
+        self.budget = budget or PixelBudget.from_env()
+
+    def reply(self, body: dict[str, Any], image: Any) -> str:
+        """The completion for a validated request (`body` as sent) and its decoded image, in the
+        grammar the request asks for."""
+        return answer_for(image, self.budget, grammar_asked(body))[0]
+
+
+def _validation_message(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "json_invalid":
+        return f"the body is not valid JSON: {error['msg']}"
+    return f"{where or 'the body'}: {error['msg']}"
+
+
+def _as_sent(raw: bytes) -> dict[str, Any]:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits
+        raise BadRequest(f"the body cannot be read: {str(exc)[:100]}") from None
+
+
+def make_app(model: CannedModel | None = None, api_key: str | None = None):
+    """The FastAPI app serving `model` (the canned answers by default)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from starlette.requests import ClientDisconnect
 
-    budget = budget or PixelBudget.from_env()
+    model = model or CannedModel()
     app = FastAPI(title="satori fake server")
-    app.state.last_request = None
-    app.state.requests = []
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, status)
@@ -117,7 +187,7 @@ def make_app(
     async def check_key(request: Request, call_next):
         if api_key and request.url.path.startswith("/v1"):
             got = request.headers.get("authorization", "")
-            if not (got.startswith("Bearer ") and secrets.compare_digest(got[7:], api_key)):
+            if not (got.startswith("Bearer ") and secrets.compare_digest(got[7:].encode(), api_key.encode())):
                 return error(401, "invalid API key")
         return await call_next(request)
 
@@ -134,137 +204,61 @@ def make_app(
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        body = await request.json()
-        if body.get("model") != SERVED_MODEL_NAME:
-            return error(404, f"model {body.get('model')!r} does not exist")
-        messages = body.get("messages") or []
-        text_only = answer is not None and not _has_image(messages)
-        try:  # an `answer` hook may take text-only chats (an LLM judge's prompts)
-            image = None if text_only else _decode_image(messages)
+        raw = bytearray()
+        try:
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > MAX_REQUEST_BYTES:
+                    return error(413, f"the request is larger than {MAX_REQUEST_BYTES >> 20} MB")
+        except ClientDisconnect:  # the client gave up (its timeout): nobody to answer
+            return Response(status_code=499)
+        try:
+            parsed = ChatRequest.model_validate_json(bytes(raw))
+        except ValidationError as exc:
+            return error(400, _validation_message(exc))
+        if parsed.model != SERVED_MODEL_NAME:
+            return error(404, f"model {parsed.model!r} does not exist")
+        try:
+            image = await asyncio.to_thread(decode_image, parsed)
+            if image is None and model.image_required:
+                raise BadRequest("the request has no image")
+            text = await asyncio.to_thread(model.reply, _as_sent(raw), image)
         except BadRequest as exc:
             return error(400, str(exc))
-        app.state.requests.append(body)
-        text, seen = answer_for(image, budget) if image is not None else ("", None)
-        if answer is not None:
-            text = answer(body)
-        app.state.last_request = {
-            "received_size": list(image.size) if image is not None else None,
-            "model_input_size": list(seen) if seen is not None else None,
-            "mm_processor_kwargs": body.get("mm_processor_kwargs"),
-            "temperature": body.get("temperature"),
-            "max_tokens": body.get("max_tokens"),
-        }
-        text = text[: max(1, 8 * int(body.get("max_tokens") or 512))]
+        text = text[: max(1, 8 * (parsed.max_tokens or 512))]
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        if not body.get("stream"):
-            if delay:
-                await asyncio.sleep(delay)
+        if not parsed.stream:
             return {
                 "id": rid,
                 "object": "chat.completion",
                 "created": created,
                 "model": SERVED_MODEL_NAME,
                 "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
-                    }
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
                 ],
                 "usage": {"prompt_tokens": 1, "completion_tokens": len(text), "total_tokens": len(text) + 1},
             }
-        pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
 
-        async def events():
-            if delay:  # a slow model: nothing arrives until the first token
-                await asyncio.sleep(delay)
-            for i, piece in enumerate(pieces):
-                delta = {"content": piece} if i else {"role": "assistant", "content": piece}
-                chunk = {
-                    "id": rid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": SERVED_MODEL_NAME,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
-                }
-                yield f"data: {json.dumps(chunk)}\n\n"
-                await asyncio.sleep(0.005)
-            end = {
+        def chunk(delta: dict[str, str], finish: str | None = None) -> str:
+            event = {
                 "id": rid,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": SERVED_MODEL_NAME,
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             }
-            yield f"data: {json.dumps(end)}\n\n"
+            return f"data: {json.dumps(event)}\n\n"
+
+        async def events():
+            for i in range(0, len(text), 8):  # a few characters at a time, like tokens
+                yield chunk({"content": text[i : i + 8]} if i else {"role": "assistant", "content": text[:8]})
+                await asyncio.sleep(0.005)
+            yield chunk({}, "stop")
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    @app.get("/fake/last")
-    async def last() -> dict[str, Any]:
-        return app.state.last_request or {}
-
     return app
-
-
-class FakeServer:
-    """The fake server in a background thread on a free loopback port (a context manager)."""
-
-    def __init__(
-        self,
-        api_key: str | None = None,
-        delay: float = 0.0,
-        budget: PixelBudget | None = None,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        answer: Callable[[dict[str, Any]], str] | None = None,
-    ) -> None:
-        import uvicorn
-
-        self.app = make_app(budget, api_key, delay, answer)
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, port))
-        self.host, self.port = self._sock.getsockname()[:2]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    @property
-    def requests(self) -> list[dict[str, Any]]:
-        """Every chat request body received so far."""
-        return self.app.state.requests
-
-    @property
-    def root(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return self.root + "/v1"
-
-    def start(self) -> "FakeServer":
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the fake server did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
-
-    def __enter__(self) -> "FakeServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -273,9 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--delay", type=float, default=float(os.environ.get("SATORI_FAKE_DELAY", "0")))
     args = parser.parse_args(argv)
-    app = make_app(PixelBudget.from_env(), os.environ.get("SATORI_FAKE_API_KEY") or None, args.delay)
+    app = make_app(CannedModel(PixelBudget.from_env()), os.environ.get("SATORI_FAKE_API_KEY") or None)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

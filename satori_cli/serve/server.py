@@ -1,19 +1,29 @@
-"""Decide which server to start (backend, model, command) and bring it up behind a spinner."""
+"""Decide which server to start (backend, model, command), bring it up, and keep it until stopped.
+
+Addresses are checked before anything starts (a bad --host or --port is one line, not a
+traceback minutes later); `--port 0` picks a free port. Ctrl-C, SIGTERM and SIGHUP (a closed
+terminal or SSH session) stop the server and the demo the same way.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from satori_cli import models
 from satori_cli.cmdline import Command, find_program
-from satori_cli.config import DEFAULT_MODEL, paths
+from satori_cli.config import paths
 from satori_cli.errors import SatoriError
+from satori_cli.models import Model
 from satori_cli.pixels import PixelBudget
 from satori_cli.serve.backends import (
-    TINY,
+    ServerDied,
     ServerProcess,
     fake_command,
-    port_in_use,
     resolve_program,
     root_url,
     swift_command,
@@ -33,6 +43,7 @@ class ServerPlan:
     host: str
     port: int
     api_key: str | None = None
+    log_file: Path | None = None  # default: $SATORI_HOME/logs/serve-<backend>-<port>.log
 
     @property
     def root(self) -> str:
@@ -56,7 +67,7 @@ class ServerPlan:
 
     @property
     def log_path(self) -> Path:
-        return paths().home / "logs" / f"serve-{self.backend}-{self.port}.log"
+        return self.log_file or paths().home / "logs" / f"serve-{self.backend}-{self.port}.log"
 
 
 def pick_backend(backend: str, vllm_bin: str) -> str:
@@ -69,63 +80,54 @@ def pick_backend(backend: str, vllm_bin: str) -> str:
     return "vllm"
 
 
-def resolve_model(model: str | None, build: bool) -> str:
-    """`tiny` -> the tiny model folder (built if `build`); None -> SATORI; else as given."""
-    if model is None:
-        return DEFAULT_MODEL
-    if model == TINY:
-        if not build:
-            return str(paths().tiny_model)
-        from satori_cli.tiny_model import ensure_tiny_model
+def served_model(model: str | None, backend: str, resolve: bool) -> Model:
+    """The model to serve (a run folder: its last checkpoint, with the run's budget).
 
-        return str(ensure_tiny_model())
-    local = Path(model).expanduser()
-    if local.exists():
-        if not (local / "config.json").is_file():
-            raise SatoriError(f"{local} is not a model folder (no config.json)")
-        return str(local.resolve())
-    if model.count("/") != 1 or model.startswith(("/", ".", "~")):
-        raise SatoriError(f"model not found: {model}", hint="give a checkpoint folder, a hub id, or `tiny`")
-    return model
+    A dry run (`resolve=False`) builds nothing; a hub id is checked later (`plan_server`). The
+    fake backend serves no model, but a run named with it still sets the budget of the canned
+    answers and the demo.
+    """
+    return models.resolve(model, build=resolve and backend != "fake")
 
 
 def plan_server(
     *,
     backend: str,
-    model: str | None,
+    model: Model | None,
     host: str,
     port: int,
     gpus: int,
     api_key: str | None,
     vllm_bin: str,
-    max_model_len: int,
+    max_model_len: int | None,
     budget: PixelBudget,
     resolve: bool,
 ) -> ServerPlan:
-    """Everything about the server to start, checked. `resolve=False` (dry run) touches nothing."""
+    """Everything about the server to start, checked. `resolve=False` (dry run) touches nothing.
+
+    `model` comes from `served_model`; `host` and `port` are checked by the caller (`check_ports`).
+    """
     backend = pick_backend(backend, vllm_bin)
-    if backend == "fake":
+    if backend == "fake" or model is None:
         command = fake_command(host, port, budget, api_key)
-        chosen = "(none: canned answers)"
-    else:
-        chosen = resolve_model(model, build=resolve)
-        if backend == "transformers":
-            if gpus > 1:
-                raise SatoriError(
-                    "--gpus > 1 needs --backend vllm", hint="the transformers backend uses one device"
-                )
-            command = swift_command(chosen, host, port, budget, api_key)
-        else:
-            settings = VllmSettings(
-                model=chosen, host=host, port=port, gpus=gpus, max_model_len=max_model_len, budget=budget
+        return ServerPlan(backend, "(none: canned answers)", command, host, port, api_key)
+    if backend == "transformers":
+        if gpus > 1:
+            raise SatoriError(
+                "--gpus > 1 needs --backend vllm", hint="the transformers backend uses one device"
             )
-            command = vllm_command(settings, vllm_bin, api_key)
+        command = swift_command(model.path, host, port, budget, api_key, model_type=model.model_type)
+    else:
+        settings = VllmSettings(
+            model=model.path, host=host, port=port, gpus=gpus, max_model_len=max_model_len, budget=budget
+        )
+        command = vllm_command(settings, vllm_bin, api_key)
     if resolve:
         command = resolve_program(command, backend)
-        probe = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        if port_in_use(probe, port):
-            raise SatoriError(f"port {port} on {host} is already in use", hint="choose another --port")
-    return ServerPlan(backend=backend, model=chosen, command=command, host=host, port=port, api_key=api_key)
+        models.check_reachable(model)  # a hub model the server downloads: cached, or not offline
+    return ServerPlan(
+        backend=backend, model=model.path, command=command, host=host, port=port, api_key=api_key
+    )
 
 
 def start_server(plan: ServerPlan, timeout: float) -> ServerProcess:
@@ -144,3 +146,142 @@ def start_server(plan: ServerPlan, timeout: float) -> ServerProcess:
         server.stop()
         raise
     return server
+
+
+def check_port_number(port: int, flag: str) -> None:
+    if not 0 <= port <= 65535:
+        raise SatoriError(f"{flag} {port} is not a port number (1-65535, or 0 for a free one)")
+
+
+def _address(host: str, port: int) -> tuple[socket.AddressFamily, tuple]:
+    """What `host` resolves to for a server socket, or a one-line error."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise SatoriError(
+            f"--host {host!r} is not an address this machine can listen on ({reason})",
+            hint="e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces)",
+        ) from None
+    family, _, _, _, address = infos[0]
+    return family, address
+
+
+def check_ports(host: str, ports: list[tuple[int, str]], probe: bool = True) -> list[int]:
+    """Check that `host` can listen on each (port, flag); port 0 becomes a free port.
+
+    Each port is bound for a moment (all at once, so two `0`s get two different ports): what
+    the server would meet (in use, privileged, not an address of this machine) is reported now
+    as one line. `probe=False` (a dry run) checks only the numbers and the host name.
+    """
+    for port, flag in ports:
+        check_port_number(port, flag)
+    if not probe:
+        _address(host, 0)
+        return [port for port, _ in ports]
+    chosen: list[int] = []
+    with contextlib.ExitStack() as held:
+        for port, flag in ports:
+            family, address = _address(host, port)
+            sock = held.enter_context(socket.socket(family, socket.SOCK_STREAM))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise _bind_error(exc, host, port, flag) from None
+            chosen.append(sock.getsockname()[1])
+    return chosen
+
+
+def _bind_error(exc: OSError, host: str, port: int, flag: str) -> SatoriError:
+    if exc.errno == errno.EADDRINUSE:
+        return SatoriError(
+            f"port {port} on {host} is already in use",
+            hint=f"choose another {flag}, or {flag} 0 for a free one",
+        )
+    if exc.errno == errno.EACCES:
+        return SatoriError(
+            f"{flag} {port} needs administrator rights (ports below 1024)", hint=f"use {flag} 8000"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return SatoriError(
+            f"--host {host} is not an address of this machine",
+            hint="use 127.0.0.1, 0.0.0.0 or a local address",
+        )
+    return SatoriError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def run_demo(
+    base_url: str,
+    api_key: str | None,
+    budget: PixelBudget,
+    host: str,
+    port: int,
+    server=None,
+    grammar: str | None = None,
+) -> None:
+    """The demo (asking in `grammar`) against `base_url` until Ctrl-C, or until `server` (when given) dies."""
+    import time
+
+    from satori_cli.serve.ui import build_demo, launch_demo
+    from satori_cli.ui import console
+
+    demo = launch_demo(build_demo(base_url, api_key, budget, grammar=grammar), host, port, block=False)
+    how = " (log in with any user name and the API key as password)" if api_key else ""
+    console().print(f"[green]demo:[/] {root_url(host, port)}{how}  (Ctrl-C to stop)")
+    try:
+        while server is None or server.alive:
+            time.sleep(0.5)
+        raise server.died()
+    finally:
+        demo.close()
+
+
+def run_server(
+    plan: ServerPlan, timeout: float, ui_port: int | None, budget: PixelBudget, grammar: str | None = None
+) -> None:
+    """Start the planned server, print where it answers, and keep it (and the demo) until stopped."""
+    from satori_cli.ui import console
+
+    def ready(server: ServerProcess) -> None:
+        console().print(
+            f"[green]SATORI API ready:[/] {plan.base_url} (model `satori`, backend {plan.backend})"
+        )
+        if ui_port is not None:
+            run_demo(plan.base_url, plan.api_key, budget, plan.host, ui_port, server=server, grammar=grammar)
+
+    hold_server(plan, timeout, ready)
+
+
+def hold_server(plan: ServerPlan, timeout: float, on_ready: Callable[[ServerProcess], None]) -> None:
+    """Start the planned server, call `on_ready(server)`, then keep it until it exits or Ctrl-C.
+
+    The one lifecycle of every server satori starts in the foreground (`satori serve`, `satori
+    rollout`): a death before or after it is healthy shows its last lines and passes its exit
+    code on; Ctrl-C (and SIGTERM/SIGHUP, see `satori_cli.signals`) stops its whole process group.
+    """
+    try:
+        server = start_server(plan, timeout)
+    except ServerDied as exc:
+        print_tail(exc)
+        raise
+    try:
+        on_ready(server)
+        code = server.wait()
+        if code != 0:
+            raise server.died()
+    except ServerDied as exc:
+        print_tail(exc)
+        raise
+    finally:
+        server.stop()
+
+
+def print_tail(exc: ServerDied) -> None:
+    """The last lines the dead server wrote: usually the reason it died."""
+    from rich.markup import escape
+
+    from satori_cli.ui import err_console
+
+    for line in exc.tail[-15:]:
+        err_console().print(f"[dim]| {escape(line)}[/]", soft_wrap=True)

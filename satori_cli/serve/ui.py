@@ -4,17 +4,24 @@ All model work goes through `SatoriClient` against an OpenAI-compatible server, 
 runs unchanged against vLLM on a GPU box, `swift deploy` on a laptop, or the fake server.
 Element ids (`inp`, `q`, `ask`, `out`, `parsed`, `raw`, `status`) are a stable contract for
 the browser tests.
+
+With an API key the demo asks for it (any user name, the key as password): otherwise it would
+be an open door to a server that the key protects. Gradio's usage analytics are off unless
+GRADIO_ANALYTICS_ENABLED says otherwise.
 """
 
 from __future__ import annotations
 
 import html
 import os
-from collections.abc import Iterator
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from satori_cli.errors import SatoriError, require
+from satori_cli.grammar import Grammar, get_grammar
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget
 from satori_cli.serve.client import (
     BOX_COLORS,
@@ -35,23 +42,44 @@ CSS = "#raw textarea { font-family: monospace; }"
 
 
 def parsed_markdown(prediction: Prediction) -> str:
-    """Caption, answer and boxes as Markdown. Escaped: raw `<caption>` would vanish as HTML."""
+    """The parts of the answer's grammar (caption, thinking, answer, boxes) as Markdown.
+    Escaped: raw `<caption>` would vanish as HTML."""
     c = prediction.completion
+    g = get_grammar(c.grammar)
 
     def field(value: str | None) -> str:
         return html.escape(value) if value else "_(missing)_"
 
-    lines = [f"**Caption:** {field(c.caption)}", "", f"**Answer:** {field(c.answer)}", ""]
+    lines = [f"**Caption:** {field(c.caption)}", ""] if g.has_caption else []
+    if g.thinking_tag:
+        lines += [f"**Thinking:** {field(c.thinking)}", ""]
+    lines += [f"**Answer:** {field(c.answer)}", ""]
     if prediction.boxes:
         boxes = ", ".join(
             f"{label} {list(b)}" for label, b in zip(prediction.labels(), prediction.boxes, strict=True)
         )
         lines.append(f"**Boxes** (original-image pixels): {boxes}")
-    else:
+    elif g.has_boxes:
         lines.append(f"**Boxes:** none ({html.escape(c.box_error or 'empty list')})")
-    if not c.well_formed:
-        lines += ["", f"_Not in SATORI format: {html.escape(c.reason or '')}_"]
-    return "\n".join(lines)
+    if prediction.problem:
+        lines += ["", f"_Not in {g.title} format: {html.escape(prediction.problem)}_"]
+    return "\n".join(lines).strip()
+
+
+def intro(grammar: Grammar) -> str:
+    """What the model does, in the demo's grammar."""
+    steps = {
+        "caption": "describes the image",
+        "bbox": "picks the regions that matter",
+        "thinking": "thinks it through",
+        "think": "thinks it through",
+        "answer": "answers",
+    }
+    said = [steps[t] for t in grammar.tags]
+    text = f"# SATORI\nThe model ({grammar.name}) {', then '.join(said)}."
+    if grammar.has_boxes:
+        text += " Boxes are mapped from the model's resized input back onto your image."
+    return text
 
 
 def annotations(prediction: Prediction) -> list[tuple[tuple[int, int, int, int], str]]:
@@ -75,8 +103,11 @@ def server_status(client: SatoriClient) -> str:
     return f"Connected to `{client.base_url}`; models: {', '.join(models) or '(none)'}"
 
 
-def make_handler(client: SatoriClient, budget: PixelBudget):
-    """The streaming `ask` handler: yields (annotated image, parsed panel, raw text)."""
+def make_handler(client: SatoriClient, budget: PixelBudget, save_image: Callable[[Any], str]):
+    """The streaming `ask` handler: yields (annotated image, parsed panel, raw text).
+
+    `save_image` writes the picture shown with the answer to a file of its own (ResultFiles).
+    """
 
     def ask(image_path: str | None, question: str, temperature: float, max_tokens: float) -> Iterator[Any]:
         if not image_path:
@@ -88,21 +119,20 @@ def make_handler(client: SatoriClient, budget: PixelBudget):
         except SatoriError as exc:
             yield None, error_markdown(str(exc)), ""
             return
-        import gradio as gr
-
         text = ""
+        picture = save_image(image)
         try:
-            # The image goes out once; later chunks leave it alone (gr.skip). Re-sending it each
-            # chunk made Gradio rewrite the same cached file while a browser was still reading it.
-            shown = (image, [])
+            # The picture comes with the boxes, once, at the end. Not gr.skip() meanwhile: Gradio
+            # answers a skip by rebuilding the component from its constructor, which would drop
+            # ResultFiles.postprocess for the rest of the session; and not the picture with
+            # every chunk: gradio_client downloads it again for each one.
             for text in client.stream(prepared, question or "", float(temperature), int(max_tokens)):
-                yield shown, "_answering..._", text
-                shown = gr.skip()
+                yield None, "_answering..._", text
         except SatoriError as exc:
-            yield (image, []), error_markdown(str(exc)), text
+            yield (picture, []), error_markdown(str(exc)), text
             return
-        prediction = interpret(text, prepared, budget)
-        yield (image, annotations(prediction)), parsed_markdown(prediction), text
+        prediction = interpret(text, prepared, budget, client.grammar)
+        yield (picture, annotations(prediction)), parsed_markdown(prediction), text
 
     return ask
 
@@ -124,23 +154,74 @@ def _refuse_non_images(component: Any, gr: Any) -> None:
     component.preprocess = preprocess
 
 
+class ResultFiles:
+    """Each answer's picture and box masks in files of its own, in the demo's cache folder.
+
+    Gradio's AnnotatedImage saves images under a hash of their bytes and rewrites that file for
+    every answer: with many users asking about the same picture, one answer rewrote a file that
+    another browser was still downloading ("Too little data for declared Content-Length", 1-6
+    of 64 concurrent jobs). Here every file is new, written once, and never touched again;
+    the Blocks' `delete_cache` setting removes them after a while.
+    """
+
+    def __init__(self, component: Any, colors: dict[str, str]) -> None:
+        self.root = Path(component.GRADIO_CACHE) / "satori-results"
+        self.colors = colors
+
+    def _new(self, name: str) -> Path:
+        folder = self.root / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        return folder / name
+
+    def save_image(self, image: Any) -> str:
+        path = self._new("image.png")
+        image.save(path, format="PNG")
+        return str(path)
+
+    def postprocess(self, value: Any) -> Any:
+        """AnnotatedImage's postprocess, writing fresh files: (image path, [(box, label), ...])."""
+        from gradio.components.annotated_image import AnnotatedImageData, Annotation
+        from gradio.data_classes import FileData
+        from PIL import Image, ImageColor, ImageDraw
+
+        if value is None:
+            return None
+        path, boxes = value
+        with Image.open(path) as img:
+            size = img.size
+        sections = []
+        for (x1, y1, x2, y2), label in boxes:
+            rgb = ImageColor.getrgb(self.colors.get(label, "#ff0000"))[:3]
+            mask = Image.new("RGBA", size, (0, 0, 0, 0))
+            # Gradio's look: a half-transparent fill inside a 3-pixel opaque border.
+            ImageDraw.Draw(mask).rectangle(
+                (x1, y1, x2 - 1, y2 - 1), fill=(*rgb, 127), outline=(*rgb, 255), width=3
+            )
+            mask_path = self._new("box.png")
+            mask.save(mask_path, format="PNG")
+            sections.append(Annotation(image=FileData(path=str(mask_path)), label=label))
+        return AnnotatedImageData(image=FileData(path=str(path)), annotations=sections)
+
+
 def build_demo(
     base_url: str,
     api_key: str | None = None,
     budget: PixelBudget = PAPER_BUDGET,
     timeout: float = 120.0,
+    grammar: str | Grammar | None = None,
 ):
-    """The Blocks app (not launched)."""
+    """The Blocks app (not launched; `launch_demo` starts it, with a login when there is a key),
+    asking and reading in `grammar` (default satori)."""
+    # Before gradio is imported: its analytics read the variable at import and at Blocks().
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     gr = require("gradio", "serve", "The demo")
+    analytics = os.environ["GRADIO_ANALYTICS_ENABLED"] == "True"
 
-    client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout)
-    ask = make_handler(client, budget)
+    client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout, grammar=grammar)
     colors = {f"box {i + 1}": BOX_COLORS[i % len(BOX_COLORS)] for i in range(50)}
-    with gr.Blocks(title="SATORI") as demo:
-        gr.Markdown(
-            "# SATORI\nThe model describes the image, picks the regions that matter, then answers. "
-            "Boxes are mapped from the model's resized input back onto your image."
-        )
+    # Result files older than an hour are deleted every hour: a long-running demo stays bounded.
+    with gr.Blocks(title="SATORI", analytics_enabled=analytics, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(intro(client.grammar))
         status = gr.Markdown(elem_id="status")
         with gr.Row():
             with gr.Column():
@@ -161,13 +242,26 @@ def build_demo(
                 )
             with gr.Column():
                 out = gr.AnnotatedImage(label="Regions", elem_id="out", format="png", color_map=colors)
+                files = ResultFiles(out, colors)
+                out.postprocess = files.postprocess  # on the instance: see _refuse_non_images
+                ask = make_handler(client, budget, files.save_image)
                 parsed = gr.Markdown(elem_id="parsed")
                 raw = gr.Textbox(label="Raw output", elem_id="raw", lines=4, interactive=False)
         inputs = [image, question, temperature, max_tokens]
         button.click(ask, inputs, [out, parsed, raw], api_name="ask")
         question.submit(ask, inputs, [out, parsed, raw], api_visibility="private")
         demo.load(lambda: server_status(client), None, status, api_visibility="private")
+    demo.satori_api_key = api_key  # launch_demo puts the demo behind it
     return demo
+
+
+def key_check(api_key: str) -> Callable[[str, str], bool]:
+    """Gradio's login check for a demo behind an API key: any user name, the key as password."""
+
+    def check(username: str, password: str) -> bool:
+        return secrets.compare_digest(password.encode(), api_key.encode())
+
+    return check
 
 
 def launch_demo(demo: Any, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> Any:
@@ -175,7 +269,7 @@ def launch_demo(demo: Any, host: str = "127.0.0.1", port: int = 7860, block: boo
     # Gradio requests its own startup route; a proxy in the environment would swallow it.
     no_proxy = {p for p in os.environ.get("NO_PROXY", "").split(",") if p} | {"127.0.0.1", "localhost"}
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(sorted(no_proxy))
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    api_key = getattr(demo, "satori_api_key", None)
     demo.queue(default_concurrency_limit=8, max_size=64)
     try:
         demo.launch(
@@ -188,6 +282,11 @@ def launch_demo(demo: Any, host: str = "127.0.0.1", port: int = 7860, block: boo
             css=CSS,
             max_file_size=MAX_UPLOAD_BYTES,
             prevent_thread_lock=not block,
+            auth=key_check(api_key) if api_key else None,
+            auth_message="This demo uses the server's API key: log in with any user name and the key "
+            "as password."
+            if api_key
+            else None,
         )
     except OSError as exc:
         raise SatoriError(

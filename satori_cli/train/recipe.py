@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from satori_cli.errors import SatoriError
+from satori_cli.grammar import DEFAULT_GRAMMAR, get_grammar
 from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
 
 DEFAULT_PRESET = "smoke"
@@ -28,6 +29,7 @@ RECIPE_KEYS = frozenset(
         "description",
         "model",
         "gpus",
+        "rollout_gpus",
         "needs",
         "min_pixels",
         "max_pixels",
@@ -35,6 +37,7 @@ RECIPE_KEYS = frozenset(
         "sft",
         "data",
         "val_data",
+        "grammar",
     }
 )
 
@@ -47,6 +50,9 @@ class Recipe:
     description: str = ""
     model: str = "base"
     gpus: int = 1
+    # GPUs of a `swift rollout` server beside the training (`vllm_mode: server`): on one node
+    # satori starts it on the first GPUs of the pool; 0 = no rollout server of its own.
+    rollout_gpus: int = 0
     needs: list[str] = field(default_factory=list)
     min_pixels: int = PAPER_MIN_PIXELS
     max_pixels: int = PAPER_MAX_PIXELS
@@ -54,6 +60,7 @@ class Recipe:
     sft: dict[str, Any] = field(default_factory=dict)
     data: str | None = None
     val_data: str | None = None
+    grammar: str = DEFAULT_GRAMMAR  # output grammar: prompt and rewards (satori_cli.grammar.GRAMMARS)
 
     @property
     def budget(self) -> PixelBudget:
@@ -69,6 +76,7 @@ class Recipe:
             "description": self.description,
             "model": self.model,
             "gpus": self.gpus,
+            "rollout_gpus": self.rollout_gpus,
             "needs": list(self.needs),
             "min_pixels": self.min_pixels,
             "max_pixels": self.max_pixels,
@@ -76,6 +84,7 @@ class Recipe:
             "sft": copy.deepcopy(self.sft),
             "data": self.data,
             "val_data": self.val_data,
+            "grammar": self.grammar,
         }
 
 
@@ -116,6 +125,11 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def read_recipe_file(path: Path) -> dict[str, Any]:
+    """A user's `--config` file as written (before any preset is merged in)."""
+    return _read_yaml(Path(path), "config file")
+
+
 def load_preset(name: str) -> dict[str, Any]:
     if name not in list_presets():
         raise SatoriError(f"unknown preset '{name}'", hint=f"choose one of: {', '.join(list_presets())}")
@@ -137,35 +151,25 @@ def resolve_recipe(
     preset: str | None = None,
     config: Path | None = None,
     overrides: dict[str, Any] | None = None,
-    model_budget: PixelBudget | None = None,
 ) -> Recipe:
     """Preset < `--config` file < flags (`overrides`, None values ignored).
 
     The preset comes from `preset`, else from the config file's `preset:` key, else `smoke`.
-    `model_budget` is the budget the model was trained in (a run folder's): it replaces the
-    preset's, and a config file that asks for another one is refused.
     """
     config_data = _read_yaml(Path(config), "config file") if config else {}
     name = preset or config_data.get("preset") or DEFAULT_PRESET
     merged = _overlay(load_preset(name), config_data)
     merged = _overlay(merged, {k: v for k, v in (overrides or {}).items() if v is not None})
-    if model_budget is not None:
-        asked = {k: config_data[k] for k in ("min_pixels", "max_pixels") if config_data.get(k) is not None}
-        mine = {"min_pixels": model_budget.min_pixels, "max_pixels": model_budget.max_pixels}
-        clash = {k: v for k, v in asked.items() if str(v) != str(mine[k])}
-        if clash:
-            raise SatoriError(
-                f"the model was trained with pixel budget {mine['min_pixels']}-{mine['max_pixels']}, "
-                f"but {config} asks for {', '.join(f'{k} {v}' for k, v in clash.items())}",
-                hint="a model answers in the frame it was trained in: drop min_pixels/max_pixels there",
-            )
-        merged.update(mine)
     merged["preset"] = name
     try:
         recipe = Recipe(**merged)
         recipe.gpus = int(recipe.gpus)
+        recipe.rollout_gpus = int(recipe.rollout_gpus)
+        if recipe.rollout_gpus < 0:
+            raise ValueError("rollout_gpus must be 0 or more")
         recipe.min_pixels, recipe.max_pixels = int(recipe.min_pixels), int(recipe.max_pixels)
         recipe.budget  # noqa: B018 - validates min <= max
+        recipe.grammar = get_grammar(recipe.grammar).name  # an unknown name is a SatoriError
     except (TypeError, ValueError) as exc:
         raise SatoriError(f"invalid recipe ({name}): {exc}") from exc
     return recipe

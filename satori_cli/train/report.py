@@ -29,6 +29,36 @@ THUMB = 320  # gallery image width in pixels
 class Report:
     out_dir: Path
     files: list[Path] = field(default_factory=list)
+    eval_command: str | None = None  # the grounding evaluation of the run's val split, if it has one
+
+
+def _run_budget(run: dict[str, Any]) -> PixelBudget:
+    recipe = run.get("recipe") or {}
+    return PixelBudget(
+        int(recipe.get("min_pixels") or PixelBudget().min_pixels),
+        int(recipe.get("max_pixels") or PixelBudget().max_pixels),
+    )
+
+
+def grounding_eval_command(run_dir: Path) -> str | None:
+    """`satori eval` of the run's latest checkpoint on its val split, at the run's budget (None: no split)."""
+    import shlex
+
+    run_dir = Path(run_dir)
+    val = next((p for p in (run_dir / "data" / "val.jsonl", run_dir / "data" / "prepared" / "val.jsonl")
+                if p.is_file()), None)  # fmt: skip
+    if val is None:
+        return None
+    checkpoint = runlogs.latest_checkpoint(run_dir)
+    model = shlex.quote(str(checkpoint)) if checkpoint else shlex.quote(str(run_dir)) + "/checkpoint-N"
+    command = f"satori eval --data {shlex.quote(str(val))} --model {model}"
+    run = runinfo.read_run_json(run_dir)
+    budget = _run_budget(run)
+    if budget != PixelBudget():
+        command += f" --min-pixels {budget.min_pixels} --max-pixels {budget.max_pixels}"
+    if isinstance(run.get("model"), str) and run["model"]:  # beside the model the run started from
+        command += f" --baseline --baseline-model {shlex.quote(run['model'])}"
+    return command
 
 
 def _pyplot():
@@ -152,12 +182,9 @@ def _reward_keys(item: dict[str, Any]) -> list[str]:
 def write_gallery(run_dir: Path, out_dir: Path, max_items: int) -> Path:
     """gallery.html: the latest logged completions, newest step first, one card each."""
     run = runinfo.read_run_json(run_dir)
-    recipe = run.get("recipe") or {}
-    budget = PixelBudget(
-        int(recipe.get("min_pixels") or PixelBudget().min_pixels),
-        int(recipe.get("max_pixels") or PixelBudget().max_pixels),
-    )
+    budget = _run_budget(run)
     dataset = dataset_rows(run, run_dir)
+    grammar = runinfo.model_grammar(None, run_dir)  # "well-formed" in the run's own grammar
     seen, items = set(), []
     for item in reversed(runlogs.read_completions(run_dir)):
         key = (item.get("step"), item.get("completion"), item.get("solution"))
@@ -170,7 +197,7 @@ def write_gallery(run_dir: Path, out_dir: Path, max_items: int) -> Path:
     cards = []
     for item in items:
         completion = str(item.get("completion", ""))
-        parsed = parse(completion)
+        parsed = parse(completion, grammar=grammar)
         row = dataset.get(str(item.get("solution")), {})
         image = _draw(row, list(parsed.boxes or ()), budget) if row else None
         question = ""
@@ -223,4 +250,5 @@ def write_report(run_dir: Path, out_dir: Path | None = None, max_completions: in
     report = Report(out)
     report.files += plot_metrics(rows, out)
     report.files.append(write_gallery(run_dir, out, max_completions))
+    report.eval_command = grounding_eval_command(run_dir)
     return report

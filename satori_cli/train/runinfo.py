@@ -92,3 +92,23 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def recorded_grammar(model: str | Path | None) -> str | None:
+    """The output grammar recorded by the `satori train` run that made `model`, else None.
+
+    `model` is a run folder or a checkpoint inside one (`satori_cli.models.run_for`, the one
+    reader of run folders); anything else (a hub id, a served name) has none.
+    """
+    from satori_cli.models import run_for
+
+    run = run_for(model)
+    return run.grammar if run is not None else None
+
+
+def model_grammar(chosen: str | None, model: str | Path | None = None):
+    """The grammar to talk to `model` in: `chosen` (--grammar) if given, else the one its run
+    recorded, else the default (`satori`). An unknown name is a user error."""
+    from satori_cli.grammar import get_grammar
+
+    return get_grammar(chosen or recorded_grammar(model))

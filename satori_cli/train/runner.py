@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from satori_cli import models
 from satori_cli.cmdline import Command, find_program, run
-from satori_cli.config import BASE_MODEL, paths
+from satori_cli.config import paths
 from satori_cli.errors import SatoriError, install_hint
+from satori_cli.grammar import get_grammar
 from satori_cli.pixels import PixelBudget
-from satori_cli.train import runinfo, runlogs
-from satori_cli.train.command import DEFAULT_MASTER_PORT, Launch, TrainPlan
-from satori_cli.train.recipe import Recipe, parse_passthrough, resolve_recipe
+from satori_cli.train import datasync, runinfo, runlogs
+from satori_cli.train.command import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
+from satori_cli.train.datasync import DEFAULT_TIMEOUT as DEFAULT_DATA_TIMEOUT
+from satori_cli.train.recipe import Recipe, parse_passthrough, read_recipe_file, resolve_recipe
 
 SAMPLE_ROWS = 8
 SWIFT_HINT = f"install the training extra: {install_hint('train')}"
@@ -43,10 +46,15 @@ class TrainOptions:
     nodes: int = 1
     node_rank: int | None = None
     master_addr: str | None = None
-    master_port: int = DEFAULT_MASTER_PORT
+    master_port: int | None = None  # None: an exported MASTER_PORT, else 29500
     resume: str | None = None
     extra: list[str] = field(default_factory=list)
-    stage: str = "grpo"
+    grammar: str | None = None
+    rollout_urls: list[str] = field(default_factory=list)  # server mode: running `swift rollout`s
+    rollout_gpus: int | None = None  # GPUs of the rollout server satori starts (one node)
+    report_to: str | None = None  # tensorboard, wandb, swanlab or none
+    data_timeout: float = DEFAULT_DATA_TIMEOUT  # nodes 1..N-1 wait this long for node 0's data
+    stage: str = "grpo"  # grpo (swift rlhf) or sft (swift sft on gold completions)
 
 
 def is_prepared_jsonl(path: Path) -> bool:
@@ -62,32 +70,6 @@ def is_prepared_jsonl(path: Path) -> bool:
                     return False
                 return isinstance(row, dict) and {"messages", "images", "bboxs"} <= set(row)
     return False
-
-
-def is_local_qwen2_5_vl(model: str) -> bool:
-    config = Path(model) / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except ValueError:
-        return False
-    archs = data.get("architectures") or []
-    return data.get("model_type") == "qwen2_5_vl" or "Qwen2_5_VLForConditionalGeneration" in archs
-
-
-def resolve_model(name: str, build: bool = True) -> str:
-    """`tiny` -> the tiny model (built on first use), `base` -> Qwen2.5-VL-3B, a folder -> absolute path."""
-    if name == "tiny":
-        if not build:
-            return str(paths().tiny_model)
-        from satori_cli.tiny_model import ensure_tiny_model
-
-        return str(ensure_tiny_model())
-    if name == "base":
-        return BASE_MODEL
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.exists() else name
 
 
 def default_output(preset: str) -> Path:
@@ -168,18 +150,21 @@ def tag_rows(src: Path, dest: Path) -> Path:
     prompt the model sees is unchanged; the rewards ignore the column.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(src, encoding="utf-8") as fin, open(dest, "w", encoding="utf-8") as fout:
+    # Written beside and renamed over: a reader (another node, a resumed run) never sees half a file.
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    with open(src, encoding="utf-8") as fin, open(tmp, "w", encoding="utf-8") as fout:
         for n, line in enumerate(fin):
             if not line.strip():
                 continue
             row = json.loads(line)
             row.setdefault("solution", str(row.get("id", n)))
             fout.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, dest)
     return dest
 
 
 def stage_data(
-    stage: str, train: Path, val: Path | None, run_dir: Path, budget: PixelBudget
+    stage: str, train: Path, val: Path | None, run_dir: Path, budget: PixelBudget, grammar: str
 ) -> tuple[Path, Path | None]:
     """The files swift reads, in the run folder: GRPO rows tagged with their id (`tag_rows`), or,
     for SFT, the same rows with their gold completion as the assistant turn (`targets`)."""
@@ -188,8 +173,8 @@ def stage_data(
         from satori_cli.train.targets import write_sft_jsonl
 
         return (
-            write_sft_jsonl(train, folder / "sft_train.jsonl", budget),
-            write_sft_jsonl(val, folder / "sft_val.jsonl", budget) if val else None,
+            write_sft_jsonl(train, folder / "sft_train.jsonl", budget, grammar),
+            write_sft_jsonl(val, folder / "sft_val.jsonl", budget, grammar) if val else None,
         )
     return tag_rows(train, folder / "train.jsonl"), tag_rows(val, folder / "val.jsonl") if val else None
 
@@ -198,82 +183,192 @@ def stage_file_names(stage: str) -> tuple[str, str]:
     return ("sft_train.jsonl", "sft_val.jsonl") if stage == "sft" else ("train.jsonl", "val.jsonl")
 
 
-def resolve_stage_recipe(opts: TrainOptions) -> tuple[Recipe, Path | None]:
-    """The recipe for `opts.stage`, and the run folder `--model` names (None for other models).
-
-    A run folder (or a checkpoint in one) as the model brings its own pixel budget: the model
-    answers in the frame it was trained in.
-    """
-    from satori_cli.runs import run_dir_for, run_settings
-    from satori_cli.train.recipe import STAGE_KEYS, STAGES
+def check_stage(recipe: Recipe, opts: TrainOptions) -> None:
+    """The SFT stage needs the recipe's `sft:` arguments, gold completions in its grammar, and
+    rollouts exist only in GRPO."""
+    from satori_cli.train.recipe import STAGES
 
     if opts.stage not in STAGES:
         raise SatoriError(f"unknown --stage '{opts.stage}'", hint=f"choose one of: {', '.join(STAGES)}")
+    if opts.stage != "sft":
+        return
+    if not recipe.sft:
+        raise SatoriError(
+            f"preset '{recipe.preset}' has no SFT stage (no 'sft:' arguments)",
+            hint="use --preset learn or smoke, or give swift sft arguments under 'sft:' in a --config file",
+        )
+    if opts.rollout_urls or opts.rollout_gpus:
+        raise SatoriError("--stage sft generates nothing: --rollout-url/--rollout-gpus are for GRPO")
+    thinking = get_grammar(recipe.grammar).thinking_tag
+    if thinking:
+        raise SatoriError(
+            f"--stage sft has no gold <{thinking}> text to train the {recipe.grammar} grammar on",
+            hint="cold-start SFT trains the satori or nocap grammar",
+        )
+
+
+def launch_settings(opts: TrainOptions, gpus: int) -> Launch:
+    """The launch shape; an exported MASTER_ADDR / MASTER_PORT is honoured unless a flag says otherwise."""
+    port = opts.master_port
+    if port is None:
+        exported = os.environ.get("MASTER_PORT", "").strip()
+        if exported and not exported.isdigit():
+            raise SatoriError(f"MASTER_PORT={exported} in the environment is not a port number")
+        port = int(exported) if exported else DEFAULT_MASTER_PORT
+    if not 0 < port < 65536:
+        raise SatoriError(f"--master-port {port} is not a port number (1-65535)")
+    addr = opts.master_addr or os.environ.get("MASTER_ADDR", "").strip() or None
+    launch = Launch(gpus=gpus, nodes=opts.nodes, node_rank=opts.node_rank, master_addr=addr, master_port=port)
+    if launch.nodes > 1 and opts.output is None:
+        raise SatoriError(
+            "--nodes > 1 needs --output: a run folder on a filesystem every node shares",
+            hint="node 0 prepares the data there once, the others read it; checkpoints land there",
+        )
+    return launch
+
+
+def check_report_to(value: str | None) -> str | None:
+    if value is not None and value not in TRACKERS:
+        raise SatoriError(f"--report-to {value!r} is not one of {', '.join(TRACKERS)}")
+    return value
+
+
+def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
+    """Resolve recipe, model, data, output and resume into a plan (prepares data if needed).
+
+    On a multi-node run only node 0 prepares and tags the data; the others wait for it
+    (`satori_cli.train.datasync`). GPUs are chosen by the preflight, on the node that runs.
+    """
+    from satori_cli.prompts import prompt_path
+    from satori_cli.rewards import plugin_path
+    from satori_cli.train.recipe import STAGE_KEYS
+    from satori_cli.train.rollout import base_url
+
+    swift_overrides = parse_passthrough(opts.extra)
+    if check_report_to(opts.report_to) is not None:
+        swift_overrides["report_to"] = opts.report_to
+    if opts.rollout_gpus:  # a rollout server of its own: server mode
+        swift_overrides = {"use_vllm": True, "vllm_mode": "server", **swift_overrides}
     overrides: dict[str, Any] = {
         "model": opts.model,
         "data": opts.data,
         "val_data": opts.val_data,
         "gpus": opts.gpus,
-        STAGE_KEYS[opts.stage]: parse_passthrough(opts.extra),
+        "rollout_gpus": opts.rollout_gpus,
+        "grammar": opts.grammar,
+        STAGE_KEYS.get(opts.stage, "swift"): swift_overrides,  # arguments after `--` go to this stage
     }
     recipe = resolve_recipe(opts.preset, opts.config, overrides)
-    source_run = run_dir_for(recipe.model) if recipe.model not in ("tiny", "base") else None
-    if source_run is not None:
-        budget = run_settings(source_run).budget
-        recipe = resolve_recipe(opts.preset, opts.config, overrides, model_budget=budget)
-    if opts.stage == "sft" and not recipe.sft:
-        raise SatoriError(
-            f"preset '{recipe.preset}' has no SFT stage (no 'sft:' arguments)",
-            hint="use --preset learn or smoke, or give swift sft arguments under 'sft:' in a --config file",
-        )
-    return recipe, source_run
-
-
-def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
-    """Resolve recipe, model, data, output and resume into a plan (prepares data if needed)."""
-    from satori_cli.prompts import prompt_path
-    from satori_cli.rewards import REWARD_FUNCS, plugin_path
-    from satori_cli.runs import checkpoint_of
-
-    recipe, source_run = resolve_stage_recipe(opts)
-    launch = Launch(
-        gpus=recipe.gpus,
-        nodes=opts.nodes,
-        node_rank=opts.node_rank,
-        master_addr=opts.master_addr,
-        master_port=opts.master_port,
-    )
+    launch = launch_settings(opts, recipe.gpus)
+    rollout_urls = tuple(dict.fromkeys(base_url(url) for url in opts.rollout_urls))
+    if rollout_urls and launch.gpus == 0:
+        raise SatoriError("--rollout-url trains on GPUs: server mode cannot run with --gpus 0 (the CPU)")
     run_dir, resume = resolve_output_and_resume(opts, recipe.preset)
+    # Cheap and offline (a hub id is checked by the preflight); the tiny model is built after the data.
+    model = models.resolve(recipe.model)
+    recipe = inherit_run(recipe, model, opts)
+    if resume is not None:
+        recipe.grammar = resumed_grammar(run_dir, opts.grammar, recipe.grammar)
+    grammar = get_grammar(recipe.grammar)
+    check_stage(recipe, opts)
+    names = stage_file_names(opts.stage)
+    tagged_path, tagged_val_path = run_dir / "data" / names[0], run_dir / "data" / names[1]
     if prepare_data:
         run_dir.mkdir(parents=True, exist_ok=True)
-        train, val = resolve_data(recipe, run_dir)
-        tagged, tagged_val = stage_data(opts.stage, train, val, run_dir, recipe.budget)
+        source = datasync.source_of(recipe.data, recipe.val_data) if launch.nodes > 1 else {}
+        if launch.nodes > 1 and (launch.node_rank or 0) > 0:
+            tagged, tagged_val, _ = datasync.wait_for_data(run_dir, source, opts.data_timeout)
+            train, val = tagged, tagged_val
+        else:
+            train, val = resolve_data(recipe, run_dir)
+            tagged, tagged_val = stage_data(opts.stage, train, val, run_dir, recipe.budget, grammar.name)
+            if launch.nodes > 1:
+                datasync.publish(run_dir, source, tagged, tagged_val)
     else:
-        names = stage_file_names(opts.stage)
-        train = Path(recipe.data or run_dir / "data" / names[0]).expanduser().resolve()
+        train = Path(recipe.data or tagged_path).expanduser().resolve()
         val = Path(recipe.val_data).expanduser().resolve() if recipe.val_data else None
-        tagged, tagged_val = run_dir / "data" / names[0], (run_dir / "data" / names[1] if val else None)
-    if source_run is not None:
-        model = str(checkpoint_of(recipe.model))
-    else:
-        model = resolve_model(recipe.model, build=prepare_data)  # after the data: a bad path fails fast
+        tagged, tagged_val = tagged_path, (tagged_val_path if val else None)
+    if model.kind == "tiny" and prepare_data:  # built after the data: the cheap checks come first
+        model = models.resolve(recipe.model, build=True)
     plan = TrainPlan(
         recipe=recipe,
-        model=model,
+        model=model.path,
         train_path=tagged,
         val_path=tagged_val,
         output_dir=run_dir,
         plugin=Path(plugin_path()),
-        reward_funcs=tuple(REWARD_FUNCS),
-        system_prompt=Path(prompt_path("system")),
+        reward_funcs=grammar.reward_funcs,
+        system_prompt=Path(prompt_path("system", grammar)),
         launch=launch,
-        local_qwen2_5_vl=recipe.model == "tiny" or is_local_qwen2_5_vl(model),
+        local_qwen2_5_vl=model.local and model.model_type == "qwen2_5_vl",
         resume=resume,
+        rollout_urls=rollout_urls,
         stage=opts.stage,
-        model_source=str(source_run) if source_run is not None else None,
     )
     plan.data_sources = (train, val)
+    if plan.server_mode and not rollout_urls:
+        plan_managed_rollout(plan, dry_run=not prepare_data)
     return plan
+
+
+def plan_managed_rollout(plan: TrainPlan, dry_run: bool = False) -> None:
+    """Server mode without --rollout-url: on one node, satori starts `swift rollout` itself.
+
+    Across nodes the rollout server runs on a machine of its own, which only the user can name;
+    a dry run shows the commands with ROLLOUT_HOST in its place.
+    """
+    from satori_cli.train.rollout import PLACEHOLDER_URL, ROLLOUT_PORT, RolloutSpec
+
+    if plan.launch.nodes > 1 and dry_run:
+        plan.rollout_urls = (PLACEHOLDER_URL,)
+        return
+    if plan.launch.nodes > 1:
+        raise SatoriError(
+            "server mode across nodes needs --rollout-url http://ROLLOUT_HOST:PORT",
+            hint="start it on a machine of its own with `satori rollout --host 0.0.0.0`; --dry-run shows how",
+        )
+    if plan.recipe.rollout_gpus < 1:
+        raise SatoriError(
+            "server mode (vllm_mode server) needs a rollout server",
+            hint="pass --rollout-url http://HOST:PORT of a running `satori rollout`, or --rollout-gpus N to "
+            "start one on this machine",
+        )
+    if plan.launch.gpus < 1:
+        raise SatoriError("server mode trains on GPUs: --gpus 0 (CPU) cannot use a vLLM rollout server")
+    spec = RolloutSpec(gpus=plan.recipe.rollout_gpus, host="127.0.0.1", port=ROLLOUT_PORT)
+    plan.managed_rollout = spec
+    plan.rollout_urls = (f"http://{spec.host}:{spec.port}",)
+
+
+def inherit_run(recipe: Recipe, model: models.Model, opts: TrainOptions) -> Recipe:
+    """Training on from a run keeps the run's pixel budget (the frame its boxes are in) and,
+    unless --grammar or the --config file names one, its grammar.
+
+    The preset's budget gives way; a `--config` file that sets another one is refused.
+    """
+    if model.run is None:
+        return recipe
+    config = opts.config
+    given = read_recipe_file(config) if config else {}
+    if model.run.grammar and opts.grammar is None and not given.get("grammar"):
+        recipe.grammar = get_grammar(model.run.grammar).name
+    low, high = (int(given[k]) if given.get(k) is not None else None for k in ("min_pixels", "max_pixels"))
+    budget = models.settle_budget([model], low, high, f"--config {config}")
+    recipe.min_pixels, recipe.max_pixels = budget.min_pixels, budget.max_pixels
+    return recipe
+
+
+def resumed_grammar(run_dir: Path, chosen: str | None, resolved: str) -> str:
+    """A resumed run keeps the grammar it started with: its prompt and rewards cannot change mid-run."""
+    recorded = runinfo.recorded_grammar(run_dir)
+    if recorded is None:
+        return resolved
+    if chosen is not None and get_grammar(chosen).name != recorded:
+        raise SatoriError(
+            f"{run_dir} was trained in the {recorded} grammar; --grammar {chosen} cannot resume it",
+            hint=f"drop --grammar (or pass --grammar {recorded}), or start a new run",
+        )
+    return recorded
 
 
 def swift_program() -> str:
@@ -326,38 +421,65 @@ def describe(metrics: dict[str, Any]) -> str:
     return " ".join(parts) or "training"
 
 
-def run_plan(plan: TrainPlan, command: Command, *, verbose: bool = False) -> dict[str, Any]:
-    """Run one node's command with a live progress line; write `run.json` before and after."""
+def run_plan(
+    plan: TrainPlan,
+    command: Command,
+    *,
+    verbose: bool = False,
+    rollout: Command | None = None,
+) -> dict[str, Any]:
+    """Run one node's command with a live progress line; node 0 writes `run.json` before and after.
+
+    The other nodes of a multi-node run share the run folder: each keeps its own log
+    (`train-node<k>.log`) and leaves `run.json` to node 0. `rollout` is the `swift rollout`
+    command of a server satori started for this run (recorded with the rest).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from satori_cli.ui import console
 
     run_dir = plan.output_dir
-    log_path = run_dir / "train.log"
+    rank = plan.launch.node_rank or 0
+    log_path = run_dir / ("train.log" if rank == 0 else f"train-node{rank}.log")
+    swift_args = plan.swift_args()
     train_src, val_src = plan.data_sources if plan.data_sources[0] else (plan.train_path, plan.val_path)
     info: dict[str, Any] = {
         "started": runinfo.now(),
         "status": "running",
         "stage": plan.stage,
         "recipe": plan.recipe.to_dict(),
+        "grammar": plan.recipe.grammar,  # what `satori eval/serve/rewards score` follow for this run
         "model": plan.model,
-        "model_run": plan.model_source,
         "resume_from": str(plan.resume) if plan.resume else None,
-        "command": runinfo.command_record([(plan.launch.node_rank or 0, command)]),
-        "swift_args": plan.swift_args(),
+        "command": runinfo.command_record([(rank, command)]),
+        "swift_args": swift_args,
         "launch": {
             "gpus": plan.launch.gpus,
             "nodes": plan.launch.nodes,
-            "node_rank": plan.launch.node_rank or 0,
+            "node_rank": rank,
             "master_addr": plan.launch.master_addr,
             "master_port": plan.launch.master_port,
+            "devices": [g.device_id for g in plan.launch.devices],
+        },
+        "rollout": {
+            "urls": list(plan.rollout_urls),
+            "started_by_satori": runinfo.command_record([(rank, rollout)])[0] if rollout else None,
+        }
+        if plan.rollout_urls
+        else None,
+        "trackers": {
+            "report_to": plan.report_to,
+            "run_name": swift_args.get("run_name"),
+            "tensorboard_dir": str(run_dir / "runs") if "tensorboard" in plan.report_to else None,
         },
         "versions": runinfo.versions(),
         "git_commit": runinfo.git_commit(),
         "data": {"train": runinfo.fingerprint(train_src), "val": runinfo.fingerprint(val_src)},
         "log": str(log_path),
     }
-    runinfo.write_run_json(run_dir, info)
+    record = rank == 0
+    if record:
+        runinfo.write_run_json(run_dir, info)
     start = time.monotonic()
     with Progress(
         TextColumn("[bold]step"),
@@ -389,7 +511,8 @@ def run_plan(plan: TrainPlan, command: Command, *, verbose: bool = False) -> dic
             "last_metrics": feed.last,
         }
     )
-    runinfo.write_run_json(run_dir, info)
+    if record:
+        runinfo.write_run_json(run_dir, info)
     if code != 0:
         tail = "\n".join(feed.tail)
         if code != 130:
@@ -397,7 +520,7 @@ def run_plan(plan: TrainPlan, command: Command, *, verbose: bool = False) -> dic
         what = "was interrupted" if code == 130 else f"failed with exit code {code}"
         raise SatoriError(
             f"swift {command.argv[1]} {what}",
-            exit_code=1,
+            exit_code=130 if code == 130 else 1,
             hint=f"full log: {log_path}",
         )
     return info

@@ -1,0 +1,159 @@
+"""Unpack a zip or tar of data files safely: inside its scratch folder, only what is read, under a cap.
+
+Every member name is checked first: one that would land outside the scratch folder refuses
+the whole archive. Then the data files (.parquet/.jsonl/.json) are extracted, their rows are
+read once to learn which image members they reference, and only those are extracted: a 3 MB
+zip that inflates to 3 GiB of members no row points at writes nothing. The total extracted is
+capped (`default_limit`: 20x the archive's size, at least 2 GiB; `--max-extract-gb` sets it)
+and a single image member over `MAX_IMAGE_MEMBER` is never extracted (its row is rejected).
+Links and devices inside a tar are never extracted. Members that cannot be read (encrypted,
+unsupported compression, damaged) reject the rows that use them; a data file that cannot be
+read stops the run with one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tarfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from satori_cli.data import readers
+from satori_cli.data.outputs import one_line
+from satori_cli.errors import SatoriError
+
+MIN_LIMIT = 2 << 30
+LIMIT_RATIO = 20
+MAX_IMAGE_MEMBER = 512 << 20  # larger than any image PIL would decode (89 Mpx as raw BMP)
+CHUNK = 1 << 20
+
+
+def default_limit(archive: Path) -> int:
+    """At most 20x the archive's size is extracted (at least 2 GiB): images do not compress."""
+    return max(MIN_LIMIT, LIMIT_RATIO * archive.stat().st_size)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+class _Reader:
+    """The regular-file members of one archive by normalized relative name, and their sizes."""
+
+    def __init__(self, archive: Path, root: Path) -> None:
+        self.archive, self.root = archive, root
+        self.members: dict[str, object] = {}
+        self.sizes: dict[str, int] = {}
+        self.order: dict[str, int] = {}
+        self.handle: zipfile.ZipFile | tarfile.TarFile
+        try:
+            if archive.name.lower().endswith(".zip"):
+                self.handle = zipfile.ZipFile(archive)
+                entries = [(i.filename, i, i.is_dir(), True, i.file_size) for i in self.handle.infolist()]
+            else:
+                self.handle = tarfile.open(archive)  # noqa: SIM115 (closed by close())
+                entries = [(m.name, m, m.isdir(), m.isfile(), m.size) for m in self.handle.getmembers()]
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            raise SatoriError(f"{archive}: cannot read the archive ({one_line(exc, 160)})") from exc
+        for n, (name, member, is_dir, is_file, size) in enumerate(entries):
+            try:
+                target = (root / name).resolve()
+            except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a name too long
+                raise SatoriError(f"{archive}: member '{one_line(name, 120)}' is not a usable path") from exc
+            if not target.is_relative_to(root):
+                raise SatoriError(f"{archive}: member '{one_line(name, 120)}' would land outside the folder")
+            if is_dir or not is_file or target == root:
+                continue  # folders are made as needed; links and devices are never extracted
+            key = target.relative_to(root).as_posix()
+            self.members[key], self.sizes[key], self.order[key] = member, size, n
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def extract(self, keys: list[str], budget: list[int], limit: int) -> dict[str, str]:
+        """Write `keys` under root (in archive order: a .tar.gz is read forward once);
+        returns {key: why not} for members that could not be read."""
+        problems: dict[str, str] = {}
+        for key in sorted(keys, key=self.order.__getitem__):
+            if budget[0] + self.sizes[key] > limit:
+                raise SatoriError(
+                    f"{self.archive}: unpacking would write more than {_gib(limit)}",
+                    hint="the cap is 20x the archive's size (at least 2 GiB); if you trust this archive, "
+                    "raise it with --max-extract-gb",
+                )
+            target = self.root / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with self._open(key) as src, open(target, "wb") as dst:
+                    while chunk := src.read(CHUNK):
+                        budget[0] += len(chunk)
+                        if budget[0] > limit:  # a member larger than its header said
+                            raise SatoriError(
+                                f"{self.archive}: unpacking would write more than {_gib(limit)}"
+                            )
+                        dst.write(chunk)
+            except SatoriError:
+                raise
+            except OSError as exc:
+                if exc.filename is not None and Path(exc.filename) == target:
+                    raise  # writing failed (disk full): a run-level error, not this member's fault
+                problems[key] = f"cannot read the archive member ({one_line(exc, 120)})"
+                target.unlink(missing_ok=True)
+            except Exception as exc:  # encrypted, unsupported compression, bad CRC, damaged stream
+                problems[key] = f"cannot read the archive member ({type(exc).__name__}: {one_line(exc, 120)})"
+                target.unlink(missing_ok=True)
+        return problems
+
+    def _open(self, key: str):
+        member = self.members[key]
+        if isinstance(self.handle, zipfile.ZipFile):
+            return self.handle.open(member)
+        fh = self.handle.extractfile(member)
+        if fh is None:
+            raise OSError("not a regular file")
+        return fh
+
+
+def unpack(
+    archive: Path,
+    dest: Path,
+    limit: int | None,
+    references: Callable[[list[Path], Path], set[str]],
+) -> tuple[list[Path], readers.Unpacked]:
+    """Unpack the data files of `archive` into `dest`, then the members their rows reference.
+
+    `references(files, root)` returns the member names (relative to root) that rows use.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    limit = default_limit(archive) if limit is None else limit
+    budget = [0]
+    reader = _Reader(archive, root)
+    try:
+        data = [k for k in reader.members if _is_data_member(k)]
+        broken = reader.extract(data, budget, limit)
+        if broken:
+            key, why = next(iter(broken.items()))
+            raise SatoriError(f"{archive}: data file {key}: {why}")
+        files, _ = readers.data_files(root)
+        wanted = references(files, root) & reader.members.keys()
+        problems: dict[str, str] = {}
+        small = []
+        for key in wanted - set(data):
+            if reader.sizes[key] > MAX_IMAGE_MEMBER:
+                problems[key] = f"an archive member of {reader.sizes[key] >> 20} MiB, too large for an image"
+            else:
+                small.append(key)
+        problems.update(reader.extract(small, budget, limit))
+    finally:
+        with contextlib.suppress(Exception):
+            reader.close()
+    return files, readers.Unpacked(root, problems)
+
+
+def _is_data_member(key: str) -> bool:
+    parts = key.split("/")
+    if any(p.startswith(".") or p == "images" for p in parts[:-1]):
+        return False
+    return readers.is_data_name(parts[-1])
