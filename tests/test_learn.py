@@ -1,9 +1,9 @@
 """It learns: a short cold-start SFT teaches the miniature SATORI's format on rows it never saw.
 
-Greedy completions on held-out rows (another sample seed) go through `swift infer` with the
-training template, the bundled system prompt and the run's pixel budget, and are scored by
-`satori rewards score` (benchmarks/learn.py, the `make learn` recipe, shortened). A wrong
-prompt, template or target would leave the format rate at zero.
+Held-out rows (another sample seed) are answered greedily by `satori eval --data` (the grounding
+benchmark, scored by the training rewards) in the run's pixel budget, asked as in training
+(benchmarks/learn.py, the `make learn` recipe, shortened). A wrong prompt, template or target
+would leave the format rate at zero; the log shows swift trained on the bundled system prompt.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def test_a_short_sft_teaches_the_format_on_held_out_rows(satori, tmp_path, learn
     heldout = tmp_path / "heldout" / "train.jsonl"
     budget = resolve_recipe("learn").budget
 
-    before = learn.measure(model, budget, heldout, tmp_path / "eval-before")
+    before = learn.measure(model, heldout, tmp_path / "eval-before", budget)
     assert before["format"] <= 0.1  # random weights: noise, never the format
 
     run = tmp_path / "sft"
@@ -62,6 +62,6 @@ def test_a_short_sft_teaches_the_format_on_held_out_rows(satori, tmp_path, learn
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    after = learn.run_measurement(run, heldout, tmp_path / "eval-after")
+    after = learn.measure(run, heldout, tmp_path / "eval-after")
     assert after["format"] >= 0.5, after
     assert after["caption"] > before["caption"] + 0.2, (before, after)
