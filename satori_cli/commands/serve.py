@@ -76,7 +76,6 @@ def serve(
         run_server,
         served_model,
     )
-    from satori_cli.signals import interrupt_on_stop_signals
     from satori_cli.train.runinfo import model_grammar
     from satori_cli.ui import console
 
@@ -140,7 +139,6 @@ def serve(
     chosen = check_ports(host, wanted)  # in use, privileged, not local; 0 -> a free port
     if ui:
         ui_port = chosen.pop()
-    interrupt_on_stop_signals()
     if planned is None:
         run_demo(base_url, api_key, budget, host, ui_port, grammar=grammar)
         return

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from satori_cli.decoding import Decoding
-from satori_cli.errors import SatoriError
+from satori_cli.errors import Interrupted, SatoriError
 from satori_cli.evaluation import datasets, runner
 from satori_cli.evaluation.grounding import SOURCE_PREFIX
 from satori_cli.evaluation.judge import check_judge
@@ -130,6 +130,8 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
 
     runner.prepare_work_dir(plan, req.overwrite)
     code, seconds = runner.execute(plan)
+    if code == 130:  # Ctrl-C: VLMEvalKit was stopped; what it wrote so far stays in the work dir
+        raise Interrupted(f"evaluation stopped; partial results in {plan.work_dir}")
     outcomes = runner.outcomes_of(plan)
     settings = runner.settings_of(plan) | {"seconds": round(seconds, 1)}
     json_path, csv_path = write_summary(plan.work_dir, outcomes, settings)
