@@ -208,6 +208,25 @@ def atomic_file(path: Path, mode: str = "w", remember: bool = True, newline: str
         partial.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def staging(folder: Path, overwrite: bool = False, what: str = "--out") -> Iterator[Path]:
+    """A scratch folder inside `folder` to write many files into; on success each moves into
+    `folder` (all targets are checked first: nothing moves if one is refused) and is remembered
+    as ours. For writers that name their own files (plots, reports)."""
+    clean_stale(folder)  # what a killed earlier run left
+    scratch = Path(folder) / f".staging.partial-{tag()}"
+    scratch.mkdir()
+    try:
+        yield scratch
+        made = sorted(p for p in scratch.iterdir() if p.is_file())
+        check_targets([Path(folder) / p.name for p in made], overwrite, what)
+        for path in made:
+            os.replace(path, Path(folder) / path.name)
+        record([Path(folder) / p.name for p in made])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

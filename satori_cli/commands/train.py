@@ -216,10 +216,17 @@ def train(
 
 
 def report(
-    run_dir: Path = typer.Argument(..., help="A run folder written by `satori train`."),
-    out: Path = typer.Option(
-        None, "--out", "-o", help="Where to write the report (default: RUN_DIR/report)."
+    run_dir: Path = typer.Argument(
+        None, help="A run folder written by `satori train` (default: the newest under $SATORI_HOME/runs)."
     ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Where to write the report (default: RUN_DIR/report, replaced each time). Elsewhere, "
+        "files satori did not write are not replaced without --overwrite.",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files in --out satori did not write."),
     max_completions: int = typer.Option(
         24, "--max-completions", help="Completions in the gallery (the latest steps first)."
     ),
@@ -233,8 +240,13 @@ def report(
     from satori_cli.train.report import write_report
     from satori_cli.ui import console
 
+    if run_dir is None:
+        from satori_cli.train.runfolder import newest_run
+
+        run_dir = newest_run("report on")
+        console().print(f"run: {run_dir} (the newest)", markup=False, soft_wrap=True)
     with console().status("rendering the report ..."):
-        result = write_report(run_dir, out, max_completions=max_completions)
+        result = write_report(run_dir, out, max_completions=max_completions, overwrite=overwrite)
     for path in result.files:
         console().print(f"[green]wrote[/] {path}")
     if result.eval_command:

@@ -80,6 +80,7 @@ def build_plan(req: EvalRequest) -> EvalPlan:
     # A run's model is scored in the budget it was trained in (a contradicting flag is refused).
     budget = settle_budget(resolved, req.min_pixels, req.max_pixels)
     work_dir = (req.work_dir or paths().runs / "eval" / time.strftime("%Y%m%d-%H%M%S")).expanduser().resolve()
+    check_work_dir(work_dir)
     return EvalPlan(
         benchmarks=benchmarks,
         models=specs,
@@ -97,6 +98,22 @@ def build_plan(req: EvalRequest) -> EvalPlan:
         api_key=req.api_key,
         verbose=req.verbose,
     )
+
+
+# What an evaluation leaves in its work dir (besides a folder per model).
+WORK_DIR_MARKS = ("satori_eval_spec.json", "eval.log", "summary.json")
+
+
+def check_work_dir(work_dir: Path) -> None:
+    """--work-dir is a folder that is new, empty, or an earlier evaluation's (whose results
+    --overwrite replaces): never a file, and never a folder of something else."""
+    from satori_cli.outputs import check_folder
+
+    if check_folder(work_dir, "--work-dir") and not any((work_dir / m).exists() for m in WORK_DIR_MARKS):
+        raise SatoriError(
+            f"--work-dir {work_dir} is not empty and holds no satori evaluation: satori will not write there",
+            hint="choose a new or empty folder",
+        )
 
 
 def evaluate(req: EvalRequest) -> list[Outcome]:

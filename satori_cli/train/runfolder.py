@@ -164,3 +164,26 @@ def check_resumable(checkpoint: Path, swift: Mapping[str, Any]) -> None:
         f"the run in {runlogs.run_dir_of(checkpoint)} is complete ({done} steps, {checkpoint.name}; "
         f"{asked}): nothing trained; to train on, raise the limit: {hint}"
     )
+
+
+# -- the newest run ------------------------------------------------------------------------------
+def newest_run(what: str, has: str | None = None) -> Path:
+    """The most recently started run under $SATORI_HOME/runs (the default of `satori report` and
+    `satori rewards score`); `has`: a file it must hold (e.g. completions.jsonl). One line if none."""
+    from satori_cli.config import paths
+
+    root = paths().runs
+    found = []
+    if root.is_dir():
+        for folder in root.iterdir():
+            record = folder / RUN_JSON
+            if record.is_file() and (
+                has is None or any((d / has).is_file() for d in runlogs.swift_dirs(folder))
+            ):
+                found.append((record.stat().st_mtime, folder))
+    if not found:
+        raise SatoriError(
+            f"no run folder under {root} to {what}",
+            hint="pass a run folder (e.g. the --output of `satori train`)",
+        )
+    return max(found)[1]
