@@ -128,7 +128,7 @@ def train(
 ) -> None:
     from satori_cli.errors import SatoriError
     from satori_cli.train.runfolder import RunComplete, abandon, replace_earlier_run
-    from satori_cli.train.runner import TrainOptions, build_plan, run_plan, swift_program
+    from satori_cli.train.runner import ArgumentsRefused, TrainOptions, build_plan, run_plan, swift_program
     from satori_cli.ui import console
 
     if resume and resume_from is not None:
@@ -200,6 +200,9 @@ def train(
         rollout = start_rollout(plan, split, program)
     try:
         info = run_plan(plan, command, verbose=verbose, rollout=rollout.command if rollout else None)
+    except ArgumentsRefused:
+        abandon(plan.made_dir, plan.claim)  # nothing was trained: as if the preflight had said it
+        raise
     except SatoriError:
         if rollout is not None and not rollout.alive:
             from satori_cli.serve.server import print_tail

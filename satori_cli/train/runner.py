@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,7 +177,7 @@ def tag_rows(src: Path, dest: Path) -> Path:
     # Written beside and renamed over: a reader (another node, a resumed run) never sees half a file.
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
-        with open(src, encoding="utf-8") as fin, open(tmp, "w", encoding="utf-8") as fout:
+        with open(src, "rb") as fin, open(tmp, "w", encoding="utf-8") as fout:
             for n, line in enumerate(fin):
                 if not line.strip():
                     continue
@@ -183,8 +185,6 @@ def tag_rows(src: Path, dest: Path) -> Path:
                 row.setdefault("solution", str(row.get("id", n)))
                 fout.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(tmp, dest)
-    except UnicodeDecodeError as exc:
-        raise SatoriError(f"{src} is not UTF-8 text (byte {exc.start} of a line)", hint=PREPARE_HINT) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return dest
@@ -193,12 +193,19 @@ def tag_rows(src: Path, dest: Path) -> Path:
 PREPARE_HINT = "make it with `satori data prepare SRC --out DIR`, or pass the raw source as --data"
 
 
-def _prepared_row(line: str, src: Path, number: int) -> dict[str, Any]:
+def _prepared_row(line: bytes, src: Path, number: int) -> dict[str, Any]:
     """One line of a prepared JSONL as a row, or a one-line error naming the line."""
     from satori_cli.outputs import one_line
 
     try:
-        row = json.loads(line)
+        row = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SatoriError(
+            f"{src} line {number} is not UTF-8 text (byte {exc.start + 1})", hint=PREPARE_HINT
+        ) from None
+    except json.JSONDecodeError as exc:
+        why = f"{exc.msg} at character {exc.pos + 1}"
+        raise SatoriError(f"{src} line {number} is not valid JSON: {why}", hint=PREPARE_HINT) from None
     except (ValueError, RecursionError) as exc:
         raise SatoriError(
             f"{src} line {number} is not valid JSON: {one_line(exc, 120)}", hint=PREPARE_HINT
@@ -392,6 +399,21 @@ def swift_program() -> str:
     return find_program("swift", SWIFT_HINT)
 
 
+class ArgumentsRefused(SatoriError):
+    """ms-swift's parser refused the command line (exit 2, nothing trained)."""
+
+
+_PARSER_ERROR = re.compile(r"^[\w.-]+: error: (.+)$")
+
+
+def parser_error(lines: Iterable[str]) -> str | None:
+    """argparse's `PROG: error: MESSAGE` among a failed command's last lines, else None."""
+    for line in reversed(list(lines)):
+        if match := _PARSER_ERROR.match(line.strip()):
+            return match.group(1)
+    return None
+
+
 class ProgressFeed:
     """Turns swift's output lines into progress (`satori_cli.train.progress`), keeping the last
     lines for errors."""
@@ -516,6 +538,12 @@ def run_plan(
     if record:
         runinfo.write_run_json(run_dir, info)
     if code != 0:
+        refused = parser_error(feed.tail) if code == 2 else None
+        if refused:  # swift's argument parser: its one line says it all (the usage runs to pages)
+            raise ArgumentsRefused(
+                f"ms-swift refused an argument: {refused}",
+                hint="`swift rlhf --help` lists them; nothing was trained",
+            )
         tail = "\n".join(feed.tail)
         if code != 130:
             console().print(tail, markup=False, highlight=False)
