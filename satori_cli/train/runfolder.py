@@ -132,9 +132,12 @@ def trainer_state(checkpoint: Path) -> dict[str, Any]:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise SatoriError(f"{path} cannot be read: {outputs.one_line(exc)}") from exc
+        raise SatoriError(
+            f"cannot resume from {checkpoint}: {path.name} cannot be read ({outputs.one_line(exc, 120)})",
+            hint="resume from an earlier one (--resume-from RUN/checkpoint-N), or start over (--overwrite)",
+        ) from exc
     if not isinstance(state, dict):
-        raise SatoriError(f"{path} does not hold a trainer state")
+        raise SatoriError(f"cannot resume from {checkpoint}: {path.name} holds no trainer state")
     return state
 
 
