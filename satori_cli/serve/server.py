@@ -77,10 +77,19 @@ def pick_backend(backend: str, vllm_bin: str) -> str:
     return "vllm"
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin")
+
+
 def resolve_model(model: str | None, build: bool) -> str:
-    """`tiny` -> the tiny model folder (built if `build`); None -> SATORI; else as given."""
+    """`tiny` -> the tiny model folder (built if `build`); None -> SATORI; else as given.
+
+    With `build` (not a dry run) the model is checked before any server starts, as `satori
+    eval` checks it: a folder must hold a Qwen2.5-VL config and weights, a hub id must be in the
+    local cache or downloadable now. Otherwise one line, instead of the server's traceback
+    seconds later. (The check reuses eval's resolver until one model resolver serves both.)
+    """
     if model is None:
-        return DEFAULT_MODEL
+        model = DEFAULT_MODEL
     if model == TINY:
         if not build:
             return str(paths().tiny_model)
@@ -91,10 +100,22 @@ def resolve_model(model: str | None, build: bool) -> str:
     if local.exists():
         if not (local / "config.json").is_file():
             raise SatoriError(f"{local} is not a model folder (no config.json)")
+        if build:
+            from satori_cli.evaluation.runner import check_checkpoint
+
+            check_checkpoint(local)
+            if not any(next(local.glob(pattern), None) for pattern in WEIGHT_FILES):
+                raise SatoriError(f"{local} has no weights (*.safetensors or *.bin)")
         return str(local.resolve())
     if model.count("/") != 1 or model.startswith(("/", ".", "~")):
-        raise SatoriError(f"model not found: {model}", hint="give a checkpoint folder, a hub id, or `tiny`")
-    return model
+        raise SatoriError(
+            f"model folder not found: {local}", hint="give a checkpoint folder, a hub id, or `tiny`"
+        )
+    if not build:
+        return model
+    from satori_cli.evaluation.runner import resolve_checkpoint
+
+    return str(resolve_checkpoint(model))
 
 
 def plan_server(
@@ -117,22 +138,24 @@ def plan_server(
     backend = pick_backend(backend, vllm_bin)
     if backend == "fake":
         command = fake_command(host, port, budget, api_key)
-        chosen = "(none: canned answers)"
-    else:
-        chosen = resolve_model(model, build=resolve)
+        return ServerPlan(backend, "(none: canned answers)", command, host, port, api_key)
+    if backend == "transformers" and gpus > 1:
+        raise SatoriError("--gpus > 1 needs --backend vllm", hint="the transformers backend uses one device")
+
+    def command_for(chosen: str) -> Command:
         if backend == "transformers":
-            if gpus > 1:
-                raise SatoriError(
-                    "--gpus > 1 needs --backend vllm", hint="the transformers backend uses one device"
-                )
-            command = swift_command(chosen, host, port, budget, api_key)
-        else:
-            settings = VllmSettings(
-                model=chosen, host=host, port=port, gpus=gpus, max_model_len=max_model_len, budget=budget
-            )
-            command = vllm_command(settings, vllm_bin, api_key)
+            return swift_command(chosen, host, port, budget, api_key)
+        settings = VllmSettings(
+            model=chosen, host=host, port=port, gpus=gpus, max_model_len=max_model_len, budget=budget
+        )
+        return vllm_command(settings, vllm_bin, api_key)
+
+    chosen = resolve_model(model, build=False)
+    command = command_for(chosen)
     if resolve:
-        command = resolve_program(command, backend)
+        resolve_program(command, backend)  # a missing program first: it is found locally, at once
+        chosen = resolve_model(model, build=True)  # then the model (which may download)
+        command = resolve_program(command_for(chosen), backend)
     return ServerPlan(backend=backend, model=chosen, command=command, host=host, port=port, api_key=api_key)
 
 
@@ -225,14 +248,17 @@ def run_demo(
     port: int,
     server=None,
     grammar: str | None = None,
+    canned: bool = False,
 ) -> None:
-    """The demo (asking in `grammar`) against `base_url` until Ctrl-C, or until `server` (when given) dies."""
+    """The demo (asking in `grammar`) against `base_url` until Ctrl-C, or until `server` (when given) dies.
+    `canned`: the server is the fake backend (the demo says so in a banner)."""
     import time
 
     from satori_cli.serve.ui import build_demo, launch_demo
     from satori_cli.ui import console
 
-    demo = launch_demo(build_demo(base_url, api_key, budget, grammar=grammar), host, port, block=False)
+    built = build_demo(base_url, api_key, budget, grammar=grammar, canned=canned)
+    demo = launch_demo(built, host, port, block=False)
     how = " (log in with any user name and the API key as password)" if api_key else ""
     console().print(f"[green]demo:[/] {root_url(host, port)}{how}  (Ctrl-C to stop)")
     try:
@@ -247,8 +273,14 @@ def run_server(
     plan: ServerPlan, timeout: float, ui_port: int | None, budget: PixelBudget, grammar: str | None = None
 ) -> None:
     """Start the planned server, print where it answers, and keep it (and the demo) until stopped."""
+    from rich.markup import escape
+
+    from satori_cli.serve.client import CANNED_NOTICE
     from satori_cli.ui import console
 
+    canned = plan.backend == "fake"
+    if canned:
+        console().print(f"[yellow]{escape(CANNED_NOTICE)}[/]")
     try:
         server = start_server(plan, timeout)
     except ServerDied as exc:
@@ -259,7 +291,16 @@ def run_server(
             f"[green]SATORI API ready:[/] {plan.base_url} (model `satori`, backend {plan.backend})"
         )
         if ui_port is not None:
-            run_demo(plan.base_url, plan.api_key, budget, plan.host, ui_port, server=server, grammar=grammar)
+            run_demo(
+                plan.base_url,
+                plan.api_key,
+                budget,
+                plan.host,
+                ui_port,
+                server=server,
+                grammar=grammar,
+                canned=canned,
+            )
         else:
             code = server.wait()
             if code != 0:
