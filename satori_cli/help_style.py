@@ -99,7 +99,7 @@ class ReadableGroup(TyperGroup):
 
 
 def reflow(text: str) -> str:
-    """Join the lines of each paragraph; a paragraph with an indented line is kept as is.
+    r"""Join the lines of each paragraph; a paragraph with an indented line is kept as is.
 
     >>> reflow("One\nparagraph.\n\n  satori x\n  satori y")
     'One paragraph.\n\n  satori x\n  satori y'
