@@ -170,10 +170,9 @@ def data_line(plan: EvalPlan) -> str:
     """Where VLMEvalKit reads the TSVs and decodes their images (its LMUData) for this run."""
     if plan.lmu_dir == plan.data_dir:
         return f"data: {plan.data_dir} (VLMEvalKit's LMUData: TSVs and decoded images)"
-    return (
-        f"data: {plan.lmu_dir} (VLMEvalKit's LMUData for this run: links to your TSVs and to the "
-        f"official ones in {plan.data_dir}, and the images decoded from them)"
-    )
+    official = any(not (b.given_path or b.grounding) for b in plan.benchmarks)
+    links = f"your TSVs and the official ones in {plan.data_dir}" if official else "your TSVs"
+    return f"data: {plan.lmu_dir} (VLMEvalKit's LMUData for this run: links to {links}, decoded images)"
 
 
 def resolved_lines(resolved: dict, outcomes: list[Outcome]) -> list[str]:

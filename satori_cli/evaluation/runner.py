@@ -113,7 +113,10 @@ def prepare_work_dir(plan: EvalPlan, overwrite: bool) -> None:
             hint="choose a new --work-dir, or pass --overwrite to replace them",
         )
     for folder in stale:
-        shutil.rmtree(folder) if folder.is_dir() and not folder.is_symlink() else folder.unlink()
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        else:
+            folder.unlink()
     plan.work_dir.mkdir(parents=True, exist_ok=True)
     plan.data_dir.mkdir(parents=True, exist_ok=True)
     if plan.lmu_dir != plan.data_dir:

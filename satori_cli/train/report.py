@@ -162,7 +162,7 @@ def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
                 linestyle=style,
                 marker=marker,
                 markevery=max(1, len(xs) // 20),
-                markersize=7 - i % 3,  # a smaller marker inside an earlier, larger one stays visible
+                markersize=max(3, 10 - 2 * (i % 4)),  # a later marker sits inside an earlier, larger one
                 fillstyle="none" if i else "full",
                 label=shown,
             )
