@@ -111,3 +111,18 @@ def test_a_dry_run_writes_no_data_folder(satori, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert not (home / "LMUData").exists() and list(home.iterdir()) == []
+
+
+def test_in_a_terminal_each_benchmark_gets_a_bar_with_its_count():
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=120, force_terminal=True, color_system=None)
+    with EvalProgress(console) as progress:
+        progress.start_model("baseline")
+        for done in range(9):
+            progress.feed(progress_line("TinyBench", 0, 1, done, 8))
+        progress.feed(progress_line("MMStar", 0, 1, 0, 1500))
+        progress.end_model()
+    screen = buffer.getvalue()
+    assert "baseline TinyBench" in screen and "8/8" in screen and "done" in screen
+    assert "baseline MMStar" in screen and "0/1500" in screen and "stopped" in screen
+    assert "baseline TinyBench:" not in screen  # no plain lines in a terminal
