@@ -120,6 +120,11 @@ def _folder(tmp_path, tiny_model, name, drop=(), model_type=None):
     return folder
 
 
+def _broken_config(folder):
+    (folder / "config.json").write_text("{not json")
+    return folder
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -127,8 +132,9 @@ def _folder(tmp_path, tiny_model, name, drop=(), model_type=None):
         (lambda tmp, tiny: "runs/missing", "is not a local folder and the Hugging Face hub could not"),
         (lambda tmp, tiny: _folder(tmp, tiny, "no-weights", drop=(".safetensors",)), "has no weights"),
         (lambda tmp, tiny: _folder(tmp, tiny, "llama", model_type="llama"), "is a 'llama' model"),
+        (lambda tmp, tiny: _broken_config(_folder(tmp, tiny, "bad-config")), "is not valid JSON"),
     ],
-    ids=["missing-folder", "not-in-cache-offline", "no-weights", "not-qwen"],
+    ids=["missing-folder", "not-in-cache-offline", "no-weights", "not-qwen", "bad-config"],
 )
 def test_serve_checks_the_model_before_starting_a_server(
     satori, satori_home, tiny_model, tmp_path, make, message

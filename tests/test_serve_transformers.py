@@ -58,10 +58,16 @@ def test_swift_deploy_serves_the_tiny_model(satori, tiny_model, tmp_path):
         )
 
 
-def test_a_model_that_cannot_load_passes_the_exit_code_and_log_through(satori, tmp_path):
+def test_a_model_that_cannot_load_passes_the_exit_code_and_log_through(satori, tmp_path, tiny_model):
+    """Weights that pass serve's own check (a Qwen2.5-VL config, a weights file) but cannot be read:
+    the server dies while loading, and its exit code and last log lines come through."""
     broken = tmp_path / "broken-model"
     broken.mkdir()
-    (broken / "config.json").write_text("{not json")
+    for f in tiny_model.iterdir():
+        if f.is_file():
+            (broken / f.name).write_bytes(f.read_bytes())
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"not a safetensors file")
     result = satori("serve", "--backend", "transformers", "--model", str(broken), "--port", str(free_port()))
     assert result.returncode not in (0, 2)
     assert "the transformers server exited with code" in result.stderr
