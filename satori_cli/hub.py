@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from satori_cli.config import BASE_MODEL, DEFAULT_DATASET, DEFAULT_MODEL
+from satori_cli import models
+from satori_cli.config import DEFAULT_DATASET, DEFAULT_MODEL
 from satori_cli.errors import SatoriError, require
 
 Kind = Literal["model", "data"]
 SOURCES = ("hf", "modelscope")
-ALIASES = {"satori": DEFAULT_MODEL, "base": BASE_MODEL, "vqa-verify": DEFAULT_DATASET}
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+ALIASES = {**models.ALIASES, "vqa-verify": DEFAULT_DATASET}
 
 
 @dataclass(frozen=True)
@@ -45,33 +44,19 @@ def default_repo(kind: Kind) -> str:
     return DEFAULT_MODEL if kind == "model" else DEFAULT_DATASET
 
 
-def _looks_like_path(repo: str) -> bool:
-    return repo.startswith(("/", "./", "../", "~")) or os.sep in repo.strip("/").replace("/", "", 1)
-
-
 def local_folder(kind: Kind, repo: str) -> Path | None:
     """The folder `repo` names, checked to hold a model or data; None when it is a repo id."""
-    path = Path(repo).expanduser()
-    if not path.exists():
-        if _looks_like_path(repo) or not _REPO_ID.match(repo):
-            raise SatoriError(
-                f"'{repo}' is neither an existing folder nor a hub repo id (owner/name)",
-                hint="give a folder that exists, or a repo id like " + default_repo(kind),
-            )
+    path = models.local_path(repo, kind=kind)
+    if path is None:
         return None
-    if not path.is_dir():
-        raise SatoriError(f"{path} is a file; give the folder that holds the {kind}")
-    if kind == "model" and not (path / "config.json").is_file():
-        raise SatoriError(f"{path} has no config.json, so it is not a model folder")
-    if kind == "data":
-        from satori_cli.data.readers import ARCHIVE_SUFFIXES, DATA_SUFFIXES
+    if kind == "model":
+        return Path(models.resolve(str(path), flag="").path)
+    from satori_cli.data.readers import ARCHIVE_SUFFIXES, DATA_SUFFIXES
 
-        suffixes = DATA_SUFFIXES + ARCHIVE_SUFFIXES
-        if not any(p.name.lower().endswith(suffixes) for p in path.rglob("*") if p.is_file()):
-            raise SatoriError(
-                f"{path} holds no .parquet, .jsonl, .json or archive file, so it is not a dataset"
-            )
-    return path.resolve()
+    suffixes = DATA_SUFFIXES + ARCHIVE_SUFFIXES
+    if not any(p.name.lower().endswith(suffixes) for p in path.rglob("*") if p.is_file()):
+        raise SatoriError(f"{path} holds no .parquet, .jsonl, .json or archive file, so it is not a dataset")
+    return path
 
 
 def manual_hint(kind: Kind, repo: str, revision: str | None) -> str:
@@ -102,10 +87,18 @@ def fetch(
         return Fetched(repo, folder, "local")
     if source == "modelscope":
         return _fetch_modelscope(kind, repo, revision, local_dir, token)
-    return _fetch_hf(kind, repo, revision, local_dir, token, tqdm_class)
+    return fetch_hf(kind, repo, revision, local_dir, token, tqdm_class)
 
 
-def _fetch_hf(kind, repo, revision, local_dir, token, tqdm_class) -> Fetched:
+def fetch_hf(
+    kind: Kind,
+    repo: str,
+    revision: str | None = None,
+    local_dir: str | Path | None = None,
+    token: str | None = None,
+    tqdm_class: type | None = None,
+) -> Fetched:
+    """`repo` from the Hugging Face hub (or its cache), every failure one line."""
     import httpx
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (

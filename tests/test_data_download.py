@@ -56,7 +56,10 @@ def test_a_local_folder_is_accepted_in_place_of_a_repo_id(satori, tmp_path: Path
     model.mkdir()
     done = satori("download", "model", str(model))
     assert done.returncode == 2 and "no config.json" in done.stderr
-    (model / "config.json").write_text("{}")
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    done = satori("download", "model", str(model))
+    assert done.returncode == 2 and "is a 'llama' model" in done.stderr  # judged by config.json
+    (model / "config.json").write_text('{"model_type": "qwen2_5_vl"}')
     done = satori("download", "model", str(model), "--source", "modelscope")
     assert done.returncode == 0 and done.stdout.strip().endswith(str(model.resolve()))
 
@@ -90,7 +93,7 @@ def test_a_filled_local_dir_is_used_offline(monkeypatch, tmp_path: Path) -> None
 
 
 def test_bad_repo_names_and_sources_are_user_errors(tmp_path: Path) -> None:
-    with pytest.raises(SatoriError, match="neither an existing folder nor a hub repo id"):
+    with pytest.raises(SatoriError, match="no such folder"):
         fetch("data", str(tmp_path / "missing"))
     with pytest.raises(SatoriError, match="neither"):
         fetch("model", "not a repo")

@@ -70,7 +70,7 @@ def test_api_backend_scores_extracted_answers(satori, tmp_path):
 
     first = server.requests[0]
     assert first["model"] == "satori"  # the served model name, as /v1/models lists it
-    assert first["messages"][0]["content"][0]["text"] == load_prompt("system")
+    assert first["messages"][0]["content"] == load_prompt("system")  # as text: swift deploy reads a string
     import pandas as pd
 
     preds = pd.read_excel(work / "satori" / "satori_MMBench_tiny_satori.xlsx")

@@ -159,12 +159,19 @@ def test_every_backend_and_serve_send_the_same_decoding(tmp_path):
     image = tmp_path / "i.png"
     Image.new("RGB", (64, 48), (1, 2, 3)).save(image)
     message = [{"type": "image", "value": str(image)}, {"type": "text", "value": "Q"}]
-    eval_body = api_payload(message, PromptStyle.satori(), "satori", PAPER_BUDGET, d)
+    eval_body, _ = api_payload(message, PromptStyle.satori(), "satori", PAPER_BUDGET, d)
     assert {k: eval_body[k] for k in wanted} == wanted
     with FakeServer() as server:
         SatoriClient(server.base_url).complete(prepare_image(Image.open(image).convert("RGB")), "Q", 0.0, 64)
         serve_body = server.requests[-1]
     assert {k: serve_body.get(k) for k in wanted} == wanted
+    # One request builder: the same body, the same pre-resized image; only eval's question suffix differs.
+    from satori_cli.prompts import load_prompt
+
+    eval_text = eval_body["messages"][1]["content"][1]["text"]
+    serve_body["messages"][1]["content"][1]["text"] += load_prompt("eval_suffix")
+    assert eval_text == serve_body["messages"][1]["content"][1]["text"]
+    assert eval_body == serve_body
 
 
 # -- vLLM: batched, one engine per process ----------------------------------------------------

@@ -209,7 +209,7 @@ def test_api_backend_scores_known_boxes_as_computed_by_hand(satori, tmp_path):
     from satori_cli.prompts import load_prompt
 
     first = next(b for b in server.requests if b["messages"][0]["role"] == "system")
-    assert first["messages"][0]["content"][0]["text"] == load_prompt("system")
+    assert first["messages"][0]["content"] == load_prompt("system")  # as text: swift deploy reads a string
     texts = [p["text"] for p in first["messages"][1]["content"] if p["type"] == "text"]
     assert texts[0].endswith(load_prompt("eval_suffix")) and "<image>" not in texts[0]
     assert first["mm_processor_kwargs"] == {"min_pixels": 200704, "max_pixels": 401408}

@@ -156,27 +156,37 @@ def test_prediction_keeps_raw_output_and_scores_the_answer(raw, answer):
     assert record == {"prediction": answer, "extra_records": raw}
 
 
-def test_api_payload_sends_image_prompt_budget_and_greedy(tmp_path):
+def test_api_payload_sends_the_image_resized_to_the_budget_the_prompt_and_greedy(tmp_path):
+    import base64
+    import io
+
     from PIL import Image
 
     img = tmp_path / "i.png"
-    Image.new("RGB", (8, 8), (1, 2, 3)).save(img)
+    Image.new("RGB", (640, 480), (1, 2, 3)).save(img)
     message = [{"type": "image", "value": str(img)}, {"type": "text", "value": "Q"}]
     budget = PixelBudget(3136, 50176)
-    body = api_payload(message, PromptStyle.satori(), "m", budget, Decoding(max_new_tokens=64))
+    body, sent = api_payload(message, PromptStyle.satori(), "m", budget, Decoding(max_new_tokens=64))
     assert body["model"] == "m" and body["max_tokens"] == 64 and body["temperature"] == 0.0
     assert body["repetition_penalty"] == 1.0 and body["top_p"] == 1.0 and body["top_k"] == 0
     assert body["mm_processor_kwargs"] == {"min_pixels": 3136, "max_pixels": 50176}
-    user = body["messages"][1]["content"]
-    assert user[0]["image_url"]["url"].startswith("data:image/png;base64,")
-    assert user[1]["text"].endswith(load_prompt("eval_suffix"))
+    system, user = body["messages"]
+    assert system == {"role": "system", "content": load_prompt("system")}  # text: swift deploy reads a string
+    url = user["content"][0]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as received:
+        # The server's own resize is then the identity.
+        assert received.size == budget.resized_wh(640, 480) == sent[0].resized.size
+    assert user["content"][1] == {"type": "text", "text": "Q" + load_prompt("eval_suffix")}
 
 
-def test_vllm_engine_gets_the_pixel_budget():
-    kwargs = vllm_engine_kwargs("/ckpt", PAPER_BUDGET, tensor_parallel=2)
+def test_vllm_engine_gets_the_pixel_budget_and_a_context_for_the_longest_request():
+    kwargs = vllm_engine_kwargs("/ckpt", PAPER_BUDGET, Decoding(max_new_tokens=2048), tensor_parallel=2)
     assert kwargs["mm_processor_kwargs"] == PAPER_BUDGET.processor_kwargs()
     assert kwargs["tensor_parallel_size"] == 2 and kwargs["model"] == "/ckpt"
     assert kwargs["generation_config"] == "vllm"  # no defaults from the checkpoint's generation_config.json
+    images = kwargs["limit_mm_per_prompt"]["image"]
+    assert kwargs["max_model_len"] == 1024 + images * 512 + 2048  # text + visual tokens + completion
 
 
 # -- launch -----------------------------------------------------------------------------------
@@ -273,6 +283,48 @@ def test_vlmeval_failures_that_exit_0_are_failures(tmp_path, entry, fragment):
 def test_no_status_file_is_a_failure(tmp_path):
     out = collect(tmp_path, "satori", datasets.resolve("MMStar", tmp_path))
     assert not out.ok and "crashed" in out.error
+
+
+def _scored(root: Path) -> None:
+    _status(root, "satori", {"status": "done"})
+    (root / "satori" / "satori_MMStar_acc.csv").write_text('"split","Overall"\n"none","0.5"\n')
+
+
+def test_unreadable_predictions_fail_the_benchmark_naming_the_file(tmp_path):
+    """Failed-item counts decide whether a benchmark failed: an unreadable file is never counted as 0 of 0."""
+    import pandas as pd
+
+    bench = datasets.resolve("MMStar", tmp_path)
+    _scored(tmp_path)
+    pred = tmp_path / "satori" / "satori_MMStar.xlsx"
+    pred.write_bytes(b"not a spreadsheet")
+    out = collect(tmp_path, "satori", bench)
+    assert not out.ok and out.error.startswith(f"cannot read the predictions {pred}")
+    assert "\n" not in out.error
+    pd.DataFrame({"answer": ["A"]}).to_excel(pred, index=False)
+    out = collect(tmp_path, "satori", bench)
+    assert not out.ok and out.error == f"the predictions {pred} have no 'prediction' column"
+    pd.DataFrame({"prediction": ["A", "Failed to obtain answer via API."]}).to_excel(pred, index=False)
+    out = collect(tmp_path, "satori", bench)
+    assert out.ok and (out.failed_items, out.items) == (1, 2)
+
+
+def test_an_unreadable_judge_log_is_no_judge_success(tmp_path):
+    """`verdict` once reported the LLM judge as the scorer when its match log could not be read."""
+    import pandas as pd
+
+    from satori_cli.evaluation.judge import verdict
+
+    bench = datasets.resolve("MMStar", tmp_path)
+    _scored(tmp_path)
+    log = tmp_path / "satori" / "satori_MMStar_my-judge_result.xlsx"
+    log.write_bytes(b"PK\x03\x04 truncated")
+    got = verdict(tmp_path / "satori", "satori", "MMStar", "my-judge")
+    assert got.used == "my-judge" and got.error.startswith(f"cannot read the judge's match log {log}")
+    out = collect(tmp_path, "satori", bench, "my-judge")
+    assert not out.ok and str(log) in out.error
+    pd.DataFrame({"log": ["matched by the judge"]}).to_excel(log, index=False)
+    assert collect(tmp_path, "satori", bench, "my-judge").ok
 
 
 def test_summary_has_both_models_and_the_delta(tmp_path):

@@ -23,10 +23,22 @@ swift_parser = test_train_command.swift_parser  # the fixture: ms-swift 4.x's ow
 MESSAGE = [{"type": "image", "value": "/x.png"}, {"type": "text", "value": "Question: what?"}]
 
 
+def _checkpoint(path: Path) -> Path:
+    """A whole Qwen2.5-VL checkpoint as far as satori looks (config, weights, trainer state last)."""
+    from satori_cli.tiny_model import reference_file
+
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(reference_file("config.json")))
+    (path / "model.safetensors").write_bytes(b"weights")
+    (path / "trainer_state.json").write_text("{}")
+    return path
+
+
 def _run_folder(path: Path, grammar: str) -> Path:
     """A `satori train` run folder as far as its record goes, with one checkpoint."""
-    (path / "checkpoint-2").mkdir(parents=True)
-    (path / "run.json").write_text(json.dumps({"grammar": grammar, "recipe": {"grammar": grammar}}))
+    _checkpoint(path / "checkpoint-2")
+    recipe = {"grammar": grammar, "min_pixels": 3136, "max_pixels": 12544}  # satori records its budget too
+    (path / "run.json").write_text(json.dumps({"grammar": grammar, "recipe": recipe}))
     return path
 
 
@@ -69,7 +81,7 @@ def test_eval_dry_run_follows_the_run_folder_and_the_flag(satori, tmp_path):
     assert "grammar: satori r1, baseline nocap (stock prompt)" in result.stdout
     flagged = satori(*common, "--model", str(run), "--grammar", "satori-v2")
     assert flagged.returncode == 0 and '"grammar": "satori-v2"' in flagged.stdout
-    plain = satori(*common, "--model", str(tmp_path))
+    plain = satori(*common, "--model", str(_checkpoint(tmp_path / "plain")))
     assert plain.returncode == 0 and '"grammar": "satori"' in plain.stdout
     bad = satori(*common, "--model", str(run), "--grammar", "r2")
     assert bad.returncode == 2 and "unknown grammar 'r2'" in bad.stderr and "Traceback" not in bad.stderr
@@ -83,9 +95,7 @@ def _r1_answer(body: dict) -> str:
     user = body["messages"][-1]["content"]
     text = " ".join(p["text"] for p in user if p["type"] == "text")
     url = next(p["image_url"]["url"] for p in user if p["type"] == "image_url")
-    asked_right = system["role"] == "system" and system["content"][0]["text"] == load_prompt(
-        "system", grammar="r1"
-    )
+    asked_right = system["role"] == "system" and system["content"] == load_prompt("system", grammar="r1")
     asked_right &= text.endswith(load_prompt("eval_suffix", grammar="r1"))
     colour = _colour(url)
     letter = re.search(rf"^([A-Z])\. {colour}$", text, re.M)
@@ -198,7 +208,6 @@ def test_train_grammar_from_a_config_file_and_refusals(satori, tmp_path):
 
 def test_train_resume_keeps_the_runs_grammar(satori, tmp_path):
     run = _run_folder(tmp_path / "run", "r1")
-    (run / "checkpoint-2" / "trainer_state.json").write_text("{}")
     data = _prepared(tmp_path)
     common = [
         "train",

@@ -383,7 +383,8 @@ def test_rewards_score_grammar_chooses_the_rewards(satori, tmp_path, name):
 def test_rewards_score_follows_a_run_folders_grammar(satori, tmp_path):
     run = tmp_path / "run"
     (run / "data").mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"grammar": "r1", "recipe": {"grammar": "r1"}}))
+    recipe = {"grammar": "r1", "min_pixels": 3136, "max_pixels": 12544}  # satori records its budget too
+    (run / "run.json").write_text(json.dumps({"grammar": "r1", "recipe": recipe}))
     logged = {"completion": [R1, V1], "solution": ["0", "0"]}
     (run / "completions.jsonl").write_text(json.dumps(logged) + "\n")
     result = satori("rewards", "score", str(run))

@@ -15,7 +15,7 @@ from PIL import Image
 
 from satori_cli.cmdline import Command, wait_until
 from satori_cli.errors import SatoriError
-from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
+from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
 from satori_cli.serve.backends import ServerDied, ServerProcess
 from satori_cli.serve.client import BOX_COLORS
 from satori_cli.serve.vllm_command import VllmSettings, vllm_args, vllm_command
@@ -34,12 +34,28 @@ def test_vllm_argv_carries_the_recipe():
     assert option(argv, "--tensor-parallel-size") == "4"
     assert option(argv, "--host") == "127.0.0.1"
     assert option(argv, "--port") == "9000"
-    assert option(argv, "--max-model-len") == "2048"
+    assert option(argv, "--max-model-len") == "3584"  # 1024 text + 512 visual + 2048 new tokens
     assert json.loads(option(argv, "--limit-mm-per-prompt")) == {"image": 1, "video": 0}
     assert json.loads(option(argv, "--mm-processor-kwargs")) == {
         "min_pixels": PAPER_MIN_PIXELS,
         "max_pixels": PAPER_MAX_PIXELS,
     }
+
+
+def test_the_context_length_follows_from_the_paper_recipe():
+    """1024 text tokens = the paper's max_length - max_completion_length - its budget's visual tokens."""
+    from satori_cli.pixels import PAPER_BUDGET
+    from satori_cli.train.recipe import load_preset
+    from satori_cli.vllm_settings import PROMPT_TEXT_TOKENS, context_length
+
+    paper = load_preset("paper")["swift"]
+    visual = PAPER_BUDGET.max_pixels // PAPER_BUDGET.token_pixels
+    assert paper["max_length"] - paper["max_completion_length"] - visual == PROMPT_TEXT_TOKENS
+    assert context_length(PAPER_BUDGET, paper["max_completion_length"]) == paper["max_length"]
+    bigger = PixelBudget(PAPER_MIN_PIXELS, 4 * PAPER_MAX_PIXELS)  # a run with a larger budget needs more
+    assert context_length(bigger, 2048) == PROMPT_TEXT_TOKENS + 4 * visual + 2048
+    argv = vllm_command(VllmSettings(model="m/x", budget=bigger, max_model_len=9999)).argv
+    assert option(argv, "--max-model-len") == "9999"  # --max-model-len still wins
 
 
 def test_vllm_api_key_goes_in_the_environment_not_argv():
@@ -62,7 +78,7 @@ def test_vllm_argv_against_vllm_parser_or_dry_run(satori):
         parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
         assert parsed.model_tag == "justairr/SATORI"
         assert parsed.tensor_parallel_size == 2
-        assert parsed.max_model_len == 2048
+        assert parsed.max_model_len == 3584
         assert parsed.limit_mm_per_prompt == {"image": 1, "video": 0}
         assert parsed.served_model_name == ["satori"]
         assert parsed.mm_processor_kwargs == {"min_pixels": PAPER_MIN_PIXELS, "max_pixels": PAPER_MAX_PIXELS}
@@ -95,7 +111,8 @@ def test_dry_run_transformers_backend_uses_swift_deploy_with_the_budget(satori):
         (["--base-url", "http://127.0.0.1:1/v1"], "add --ui"),
         (["--backend", "tpu"], "unknown backend"),
         (["--backend", "transformers", "--gpus", "2"], "needs --backend vllm"),
-        (["--model", "./no/such/folder"], "model folder not found"),
+        (["--model", "./no/such/folder"], "no such folder"),
+        (["--model", "Org/Uncached"], "not in the Hugging Face cache (HF_HUB_OFFLINE is set)"),
         (["--backend", "vllm", "--vllm-bin", "/nonexistent/vllm"], "not an executable"),
         (["--backend", "fake", "--ui", "--ui-port", "8000"], "is the API's --port too"),
     ],
@@ -108,15 +125,16 @@ def test_user_errors_are_one_line(satori, args, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def _folder(tmp_path, tiny_model, name, drop=(), model_type=None):
+def _folder(tmp_path, tiny_model, name, model_type=None):
     folder = tmp_path / name
     folder.mkdir()
     for f in tiny_model.iterdir():
-        if f.is_file() and f.suffix not in drop:
+        if f.is_file():
             (folder / f.name).write_bytes(f.read_bytes())
     if model_type:
         config = json.loads((folder / "config.json").read_text())
-        (folder / "config.json").write_text(json.dumps({**config, "model_type": model_type}))
+        config |= {"model_type": model_type, "architectures": ["LlamaForCausalLM"]}
+        (folder / "config.json").write_text(json.dumps(config))
     return folder
 
 
@@ -128,13 +146,12 @@ def _broken_config(folder):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda tmp, tiny: tmp / "runs" / "missing", "model folder not found"),
-        (lambda tmp, tiny: "runs/missing", "is not a local folder and the Hugging Face hub could not"),
-        (lambda tmp, tiny: _folder(tmp, tiny, "no-weights", drop=(".safetensors",)), "has no weights"),
+        (lambda tmp, tiny: tmp / "runs" / "missing", "no such folder"),
+        (lambda tmp, tiny: "runs/missing", "not in the Hugging Face cache (HF_HUB_OFFLINE is set)"),
         (lambda tmp, tiny: _folder(tmp, tiny, "llama", model_type="llama"), "is a 'llama' model"),
         (lambda tmp, tiny: _broken_config(_folder(tmp, tiny, "bad-config")), "is not valid JSON"),
     ],
-    ids=["missing-folder", "not-in-cache-offline", "no-weights", "not-qwen", "bad-config"],
+    ids=["missing-folder", "not-in-cache-offline", "not-qwen", "bad-config"],
 )
 def test_serve_checks_the_model_before_starting_a_server(
     satori, satori_home, tiny_model, tmp_path, make, message

@@ -110,15 +110,23 @@ def test_missing_deepspeed_and_vllm(tmp_path):
     pf.check_needs(plan_for(tmp_path, "smoke"))
 
 
-def test_model_unreachable(tmp_path):
-    with pytest.raises(SatoriError) as exc:
-        pf.check_model(str(tmp_path / "nope"))
-    assert "not found or has no config.json" in one_line(exc)
-    with pytest.raises(SatoriError, match="neither a local folder nor a hub id"):
-        pf.check_model("just-a-name")
-    # The tests run with HF_HUB_OFFLINE=1: an uncached hub id cannot be reached.
-    with pytest.raises(SatoriError, match="not in the local Hugging Face cache"):
-        pf.check_model("Org/Not-Cached-Model")
+def test_model_unreachable_is_refused_before_anything_is_prepared(tmp_path):
+    from satori_cli.train.runner import TrainOptions, build_plan
+
+    def refused(model: str) -> str:
+        with pytest.raises(SatoriError) as exc:
+            build_plan(TrainOptions(model=model, output=tmp_path / "run"))
+        assert not (tmp_path / "run").exists()  # refused before the data is prepared
+        return one_line(exc)
+
+    assert "no such folder" in refused(str(tmp_path / "nope"))
+    assert "neither an existing folder nor a hub repo id" in refused("just-a-name")
+    (tmp_path / "empty").mkdir()
+    assert "has no config.json" in refused(str(tmp_path / "empty"))
+    # The tests run with HF_HUB_OFFLINE=1: an uncached hub id cannot be reached (checked in preflight).
+    plan = build_plan(TrainOptions(model="Org/Not-Cached-Model", output=tmp_path / "run"), prepare_data=False)
+    with pytest.raises(SatoriError, match="not in the Hugging Face cache"):
+        pf.check_model(plan.model)
 
 
 def test_data_missing_or_empty(tmp_path):
@@ -142,7 +150,7 @@ def test_output_not_writable(tmp_path):
 
 def test_resume_without_checkpoint(tmp_path):
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "model" / "config.json").write_text(json.dumps(QWEN25_VL_3B))
     plan = plan_for(tmp_path, model=str(tmp_path / "model"), resume=tmp_path / "checkpoint-9")
     with pytest.raises(SatoriError) as exc:
         pf.preflight(plan, [])

@@ -10,8 +10,6 @@ from satori_cli.config import BASE_MODEL, DEFAULT_MODEL
 from satori_cli.grammar import GRAMMAR_HELP
 from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
 
-BACKENDS = ("transformers", "vllm", "api")
-
 
 def eval_command(
     names: list[str] = typer.Argument(
@@ -30,8 +28,9 @@ def eval_command(
         None,
         "--model",
         "-m",
-        help=f"Checkpoint folder or hub id (default {DEFAULT_MODEL}); with --backend api, the served model "
-        "name (default: the server's first).",
+        help=f"Checkpoint folder, `satori train` run folder (its last checkpoint, scored in the run's "
+        f"pixel budget), hub id (default {DEFAULT_MODEL}), `base` or `tiny`; with --backend api, the "
+        "served model name (default: the server's first) or the served run's folder (for its budget).",
     ),
     procs: int = typer.Option(
         1,
@@ -48,7 +47,9 @@ def eval_command(
         help="Also evaluate the base model (--baseline-model) under identical settings; show the delta.",
     ),
     baseline_model: str = typer.Option(
-        BASE_MODEL, help="The base model for --baseline: folder or hub id (with --backend api, served name)."
+        BASE_MODEL,
+        help="The base model for --baseline: checkpoint or run folder, or hub id (with --backend api, "
+        "served name).",
     ),
     baseline_prompt: str = typer.Option(
         "stock",
@@ -96,8 +97,14 @@ def eval_command(
     repetition_penalty: float = typer.Option(
         1.0, help="1.0 = none (the checkpoint's generation_config.json is never used)."
     ),
-    min_pixels: int = typer.Option(PAPER_MIN_PIXELS, help="Smallest image area the model sees (paper's)."),
-    max_pixels: int = typer.Option(PAPER_MAX_PIXELS, help="Largest image area the model sees (paper's)."),
+    min_pixels: int = typer.Option(
+        None,
+        help=f"Smallest image area the model sees (default: a run's own, else {PAPER_MIN_PIXELS}).",
+    ),
+    max_pixels: int = typer.Option(
+        None,
+        help=f"Largest image area the model sees (default: a run's own, else {PAPER_MAX_PIXELS}).",
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the VLMEvalKit launch and its model spec; run nothing."
     ),

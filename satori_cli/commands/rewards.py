@@ -67,11 +67,11 @@ def list_rewards() -> None:
             out.print(escape("\n".join("  " + line for line in lines)), soft_wrap=True)
 
 
-def _run_folder(run_dir: Path, env):
-    """A train run's completions.jsonl, its pixel budget and its data rows by id (its grammar
-    is read by `model_grammar`)."""
+def _run_folder(run_dir: Path):
+    """A train run's completions.jsonl, its run settings (None without run.json) and its data rows
+    by id (its grammar is read by `model_grammar`)."""
+    from satori_cli import models
     from satori_cli.errors import SatoriError
-    from satori_cli.pixels import PixelBudget
     from satori_cli.train.report import dataset_rows
     from satori_cli.train.runinfo import read_run_json
     from satori_cli.train.runlogs import swift_dirs
@@ -80,10 +80,8 @@ def _run_folder(run_dir: Path, env):
     logged = [d / "completions.jsonl" for d in swift_dirs(run_dir) if (d / "completions.jsonl").is_file()]
     if not logged:
         raise SatoriError(f"{run_dir} has no completions.jsonl", hint="train with log_completions on")
-    recipe = run.get("recipe") or {}
-    if recipe.get("min_pixels") and recipe.get("max_pixels"):
-        env = PixelBudget(int(recipe["min_pixels"]), int(recipe["max_pixels"]))
-    return logged[-1], env, dataset_rows(run, run_dir)
+    settings = models.read_run(run_dir) if models.is_run_folder(run_dir) else None
+    return logged[-1], settings, dataset_rows(run, run_dir)
 
 
 @rewards_app.command("score")
@@ -112,13 +110,13 @@ def score(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     min_pixels: int = typer.Option(
         None,
-        help=f"Budget the boxes were predicted in (default: $MIN_PIXELS, else {PAPER_MIN_PIXELS}; "
-        "unused with --boxes original).",
+        help="Budget the boxes were predicted in (default: a run folder's own; else "
+        f"$MIN_PIXELS, else {PAPER_MIN_PIXELS}; unused with --boxes original).",
     ),
     max_pixels: int = typer.Option(
         None,
-        help=f"Budget the boxes were predicted in (default: $MAX_PIXELS, else {PAPER_MAX_PIXELS}; "
-        "unused with --boxes original).",
+        help="Budget the boxes were predicted in (default: a run folder's own; else "
+        f"$MAX_PIXELS, else {PAPER_MAX_PIXELS}; unused with --boxes original).",
     ),
     normalized_vqa: bool = typer.Option(
         False,
@@ -144,6 +142,7 @@ def score(
     from rich.table import Table
 
     from satori_cli.errors import SatoriError, install_hint
+    from satori_cli.models import run_budget
     from satori_cli.pixels import PixelBudget
     from satori_cli.rewards import BY_NAME, missing_libraries
     from satori_cli.rewards.reward_functions import BOX_SPACES
@@ -160,14 +159,18 @@ def score(
         )
 
     env = PixelBudget.from_env()
-    data_rows = None
+    data_rows, run = None, None
     chosen = model_grammar(grammar, file if file.is_dir() else None)
     if file.is_dir():
-        file, env, data_rows = _run_folder(file, env)
-    try:
-        budget = PixelBudget(min_pixels or env.min_pixels, max_pixels or env.max_pixels)
-    except ValueError as exc:
-        raise SatoriError(str(exc), hint="check --min-pixels/--max-pixels") from exc
+        folder = file
+        file, run, data_rows = _run_folder(folder)
+    if run is not None:  # completions logged in training: scored in the run's own budget
+        budget = run_budget(run, str(folder), min_pixels, max_pixels, "--min-pixels/--max-pixels")
+    else:
+        try:
+            budget = PixelBudget(min_pixels or env.min_pixels, max_pixels or env.max_pixels)
+        except ValueError as exc:
+            raise SatoriError(str(exc), hint="check --min-pixels/--max-pixels") from exc
     if not file.is_file():
         raise SatoriError(f"no such file: {file}", hint="pass a JSONL file of completions")
     if out is not None:

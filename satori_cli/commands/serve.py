@@ -18,8 +18,9 @@ def serve(
         None,
         "--model",
         "-m",
-        help="Checkpoint folder or hub id (default: justairr/SATORI). `tiny` = the tiny random "
-        "model (built on first use; noise, for trying the plumbing on a CPU).",
+        help="Checkpoint folder, `satori train` run folder (its last checkpoint, in the run's pixel "
+        "budget), hub id (default: justairr/SATORI), or `tiny` (the tiny random model, built on first "
+        "use; noise, for trying the plumbing on a CPU). With --base-url: the served run, for its budget.",
     ),
     host: str = typer.Option("127.0.0.1", help="Address to bind. Loopback by default; 0.0.0.0 exposes it."),
     port: int = typer.Option(8000, help="Port of the OpenAI-compatible API."),
@@ -47,13 +48,19 @@ def serve(
         None,
         help="Attach the demo to an already running server (e.g. http://gpu-box:8000/v1); starts no server.",
     ),
-    max_model_len: int = typer.Option(2048, help="vLLM context length (SATORI trained with 2048)."),
+    max_model_len: int = typer.Option(
+        None,
+        help="vLLM context length (default: the prompt at the pixel budget plus 2048 new tokens, "
+        "3584 at the paper's budget; see satori_cli/vllm_settings.py).",
+    ),
     startup_timeout: float = typer.Option(900, help="Seconds to wait for the server's /health."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the server command and exit."),
 ) -> None:
     """Serve SATORI over an OpenAI-compatible API (served model name `satori`), optionally with a demo.
 
-    Images are resized to the pixel budget (MIN_PIXELS / MAX_PIXELS) before sending: boxes map back exactly.
+    The pixel budget is a run's own (when --model is a run folder or one of its checkpoints), else
+    MIN_PIXELS / MAX_PIXELS, else the paper's; the demo resizes images to it before sending, so boxes
+    map back exactly.
 
     --port 0 / --ui-port 0 pick free ports (printed). Ctrl-C, SIGTERM or a closed terminal stop
     the server and everything it started; so does satori dying any other way.
@@ -61,15 +68,22 @@ def serve(
     from satori_cli.errors import SatoriError
     from satori_cli.http_client import check_api_key
     from satori_cli.serve.backends import BACKENDS, root_url
-    from satori_cli.serve.server import check_ports, plan_server, run_demo, run_server
+    from satori_cli.serve.server import (
+        check_ports,
+        pick_backend,
+        plan_server,
+        run_demo,
+        run_server,
+        served_model,
+    )
     from satori_cli.signals import interrupt_on_stop_signals
     from satori_cli.train.runinfo import model_grammar
     from satori_cli.ui import console
 
     _check_number(startup_timeout, "--startup-timeout", positive=True)
-    _check_number(max_model_len, "--max-model-len", positive=True)
+    if max_model_len is not None:
+        _check_number(max_model_len, "--max-model-len", positive=True)
     check_api_key(api_key)
-    budget = _budget()
     grammar = model_grammar(grammar, model).name  # a run folder answers in its own grammar
     if base_url and not ui:
         raise SatoriError(
@@ -85,11 +99,17 @@ def serve(
             )
         wanted.append((ui_port, "--ui-port"))
     check_ports(host, wanted, probe=False)  # numbers and host name, before anything else
+    if base_url:
+        chosen_model = _budget_model(model)
+    else:
+        backend = pick_backend(backend, vllm_bin)
+        chosen_model = served_model(model, backend, resolve=not dry_run)
+    budget = _budget(chosen_model)
 
     def plan(port: int):
         return plan_server(
             backend=backend,
-            model=model,
+            model=chosen_model,
             host=host,
             port=port,
             gpus=gpus,
@@ -108,6 +128,8 @@ def serve(
             )
             return
         console().print(planned.display(), soft_wrap=True, markup=False, highlight=False)
+        if chosen_model is not None and chosen_model.run is not None:
+            console().print(f"# model: {chosen_model.describe()}", soft_wrap=True, markup=False)
         if ui:
             console().print(
                 f"# then the demo on {root_url(host, ui_port)} against {planned.base_url} "
@@ -136,15 +158,20 @@ def _check_number(value: float, flag: str, positive: bool = False) -> None:
         raise SatoriError(f"{flag} must be {need}, not {value}")
 
 
-def _budget():
-    """The pixel budget from MIN_PIXELS / MAX_PIXELS; a bad value is the user's to fix."""
-    from satori_cli.errors import SatoriError
-    from satori_cli.pixels import PixelBudget
+def _budget_model(model: str | None):
+    """The model named beside a server that runs elsewhere: only a run's (local) budget is used."""
+    from satori_cli import models
 
-    try:
-        return PixelBudget.from_env()
-    except ValueError as exc:
-        raise SatoriError(str(exc), hint="unset MIN_PIXELS / MAX_PIXELS or give whole numbers") from exc
+    return models.resolve(model, hub="keep") if model else None
+
+
+def _budget(model=None):
+    """The run's budget; else MIN_PIXELS / MAX_PIXELS; else the paper's. A contradiction is one line."""
+    from satori_cli import models
+
+    low, high = models.env_bounds()
+    named = [model] if model is not None else []
+    return models.settle_budget(named, low, high, "MIN_PIXELS/MAX_PIXELS in the environment")
 
 
 def predict(
@@ -156,6 +183,13 @@ def predict(
     api_key: str = typer.Option(
         None, envvar=API_KEY_ENV, help=f"Bearer key of the server (or ${API_KEY_ENV})."
     ),
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="The run folder (or a checkpoint of it) the server serves: its pixel budget and grammar are "
+        "used (default: MIN_PIXELS / MAX_PIXELS, else the paper's; satori).",
+    ),
     save: Path = typer.Option(None, "--save", help="Write the image with the boxes drawn (PNG)."),
     as_json: bool = typer.Option(
         False, "--json", help="Print the result as JSON (boxes in original pixels)."
@@ -163,7 +197,9 @@ def predict(
     temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy, repeatable boxes)."),
     max_tokens: int = typer.Option(512, help="Most tokens to generate."),
     grammar: str = typer.Option(
-        None, "--grammar", help=f"Output grammar to ask and read in (default satori): {GRAMMAR_HELP}"
+        None,
+        "--grammar",
+        help=f"Output grammar to ask and read in (default: the --model run's, else satori): {GRAMMAR_HELP}",
     ),
     timeout: float = typer.Option(300, help="Seconds to wait for the answer."),
     wait: float = typer.Option(
@@ -179,7 +215,10 @@ def predict(
     _check_number(wait, "--wait")
     _check_number(temperature, "--temperature")
     _check_number(max_tokens, "--max-tokens", positive=True)
-    budget = _budget()
+    served = _budget_model(model)
+    budget = _budget(served)
+    if grammar is None and served is not None and served.run is not None:
+        grammar = served.run.grammar  # the served run answers in its own grammar
     picture = load_image(image)
     client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout, grammar=grammar)
     if wait > 0:

@@ -34,7 +34,11 @@ def train(
         None, "--config", "-c", help="A recipe YAML (keys as in the presets); flags override it."
     ),
     model: str = typer.Option(
-        None, "--model", "-m", help="Hub id or local folder (local Qwen2.5-VL folders get qwen2_5_vl type)."
+        None,
+        "--model",
+        "-m",
+        help="Starting model: hub id, checkpoint folder, `tiny`, `base`, or a `satori train` run folder "
+        "(its last checkpoint; the new run keeps its pixel budget). Default: the preset's.",
     ),
     data: str = typer.Option(
         None, "--data", "-d", help="Prepared train JSONL, or a raw source that `satori data prepare` reads."

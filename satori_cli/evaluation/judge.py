@@ -114,9 +114,13 @@ def verdict(pred_dir: Path, model: str, bench: str, judge: str) -> Verdict:
     try:
         import pandas as pd
 
-        logs = pd.read_excel(path)["log"].astype(str)
-    except Exception:
-        return Verdict(judge)
+        table = pd.read_excel(path)
+    except Exception as exc:  # pandas and openpyxl raise many types for a broken file
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return Verdict(judge, error=f"cannot read the judge's match log {path}: {reason}")
+    if "log" not in table:
+        return Verdict(judge)  # a benchmark whose result keeps no match log: nothing says otherwise
+    logs = table["log"].astype(str)
     if logs.str.contains(FALLBACK_LOG, regex=False).any():
         return Verdict(EXACT, error=f"VLMEvalKit scored with exact matching, not the judge '{judge}'")
     guessed = int(logs.str.contains(GUESS_LOG, regex=False).sum())

@@ -8,7 +8,6 @@ is extracted with the shared grammar while the raw output is kept.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -31,20 +30,11 @@ from satori_cli.evaluation.prompting import (
     split_items,
     vllm_engine_kwargs,
 )
+from satori_cli.models import QWEN_VL_CLASSES, model_type, read_config
 from satori_cli.pixels import PixelBudget
 
 FAIL_MSG = "Failed to obtain answer via API."  # VLMEvalKit's marker of a failed item
-QWEN_VL_TYPES = {
-    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
-    "qwen2_vl": "Qwen2VLForConditionalGeneration",
-}
 IMAGE_PAD = "<|image_pad|>"
-
-
-def model_type(model_path: str | Path) -> str:
-    """`model_type` from the checkpoint's config.json (never from its folder name)."""
-    with open(Path(model_path) / "config.json", encoding="utf-8") as fh:
-        return str(json.load(fh).get("model_type", ""))
 
 
 def resolved_budget(processor: Any) -> tuple[int, int]:
@@ -123,8 +113,9 @@ class SatoriVLM(BaseModel):
         self.decoding = Decoding(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
         self.record_dir = Path(record_dir) if record_dir else None
         self.dataset_name: str | None = None
-        kind = model_type(self.model_path)
-        if kind not in QWEN_VL_TYPES:
+        # The architecture comes from config.json (never from the folder name); satori checked it.
+        kind = model_type(read_config(self.model_path)) or ""
+        if kind not in QWEN_VL_CLASSES:
             raise ValueError(f"{self.model_path} is a '{kind}' model, not Qwen2.5-VL or Qwen2-VL")
 
         self.processor = load_processor(self.model_path, self.budget)
@@ -133,7 +124,7 @@ class SatoriVLM(BaseModel):
             from vllm import LLM
 
             self.device = "vllm"
-            self.llm = LLM(**vllm_engine_kwargs(self.model_path, self.budget, tensor_parallel))
+            self.llm = LLM(**vllm_engine_kwargs(self.model_path, self.budget, self.decoding, tensor_parallel))
             self.lookahead = LookAhead(self._generate_batch, window)
             self._record_runtime(self.decoding.vllm_kwargs())
             return
@@ -144,7 +135,7 @@ class SatoriVLM(BaseModel):
 
         self.device = model_device()
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        cls = getattr(transformers, QWEN_VL_TYPES[kind])
+        cls = getattr(transformers, QWEN_VL_CLASSES[kind])
         self.model = cls.from_pretrained(self.model_path, dtype=dtype, attn_implementation="sdpa")
         self.model.to(self.device).eval()
         self.generation_config = explicit_generation_config(self.model.generation_config, self.decoding)
@@ -335,11 +326,12 @@ class SatoriAPI(BaseModel):
         self.retry = max(1, retry)
         self._lock = threading.Lock()
         self.last_error: str | None = None
-        if record_dir:  # the server resizes; what we can say is what each request asks for
+        self.record_dir = Path(record_dir) if record_dir else None
+        if self.record_dir is not None:  # images are sent resized to this budget (satori_cli/chat.py)
             standard, extra = self.decoding.openai_fields()
             row = {"rank": records.rank(), "backend": "api", "device": self.url}
             row |= self.budget.processor_kwargs() | {"decoding": standard | extra}
-            records.append(Path(record_dir) / records.RUNTIME_FILE, row)
+            records.append(self.record_dir / records.RUNTIME_FILE, row)
 
     def set_dump_image(self, dump_image_func: Any) -> None:
         """VLMEvalKit calls this before a benchmark's items (its dataset's bound `dump_image`)."""
@@ -358,7 +350,14 @@ class SatoriAPI(BaseModel):
         return chat_text(body, self.url)
 
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> Any:
-        payload = api_payload(message, self.style, self.served_model, self.budget, self.decoding)
+        payload, images = api_payload(message, self.style, self.served_model, self.budget, self.decoding)
+        if self.record_dir is not None:
+            path = records.inputs_file(self.record_dir, dataset or "unnamed")
+            factor = self.budget.factor
+            for source, image in zip(split_items(message)[0], images, strict=True):
+                hw = (image.resized.height, image.resized.width)
+                row = _input_row(source, image.original, hw, visual_tokens(hw, factor), "sent resized")
+                records.append(path, row)
         for attempt in range(self.retry):
             try:
                 return prediction_record(self._post(payload))

@@ -13,7 +13,7 @@ from satori_cli.evaluation.grounding import SOURCE_PREFIX
 from satori_cli.evaluation.judge import check_judge
 from satori_cli.evaluation.plan import BACKENDS, EvalPlan
 from satori_cli.evaluation.results import GROUNDING_SCORER, Outcome, table_rows, write_summary
-from satori_cli.pixels import PixelBudget
+from satori_cli.models import settle_budget
 
 
 @dataclass
@@ -45,7 +45,7 @@ class EvalRequest:
     verbose: bool = False
 
 
-def _validate(req: EvalRequest) -> tuple[PixelBudget, Decoding]:
+def _validate(req: EvalRequest) -> Decoding:
     if req.backend not in BACKENDS:
         raise SatoriError(f"unknown backend '{req.backend}'", hint=f"choose one of {', '.join(BACKENDS)}")
     if req.baseline_prompt not in ("stock", "satori"):
@@ -59,10 +59,8 @@ def _validate(req: EvalRequest) -> tuple[PixelBudget, Decoding]:
         raise SatoriError("no benchmark given", hint="e.g. satori eval --data MMBench MMStar")
     req.data = [n.strip() for n in names]
     try:
-        default = PixelBudget()
-        budget = PixelBudget(req.min_pixels or default.min_pixels, req.max_pixels or default.max_pixels)
-        decoding = Decoding(req.temperature, req.top_p, req.top_k, req.repetition_penalty, req.max_new_tokens)
-        return budget, decoding
+        settle_budget([], req.min_pixels, req.max_pixels)  # a bad bound fails before any model loads
+        return Decoding(req.temperature, req.top_p, req.top_k, req.repetition_penalty, req.max_new_tokens)
     except ValueError as exc:
         raise SatoriError(str(exc)) from exc
 
@@ -70,30 +68,20 @@ def _validate(req: EvalRequest) -> tuple[PixelBudget, Decoding]:
 def build_plan(req: EvalRequest) -> EvalPlan:
     from satori_cli.config import DEFAULT_MODEL, paths
 
-    budget, decoding = _validate(req)
+    decoding = _validate(req)
     check_judge(req.judge, req.judge_url, req.judge_key, reach=not req.dry_run)  # a dry run stays offline
     data_dir = (req.data_dir or datasets.default_data_dir()).expanduser().resolve()
     benchmarks = datasets.resolve_all(req.data, data_dir)
     model = req.model or ("" if req.backend == "api" else DEFAULT_MODEL)
-    if req.dry_run and req.backend != "api":
-        from satori_cli.evaluation.plan import BASELINE_NAME, SATORI_NAME, ModelSpec
-        from satori_cli.train.runinfo import model_grammar, recorded_grammar
-
-        folder = Path(model).expanduser()
-        where = str(folder.resolve()) if folder.is_dir() else model
-        main = model_grammar(req.grammar, model).name
-        models = [ModelSpec(SATORI_NAME, model, where, "satori", main)]
-        if req.baseline:
-            own = model_grammar(recorded_grammar(req.baseline) or main).name
-            models.append(ModelSpec(BASELINE_NAME, req.baseline, req.baseline, req.baseline_prompt, own))
-    else:
-        models = runner.resolve_models(
-            model, req.baseline, req.backend, req.base_url, req.baseline_prompt, req.grammar
-        )
+    specs, resolved = runner.resolve_models(
+        model, req.baseline, req.backend, req.base_url, req.baseline_prompt, req.grammar, dry_run=req.dry_run
+    )
+    # A run's model is scored in the budget it was trained in (a contradicting flag is refused).
+    budget = settle_budget(resolved, req.min_pixels, req.max_pixels)
     work_dir = (req.work_dir or paths().runs / "eval" / time.strftime("%Y%m%d-%H%M%S")).expanduser().resolve()
     return EvalPlan(
         benchmarks=benchmarks,
-        models=models,
+        models=specs,
         work_dir=work_dir,
         data_dir=data_dir,
         backend=req.backend,

@@ -36,6 +36,7 @@ class ModelSpec:
     path: str  # local folder (transformers / vllm) or served model name (api)
     prompt: str  # "satori" (its grammar's prompt and suffix) or "stock"
     grammar: str = "satori"  # output grammar (satori_cli.grammar.GRAMMARS)
+    run: str | None = None  # the `satori train` run it comes from: its budget is the eval's
 
 
 @dataclass

@@ -6,15 +6,18 @@ Pure functions with no heavy imports, so they are unit-tested directly and the t
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from satori_cli import chat
+from satori_cli.chat import PreparedImage, prepare_image
 from satori_cli.decoding import Decoding
 from satori_cli.grammar import extract_answer
 from satori_cli.pixels import PixelBudget
+from satori_cli.vllm_settings import engine_settings
+
+EVAL_IMAGES = 8  # images one VLMEvalKit prompt may carry (vLLM's limit_mm_per_prompt)
 
 
 @dataclass(frozen=True)
@@ -88,60 +91,41 @@ def prediction_record(raw: str) -> dict[str, str]:
     return {"prediction": extract_answer(raw), "extra_records": raw}
 
 
-def data_url(path: str) -> str:
-    """An image file as a `data:` URL (PNG), for OpenAI-compatible servers."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        buf = io.BytesIO()
-        im.convert("RGB").save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def api_payload(
     message: Sequence[Mapping[str, str]],
     style: PromptStyle,
     model: str,
     budget: PixelBudget,
     decoding: Decoding,
-) -> dict[str, Any]:
-    """An OpenAI chat-completions request for one VLMEvalKit item, every decoding field explicit.
+) -> tuple[dict[str, Any], list[PreparedImage]]:
+    """The chat request for one VLMEvalKit item (`satori_cli/chat.py`, the one `satori serve` gets).
 
-    `mm_processor_kwargs` asks a vLLM server to resize with our pixel budget; servers that do
-    not know the field ignore it (and `satori serve` applies the same budget itself).
+    Its images are resized to the budget before sending, as the demo does: whatever the server's
+    settings, the model answers boxes in the budget's frame. Returns the body and the images sent.
     """
-    messages = chat_messages(message, style)
-    images = iter(split_items(message)[0])
-    for msg in messages:
-        for part in msg["content"]:
-            if part["type"] == "image":
-                part.clear()
-                part.update({"type": "image_url", "image_url": {"url": data_url(next(images))}})
-    standard, extra = decoding.openai_fields()
-    return {
-        "model": model,
-        "messages": messages,
-        **standard,
-        **extra,
-        "mm_processor_kwargs": budget.processor_kwargs(),
-    }
+    from PIL import Image
+
+    images = [prepare_image(Image.open(p).convert("RGB"), budget) for p in split_items(message)[0]]
+    sent = iter(images)
+    content: list[str | PreparedImage] = []
+    for part in chat_messages(message, style)[-1]["content"]:
+        content.append(next(sent) if part["type"] == "image" else part["text"])
+    return chat.request(model, style.system, content, decoding, budget), images
 
 
 def vllm_engine_kwargs(
-    model_path: str, budget: PixelBudget, tensor_parallel: int = 1, max_model_len: int = 8192
+    model_path: str, budget: PixelBudget, decoding: Decoding, tensor_parallel: int = 1
 ) -> dict[str, Any]:
-    """Arguments of `vllm.LLM` for a Qwen2.5-VL checkpoint under our pixel budget.
+    """Arguments of `vllm.LLM` (`satori_cli/vllm_settings.py`, as `satori serve` runs vLLM).
 
-    `generation_config="vllm"`: the checkpoint's generation_config.json supplies no defaults
-    (every request carries explicit SamplingParams anyway).
+    Up to 8 images per prompt (VLMEvalKit benchmarks may interleave several), and a context that
+    fits them with `max_new_tokens`; `seed` 0 makes sampled runs repeatable.
     """
-    return {
-        "model": model_path,
-        "tensor_parallel_size": tensor_parallel,
-        "max_model_len": max_model_len,
-        "limit_mm_per_prompt": {"image": 8},
-        "mm_processor_kwargs": budget.processor_kwargs(),
-        "gpu_memory_utilization": 0.85,
-        "seed": 0,
-        "generation_config": "vllm",
-    }
+    settings = engine_settings(
+        model_path,
+        budget,
+        images=EVAL_IMAGES,
+        max_new_tokens=decoding.max_new_tokens,
+        tensor_parallel=tensor_parallel,
+    )
+    return {**settings, "seed": 0}

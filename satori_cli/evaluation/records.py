@@ -4,7 +4,8 @@
   processor resolved, and the decoding settings handed to the engine.
 - `<model>_<benchmark>_inputs.jsonl`: one line per image: its original size, the size the
   model received and the number of visual tokens, with `source` saying how that size is known
-  (the processor's `image_grid_thw`; for vLLM, its visual token count matching the budget's).
+  (the processor's `image_grid_thw`; for vLLM, its visual token count matching the budget's; for
+  an API server, the size satori resized the image to before sending it).
 
 `summary.json` reports from these files, so it says what ran, not what was asked for.
 Lines are appended whole (O_APPEND), so several ranks can share a file.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from satori_cli.errors import SatoriError
 from satori_cli.evaluation import records
 from satori_cli.evaluation.datasets import Benchmark, missing_message, unknown_message
 from satori_cli.evaluation.judge import EXACT, verdict
@@ -66,15 +67,21 @@ def read_acc_csv(path: Path) -> dict[str, float]:
 
 
 def _count_failures(pred_file: Path) -> tuple[int, int]:
-    """(failed, total) predictions: items where the model never answered (API errors)."""
+    """(failed, total) predictions: items where the model never answered (API errors).
+
+    A predictions file that cannot be read raises a one-line SatoriError naming it: the counts
+    decide whether a benchmark failed, so they are never guessed.
+    """
     try:
         import pandas as pd
 
         data = pd.read_excel(pred_file) if pred_file.suffix == ".xlsx" else pd.read_csv(pred_file, sep="\t")
-    except Exception:
-        return 0, 0
-    preds = data["prediction"].astype(str) if "prediction" in data else []
-    failed = sum("Failed to obtain answer" in str(p) for p in preds)
+    except Exception as exc:  # pandas and its engines raise many types for a broken file
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise SatoriError(f"cannot read the predictions {pred_file}: {reason}", exit_code=1) from exc
+    if "prediction" not in data:
+        raise SatoriError(f"the predictions {pred_file} have no 'prediction' column", exit_code=1)
+    failed = sum("Failed to obtain answer" in str(p) for p in data["prediction"])
     return failed, len(data)
 
 
@@ -94,7 +101,11 @@ def collect(work_dir: Path, model: str, bench: Benchmark, judge: str = EXACT) ->
     pred = work_dir / model / f"{model}_{bench.name}.xlsx"
     if pred.is_file():
         out.predictions = str(pred)
-        out.failed_items, out.items = _count_failures(pred)
+        try:
+            out.failed_items, out.items = _count_failures(pred)
+        except SatoriError as exc:
+            out.error = exc.message
+            return out
     if entry.get("error_message"):
         message = str(entry["error_message"]).strip().splitlines()[0][:300]
         out.error = missing_message(bench) if not bench.present else f"failed: {message}"

@@ -2,67 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from satori_cli import models
 from satori_cli.cmdline import run
 from satori_cli.errors import SatoriError
 from satori_cli.evaluation import records
-from satori_cli.evaluation.datasets import Benchmark, link_run_data
+from satori_cli.evaluation.datasets import link_run_data
 from satori_cli.evaluation.plan import BASELINE_NAME, SATORI_NAME, EvalPlan, ModelSpec
 from satori_cli.evaluation.results import Outcome, collect
+from satori_cli.grammar import get_grammar
 from satori_cli.http_client import served_models
-from satori_cli.train.runinfo import model_grammar, recorded_grammar
-
-QWEN_VL_TYPES = ("qwen2_5_vl", "qwen2_vl")
-
-
-def _looks_like_path(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or source.count("/") != 1 or Path(source).exists()
-
-
-def check_checkpoint(folder: Path) -> None:
-    """A Qwen2.5-VL (or Qwen2-VL) checkpoint, judged by its config.json, not its folder name."""
-    config = folder / "config.json"
-    if not config.is_file():
-        raise SatoriError(f"{folder} has no config.json: not a model checkpoint")
-    try:
-        kind = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except ValueError as exc:
-        raise SatoriError(f"{config} is not valid JSON: {exc}") from exc
-    if kind not in QWEN_VL_TYPES:
-        raise SatoriError(f"{folder} is a '{kind}' model; satori eval runs Qwen2.5-VL checkpoints")
-
-
-def resolve_checkpoint(source: str, flag: str = "--model") -> Path:
-    """A local folder, or a hub id found in the local cache or downloaded (one line if not)."""
-    folder = Path(source).expanduser()
-    if folder.is_dir():
-        check_checkpoint(folder)
-        return folder.resolve()
-    if _looks_like_path(source):
-        raise SatoriError(f"model folder not found: {folder}")
-    from huggingface_hub import snapshot_download
-
-    try:
-        found = Path(snapshot_download(source, local_files_only=True))
-    except Exception:
-        try:
-            from satori_cli.ui import err_console
-
-            with err_console().status(f"downloading {source} from the Hugging Face hub ..."):
-                found = Path(snapshot_download(source))
-        except Exception as exc:
-            raise SatoriError(
-                f"'{source}' is not a local folder and the Hugging Face hub could not provide it "
-                f"({type(exc).__name__})",
-                hint=f"download it elsewhere and pass {flag} /path/to/folder",
-            ) from exc
-    check_checkpoint(found)
-    return found
+from satori_cli.models import Model
 
 
 def resolve_models(
@@ -72,31 +26,54 @@ def resolve_models(
     base_url: str | None,
     baseline_prompt: str,
     grammar: str | None = None,
-) -> list[ModelSpec]:
-    """The models to evaluate. `grammar` (--grammar) is the evaluated model's, else the one
-    its run folder recorded, else satori; the baseline keeps its own run's grammar, if any,
-    else shares the evaluated model's."""
+    *,
+    dry_run: bool = False,
+) -> tuple[list[ModelSpec], list[Model]]:
+    """What each launch runs, and the resolved models whose runs set the pixel budget.
+
+    Local backends get checkpoint folders: a run folder's last checkpoint, a hub model from the
+    cache or downloaded, `tiny` built; a dry run downloads and builds nothing. With `--backend
+    api` the names are served model names; a `--model` that is a local run folder (or one of its
+    checkpoints) names the served model's budget and grammar, and the server's first model is
+    asked. `grammar` (--grammar) is the evaluated model's, else the one its run recorded, else
+    satori; the baseline keeps its own run's grammar, if any, else shares the evaluated model's.
+    """
     if backend == "api":
         if not base_url:
             raise SatoriError("--backend api needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         offered = served_models(base_url)
-        name = model or (offered[0] if offered else None)
+        local = models.resolve(model, hub="keep") if model and Path(model).expanduser().exists() else None
+        name = (None if local else model) or (offered[0] if offered else None)
         if not name:
             raise SatoriError(f"the server at {base_url} lists no models; pass --model NAME")
-        main = model_grammar(grammar).name
-        specs = [ModelSpec(SATORI_NAME, name, name, "satori", main)]
+        main = _grammar(grammar, local)
+        specs = [ModelSpec(SATORI_NAME, model or name, name, "satori", main, run=_run(local))]
         if baseline:
             specs.append(ModelSpec(BASELINE_NAME, baseline, baseline, baseline_prompt, main))
-        return specs
+        return specs, [local] if local else []
     if base_url:
         raise SatoriError("--base-url is only used with --backend api")
-    main = model_grammar(grammar, model).name
-    specs = [ModelSpec(SATORI_NAME, model, str(resolve_checkpoint(model)), "satori", main)]
+    hub = "keep" if dry_run else "download"
+    found = models.resolve(model, flag="--model", hub=hub, build=not dry_run)
+    main = _grammar(grammar, found)
+    specs = [ModelSpec(SATORI_NAME, model, found.path, "satori", main, run=_run(found))]
+    resolved = [found]
     if baseline:
-        base_path = str(resolve_checkpoint(baseline, "--baseline-model"))
-        own = model_grammar(recorded_grammar(baseline) or main).name
-        specs.append(ModelSpec(BASELINE_NAME, baseline, base_path, baseline_prompt, own))
-    return specs
+        base = models.resolve(baseline, flag="--baseline-model", hub=hub, build=not dry_run)
+        own = _grammar(None, base, main)
+        specs.append(ModelSpec(BASELINE_NAME, baseline, base.path, baseline_prompt, own, run=_run(base)))
+        resolved.append(base)
+    return specs, resolved
+
+
+def _grammar(chosen: str | None, model: Model | None, default: str | None = None) -> str:
+    """--grammar if given, else the one the model's run recorded, else `default` (satori)."""
+    recorded = model.run.grammar if model is not None and model.run is not None else None
+    return get_grammar(chosen or recorded or default).name
+
+
+def _run(model: Model | None) -> str | None:
+    return str(model.run.folder) if model is not None and model.run is not None else None
 
 
 def prepare_work_dir(plan: EvalPlan, overwrite: bool) -> None:
@@ -197,7 +174,3 @@ def failure_report(outcomes: list[Outcome], code: int, log: Path) -> SatoriError
     reasons = "; ".join(f"{o.model} on {o.benchmark}: {o.error}" for o in failed)
     message = f"{len(failed)} of {len(outcomes)} evaluations failed: {reasons}"
     return SatoriError(message, exit_code=1, hint=f"log: {log}")
-
-
-def missing_official(benchmarks: list[Benchmark]) -> list[Benchmark]:
-    return [b for b in benchmarks if not b.present and not b.local]

@@ -23,7 +23,6 @@ from satori_cli.pixels import PixelBudget
 from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
 
 BACKENDS = ("vllm", "transformers", "fake")
-TINY = "tiny"  # `--model tiny`: the tiny random model, built on first use
 
 
 class ServerDied(SatoriError):
@@ -53,6 +52,7 @@ def swift_command(
     api_key: str | None = None,
     max_new_tokens: int = 512,
     swift_bin: str = "swift",
+    model_type: str | None = None,
 ) -> Command:
     """`swift deploy` over transformers: ms-swift's maintained OpenAI-compatible server, CPU-capable."""
     argv = [
@@ -61,9 +61,9 @@ def swift_command(
         "--model",
         model,
         "--model_type",
-        "qwen2_5_vl",
+        model_type or "qwen2_5_vl",  # from config.json when known (a hub id: SATORI's)
         "--template",
-        "qwen2_5_vl",
+        model_type or "qwen2_5_vl",
         "--infer_backend",
         "transformers",
         "--host",

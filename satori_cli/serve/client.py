@@ -10,14 +10,14 @@ shift the boxes; we then map the boxes back to the original image with the same 
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from satori_cli import http_client
+from satori_cli import chat, http_client
+from satori_cli.chat import PreparedImage, prepare_image
 from satori_cli.decoding import Decoding
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import Completion, Grammar, get_grammar, parse
@@ -65,32 +65,6 @@ def load_image(source: str | Path | bytes) -> Image.Image:
             return ImageOps.exif_transpose(img).convert("RGB")
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise SatoriError("the file is not an image that can be read (PNG, JPEG, WebP, ...)") from exc
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """The original image and the resized copy the model sees."""
-
-    original: Image.Image
-    resized: Image.Image
-
-    @property
-    def data_url(self) -> str:
-        buf = io.BytesIO()
-        self.resized.save(buf, format="PNG")
-        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def prepare_image(image: Image.Image, budget: PixelBudget = PAPER_BUDGET) -> PreparedImage:
-    """Resize to the budget exactly as Qwen's processor would (BICUBIC, smart_resize size)."""
-    from PIL import Image
-
-    try:
-        size = budget.resized_wh(image.width, image.height)
-    except ValueError as exc:
-        raise SatoriError(f"cannot use this image: {exc}") from exc
-    resized = image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
-    return PreparedImage(original=image, resized=resized)
 
 
 @dataclass(frozen=True)
@@ -247,35 +221,15 @@ class SatoriClient:
         """The model names the server offers."""
         return [http_client.one_line(m["id"], 80) for m in self.served()]
 
-    def messages(self, prepared: PreparedImage, question: str) -> list[dict[str, Any]]:
-        return [
-            {"role": "system", "content": load_prompt("system", grammar=self.grammar)},
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image_url", "image_url": {"url": prepared.data_url}},
-                    {"type": "text", "text": question},
-                ],
-            },
-        ]
-
     def payload(
         self, prepared: PreparedImage, question: str, temperature: float, max_tokens: int, stream: bool
     ) -> dict[str, Any]:
-        """The chat request body (OpenAI chat completions, plus vLLM's mm_processor_kwargs)."""
+        """The chat request body (`satori_cli/chat.py`, the one `satori eval --backend api` sends)."""
         if not question.strip():
             raise SatoriError("ask a question about the image")
-        # Every decoding field explicit (as in `satori eval`): none comes from the checkpoint.
-        standard, extra = Decoding(temperature=temperature, max_new_tokens=max_tokens).openai_fields()
-        return {
-            "model": self.model,
-            "messages": self.messages(prepared, question),
-            **standard,
-            **extra,
-            "stream": stream,
-            # vLLM reads this; our pre-resize already makes its resize the identity.
-            "mm_processor_kwargs": self.budget.processor_kwargs(),
-        }
+        decoding = Decoding(temperature=temperature, max_new_tokens=max_tokens)
+        system = load_prompt("system", grammar=self.grammar)
+        return chat.request(self.model, system, [prepared, question], decoding, self.budget, stream)
 
     @property
     def chat_url(self) -> str:

@@ -13,12 +13,13 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from satori_cli import models
 from satori_cli.cmdline import Command, find_program
-from satori_cli.config import DEFAULT_MODEL, paths
+from satori_cli.config import paths
 from satori_cli.errors import SatoriError
+from satori_cli.models import Model
 from satori_cli.pixels import PixelBudget
 from satori_cli.serve.backends import (
-    TINY,
     ServerDied,
     ServerProcess,
     fake_command,
@@ -77,86 +78,54 @@ def pick_backend(backend: str, vllm_bin: str) -> str:
     return "vllm"
 
 
-WEIGHT_FILES = ("*.safetensors", "*.bin")
+def served_model(model: str | None, backend: str, resolve: bool) -> Model:
+    """The model to serve (a run folder: its last checkpoint, with the run's budget).
 
-
-def resolve_model(model: str | None, build: bool) -> str:
-    """`tiny` -> the tiny model folder (built if `build`); None -> SATORI; else as given.
-
-    With `build` (not a dry run) the model is checked before any server starts, as `satori
-    eval` checks it: a folder must hold a Qwen2.5-VL config and weights, a hub id must be in the
-    local cache or downloadable now. Otherwise one line, instead of the server's traceback
-    seconds later. (The check reuses eval's resolver until one model resolver serves both.)
+    A dry run (`resolve=False`) builds nothing; a hub id is checked later (`plan_server`). The
+    fake backend serves no model, but a run named with it still sets the budget of the canned
+    answers and the demo.
     """
-    if model is None:
-        model = DEFAULT_MODEL
-    if model == TINY:
-        if not build:
-            return str(paths().tiny_model)
-        from satori_cli.tiny_model import ensure_tiny_model
-
-        return str(ensure_tiny_model())
-    local = Path(model).expanduser()
-    if local.exists():
-        if not (local / "config.json").is_file():
-            raise SatoriError(f"{local} is not a model folder (no config.json)")
-        if build:
-            from satori_cli.evaluation.runner import check_checkpoint
-
-            check_checkpoint(local)
-            if not any(next(local.glob(pattern), None) for pattern in WEIGHT_FILES):
-                raise SatoriError(f"{local} has no weights (*.safetensors or *.bin)")
-        return str(local.resolve())
-    if model.count("/") != 1 or model.startswith(("/", ".", "~")):
-        raise SatoriError(
-            f"model folder not found: {local}", hint="give a checkpoint folder, a hub id, or `tiny`"
-        )
-    if not build:
-        return model
-    from satori_cli.evaluation.runner import resolve_checkpoint
-
-    return str(resolve_checkpoint(model))
+    return models.resolve(model, build=resolve and backend != "fake")
 
 
 def plan_server(
     *,
     backend: str,
-    model: str | None,
+    model: Model | None,
     host: str,
     port: int,
     gpus: int,
     api_key: str | None,
     vllm_bin: str,
-    max_model_len: int,
+    max_model_len: int | None,
     budget: PixelBudget,
     resolve: bool,
 ) -> ServerPlan:
     """Everything about the server to start, checked. `resolve=False` (dry run) touches nothing.
 
-    `host` and `port` are checked by the caller (`check_ports`).
+    `model` comes from `served_model`; `host` and `port` are checked by the caller (`check_ports`).
     """
     backend = pick_backend(backend, vllm_bin)
-    if backend == "fake":
+    if backend == "fake" or model is None:
         command = fake_command(host, port, budget, api_key)
         return ServerPlan(backend, "(none: canned answers)", command, host, port, api_key)
-    if backend == "transformers" and gpus > 1:
-        raise SatoriError("--gpus > 1 needs --backend vllm", hint="the transformers backend uses one device")
-
-    def command_for(chosen: str) -> Command:
-        if backend == "transformers":
-            return swift_command(chosen, host, port, budget, api_key)
+    if backend == "transformers":
+        if gpus > 1:
+            raise SatoriError(
+                "--gpus > 1 needs --backend vllm", hint="the transformers backend uses one device"
+            )
+        command = swift_command(model.path, host, port, budget, api_key, model_type=model.model_type)
+    else:
         settings = VllmSettings(
-            model=chosen, host=host, port=port, gpus=gpus, max_model_len=max_model_len, budget=budget
+            model=model.path, host=host, port=port, gpus=gpus, max_model_len=max_model_len, budget=budget
         )
-        return vllm_command(settings, vllm_bin, api_key)
-
-    chosen = resolve_model(model, build=False)
-    command = command_for(chosen)
+        command = vllm_command(settings, vllm_bin, api_key)
     if resolve:
-        resolve_program(command, backend)  # a missing program first: it is found locally, at once
-        chosen = resolve_model(model, build=True)  # then the model (which may download)
-        command = resolve_program(command_for(chosen), backend)
-    return ServerPlan(backend=backend, model=chosen, command=command, host=host, port=port, api_key=api_key)
+        command = resolve_program(command, backend)
+        models.check_reachable(model)  # a hub model the server downloads: cached, or not offline
+    return ServerPlan(
+        backend=backend, model=model.path, command=command, host=host, port=port, api_key=api_key
+    )
 
 
 def start_server(plan: ServerPlan, timeout: float) -> ServerProcess:

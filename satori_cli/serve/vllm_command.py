@@ -1,4 +1,4 @@
-"""The `vllm serve` command line for SATORI, built from the shared pixel budget.
+"""The `vllm serve` command line for SATORI, from the engine settings `satori eval` uses too.
 
 vLLM is never imported here: it pins `pillow>=13`, which gradio 6 refuses, so it usually
 lives in its own environment and we only build its argv (`--vllm-bin` points at it).
@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 from satori_cli.cmdline import Command, flag_args
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget
+from satori_cli.vllm_settings import engine_settings
 
 SERVED_MODEL_NAME = "satori"
-# SATORI trained with max_length 2048 (prompt + <=512 visual tokens + 512 completion tokens).
-MAX_MODEL_LEN = 2048
 
 
 @dataclass(frozen=True)
@@ -24,8 +23,7 @@ class VllmSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     gpus: int = 1
-    max_model_len: int = MAX_MODEL_LEN
-    gpu_memory_utilization: float = 0.85
+    max_model_len: int | None = None  # None: derived (satori_cli/vllm_settings.py)
     max_num_seqs: int = 32
     budget: PixelBudget = PAPER_BUDGET
     served_model_name: str = SERVED_MODEL_NAME
@@ -33,22 +31,22 @@ class VllmSettings:
 
 def vllm_args(settings: VllmSettings) -> list[str]:
     """The arguments after `vllm serve MODEL` (dict flags as JSON, as vLLM's parser expects)."""
+    # One image per prompt, no video: the profiling run then reserves one image only.
+    engine = engine_settings(
+        settings.model,
+        settings.budget,
+        images=1,
+        tensor_parallel=settings.gpus,
+        max_model_len=settings.max_model_len,
+    )
+    del engine["model"]  # positional
     return flag_args(
         {
             "served_model_name": settings.served_model_name,
             "host": settings.host,
             "port": settings.port,
-            "tensor_parallel_size": settings.gpus,
-            "max_model_len": settings.max_model_len,
+            **engine,
             "max_num_seqs": settings.max_num_seqs,
-            "gpu_memory_utilization": settings.gpu_memory_utilization,
-            "dtype": "bfloat16",
-            # One image per prompt, no video: the profiling run then reserves one image only.
-            "limit_mm_per_prompt": {"image": 1, "video": 0},
-            # The pixel budget bounds the visual tokens (and memory) of every image.
-            "mm_processor_kwargs": settings.budget.processor_kwargs(),
-            # Sampling comes from the request (temperature 0 gives repeatable boxes).
-            "generation_config": "vllm",
         },
         style="kebab",
     )

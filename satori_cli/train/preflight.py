@@ -3,8 +3,9 @@
 A GRPO run loads a multi-GB model and spends minutes before ms-swift validates its own
 arguments; these checks catch the common mistakes (too few GPUs, a batch that does not split
 into generation groups, a pixel budget swift would round differently from the reward, a
-missing DeepSpeed or vLLM, an unreachable model or data, an unwritable output folder, a resume
-without checkpoint, a model that will not fit) first.
+missing DeepSpeed or vLLM, an unreachable hub model, missing data, an unwritable output folder, a
+resume without checkpoint, a model that will not fit) first. Local models and run folders are
+checked where they are resolved (`satori_cli.models`, when the plan is built).
 """
 
 from __future__ import annotations
@@ -111,21 +112,11 @@ def check_needs(plan: TrainPlan) -> None:
 
 
 def check_model(model: str) -> None:
-    path = Path(model).expanduser()
-    if path.exists() or model.startswith((".", "/", "~")):
-        if not (path / "config.json").is_file():
-            raise SatoriError(f"model folder {path} not found or has no config.json")
-        return
-    if model.count("/") != 1:
-        raise SatoriError(f"model '{model}' is neither a local folder nor a hub id like Org/Name")
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        from huggingface_hub import try_to_load_from_cache
+    """The model swift will load: a checked folder, or a hub id that is cached or can be downloaded
+    (refused when HF_HUB_OFFLINE is set and it is not cached)."""
+    from satori_cli.models import resolve
 
-        if not isinstance(try_to_load_from_cache(model, "config.json"), str):
-            raise SatoriError(
-                f"model {model} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1",
-                hint=f"download it first (huggingface-cli download {model}) or pass a local folder",
-            )
+    resolve(model, hub="check")
 
 
 def check_data(train: Path, val: Path | None) -> None:

@@ -107,6 +107,11 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def read_recipe_file(path: Path) -> dict[str, Any]:
+    """A user's `--config` file as written (before any preset is merged in)."""
+    return _read_yaml(Path(path), "config file")
+
+
 def load_preset(name: str) -> dict[str, Any]:
     if name not in list_presets():
         raise SatoriError(f"unknown preset '{name}'", hint=f"choose one of: {', '.join(list_presets())}")

@@ -9,8 +9,6 @@ activations, the logits and the generation's KV cache.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,23 +101,29 @@ def size_from_config(config: dict[str, Any]) -> ModelSize | None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON file through the one reader (`satori_cli.models`); {} when unreadable: the estimate
+    then falls back to the weights' bytes or the name, and the model's own checks speak for it."""
+    from satori_cli.errors import SatoriError
+    from satori_cli.models import read_json
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path)
+    except SatoriError:
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _hub_config(repo_id: str) -> dict[str, Any]:
     """A hub model's config.json: cached, else downloaded (a few KB) unless HF_HUB_OFFLINE."""
-    try:
-        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from satori_cli.models import cached_config, hub_offline
 
-        cached = try_to_load_from_cache(repo_id, "config.json")
-        if isinstance(cached, str):
-            return _read_json(Path(cached))
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+    try:
+        cached = cached_config(repo_id)
+        if cached is not None:
+            return _read_json(cached)
+        if hub_offline():
             return {}
+        from huggingface_hub import hf_hub_download
+
         return _read_json(Path(hf_hub_download(repo_id, "config.json", etag_timeout=5)))
     except Exception:  # any hub failure: fall back to the weights or the name
         return {}

@@ -97,22 +97,13 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
 def recorded_grammar(model: str | Path | None) -> str | None:
     """The output grammar recorded by the `satori train` run that made `model`, else None.
 
-    `model` is a run folder or a checkpoint inside one (`run.json` in the run folder, above the
-    checkpoint and any swift `vN-...` level); anything else (a hub id, a served name) has none.
+    `model` is a run folder or a checkpoint inside one (`satori_cli.models.run_for`, the one
+    reader of run folders); anything else (a hub id, a served name) has none.
     """
-    from satori_cli.train.runlogs import run_dir_of
+    from satori_cli.models import run_for
 
-    if not model:
-        return None
-    folder = Path(model).expanduser()
-    if not folder.is_dir():
-        return None
-    for candidate in dict.fromkeys((folder, folder.parent, run_dir_of(folder))):
-        if (candidate / RUN_JSON).is_file():
-            info = read_run_json(candidate)
-            name = info.get("grammar") or (info.get("recipe") or {}).get("grammar")
-            return name if isinstance(name, str) else None
-    return None
+    run = run_for(model)
+    return run.grammar if run is not None else None
 
 
 def model_grammar(chosen: str | None, model: str | Path | None = None):

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from satori_cli import models
 from satori_cli.cmdline import Command, find_program, run
-from satori_cli.config import BASE_MODEL, paths
+from satori_cli.config import paths
 from satori_cli.errors import SatoriError, install_hint
 from satori_cli.grammar import get_grammar
 from satori_cli.train import runinfo, runlogs
 from satori_cli.train.command import DEFAULT_MASTER_PORT, Launch, TrainPlan
-from satori_cli.train.recipe import Recipe, parse_passthrough, resolve_recipe
+from satori_cli.train.recipe import Recipe, parse_passthrough, read_recipe_file, resolve_recipe
 
 SAMPLE_ROWS = 8
 SWIFT_HINT = f"install the training extra: {install_hint('train')}"
@@ -62,32 +63,6 @@ def is_prepared_jsonl(path: Path) -> bool:
                     return False
                 return isinstance(row, dict) and {"messages", "images", "bboxs"} <= set(row)
     return False
-
-
-def is_local_qwen2_5_vl(model: str) -> bool:
-    config = Path(model) / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except ValueError:
-        return False
-    archs = data.get("architectures") or []
-    return data.get("model_type") == "qwen2_5_vl" or "Qwen2_5_VLForConditionalGeneration" in archs
-
-
-def resolve_model(name: str, build: bool = True) -> str:
-    """`tiny` -> the tiny model (built on first use), `base` -> Qwen2.5-VL-3B, a folder -> absolute path."""
-    if name == "tiny":
-        if not build:
-            return str(paths().tiny_model)
-        from satori_cli.tiny_model import ensure_tiny_model
-
-        return str(ensure_tiny_model())
-    if name == "base":
-        return BASE_MODEL
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.exists() else name
 
 
 def default_output(preset: str) -> Path:
@@ -200,6 +175,9 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         master_port=opts.master_port,
     )
     run_dir, resume = resolve_output_and_resume(opts, recipe.preset)
+    # Cheap and offline (a hub id is checked by the preflight); the tiny model is built after the data.
+    model = models.resolve(recipe.model)
+    recipe = inherit_run(recipe, model, opts)
     if resume is not None:
         recipe.grammar = resumed_grammar(run_dir, opts.grammar, recipe.grammar)
     grammar = get_grammar(recipe.grammar)
@@ -215,10 +193,11 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
             run_dir / "data" / "train.jsonl",
             (run_dir / "data" / "val.jsonl" if val else None),
         )
-    model = resolve_model(recipe.model, build=prepare_data)  # after the data: a bad path fails fast
+    if model.kind == "tiny" and prepare_data:  # built after the data: the cheap checks come first
+        model = models.resolve(recipe.model, build=True)
     plan = TrainPlan(
         recipe=recipe,
-        model=model,
+        model=model.path,
         train_path=tagged,
         val_path=tagged_val,
         output_dir=run_dir,
@@ -226,11 +205,29 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         reward_funcs=grammar.reward_funcs,
         system_prompt=Path(prompt_path("system", grammar)),
         launch=launch,
-        local_qwen2_5_vl=recipe.model == "tiny" or is_local_qwen2_5_vl(model),
+        local_qwen2_5_vl=model.local and model.model_type == "qwen2_5_vl",
         resume=resume,
     )
     plan.data_sources = (train, val)
     return plan
+
+
+def inherit_run(recipe: Recipe, model: models.Model, opts: TrainOptions) -> Recipe:
+    """Training on from a run keeps the run's pixel budget (the frame its boxes are in) and,
+    unless --grammar or the --config file names one, its grammar.
+
+    The preset's budget gives way; a `--config` file that sets another one is refused.
+    """
+    if model.run is None:
+        return recipe
+    config = opts.config
+    given = read_recipe_file(config) if config else {}
+    if model.run.grammar and opts.grammar is None and not given.get("grammar"):
+        recipe.grammar = get_grammar(model.run.grammar).name
+    low, high = (int(given[k]) if given.get(k) is not None else None for k in ("min_pixels", "max_pixels"))
+    budget = models.settle_budget([model], low, high, f"--config {config}")
+    recipe.min_pixels, recipe.max_pixels = budget.min_pixels, budget.max_pixels
+    return recipe
 
 
 def resumed_grammar(run_dir: Path, chosen: str | None, resolved: str) -> str:
