@@ -45,10 +45,10 @@ def _root(
 def _register() -> None:
     # Each module adds its commands to `app`, in the order of the workflow; modules import only
     # typer/rich at module level.
-    from satori_cli.commands import data, doctor, download, rewards, serve, tiny, train
+    from satori_cli.commands import data, doctor, download, rewards, rollout, serve, tiny, train
     from satori_cli.commands import eval as eval_cmd
 
-    for module in (download, data, rewards, train, eval_cmd, serve, doctor, tiny):
+    for module in (download, data, rewards, train, rollout, eval_cmd, serve, doctor, tiny):
         module.register(app)
 
 

@@ -79,8 +79,9 @@ def test_dry_run_smoke_default_and_local_model(satori, tmp_path, tiny_model):
     # swift's token counts travel with the pixels; --gpus 0 (the smoke preset's) hides the GPUs.
     assert "IMAGE_MAX_TOKEN_NUM=16" in result.stdout and "IMAGE_MIN_TOKEN_NUM=4" in result.stdout
     assert "CUDA_VISIBLE_DEVICES=''" in result.stdout
+    # --gpus 1 gives the one process the first GPU of the pool (GPU 0 on a machine without any).
     on_gpu = satori("train", "--dry-run", "--model", str(tiny_model), "--gpus", "1")
-    assert on_gpu.returncode == 0 and "CUDA_VISIBLE_DEVICES" not in on_gpu.stdout
+    assert on_gpu.returncode == 0 and "CUDA_VISIBLE_DEVICES=0 " in on_gpu.stdout
 
 
 def test_preflight_refuses_a_conflicting_image_token_num(satori, tmp_path, tiny_model):

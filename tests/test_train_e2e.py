@@ -10,6 +10,23 @@ from satori_cli.train import runlogs
 
 pytestmark = pytest.mark.slow
 REWARD_CLASSES = 4
+REWARD_NAMES = ("SatoriFormat", "SatoriBoxIoU", "SatoriAnswer", "SatoriCaption")
+
+
+def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series in the TensorBoard event files under `folder`, read by TensorBoard itself."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    events = sorted(folder.rglob("events.out.tfevents.*"))
+    assert events, f"no TensorBoard event files under {folder}"
+    mux = EventMultiplexer()
+    mux.AddRunsFromDirectory(str(folder))
+    mux.Reload()
+    series: dict[str, list[tuple[int, float]]] = {}
+    for run, tags in mux.Runs().items():
+        for tag in tags["scalars"]:
+            series.setdefault(tag, []).extend((e.step, e.value) for e in mux.Scalars(run, tag))
+    return series
 
 
 def test_smoke_train_resume_report(satori, tmp_path, tiny_model):
@@ -33,6 +50,19 @@ def test_smoke_train_resume_report(satori, tmp_path, tiny_model):
     keys = ["reward", *(f"rewards/{n}/mean" for n in runlogs.reward_components(metrics))]
     all_zero = all(abs(float(m[k])) < 1e-9 for m in metrics for k in keys if k in m)
     assert ("note: every reward is 0 at every step" in first.stdout) == all_zero
+
+    # TensorBoard, the default tracker (no network): event files in the run folder holding the
+    # same reward scalars swift logged, under a run named after the run folder.
+    assert info["trackers"] == {
+        "report_to": ["tensorboard"],
+        "run_name": "run",
+        "tensorboard_dir": str(run / "runs"),
+    }
+    scalars = tensorboard_scalars(run / "runs")
+    for name in ("reward", *(f"rewards/{cls}/mean" for cls in REWARD_NAMES)):
+        got = scalars[f"train/{name}"]
+        assert [step for step, _ in got] == [m["step"] for m in metrics], name
+        assert [value for _, value in got] == pytest.approx([m[name] for m in metrics], abs=1e-6), name
 
     # --resume continues from checkpoint-2 (one more step).
     second = satori(

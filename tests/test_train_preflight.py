@@ -296,15 +296,20 @@ def test_a_conflicting_image_token_num_in_the_environment_is_refused():
         pf.check_token_env(budget, {"IMAGE_MIN_TOKEN_NUM": "4"})
 
 
-def test_more_visible_gpus_than_processes(tmp_path):
-    """swift would split each process's model over the extra GPUs (device_map), which DeepSpeed
-    and vLLM refuse only after loading the model."""
-    eight = [Gpu(i, "H100", 80.0) for i in range(8)]
+def test_more_visible_gpus_than_processes_are_narrowed_not_refused(tmp_path):
+    """ms-swift would split each process's model over extra visible GPUs (device_map), which
+    DeepSpeed and vLLM refuse only after loading the model: preflight gives the training processes
+    exactly their GPUs instead (the first of the pool), before anything else about this machine."""
+    from satori_cli.gpus import parse_nvidia_smi
+    from satori_cli.train.command import build_commands
+
+    eight = parse_nvidia_smi("\n".join(f"{i}, NVIDIA H100 80GB HBM3, 81559" for i in range(8)))
+    plan = plan_for(tmp_path, "paper", gpus=4)
+    with pytest.raises(SatoriError, match="ZeRO"):  # this CPU box has no deepspeed: the next check
+        pf.preflight(plan, eight, environ={})
+    assert [g.index for g in plan.launch.devices] == [0, 1, 2, 3]
+    ((_, cmd),) = build_commands(plan)
+    assert cmd.env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3" and cmd.env["NPROC_PER_NODE"] == "4"
     with pytest.raises(SatoriError) as exc:
-        pf.check_device_split(plan_for(tmp_path, "paper", gpus=4), eight)
-    assert "8 GPUs visible for --gpus 4" in one_line(exc) and "CUDA_VISIBLE_DEVICES=0,1,2,3" in str(exc.value)
-    with pytest.raises(SatoriError, match="it cannot do"):
-        pf.check_device_split(plan_for(tmp_path, "lora", gpus=3), eight)
-    pf.check_device_split(plan_for(tmp_path, "lora", gpus=1), eight[:2])  # LoRA over 2 GPUs: allowed
-    pf.check_device_split(plan_for(tmp_path, "paper", gpus=4), eight[:4])
-    pf.check_device_split(plan_for(tmp_path, "smoke", gpus=0), eight)
+        pf.preflight(plan_for(tmp_path, "paper", gpus=4), eight[:2], environ={})
+    assert one_line(exc).startswith("--gpus 4 asked for, but 2 GPU(s) visible")

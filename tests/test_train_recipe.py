@@ -10,7 +10,23 @@ from satori_cli.train.recipe import list_presets, parse_passthrough, resolve_rec
 
 
 def test_bundled_presets():
-    assert list_presets() == ["fast", "lora", "paper", "smoke"]
+    assert list_presets() == ["fast", "lora", "paper", "server", "smoke"]
+
+
+def test_server_is_the_paper_recipe_with_rollouts_on_gpus_of_their_own():
+    from satori_cli.train.command import generation_batch_check
+
+    paper, server = resolve_recipe("paper"), resolve_recipe("server")
+    keys = set(paper.swift) | set(server.swift)
+    assert {k for k in keys if paper.swift.get(k) != server.swift.get(k)} == {
+        "use_vllm",
+        "vllm_mode",
+        "per_device_eval_batch_size",  # 8 x 6 processes = 48 = 3 groups of 16
+    }
+    assert server.swift["use_vllm"] is True and server.swift["vllm_mode"] == "server"
+    assert (server.gpus, server.rollout_gpus, server.model) == (6, 2, paper.model)
+    assert server.budget == paper.budget and "vllm" in server.needs
+    assert generation_batch_check(server.swift, server.gpus, evaluating=True) is None
 
 
 def test_paper_is_the_published_recipe_in_4x_names():

@@ -11,14 +11,20 @@ from satori_cli.grammar import GRAMMAR_HELP
 TRAIN_HELP = """Train with SATORI's GRPO recipe on ms-swift 4.x (`swift rlhf --rlhf_type grpo`).
 
 Presets (--preset): paper (the published recipe, 4 GPUs), fast (paper + vLLM colocated
-rollouts), lora (one 24 GB GPU), smoke (tiny model on CPU, 2 steps; the default).
+rollouts), server (8 GPUs: vLLM rollouts on 2 of them via `swift rollout`, training on 6),
+lora (one 24 GB GPU), smoke (tiny model on CPU, 2 steps; the default).
 Precedence: preset < --config FILE < flags < arguments after `--`, which go to swift as is:
 
   satori train --preset smoke
 
   satori train --preset paper --gpus 4 --data data/vqa/train.jsonl --output runs/paper
 
-  satori train --preset fast --gpus 8 --nodes 2 --node-rank 0 --master-addr 10.0.0.1 --data ...
+  satori train --preset fast --gpus 8 --nodes 2 --node-rank 0 --master-addr 10.0.0.1 -o /shared/run --data ...
+
+  satori train --preset server --data ...   (starts `swift rollout` on GPUs 0-1, trains on 2-7)
+
+  satori train --preset server --gpus 8 --nodes 2 --master-addr 10.0.0.1 -o /shared/run \
+      --rollout-url http://10.0.0.9:8000 --data ... --dry-run   (every node's command)
 
   satori train --preset lora --data ... -- --max_steps 100 --lora_rank 8
 
@@ -47,7 +53,11 @@ def train(
         None, "--val-data", help="Prepared validation JSONL (evaluated every eval_steps)."
     ),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Run folder (default: $SATORI_HOME/runs/<preset>-<time>)."
+        None,
+        "--output",
+        "-o",
+        help="Run folder (default: $SATORI_HOME/runs/<preset>-<time>). Multi-node: required, on a "
+        "filesystem every node shares.",
     ),
     gpus: int = typer.Option(
         None, "--gpus", "-g", help="GPUs (processes) per node; 0 = CPU. Default: the preset's."
@@ -58,8 +68,33 @@ def train(
     node_rank: int = typer.Option(
         None, "--node-rank", help="This machine's rank, 0..nodes-1 (required to run with --nodes > 1)."
     ),
-    master_addr: str = typer.Option(None, "--master-addr", help="Address of node 0 (multi-node)."),
-    master_port: int = typer.Option(29500, "--master-port", help="Rendezvous port on node 0."),
+    master_addr: str = typer.Option(
+        None, "--master-addr", help="Address of node 0 (multi-node; default: $MASTER_ADDR)."
+    ),
+    master_port: int = typer.Option(
+        None, "--master-port", help="Rendezvous port on node 0 (default: $MASTER_PORT, else 29500)."
+    ),
+    rollout_url: list[str] = typer.Option(
+        None,
+        "--rollout-url",
+        help="Server mode: a running `satori rollout` (http://HOST:PORT; repeat for several) generates "
+        "the rollouts; checked before training (it answers, same architecture, GPU split).",
+    ),
+    rollout_gpus: int = typer.Option(
+        None,
+        "--rollout-gpus",
+        help="Server mode on one node: start `swift rollout` on this many GPUs of this machine (the "
+        "first of the pool; training takes the next --gpus). Default: the preset's.",
+    ),
+    report_to: str = typer.Option(
+        None,
+        "--report-to",
+        help="Experiment tracker: tensorboard (default; RUN/runs, no network), wandb, swanlab or none. "
+        "The run is named after the run folder.",
+    ),
+    data_timeout: float = typer.Option(
+        3600, "--data-timeout", help="Multi-node: seconds nodes 1..N-1 wait for node 0's prepared data."
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the latest checkpoint of --output (or of the newest run)."
     ),
@@ -106,6 +141,10 @@ def train(
         resume=str(resume_from) if resume_from is not None else ("latest" if resume else None),
         extra=list(swift_args or []),
         grammar=grammar,
+        rollout_urls=list(rollout_url or []),
+        rollout_gpus=rollout_gpus,
+        report_to=report_to,
+        data_timeout=data_timeout,
     )
     if dry_run:
         from satori_cli.train.dry_run import dry_run_text
@@ -117,17 +156,38 @@ def train(
             "--nodes > 1 needs --node-rank on each machine", hint="or --dry-run to see all commands"
         )
     from satori_cli.gpus import detect_gpus
+    from satori_cli.signals import interrupt_on_stop_signals
     from satori_cli.train.command import build_commands
     from satori_cli.train.preflight import preflight
 
+    if not data_timeout > 0:
+        raise SatoriError(f"--data-timeout must be a positive number of seconds, not {data_timeout}")
     program = swift_program()
+    interrupt_on_stop_signals()  # SIGTERM / SIGHUP stop swift (and a rollout server) like Ctrl-C
     with console().status("preparing the run ..."):
         plan = build_plan(opts)
         found = detect_gpus() if plan.launch.gpus > 0 else []
-        preflight(plan, found, memory=not skip_memory_check)
+        split = preflight(plan, found, memory=not skip_memory_check)
     (_, command), *_ = build_commands(plan, program)
     console().print(f"[bold]run folder[/] {plan.output_dir}")
-    info = run_plan(plan, command, verbose=verbose)
+    if plan.launch.gpus:
+        console().print(split.describe())
+    rollout = None
+    if plan.managed_rollout is not None:
+        from satori_cli.train.rollout import start_rollout
+
+        rollout = start_rollout(plan, split, program)
+    try:
+        info = run_plan(plan, command, verbose=verbose, rollout=rollout.command if rollout else None)
+    except SatoriError:
+        if rollout is not None and not rollout.alive:
+            from satori_cli.serve.server import print_tail
+
+            print_tail(rollout.died())  # the rollout server died first: its last lines say why
+        raise
+    finally:
+        if rollout is not None:
+            rollout.stop()
     console().print(
         f"[green]done[/] in {info['wall_s']:.0f} s; last checkpoint: {info['last_checkpoint']}\n"
         f"plots: satori report {plan.output_dir}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class ServerPlan:
     host: str
     port: int
     api_key: str | None = None
+    log_file: Path | None = None  # default: $SATORI_HOME/logs/serve-<backend>-<port>.log
 
     @property
     def root(self) -> str:
@@ -65,7 +67,7 @@ class ServerPlan:
 
     @property
     def log_path(self) -> Path:
-        return paths().home / "logs" / f"serve-{self.backend}-{self.port}.log"
+        return self.log_file or paths().home / "logs" / f"serve-{self.backend}-{self.port}.log"
 
 
 def pick_backend(backend: str, vllm_bin: str) -> str:
@@ -250,12 +252,8 @@ def run_server(
     canned = plan.backend == "fake"
     if canned:
         console().print(f"[yellow]{escape(CANNED_NOTICE)}[/]")
-    try:
-        server = start_server(plan, timeout)
-    except ServerDied as exc:
-        print_tail(exc)
-        raise
-    try:
+
+    def ready(server: ServerProcess) -> None:
         console().print(
             f"[green]SATORI API ready:[/] {plan.base_url} (model `satori`, backend {plan.backend})"
         )
@@ -270,10 +268,27 @@ def run_server(
                 grammar=grammar,
                 canned=canned,
             )
-        else:
-            code = server.wait()
-            if code != 0:
-                raise server.died()
+
+    hold_server(plan, timeout, ready)
+
+
+def hold_server(plan: ServerPlan, timeout: float, on_ready: Callable[[ServerProcess], None]) -> None:
+    """Start the planned server, call `on_ready(server)`, then keep it until it exits or Ctrl-C.
+
+    The one lifecycle of every server satori starts in the foreground (`satori serve`, `satori
+    rollout`): a death before or after it is healthy shows its last lines and passes its exit
+    code on; Ctrl-C (and SIGTERM/SIGHUP, see `satori_cli.signals`) stops its whole process group.
+    """
+    try:
+        server = start_server(plan, timeout)
+    except ServerDied as exc:
+        print_tail(exc)
+        raise
+    try:
+        on_ready(server)
+        code = server.wait()
+        if code != 0:
+            raise server.died()
     except ServerDied as exc:
         print_tail(exc)
         raise

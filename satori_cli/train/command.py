@@ -4,20 +4,27 @@ One builder, pure (no imports of swift, no file access beyond what the caller re
 `--dry-run`, the real run, the benchmark and the tests all see the same argv. Multi-GPU and
 multi-node use ms-swift's own launcher: with `NPROC_PER_NODE`/`NNODES` set, `swift rlhf`
 re-executes itself under `torch.distributed.run`, so every node runs the same argv and only
-`NODE_RANK` differs.
+`NODE_RANK` differs. The training processes see exactly their own GPUs (`devices`, chosen by
+`satori_cli.train.devices`); in server mode the rollouts come from `swift rollout` servers
+(`rollout_urls`) on other GPUs or machines.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from satori_cli.cmdline import Command, flag_args
 from satori_cli.errors import SatoriError
+from satori_cli.gpus import Gpu, visible_env
 from satori_cli.train.recipe import Recipe
 
 DEFAULT_MASTER_PORT = 29500
+TRACKERS = ("tensorboard", "wandb", "swanlab", "none")
+
+if TYPE_CHECKING:
+    from satori_cli.train.rollout import RolloutSpec
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,9 @@ class Launch:
     node_rank: int | None = None
     master_addr: str | None = None
     master_port: int = DEFAULT_MASTER_PORT
+    # This node's GPUs for the training processes (empty: not chosen, e.g. a CPU run or a dry run
+    # that shows no devices).
+    devices: tuple[Gpu, ...] = ()
 
     def __post_init__(self) -> None:
         if self.gpus < 0:
@@ -65,9 +75,10 @@ class Launch:
         """
         if self.gpus == 0:
             return {"CUDA_VISIBLE_DEVICES": ""}
+        env = visible_env(self.devices) if self.devices else {}
         if not self.distributed:
-            return {}
-        env = {"NPROC_PER_NODE": str(self.gpus), "MASTER_PORT": str(self.master_port)}
+            return env
+        env.update({"NPROC_PER_NODE": str(self.gpus), "MASTER_PORT": str(self.master_port)})
         if self.nodes > 1:
             env.update(
                 {"NNODES": str(self.nodes), "NODE_RANK": str(node_rank), "MASTER_ADDR": str(self.master_addr)}
@@ -92,6 +103,10 @@ class TrainPlan:
     resume: Path | None = None
     # The data as given (before satori added row ids), for run.json's fingerprint.
     data_sources: tuple[Path | None, Path | None] = (None, None)
+    # Server mode: the `swift rollout` servers that generate (http://host:port each).
+    rollout_urls: tuple[str, ...] = ()
+    # The rollout server `satori train` starts itself on this machine (one node, no --rollout-url).
+    managed_rollout: RolloutSpec | None = None
 
     def swift_args(self) -> dict[str, Any]:
         """The ms-swift arguments in order: fixed plumbing first, then the recipe (which wins)."""
@@ -109,9 +124,16 @@ class TrainPlan:
                 "output_dir": str(self.output_dir),
                 # The run folder is the output folder: run.json, the log and the checkpoints sit together.
                 "add_version": False,
+                # TensorBoard needs no network and writes into the run folder (`runs/`); the
+                # tracker's run is named after the run folder.
+                "report_to": ["tensorboard"],
+                "run_name": self.output_dir.name,
             }
         )
         args.update(self.recipe.swift)
+        if self.rollout_urls:
+            args.update({"use_vllm": True, "vllm_mode": "server"})
+            args["vllm_server_base_url"] = list(self.rollout_urls)
         if self.resume is not None:
             args["resume_from_checkpoint"] = str(self.resume)
         return args
@@ -120,6 +142,17 @@ class TrainPlan:
         # Both bounds (and swift's token counts): the model's processor and the bbox reward must
         # resize images identically.
         return {**self.recipe.budget.env(), **self.launch.env(node_rank)}
+
+    @property
+    def report_to(self) -> list[str]:
+        """The experiment trackers swift reports to (`none` = only its logging.jsonl)."""
+        value = self.swift_args().get("report_to") or ["none"]
+        return [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+    @property
+    def server_mode(self) -> bool:
+        swift = self.swift_args()
+        return str(swift.get("use_vllm", "false")).lower() == "true" and swift.get("vllm_mode") == "server"
 
     @property
     def evaluating(self) -> bool:

@@ -1,7 +1,8 @@
 """Checks that run before anything heavy: each failure is one line and exit code 2.
 
 A GRPO run loads a multi-GB model and spends minutes before ms-swift validates its own
-arguments; these checks catch the common mistakes (too few GPUs, a batch that does not split
+arguments; these checks catch the common mistakes (too few GPUs or a wrong rollout/training
+split, a rollout server that is down or serves another model, a batch that does not split
 into generation groups, a pixel budget swift would round differently from the reward, a
 missing DeepSpeed or vLLM, an unreachable hub model, missing data, an unwritable output folder, a
 resume without checkpoint, a model that will not fit) first. Local models and run folders are
@@ -10,6 +11,7 @@ checked where they are resolved (`satori_cli.models`, when the plan is built).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import tempfile
@@ -20,6 +22,7 @@ from satori_cli.errors import SatoriError, install_hint
 from satori_cli.gpus import Gpu
 from satori_cli.pixels import PixelBudget
 from satori_cli.train.command import TrainPlan, generation_batch_check
+from satori_cli.train.devices import DeviceSplit, split_devices
 from satori_cli.train.resources import memory_shortfall, model_size
 
 # What each `needs:` entry of a recipe means: importable module and the extra that installs it.
@@ -27,34 +30,17 @@ NEEDS = {
     "deepspeed": ("deepspeed", "gpu", "ZeRO (--deepspeed)"),
     "vllm": ("vllm", "gpu", "vLLM rollouts (--use_vllm)"),
 }
+# Experiment trackers (`--report-to`): the module transformers' callback imports, and how to get it.
+TRACKERS = {
+    "tensorboard": ("tensorboard", install_hint("train")),
+    "wandb": ("wandb", "pip install wandb"),
+    "swanlab": ("swanlab", "pip install swanlab"),
+}
 
 
 def check_gpus(requested: int, found: list[Gpu]) -> None:
-    if requested > len(found):
-        have = f"{len(found)} GPU(s) visible" if found else "no GPU visible"
-        raise SatoriError(
-            f"--gpus {requested} asked for, but {have}",
-            hint="use --gpus 0 with --preset smoke on a CPU, or check CUDA_VISIBLE_DEVICES / nvidia-smi",
-        )
-
-
-def check_device_split(plan: TrainPlan, found: list[Gpu]) -> None:
-    """More GPUs visible than processes: ms-swift then splits each process's model over several
-    GPUs (`device_map`, swift/utils/env.py is_mp), which DeepSpeed and vLLM refuse after the model
-    has loaded, and which fails outright when the count does not divide."""
-    gpus, visible = plan.launch.gpus, len(found)
-    if gpus == 0 or visible <= gpus:
-        return
-    swift = plan.recipe.swift
-    refused = bool(swift.get("deepspeed")) or str(swift.get("use_vllm", "false")).lower() == "true"
-    if visible % gpus == 0 and not refused:
-        return
-    pick = ",".join(str(g.index) for g in found[:gpus])
-    raise SatoriError(
-        f"{visible} GPUs visible for --gpus {gpus}: ms-swift would split each process's model over "
-        f"{visible / gpus:g} GPUs, which {'DeepSpeed and vLLM refuse' if refused else 'it cannot do'}",
-        hint=f"run with CUDA_VISIBLE_DEVICES={pick}, or --gpus {visible}",
-    )
+    """At least `requested` GPUs in the pool (one line otherwise)."""
+    split_devices(found, requested)
 
 
 def check_budget(budget: PixelBudget) -> None:
@@ -97,11 +83,11 @@ def check_batch(plan: TrainPlan) -> None:
 
 def check_needs(plan: TrainPlan) -> None:
     needs = list(plan.recipe.needs)
-    swift = plan.recipe.swift
+    swift = plan.swift_args()
     if swift.get("deepspeed") and "deepspeed" not in needs:
         needs.append("deepspeed")
     if str(swift.get("use_vllm", "false")).lower() == "true" and "vllm" not in needs:
-        needs.append("vllm")
+        needs.append("vllm")  # server mode too: the trainer syncs weights through vLLM's NCCL client
     for need in needs:
         module, extra, purpose = NEEDS.get(need, (need, "train", need))
         if importlib.util.find_spec(module) is None:
@@ -109,6 +95,36 @@ def check_needs(plan: TrainPlan) -> None:
                 f"{purpose} needs the Python package '{module}', which is not installed",
                 hint=f"{install_hint(extra)}, or a preset without it (--preset lora or smoke)",
             )
+    for tracker in plan.report_to:
+        module, how = TRACKERS.get(tracker, (None, ""))
+        if module is not None and importlib.util.find_spec(module) is None:
+            raise SatoriError(
+                f"--report-to {tracker} needs the Python package '{module}', which is not installed",
+                hint=f"{how}, or --report-to none",
+            )
+
+
+def check_rollout_servers(plan: TrainPlan, timeout: float = 10.0) -> int:
+    """Every --rollout-url answers as a `swift rollout` serving the training model's architecture.
+
+    Returns how many GPUs rollout servers on this machine use (their vLLM world size), which
+    training must leave to them.
+    """
+    from satori_cli.train.devices import is_this_machine, url_host
+    from satori_cli.train.resources import model_config
+    from satori_cli.train.rollout import check_same_model, probe_rollout
+    from satori_cli.ui import console
+
+    here = 0
+    config = model_config(plan.model) if plan.rollout_urls else {}
+    for url in plan.rollout_urls:
+        server = probe_rollout(url, timeout)
+        matched = check_same_model(server, plan.model, config)
+        local = is_this_machine(url_host(url))
+        here += server.world_size if local else 0
+        where = "this machine" if local else "another machine"
+        console().print(f"rollout server {url}: {server.world_size} vLLM GPU(s) on {where}; {matched}")
+    return here
 
 
 def check_model(model: str) -> None:
@@ -142,24 +158,38 @@ def check_memory(plan: TrainPlan, found: list[Gpu]) -> None:
     size = model_size(plan.model)
     if size is None:
         return
-    problem = memory_shortfall(size, plan.recipe.swift, found, plan.launch.gpus)
+    problem = memory_shortfall(size, plan.swift_args(), found, plan.launch.gpus)
     if problem:
         raise SatoriError(
             problem, hint="try --preset lora, more GPUs (ZeRO shards the optimizer), or --skip-memory-check"
         )
 
 
-def preflight(plan: TrainPlan, found: list[Gpu], *, this_node: bool = True, memory: bool = True) -> None:
+def preflight(
+    plan: TrainPlan,
+    found: list[Gpu],
+    *,
+    this_node: bool = True,
+    memory: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> DeviceSplit:
     """Run every check in order of cost; the first failure raises a one-line SatoriError.
 
+    On this node it also chooses the GPUs (`found` is the pool): the training processes' go into
+    `plan.launch.devices`; a rollout server satori starts takes the returned split's `rollout`.
     `this_node=False` (a dry run for other nodes) skips the checks about this machine.
     """
+    environ = os.environ if environ is None else environ
     check_batch(plan)
     check_budget(plan.recipe.budget)
+    split = DeviceSplit()
     if this_node:
-        check_token_env(plan.recipe.budget)
-        check_gpus(plan.launch.gpus, found)
-        check_device_split(plan, found)
+        check_token_env(plan.recipe.budget, environ)
+        managed = plan.managed_rollout is not None
+        rollout_here = plan.managed_rollout.gpus if managed else check_rollout_servers(plan)
+        pinned = bool(environ.get("CUDA_VISIBLE_DEVICES", "").strip())
+        split = split_devices(found, plan.launch.gpus, rollout_here, pinned=pinned, managed=managed)
+        plan.launch = dataclasses.replace(plan.launch, devices=split.train)
         check_needs(plan)
     check_model(plan.model)
     check_data(plan.train_path, plan.val_path)
@@ -167,4 +197,5 @@ def preflight(plan: TrainPlan, found: list[Gpu], *, this_node: bool = True, memo
     if plan.resume is not None and not (plan.resume / "trainer_state.json").is_file():
         raise SatoriError(f"{plan.resume} is not a checkpoint (no trainer_state.json)")
     if this_node and memory:
-        check_memory(plan, found)
+        check_memory(plan, list(split.train))
+    return split

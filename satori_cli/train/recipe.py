@@ -26,6 +26,7 @@ RECIPE_KEYS = frozenset(
         "description",
         "model",
         "gpus",
+        "rollout_gpus",
         "needs",
         "min_pixels",
         "max_pixels",
@@ -45,6 +46,9 @@ class Recipe:
     description: str = ""
     model: str = "base"
     gpus: int = 1
+    # GPUs of a `swift rollout` server beside the training (`vllm_mode: server`): on one node
+    # satori starts it on the first GPUs of the pool; 0 = no rollout server of its own.
+    rollout_gpus: int = 0
     needs: list[str] = field(default_factory=list)
     min_pixels: int = PAPER_MIN_PIXELS
     max_pixels: int = PAPER_MAX_PIXELS
@@ -63,6 +67,7 @@ class Recipe:
             "description": self.description,
             "model": self.model,
             "gpus": self.gpus,
+            "rollout_gpus": self.rollout_gpus,
             "needs": list(self.needs),
             "min_pixels": self.min_pixels,
             "max_pixels": self.max_pixels,
@@ -146,6 +151,9 @@ def resolve_recipe(
     try:
         recipe = Recipe(**merged)
         recipe.gpus = int(recipe.gpus)
+        recipe.rollout_gpus = int(recipe.rollout_gpus)
+        if recipe.rollout_gpus < 0:
+            raise ValueError("rollout_gpus must be 0 or more")
         recipe.min_pixels, recipe.max_pixels = int(recipe.min_pixels), int(recipe.max_pixels)
         recipe.budget  # noqa: B018 - validates min <= max
         recipe.grammar = get_grammar(recipe.grammar).name  # an unknown name is a SatoriError

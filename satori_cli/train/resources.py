@@ -129,12 +129,18 @@ def _hub_config(repo_id: str) -> dict[str, Any]:
         return {}
 
 
+def model_config(model: str) -> dict[str, Any]:
+    """A model's `config.json` (local folder, or a hub id's cached or downloaded one); {} if unknown."""
+    path = Path(model)
+    if path.is_dir():
+        return _read_json(path / "config.json")
+    return _hub_config(model) if model.count("/") == 1 else {}
+
+
 def model_size(model: str) -> ModelSize | None:
     """Sizes from the config (local folder or hub id), else the weights' bytes, else a `3B`-style name."""
     path = Path(model)
-    config = _read_json(path / "config.json") if path.is_dir() else {}
-    if not path.is_dir() and model.count("/") == 1:
-        config = _hub_config(model)
+    config = model_config(model)
     size = size_from_config(config)
     if size is not None:
         return size

@@ -22,8 +22,9 @@ from satori_cli.cmdline import Command, find_program, run
 from satori_cli.config import paths
 from satori_cli.errors import SatoriError, install_hint
 from satori_cli.grammar import get_grammar
-from satori_cli.train import runinfo, runlogs
-from satori_cli.train.command import DEFAULT_MASTER_PORT, Launch, TrainPlan
+from satori_cli.train import datasync, runinfo, runlogs
+from satori_cli.train.command import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
+from satori_cli.train.datasync import DEFAULT_TIMEOUT as DEFAULT_DATA_TIMEOUT
 from satori_cli.train.recipe import Recipe, parse_passthrough, read_recipe_file, resolve_recipe
 
 SAMPLE_ROWS = 8
@@ -44,10 +45,14 @@ class TrainOptions:
     nodes: int = 1
     node_rank: int | None = None
     master_addr: str | None = None
-    master_port: int = DEFAULT_MASTER_PORT
+    master_port: int | None = None  # None: an exported MASTER_PORT, else 29500
     resume: str | None = None
     extra: list[str] = field(default_factory=list)
     grammar: str | None = None
+    rollout_urls: list[str] = field(default_factory=list)  # server mode: running `swift rollout`s
+    rollout_gpus: int | None = None  # GPUs of the rollout server satori starts (one node)
+    report_to: str | None = None  # tensorboard, wandb, swanlab or none
+    data_timeout: float = DEFAULT_DATA_TIMEOUT  # nodes 1..N-1 wait this long for node 0's data
 
 
 def is_prepared_jsonl(path: Path) -> bool:
@@ -143,37 +148,74 @@ def tag_rows(src: Path, dest: Path) -> Path:
     prompt the model sees is unchanged; the rewards ignore the column.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(src, encoding="utf-8") as fin, open(dest, "w", encoding="utf-8") as fout:
+    # Written beside and renamed over: a reader (another node, a resumed run) never sees half a file.
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    with open(src, encoding="utf-8") as fin, open(tmp, "w", encoding="utf-8") as fout:
         for n, line in enumerate(fin):
             if not line.strip():
                 continue
             row = json.loads(line)
             row.setdefault("solution", str(row.get("id", n)))
             fout.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, dest)
     return dest
 
 
+def launch_settings(opts: TrainOptions, gpus: int) -> Launch:
+    """The launch shape; an exported MASTER_ADDR / MASTER_PORT is honoured unless a flag says otherwise."""
+    port = opts.master_port
+    if port is None:
+        exported = os.environ.get("MASTER_PORT", "").strip()
+        if exported and not exported.isdigit():
+            raise SatoriError(f"MASTER_PORT={exported} in the environment is not a port number")
+        port = int(exported) if exported else DEFAULT_MASTER_PORT
+    if not 0 < port < 65536:
+        raise SatoriError(f"--master-port {port} is not a port number (1-65535)")
+    addr = opts.master_addr or os.environ.get("MASTER_ADDR", "").strip() or None
+    launch = Launch(gpus=gpus, nodes=opts.nodes, node_rank=opts.node_rank, master_addr=addr, master_port=port)
+    if launch.nodes > 1 and opts.output is None:
+        raise SatoriError(
+            "--nodes > 1 needs --output: a run folder on a filesystem every node shares",
+            hint="node 0 prepares the data there once, the others read it; checkpoints land there",
+        )
+    return launch
+
+
+def check_report_to(value: str | None) -> str | None:
+    if value is not None and value not in TRACKERS:
+        raise SatoriError(f"--report-to {value!r} is not one of {', '.join(TRACKERS)}")
+    return value
+
+
 def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
-    """Resolve recipe, model, data, output and resume into a plan (prepares data if needed)."""
+    """Resolve recipe, model, data, output and resume into a plan (prepares data if needed).
+
+    On a multi-node run only node 0 prepares and tags the data; the others wait for it
+    (`satori_cli.train.datasync`). GPUs are chosen by the preflight, on the node that runs.
+    """
     from satori_cli.prompts import prompt_path
     from satori_cli.rewards import plugin_path
+    from satori_cli.train.rollout import base_url
 
+    swift_overrides = parse_passthrough(opts.extra)
+    if check_report_to(opts.report_to) is not None:
+        swift_overrides["report_to"] = opts.report_to
+    if opts.rollout_gpus:  # a rollout server of its own: server mode
+        swift_overrides = {"use_vllm": True, "vllm_mode": "server", **swift_overrides}
     overrides: dict[str, Any] = {
         "model": opts.model,
         "data": opts.data,
         "val_data": opts.val_data,
         "gpus": opts.gpus,
+        "rollout_gpus": opts.rollout_gpus,
         "grammar": opts.grammar,
-        "swift": parse_passthrough(opts.extra),
+        "swift": swift_overrides,
     }
     recipe = resolve_recipe(opts.preset, opts.config, overrides)
-    launch = Launch(
-        gpus=recipe.gpus,
-        nodes=opts.nodes,
-        node_rank=opts.node_rank,
-        master_addr=opts.master_addr,
-        master_port=opts.master_port,
-    )
+    launch = launch_settings(opts, recipe.gpus)
+    rollout_urls = tuple(dict.fromkeys(base_url(url) for url in opts.rollout_urls))
+    if rollout_urls and launch.gpus == 0:
+        raise SatoriError("--rollout-url trains on GPUs: server mode cannot run with --gpus 0 (the CPU)")
     run_dir, resume = resolve_output_and_resume(opts, recipe.preset)
     # Cheap and offline (a hub id is checked by the preflight); the tiny model is built after the data.
     model = models.resolve(recipe.model)
@@ -181,18 +223,23 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     if resume is not None:
         recipe.grammar = resumed_grammar(run_dir, opts.grammar, recipe.grammar)
     grammar = get_grammar(recipe.grammar)
+    tagged_path, tagged_val_path = run_dir / "data" / "train.jsonl", run_dir / "data" / "val.jsonl"
     if prepare_data:
         run_dir.mkdir(parents=True, exist_ok=True)
-        train, val = resolve_data(recipe, run_dir)
-        tagged = tag_rows(train, run_dir / "data" / "train.jsonl")
-        tagged_val = tag_rows(val, run_dir / "data" / "val.jsonl") if val else None
+        source = datasync.source_of(recipe.data, recipe.val_data) if launch.nodes > 1 else {}
+        if launch.nodes > 1 and (launch.node_rank or 0) > 0:
+            tagged, tagged_val, _ = datasync.wait_for_data(run_dir, source, opts.data_timeout)
+            train, val = tagged, tagged_val
+        else:
+            train, val = resolve_data(recipe, run_dir)
+            tagged = tag_rows(train, tagged_path)
+            tagged_val = tag_rows(val, tagged_val_path) if val else None
+            if launch.nodes > 1:
+                datasync.publish(run_dir, source, tagged, tagged_val)
     else:
-        train = Path(recipe.data or run_dir / "data" / "train.jsonl").expanduser().resolve()
+        train = Path(recipe.data or tagged_path).expanduser().resolve()
         val = Path(recipe.val_data).expanduser().resolve() if recipe.val_data else None
-        tagged, tagged_val = (
-            run_dir / "data" / "train.jsonl",
-            (run_dir / "data" / "val.jsonl" if val else None),
-        )
+        tagged, tagged_val = tagged_path, (tagged_val_path if val else None)
     if model.kind == "tiny" and prepare_data:  # built after the data: the cheap checks come first
         model = models.resolve(recipe.model, build=True)
     plan = TrainPlan(
@@ -207,9 +254,41 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         launch=launch,
         local_qwen2_5_vl=model.local and model.model_type == "qwen2_5_vl",
         resume=resume,
+        rollout_urls=rollout_urls,
     )
     plan.data_sources = (train, val)
+    if plan.server_mode and not rollout_urls:
+        plan_managed_rollout(plan, dry_run=not prepare_data)
     return plan
+
+
+def plan_managed_rollout(plan: TrainPlan, dry_run: bool = False) -> None:
+    """Server mode without --rollout-url: on one node, satori starts `swift rollout` itself.
+
+    Across nodes the rollout server runs on a machine of its own, which only the user can name;
+    a dry run shows the commands with ROLLOUT_HOST in its place.
+    """
+    from satori_cli.train.rollout import PLACEHOLDER_URL, ROLLOUT_PORT, RolloutSpec
+
+    if plan.launch.nodes > 1 and dry_run:
+        plan.rollout_urls = (PLACEHOLDER_URL,)
+        return
+    if plan.launch.nodes > 1:
+        raise SatoriError(
+            "server mode across nodes needs --rollout-url http://ROLLOUT_HOST:PORT",
+            hint="start it on a machine of its own with `satori rollout --host 0.0.0.0`; --dry-run shows how",
+        )
+    if plan.recipe.rollout_gpus < 1:
+        raise SatoriError(
+            "server mode (vllm_mode server) needs a rollout server",
+            hint="pass --rollout-url http://HOST:PORT of a running `satori rollout`, or --rollout-gpus N to "
+            "start one on this machine",
+        )
+    if plan.launch.gpus < 1:
+        raise SatoriError("server mode trains on GPUs: --gpus 0 (CPU) cannot use a vLLM rollout server")
+    spec = RolloutSpec(gpus=plan.recipe.rollout_gpus, host="127.0.0.1", port=ROLLOUT_PORT)
+    plan.managed_rollout = spec
+    plan.rollout_urls = (f"http://{spec.host}:{spec.port}",)
 
 
 def inherit_run(recipe: Recipe, model: models.Model, opts: TrainOptions) -> Recipe:
@@ -289,14 +368,27 @@ def describe(metrics: dict[str, Any]) -> str:
     return " ".join(parts) or "training"
 
 
-def run_plan(plan: TrainPlan, command: Command, *, verbose: bool = False) -> dict[str, Any]:
-    """Run one node's command with a live progress line; write `run.json` before and after."""
+def run_plan(
+    plan: TrainPlan,
+    command: Command,
+    *,
+    verbose: bool = False,
+    rollout: Command | None = None,
+) -> dict[str, Any]:
+    """Run one node's command with a live progress line; node 0 writes `run.json` before and after.
+
+    The other nodes of a multi-node run share the run folder: each keeps its own log
+    (`train-node<k>.log`) and leaves `run.json` to node 0. `rollout` is the `swift rollout`
+    command of a server satori started for this run (recorded with the rest).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from satori_cli.ui import console
 
     run_dir = plan.output_dir
-    log_path = run_dir / "train.log"
+    rank = plan.launch.node_rank or 0
+    log_path = run_dir / ("train.log" if rank == 0 else f"train-node{rank}.log")
+    swift_args = plan.swift_args()
     train_src, val_src = plan.data_sources if plan.data_sources[0] else (plan.train_path, plan.val_path)
     info: dict[str, Any] = {
         "started": runinfo.now(),
@@ -305,21 +397,35 @@ def run_plan(plan: TrainPlan, command: Command, *, verbose: bool = False) -> dic
         "grammar": plan.recipe.grammar,  # what `satori eval/serve/rewards score` follow for this run
         "model": plan.model,
         "resume_from": str(plan.resume) if plan.resume else None,
-        "command": runinfo.command_record([(plan.launch.node_rank or 0, command)]),
-        "swift_args": plan.swift_args(),
+        "command": runinfo.command_record([(rank, command)]),
+        "swift_args": swift_args,
         "launch": {
             "gpus": plan.launch.gpus,
             "nodes": plan.launch.nodes,
-            "node_rank": plan.launch.node_rank or 0,
+            "node_rank": rank,
             "master_addr": plan.launch.master_addr,
             "master_port": plan.launch.master_port,
+            "devices": [g.device_id for g in plan.launch.devices],
+        },
+        "rollout": {
+            "urls": list(plan.rollout_urls),
+            "started_by_satori": runinfo.command_record([(rank, rollout)])[0] if rollout else None,
+        }
+        if plan.rollout_urls
+        else None,
+        "trackers": {
+            "report_to": plan.report_to,
+            "run_name": swift_args.get("run_name"),
+            "tensorboard_dir": str(run_dir / "runs") if "tensorboard" in plan.report_to else None,
         },
         "versions": runinfo.versions(),
         "git_commit": runinfo.git_commit(),
         "data": {"train": runinfo.fingerprint(train_src), "val": runinfo.fingerprint(val_src)},
         "log": str(log_path),
     }
-    runinfo.write_run_json(run_dir, info)
+    record = rank == 0
+    if record:
+        runinfo.write_run_json(run_dir, info)
     start = time.monotonic()
     with Progress(
         TextColumn("[bold]step"),
@@ -351,14 +457,15 @@ def run_plan(plan: TrainPlan, command: Command, *, verbose: bool = False) -> dic
             "last_metrics": feed.last,
         }
     )
-    runinfo.write_run_json(run_dir, info)
+    if record:
+        runinfo.write_run_json(run_dir, info)
     if code != 0:
         tail = "\n".join(feed.tail)
         if code != 130:
             console().print(tail, markup=False, highlight=False)
         raise SatoriError(
             f"swift rlhf {'was interrupted' if code == 130 else f'failed with exit code {code}'}",
-            exit_code=1,
+            exit_code=130 if code == 130 else 1,
             hint=f"full log: {log_path}",
         )
     return info

@@ -1,0 +1,152 @@
+"""`satori rollout`: a `swift rollout` server (vLLM) that generates GRPO rollouts on GPUs of its own."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import typer
+
+ROLLOUT_HELP = """Serve GRPO rollouts from dedicated GPUs: `swift rollout` (vLLM, data x tensor parallel).
+
+`satori train --rollout-url http://HOST:PORT` then trains in ms-swift's server mode: every
+prompt is generated here, and the trainer pushes its weights here before each generation.
+The recipe (--preset, default `server`; or --config) gives the pixel budget, the dtype and the
+context length (prompt + completion), exactly as `satori train` uses them:
+
+  satori rollout --gpus 2                               # GPUs 0,1; then on this machine:
+  satori train --preset server --gpus 6 --rollout-url http://127.0.0.1:8000 --data ...
+
+  satori rollout --model Qwen/Qwen2.5-VL-7B-Instruct --gpus 8 --tensor-parallel 2 --host 0.0.0.0
+
+The server takes the first --gpus GPUs of CUDA_VISIBLE_DEVICES (else of all GPUs). It has no
+API key (ms-swift's trainer cannot send one): with --host 0.0.0.0 keep it on a private network.
+Ctrl-C, SIGTERM or a closed terminal stop it and its vLLM workers.
+"""
+
+
+def rollout(
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Hub id, checkpoint folder, `tiny`, `base` or a `satori train` run folder (its last "
+        "checkpoint, in its pixel budget). Default: the recipe's. Serve what you train.",
+    ),
+    gpus: int = typer.Option(
+        None, "--gpus", "-g", help="GPUs for vLLM (default: the recipe's rollout_gpus, else 1)."
+    ),
+    tensor_parallel: int = typer.Option(
+        1, "--tensor-parallel", help="GPUs per vLLM engine; --gpus / this = data-parallel engines."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", help="Address to bind. 0.0.0.0 lets training nodes on other machines reach it."
+    ),
+    port: int = typer.Option(8000, help="Port (the trainer's default vllm_server_port is 8000)."),
+    preset: str = typer.Option(
+        None, "--preset", "-p", help="Recipe whose budget and lengths to use (default: server)."
+    ),
+    config: Path = typer.Option(None, "--config", "-c", help="A recipe YAML, as for `satori train`."),
+    swift_bin: str = typer.Option(
+        "swift", help="The swift executable; point it at an environment with vLLM (e.g. .venv-gpu/bin/swift)."
+    ),
+    startup_timeout: float = typer.Option(1800, help="Seconds to wait for the server's /health."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the command and its environment, run nothing."
+    ),
+    swift_args: list[str] = typer.Argument(
+        None,
+        metavar="[-- SWIFT_ROLLOUT_ARGS...]",
+        help="Extra `swift rollout` arguments after `--` (they win).",
+    ),
+) -> None:
+    from satori_cli import models
+    from satori_cli.cmdline import find_program
+    from satori_cli.config import paths
+    from satori_cli.errors import SatoriError, install_hint
+    from satori_cli.gpus import detect_gpus
+    from satori_cli.serve.backends import root_url
+    from satori_cli.serve.server import ServerPlan, check_ports, hold_server
+    from satori_cli.signals import interrupt_on_stop_signals
+    from satori_cli.train.devices import assumed_pool
+    from satori_cli.train.preflight import check_budget, check_token_env
+    from satori_cli.train.recipe import parse_passthrough, resolve_recipe
+    from satori_cli.train.rollout import RolloutSpec, rollout_args, rollout_command
+    from satori_cli.train.runner import TrainOptions, inherit_run
+    from satori_cli.ui import console
+
+    if not startup_timeout > 0:
+        raise SatoriError(f"--startup-timeout must be a positive number, not {startup_timeout}")
+    recipe = resolve_recipe(preset or ("server" if config is None else None), config, {"model": model})
+    # The model train would start from (a run folder: its last checkpoint, in the run's pixel budget).
+    resolved = models.resolve(recipe.model, build=not dry_run)
+    recipe = inherit_run(recipe, resolved, TrainOptions(config=config))
+    count = gpus if gpus is not None else (recipe.rollout_gpus or 1)
+    spec = RolloutSpec(gpus=count, tensor_parallel=tensor_parallel, host=host, port=port)
+    check_budget(recipe.budget)
+    check_ports(host, [(port, "--port")], probe=False)
+    found = detect_gpus()
+    if dry_run:
+        found = found or assumed_pool(count)
+    if count > len(found):
+        have = f"{len(found)} GPU(s) visible" if found else "no GPU visible"
+        raise SatoriError(
+            f"--gpus {count} asked for, but {have}",
+            hint="vLLM needs CUDA GPUs; check CUDA_VISIBLE_DEVICES / nvidia-smi",
+        )
+    if not dry_run:
+        resolved = models.check_reachable(resolved)  # a hub id: cached, or not offline
+    chosen = resolved.path
+    local = resolved.local and resolved.model_type == "qwen2_5_vl"
+
+    def plan(port: int) -> ServerPlan:
+        args = rollout_args(
+            chosen,
+            recipe,
+            RolloutSpec(gpus=count, tensor_parallel=tensor_parallel, host=host, port=port),
+            local_qwen2_5_vl=local,
+            extra=parse_passthrough(list(swift_args or [])),
+        )
+        try:
+            program = find_program(swift_bin, f"install ms-swift and vLLM: {install_hint('gpu')}")
+        except SatoriError:
+            if not dry_run:
+                raise
+            program = swift_bin
+        command = rollout_command(args, recipe.budget, found[:count], program)
+        log = paths().home / "logs" / f"rollout-{port}.log"
+        return ServerPlan(
+            backend="rollout", model=chosen, command=command, host=host, port=port, log_file=log
+        )
+
+    if dry_run:
+        console().print(
+            f"# swift rollout of {chosen}: {spec.data_parallel} vLLM engine(s) x "
+            f"{spec.tensor_parallel} GPU(s), "
+            f"budget {recipe.budget.min_pixels}-{recipe.budget.max_pixels} px (preset {recipe.preset})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        console().print(plan(port).command.display(), soft_wrap=True, markup=False, highlight=False)
+        return
+    check_token_env(recipe.budget)
+    (port,) = check_ports(host, [(port, "--port")])  # in use, privileged, not local; 0 -> a free port
+    interrupt_on_stop_signals()
+    planned = plan(port)
+    # What a training node puts in --rollout-url: this machine's name when it listens on all addresses.
+    url = root_url(socket.gethostname() if host in ("0.0.0.0", "::") else host, port)
+
+    def ready(_server) -> None:
+        devices = planned.command.env.get("CUDA_VISIBLE_DEVICES", "")
+        console().print(
+            f"[green]rollout server ready:[/] {url} ({spec.data_parallel} x {spec.tensor_parallel} vLLM "
+            f"GPU(s): {devices}; Ctrl-C to stop)"
+        )
+        console().print(f"train with: satori train --rollout-url {url} ...", markup=False, highlight=False)
+
+    hold_server(planned, startup_timeout, ready)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rollout", help=ROLLOUT_HELP)(rollout)
