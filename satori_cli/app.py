@@ -12,9 +12,11 @@ import typer
 
 from satori_cli import __version__
 from satori_cli.errors import SatoriError
+from satori_cli.help_style import ReadableGroup
 
 app = typer.Typer(
     name="satori",
+    cls=ReadableGroup,
     help="SATORI-R1 as one command: download, prepare data, train with GRPO, evaluate, serve.\n\n"
     "Every heavy library is loaded only by the command that needs it. "
     "Run `satori doctor` to see what this machine can do.",
