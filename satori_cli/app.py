@@ -9,13 +9,13 @@ from __future__ import annotations
 import sys
 
 import typer
-from typer.core import TyperGroup
 
 from satori_cli import __version__
 from satori_cli.errors import Interrupted, SatoriError
+from satori_cli.help_style import ReadableGroup
 
 
-class _Commands(TyperGroup):
+class _Commands(ReadableGroup):
     """The command group; Ctrl-C inside any command becomes `Interrupted`.
 
     Typer turns a KeyboardInterrupt into a silent exit 130, so without this `main` would never
@@ -30,8 +30,8 @@ class _Commands(TyperGroup):
 
 
 app = typer.Typer(
-    cls=_Commands,
     name="satori",
+    cls=_Commands,
     help="SATORI-R1 as one command: download, prepare data, train with GRPO, evaluate, serve.\n\n"
     "Every heavy library is loaded only by the command that needs it. "
     "Run `satori doctor` to see what this machine can do.",

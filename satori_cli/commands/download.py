@@ -33,6 +33,7 @@ def _run(kind: str, repo: str | None, revision: str | None, local_dir: Path | No
         TimeRemainingColumn(),
         console=console(),
         transient=True,
+        disable=not console().is_terminal,  # piped: no bars (and no stray empty line)
     ) as progress:
         got = fetch(
             kind, repo, revision=revision, local_dir=local_dir, source=source, tqdm_class=rich_tqdm(progress)

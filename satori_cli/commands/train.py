@@ -216,6 +216,11 @@ def train(
         f"[green]done[/] in {info['wall_s']:.0f} s; last checkpoint: {info['last_checkpoint']}\n"
         f"plots: satori report {plan.output_dir}"
     )
+    from satori_cli.train.report import zero_rewards_note
+    from satori_cli.train.runlogs import read_metrics
+
+    if note := zero_rewards_note(read_metrics(plan.output_dir)):
+        console().print(f"[yellow]note:[/] {note}")
 
 
 def report(
@@ -252,6 +257,8 @@ def report(
         result = write_report(run_dir, out, max_completions=max_completions, overwrite=overwrite)
     for path in result.files:
         console().print(f"[green]wrote[/] {path}")
+    for note in result.notes:
+        console().print(f"[yellow]note:[/] {note}")
     if result.eval_command:
         console().print("grounding evaluation of the val split (boxes, answers, captions):")
         console().print(f"  {result.eval_command}", markup=False, highlight=False, soft_wrap=True)

@@ -71,7 +71,6 @@ def build_plan(req: EvalRequest) -> EvalPlan:
     decoding = _validate(req)
     check_judge(req.judge, req.judge_url, req.judge_key, reach=not req.dry_run)  # a dry run stays offline
     data_dir = (req.data_dir or datasets.default_data_dir()).expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     benchmarks = datasets.resolve_all(req.data, data_dir)
     model = req.model or ("" if req.backend == "api" else DEFAULT_MODEL)
     specs, resolved = runner.resolve_models(
@@ -118,18 +117,24 @@ def check_work_dir(work_dir: Path) -> None:
 
 def evaluate(req: EvalRequest) -> list[Outcome]:
     """Run the evaluation and print the table; raise SatoriError (exit 1) if anything failed."""
+    from rich.markup import escape
+
     from satori_cli.ui import console
 
     plan = build_plan(req)
     out = console()
     for bench in plan.benchmarks:
         arrow = f"{bench.requested} -> {bench.name}" if bench.requested != bench.name else bench.name
-        out.print(f"[bold]{arrow}[/]" + (f" [dim]({bench.note})[/]" if bench.note else ""))
+        out.print(f"[bold]{escape(arrow)}[/]" + (f" [dim]({escape(bench.note)})[/]" if bench.note else ""))
         if not bench.present:
-            out.print(
-                f"  [yellow]{bench.tsv} is not there yet: VLMEvalKit will try to download it "
-                f"(offline, place the official {bench.name}.tsv there)[/]"
+            into = "" if plan.lmu_dir == plan.data_dir else f" into {plan.lmu_dir} (this run only)"
+            text = (
+                f"  {bench.tsv} is not there yet: VLMEvalKit will try to download it{into} "
+                f"(offline, place the official {bench.name}.tsv in {bench.tsv.parent})"
             )
+            out.print(f"[yellow]{escape(text)}[/]")
+    if any(not b.grounding for b in plan.benchmarks):
+        out.print(f"[dim]{escape(data_line(plan))}[/]")
     grammars = ", ".join(
         f"{m.name} {m.grammar}" + (" (stock prompt)" if m.prompt == "stock" else "") for m in plan.models
     )
@@ -166,6 +171,15 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
     if error is not None:
         raise error
     return outcomes
+
+
+def data_line(plan: EvalPlan) -> str:
+    """Where VLMEvalKit reads the TSVs and decodes their images (its LMUData) for this run."""
+    if plan.lmu_dir == plan.data_dir:
+        return f"data: {plan.data_dir} (VLMEvalKit's LMUData: TSVs and decoded images)"
+    official = any(not (b.given_path or b.grounding) for b in plan.benchmarks)
+    links = f"your TSVs and the official ones in {plan.data_dir}" if official else "your TSVs"
+    return f"data: {plan.lmu_dir} (VLMEvalKit's LMUData for this run: links to {links}, decoded images)"
 
 
 def resolved_lines(resolved: dict, outcomes: list[Outcome]) -> list[str]:

@@ -161,6 +161,7 @@ def score_jsonl(
     data_rows: Mapping[str, dict] | None = None,
     overwrite: bool = False,
     grammar: str | Grammar | None = None,
+    boxes: str = "resized",
 ) -> ScoreReport:
     """Score every row of `path` with the rewards of `grammar` (default `satori`: the paper's
     four), write per-row scores to `out_path` (if given), return the summary.
@@ -168,7 +169,8 @@ def score_jsonl(
     `on_progress` gets the number of the last line scored. `data_rows` maps a row id to its
     data set row: reward columns a completion row lacks are taken from the row its
     `solution` (or `id`) names. ms-swift's completions.jsonl logs only `solution` beside
-    each completion, and `satori train` puts the row id there.
+    each completion, and `satori train` puts the row id there. `boxes`: where the completions'
+    boxes are, "resized" (the model's input, mapped with `budget`) or "original" (no mapping).
     """
     path = Path(path)
     if not path.is_file():
@@ -198,12 +200,12 @@ def score_jsonl(
                     item = (item[0], _with_data_columns(item[1], data_rows), item[2])
                 chunk.append(item)
                 if len(chunk) >= CHUNK:
-                    rows += _score_chunk(chunk, names, budget, summaries, malformed, out)
+                    rows += _score_chunk(chunk, names, budget, summaries, malformed, out, boxes)
                     if on_progress:
                         on_progress(chunk[-1][0])
                     chunk = []
             if chunk:
-                rows += _score_chunk(chunk, names, budget, summaries, malformed, out)
+                rows += _score_chunk(chunk, names, budget, summaries, malformed, out, boxes)
                 if on_progress:
                     on_progress(chunk[-1][0])
         finally:
@@ -231,7 +233,7 @@ def _with_data_columns(row: dict, data_rows: Mapping[str, dict]) -> dict:
     return merged
 
 
-def _score_chunk(chunk, names, budget, summaries, malformed, out) -> int:
+def _score_chunk(chunk, names, budget, summaries, malformed, out, boxes) -> int:
     scores: dict[str, list[float | None]] = {name: [None] * len(chunk) for name in names}
     errors: dict[int, str] = {i: error for i, (_, _, error) in enumerate(chunk) if error}
     for name in names:
@@ -251,7 +253,8 @@ def _score_chunk(chunk, names, budget, summaries, malformed, out) -> int:
         completions = [_completion(chunk[i][1]) for i in idx]
         columns = {c: [chunk[i][1][c] for i in idx] for c in reward.columns}
         summary = summaries[name]
-        for i, v in zip(idx, reward.score_each(completions, budget=budget, **columns), strict=True):
+        scored = reward.score_each(completions, budget=budget, boxes=boxes, **columns)
+        for i, v in zip(idx, scored, strict=True):
             if isinstance(v, Exception):  # a bug, not the row's fault: report it, score the rest
                 errors.setdefault(i, f"{name} failed: {type(v).__name__}: {v}")
                 continue
