@@ -51,7 +51,7 @@ def test_options_and_arguments_get_words():
     runner = CliRunner()
     env = {"COLUMNS": "120"}
     report = runner.invoke(app, ["report", "--help"], env=env).output
-    assert "Usage: satori report [OPTIONS] RUN_DIR" in report
+    assert "Usage: satori report [OPTIONS] [RUN_DIR]" in report  # optional: the newest run
     assert re.search(r"--out\s+-o\s+PATH", report) and re.search(r"--max-completions\s+N\b", report)
     evaluate = runner.invoke(app, ["eval", "--help"], env=env).output
     assert "Usage: satori eval [OPTIONS] [NAMES]..." in evaluate

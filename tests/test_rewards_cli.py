@@ -7,6 +7,7 @@ import re
 import time
 
 from satori_cli.grammar import format_completion
+from satori_cli.outputs import MANIFEST
 from satori_cli.rewards.score_file import _read_rows
 
 ROW = {
@@ -91,7 +92,10 @@ def test_score_never_overwrites_unless_asked(satori, tmp_path) -> None:
     replaced = satori("rewards", "score", str(src), "--out", str(out), "--overwrite")
     assert replaced.returncode == 0, replaced.stderr
     assert json.loads(out.read_text())["external_format"] == 1.0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.jsonl", "rows.jsonl"]  # no scratch left
+    # No scratch left; the manifest remembers the scores file as satori's, so a rerun replaces it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "precious.jsonl", "rows.jsonl"]
+    again = satori("rewards", "score", str(src), "--out", str(out))
+    assert again.returncode == 0, again.stderr
 
 
 def test_score_refuses_unusable_out_paths(satori, tmp_path) -> None:

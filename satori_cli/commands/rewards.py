@@ -87,12 +87,12 @@ def _run_folder(run_dir: Path):
 @rewards_app.command("score")
 def score(
     file: Path = typer.Argument(
-        ...,
+        None,
         help="JSONL rows with 'completion' plus bboxs, width, height, possible_answers, image_caption; "
         "or a `satori train` run folder (its completions.jsonl, joined to its data, in its pixel budget). "
         "Boxes in the completions are read in the model's resized-input pixels (Qwen2.5-VL's "
         "convention: the image resized to the pixel budget) and mapped to the original image, where "
-        "bboxs are; see --boxes.",
+        "bboxs are; see --boxes. Default: the newest run under $SATORI_HOME/runs.",
     ),
     boxes: str = typer.Option(
         "resized",
@@ -107,7 +107,9 @@ def score(
         "-o",
         help="Also write one JSON line of scores per input row to this file (default: only the summary).",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing --out file satori did not write."
+    ),
     min_pixels: int = typer.Option(
         None,
         help="Budget the boxes were predicted in (default: a run folder's own; else "
@@ -158,6 +160,11 @@ def score(
             hint=install_hint("rewards"),
         )
 
+    if file is None:
+        from satori_cli.train.runfolder import newest_run
+
+        file = newest_run("score", has="completions.jsonl")
+        console().print(f"run: {file} (the newest)", markup=False, soft_wrap=True)
     env = PixelBudget.from_env()
     data_rows, run = None, None
     chosen = model_grammar(grammar, file if file.is_dir() else None)

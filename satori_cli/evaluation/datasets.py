@@ -110,6 +110,7 @@ def resolve(requested: str, data_dir: Path) -> Benchmark:
     if requested.lower().endswith(".tsv") or os.sep in requested:
         if not as_path.is_file():
             raise SatoriError(f"benchmark file not found: {as_path}")
+        check_tsv_columns(as_path)
         name, note = as_path.stem, f"local TSV {as_path} as '{as_path.stem}'"
         return Benchmark(requested, name, note, as_path.resolve(), local=True, given_path=True)
     alias = ALIASES.get(requested.lower())
@@ -123,6 +124,35 @@ def resolve(requested: str, data_dir: Path) -> Benchmark:
         )
     tsv = data_dir / f"{requested}.tsv"
     return Benchmark(requested, requested, None, tsv, local=tsv.is_file())
+
+
+def check_tsv_columns(path: Path) -> None:
+    """A custom TSV has the columns VLMEvalKit reads, checked from its header before any model
+    loads (a missing one would fail only after loading, as a bare KeyError such as 'image_path').
+
+    VLMEvalKit reads a custom TSV as multiple choice with images (`A`, `B` and `image` or
+    `image_path`), as text-only multiple choice (`A`, `B`, no image) or as open questions, which
+    need an image column; every kind needs `index`, `question` and (to be scored) `answer`.
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            header = fh.readline(1 << 16)
+    except OSError as exc:
+        raise SatoriError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise SatoriError(f"{path} is not a UTF-8 TSV file") from None
+    columns = {c.strip() for c in header.rstrip("\r\n").split("\t")}
+    missing = [c for c in ("index", "question", "answer") if c not in columns]
+    multiple_choice = {"A", "B"} <= columns
+    if not multiple_choice and not columns & {"image", "image_path"}:
+        missing.append("image (or image_path)")
+    if missing:
+        raise SatoriError(
+            f"{path} has no {', '.join(repr(c) for c in missing)} column: not a VLMEvalKit TSV "
+            f"(its header: {', '.join(sorted(columns))[:200]})",
+            hint="columns: index, question, answer, image or image_path, and options A, B, ... for "
+            "multiple choice",
+        )
 
 
 def resolve_all(requested: list[str], data_dir: Path) -> list[Benchmark]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from satori_cli.decoding import Decoding
-from satori_cli.errors import SatoriError
+from satori_cli.errors import Interrupted, SatoriError
 from satori_cli.evaluation import datasets, runner
 from satori_cli.evaluation.grounding import SOURCE_PREFIX
 from satori_cli.evaluation.judge import check_judge
@@ -79,6 +79,7 @@ def build_plan(req: EvalRequest) -> EvalPlan:
     # A run's model is scored in the budget it was trained in (a contradicting flag is refused).
     budget = settle_budget(resolved, req.min_pixels, req.max_pixels)
     work_dir = (req.work_dir or paths().runs / "eval" / time.strftime("%Y%m%d-%H%M%S")).expanduser().resolve()
+    check_work_dir(work_dir)
     return EvalPlan(
         benchmarks=benchmarks,
         models=specs,
@@ -96,6 +97,22 @@ def build_plan(req: EvalRequest) -> EvalPlan:
         api_key=req.api_key,
         verbose=req.verbose,
     )
+
+
+# What an evaluation leaves in its work dir (besides a folder per model).
+WORK_DIR_MARKS = ("satori_eval_spec.json", "eval.log", "summary.json")
+
+
+def check_work_dir(work_dir: Path) -> None:
+    """--work-dir is a folder that is new, empty, or an earlier evaluation's (whose results
+    --overwrite replaces): never a file, and never a folder of something else."""
+    from satori_cli.outputs import check_folder
+
+    if check_folder(work_dir, "--work-dir") and not any((work_dir / m).exists() for m in WORK_DIR_MARKS):
+        raise SatoriError(
+            f"--work-dir {work_dir} is not empty and holds no satori evaluation: satori will not write there",
+            hint="choose a new or empty folder",
+        )
 
 
 def evaluate(req: EvalRequest) -> list[Outcome]:
@@ -135,6 +152,8 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
 
     runner.prepare_work_dir(plan, req.overwrite)
     code, seconds = runner.execute(plan)
+    if code == 130:  # Ctrl-C: VLMEvalKit was stopped; what it wrote so far stays in the work dir
+        raise Interrupted(f"evaluation stopped; partial results in {plan.work_dir}")
     outcomes = runner.outcomes_of(plan)
     settings = runner.settings_of(plan) | {"seconds": round(seconds, 1)}
     json_path, csv_path = write_summary(plan.work_dir, outcomes, settings)

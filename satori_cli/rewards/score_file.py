@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from satori_cli import outputs
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import Grammar
 from satori_cli.pixels import PixelBudget
@@ -61,17 +61,12 @@ class ScoreReport:
 
 
 def check_out_path(out_path: Path, input_path: Path, overwrite: bool) -> None:
-    """Refuse, before any work, an --out that is the input, a folder, a special file, or an
-    existing file without `overwrite`."""
+    """Refuse, before any work, an --out that is the input, under a file, a folder, a link, a
+    special file, or an existing file satori did not write without `overwrite` (`satori_cli.outputs`)."""
     if out_path.resolve() == input_path.resolve():
         raise SatoriError("--out must differ from the input file")
-    if out_path.is_symlink() or out_path.exists():
-        if out_path.is_dir():
-            raise SatoriError(f"--out {out_path} is a folder", hint="name a file")
-        if not out_path.is_symlink() and not out_path.is_file():
-            raise SatoriError(f"--out {out_path} is not a regular file")
-        if not overwrite:
-            raise SatoriError(f"{out_path} exists", hint="choose another --out, or pass --overwrite")
+    outputs.check_folder(out_path.parent, "--out")
+    outputs.check_target(out_path, overwrite)
 
 
 def _lines(fh: IO[str], limit: int) -> Iterator[tuple[int, str | None]]:
@@ -194,9 +189,9 @@ def score_jsonl(
     try:
         out = None
         if out_path is not None:
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            partial = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}")
-            partial.unlink(missing_ok=True)  # left by a killed process that had our pid
+            outputs.ensure_dir(out_path.parent, "--out")
+            outputs.clean_stale(out_path.parent)
+            partial = outputs.scratch_name(out_path)
             out = partial.open("x", encoding="utf-8")
         try:
             chunk: list[tuple[int, dict | None, str | None]] = []
@@ -217,7 +212,7 @@ def score_jsonl(
             if out is not None:
                 out.close()
         if partial is not None:
-            os.replace(partial, out_path)
+            outputs.replace(partial, out_path)  # remembered as ours: a rerun may replace it
             partial = None
     except OSError as exc:
         where = f" or write {out_path}" if out_path else ""

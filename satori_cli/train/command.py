@@ -25,6 +25,7 @@ TRACKERS = ("tensorboard", "wandb", "swanlab", "none")
 
 if TYPE_CHECKING:
     from satori_cli.train.rollout import RolloutSpec
+    from satori_cli.train.runfolder import Claim
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,10 @@ class TrainPlan:
     rollout_urls: tuple[str, ...] = ()
     # The rollout server `satori train` starts itself on this machine (one node, no --rollout-url).
     managed_rollout: RolloutSpec | None = None
+    # The folder this invocation created (removed if it fails before training), and for
+    # --overwrite the earlier run's entries to remove once the preflight has passed.
+    made_dir: Path | None = None
+    claim: Claim | None = None
 
     def swift_args(self) -> dict[str, Any]:
         """The ms-swift arguments in order: fixed plumbing first, then the recipe (which wins)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from satori_cli import outputs
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import parse
 from satori_cli.pixels import PixelBudget
@@ -291,7 +292,12 @@ def write_gallery(run_dir: Path, out_dir: Path, max_items: int) -> Path:
     return path
 
 
-def write_report(run_dir: Path, out_dir: Path | None = None, max_completions: int = 24) -> Report:
+def write_report(
+    run_dir: Path, out_dir: Path | None = None, max_completions: int = 24, overwrite: bool = False
+) -> Report:
+    """Render into a scratch folder, then move each file into place: a file in `out_dir` that
+    satori did not write is refused (before any is moved) unless `overwrite`. The default
+    folder, RUN_DIR/report, is the run's own and is replaced freely."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SatoriError(f"run folder {run_dir} not found")
@@ -300,11 +306,13 @@ def write_report(run_dir: Path, out_dir: Path | None = None, max_completions: in
         raise SatoriError(
             f"{run_dir} has no training metrics (logging.jsonl)", hint="is it a `satori train` run folder?"
         )
-    out = Path(out_dir) if out_dir else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    report = Report(out)
-    report.files += plot_metrics(rows, out)
-    report.files.append(write_gallery(run_dir, out, max_completions))
+    final = Path(out_dir) if out_dir else run_dir / "report"
+    outputs.ensure_dir(final, "--out")
+    with outputs.staging(final, overwrite=overwrite or out_dir is None) as out:
+        report = Report(out)
+        report.files += plot_metrics(rows, out)
+        report.files.append(write_gallery(run_dir, out, max_completions))
+    report.out_dir, report.files = final, [final / p.name for p in report.files]
     report.eval_command = grounding_eval_command(run_dir)
     if note := zero_rewards_note(rows):
         report.notes.append(note)
