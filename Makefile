@@ -74,8 +74,9 @@ demo: setup
 	$(BIN)/satori data sample --out $(DEMO_DIR)/raw --n 32
 	$(BIN)/satori data prepare $(DEMO_DIR)/raw/data.jsonl --out $(DEMO_DIR)/data --val-ratio 0.1
 	$(BIN)/satori data inspect $(DEMO_DIR)/data --samples 8
+	# --overwrite: each demo replaces the run the previous one left (satori refuses an existing run folder).
 	$(BIN)/satori train --preset smoke --model $(DEMO_DIR)/tiny-model --data $(DEMO_DIR)/data/train.jsonl \
-	    --output $(DEMO_DIR)/train
+	    --output $(DEMO_DIR)/train --overwrite
 	$(BIN)/satori report $(DEMO_DIR)/train
 	$(BIN)/satori rewards score $(DEMO_DIR)/train --out $(DEMO_DIR)/reward_scores.jsonl --overwrite
 	$(BIN)/satori data sample-bench --out $(DEMO_DIR)/lmu/TinyBench.tsv

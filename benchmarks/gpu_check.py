@@ -109,6 +109,7 @@ def eval_argv(p: Paths, procs: int, dry_run: bool = False) -> list[str]:
 def train_argv(p: Paths, dry_run: bool = False) -> list[str]:
     """The smoke preset on one GPU (`--gpus 1`; its default 0 hides the GPUs), one step, saved."""
     argv = ["train", "--preset", "smoke", "--gpus", "1", "--model", str(p.tiny), "--output", str(p.train)]
+    argv.append("--overwrite")  # `--keep DIR` twice: the second check replaces the first one's run
     if dry_run:
         argv.append("--dry-run")
     return [*argv, "--", "--max_steps", "1", "--save_steps", "1"]

@@ -11,10 +11,27 @@ import sys
 import typer
 
 from satori_cli import __version__
-from satori_cli.errors import SatoriError
+from satori_cli.errors import Interrupted, SatoriError
+from satori_cli.help_style import ReadableGroup
+
+
+class _Commands(ReadableGroup):
+    """The command group; Ctrl-C inside any command becomes `Interrupted`.
+
+    Typer turns a KeyboardInterrupt into a silent exit 130, so without this `main` would never
+    see it and the user would get no word of what happened.
+    """
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+
 
 app = typer.Typer(
     name="satori",
+    cls=_Commands,
     help="SATORI-R1 as one command: download, prepare data, train with GRPO, evaluate, serve.\n\n"
     "Every heavy library is loaded only by the command that needs it. "
     "Run `satori doctor` to see what this machine can do.",
@@ -54,7 +71,11 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors end in one line on stderr and a non-zero exit."""
+    """Console entry point: user errors end in one line on stderr and a non-zero exit; Ctrl-C,
+    SIGTERM and SIGHUP end every command the same way (`interrupted`, exit 130)."""
+    from satori_cli.signals import interrupt_on_stop_signals
+
+    interrupt_on_stop_signals()
     try:
         app(args=argv, prog_name="satori", standalone_mode=True)
     except SatoriError as exc:

@@ -36,6 +36,17 @@ class SatoriError(Exception):
         return self.message if not self.hint else f"{self.message} ({self.hint})"
 
 
+class Interrupted(SatoriError):
+    """Ctrl-C (or SIGTERM/SIGHUP, see `satori_cli.signals`): `interrupted` on stderr, exit 130.
+
+    Raised by a command that stopped its tools and has something to add (where the log is);
+    a bare KeyboardInterrupt becomes one of these in `satori_cli.app`.
+    """
+
+    def __init__(self, detail: str = "", hint: str | None = None) -> None:
+        super().__init__(f"interrupted: {detail}" if detail else "interrupted", exit_code=130, hint=hint)
+
+
 class MissingDependency(SatoriError):
     """An optional package is not installed; the message says which extra brings it."""
 

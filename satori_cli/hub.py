@@ -17,6 +17,7 @@ huggingface_hub internals; upstream chose process-unique partial files on purpos
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -165,25 +166,94 @@ def _first_line(exc: BaseException) -> str:
     return lines[0][:200] if lines else type(exc).__name__
 
 
+MODELSCOPE_PROBE_S = 4.0  # seconds to wait for ModelScope to answer before saying it cannot be reached
+
+
+def modelscope_hint(kind: Kind, repo: str, revision: str | None) -> str:
+    rev = f" --revision {revision}" if revision else ""
+    return (
+        f"on a machine with network run `modelscope download {repo} --repo-type "
+        f"{'model' if kind == 'model' else 'dataset'}{rev} --local-dir DIR`, copy DIR here and pass it "
+        f"instead of the repo id: `satori download {kind} DIR`"
+    )
+
+
+def modelscope_endpoints() -> list[str]:
+    """Where ModelScope's client reads: $MODELSCOPE_ENDPOINT, else the deprecated
+    $MODELSCOPE_DOMAIN, else its two public sites (it tries modelscope.cn, then modelscope.ai)."""
+    for var in ("MODELSCOPE_ENDPOINT", "MODELSCOPE_DOMAIN"):
+        value = os.environ.get(var, "").strip().rstrip("/")
+        if value:
+            return [value if value.lower().startswith(("http://", "https://")) else f"https://{value}"]
+    from modelscope_hub.constants import DEFAULT_ENDPOINT, DEFAULT_INTL_ENDPOINT
+
+    return [DEFAULT_ENDPOINT, DEFAULT_INTL_ENDPOINT]
+
+
+def _unreachable(endpoint: str) -> str | None:
+    """Why `endpoint` cannot be reached (one short request, no retries), or None when it answers.
+
+    ModelScope's client retries every listing call with growing pauses (25 s of warnings
+    offline); this probe says the same in a few seconds at most.
+    """
+    import httpx
+
+    try:
+        httpx.head(endpoint, timeout=MODELSCOPE_PROBE_S, follow_redirects=False)
+    except httpx.TimeoutException:
+        return f"no answer within {MODELSCOPE_PROBE_S:.0f} s"
+    except httpx.HTTPError as exc:
+        return _first_line(exc)
+    return None
+
+
 def _fetch_modelscope(kind, repo, revision, local_dir, token) -> Fetched:
     require("modelscope", "train", "--source modelscope")
     from modelscope.hub.snapshot_download import dataset_snapshot_download, snapshot_download
 
-    kwargs = {"local_dir": str(Path(local_dir).expanduser()) if local_dir else None, "token": token}
+    target = Path(local_dir).expanduser().resolve() if local_dir else None
+    created = target is not None and not target.exists()  # only a folder satori made is removed
+    kwargs = {"local_dir": str(target) if target else None, "token": token}
     if revision:
         kwargs["revision"] = revision
     try:
-        if kind == "model":
-            path = snapshot_download(repo, **kwargs)
-        else:
-            path = dataset_snapshot_download(repo, **kwargs)
-    except Exception as exc:  # modelscope raises plain Exceptions for network and not-found errors
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise SatoriError(
-            f"cannot download {repo} from ModelScope: {reason}",
-            hint=manual_hint(kind, repo, revision),
-        ) from exc
+        if kind == "model" and target is None:
+            try:  # in ModelScope's cache already: no network needed
+                cached = snapshot_download(repo, local_files_only=True, **kwargs)
+                return Fetched(repo, Path(cached), "modelscope")
+            except Exception:  # modelscope raises plain Exceptions (not cached, bad id, ...)
+                pass
+        endpoints = modelscope_endpoints()
+        reasons = [_unreachable(endpoint) for endpoint in endpoints]
+        if all(reasons):
+            raise SatoriError(
+                f"cannot reach ModelScope ({', '.join(endpoints)}) to download {repo}: {reasons[0]}",
+                hint=modelscope_hint(kind, repo, revision),
+            )
+        try:
+            if kind == "model":
+                path = snapshot_download(repo, **kwargs)
+            else:
+                path = dataset_snapshot_download(repo, **kwargs)
+        except Exception as exc:  # modelscope raises plain Exceptions for network and not-found errors
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise SatoriError(
+                f"cannot download {repo} from ModelScope: {reason}",
+                hint=modelscope_hint(kind, repo, revision),
+            ) from exc
+    except BaseException:
+        if created:
+            _remove_if_empty(target)
+        raise
     return Fetched(repo, Path(path), "modelscope")
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove `folder` (which this run created) if no file landed in it."""
+    if folder.is_dir() and not any(p.is_file() or p.is_symlink() for p in folder.rglob("*")):
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def rich_tqdm(progress) -> type:

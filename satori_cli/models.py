@@ -205,6 +205,92 @@ def _is_weights(name: str) -> bool:
     )
 
 
+def checkpoint_problem(folder: Path, *, resume: bool = False) -> str | None:
+    """Why a checkpoint cannot be loaded (or, with `resume`, trained on from), or None.
+
+    Cheap enough for every preflight (a few kB read per file, whatever the model's size): the
+    trainer state parses, each safetensors file's header parses and the file is as long as the
+    header says, each torch file's zip directory (at its end) reads, every indexed shard exists.
+    A truncated or corrupt file is found here instead of minutes later inside swift.
+    """
+    folder = Path(folder)
+    if resume:
+        state = folder / "trainer_state.json"
+        try:
+            steps = json.loads(state.read_text(encoding="utf-8")).get("global_step")
+        except (OSError, ValueError, AttributeError) as exc:
+            return f"{state.name} cannot be read ({type(exc).__name__})"
+        if not isinstance(steps, int):
+            return f"{state.name} records no global_step"
+    if not any((folder / name).is_file() for name in ("config.json", "adapter_config.json")):
+        return "no config.json"
+    for index in folder.glob("*.index.json"):
+        try:
+            shards = set(read_json(index).get("weight_map", {}).values())
+        except SatoriError:
+            return f"{index.name} cannot be read"
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing or not shards:
+            return f"{index.name} names missing shard(s): {', '.join(missing[:3]) or 'none listed'}"
+    weights = [p for p in folder.iterdir() if _is_weights(p.name) and p.is_file()]
+    if not weights:
+        return "no weights (*.safetensors, pytorch_model*.bin, adapter_model*)"
+    torch_files = [p for p in folder.iterdir() if p.suffix in (".pt", ".pth", ".bin") and p.is_file()]
+    torch_files += list(folder.glob("global_step*/*.pt"))  # DeepSpeed's optimizer shards
+    for path in sorted(set(weights) | set(torch_files)):
+        problem = _safetensors_problem(path) if path.suffix == ".safetensors" else _torch_file_problem(path)
+        if problem:
+            return f"{path.name} {problem}"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """The header (8-byte length, JSON) parses and the data it describes fits in the file."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            length = int.from_bytes(fh.read(8), "little")
+            if size < 8 or length > min(size - 8, 100 << 20):
+                return f"is truncated or not a safetensors file ({size} bytes)"
+            header = json.loads(fh.read(length))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except ValueError:
+        return "has a corrupt header (not a safetensors file)"
+    if not isinstance(header, dict):
+        return "has a corrupt header"
+    ends = [
+        v["data_offsets"][1]
+        for k, v in header.items()
+        if k != "__metadata__"
+        and isinstance(v, dict)
+        and isinstance(v.get("data_offsets"), list)
+        and len(v["data_offsets"]) == 2
+        and isinstance(v["data_offsets"][1], int)
+    ]
+    needed = 8 + length + max(ends, default=0)
+    if size < needed:
+        return f"is truncated ({size} of {needed} bytes)"
+    return None
+
+
+def _torch_file_problem(path: Path) -> str | None:
+    """A torch.save file (a zip archive since torch 1.6) whose directory reads; older pickles pass."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                return None
+        with zipfile.ZipFile(path) as archive:
+            archive.infolist()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except zipfile.BadZipFile:
+        return "is truncated or corrupt (its zip directory does not read)"
+    return None
+
+
 def last_checkpoint(run_folder: Path) -> Path | None:
     """The complete checkpoint with the highest step (swift's `vN-...` subfolders included)."""
     from satori_cli.train.runlogs import checkpoints

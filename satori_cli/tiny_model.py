@@ -49,6 +49,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from satori_cli import outputs
 from satori_cli.errors import SatoriError, require
 
 REFERENCE_DIR = Path(__file__).parent / "resources" / "qwen2_5_vl_3b_instruct"
@@ -234,11 +235,15 @@ def build_tiny_model(
     never leaves a half model that later commands would trust.
     """
     out = Path(out_dir).expanduser().resolve()
-    if out.exists():
-        if is_tiny_model(out) and not overwrite:
+    if outputs.check_folder(out, "--out"):  # a file or a special file is refused in one line
+        if not is_tiny_model(out):  # --overwrite replaces only a tiny model satori built
+            raise SatoriError(
+                f"--out {out} is not empty and is not a tiny model satori built: satori neither "
+                "writes into it nor replaces it",
+                hint="choose a new or empty folder",
+            )
+        if not overwrite:
             return out
-        if any(out.iterdir()) and not overwrite:
-            raise SatoriError(f"{out} exists and is not empty; pass --overwrite to replace it")
     if hidden_size % 4 or hidden_size < 16:
         raise SatoriError("--hidden-size must be a multiple of 4 and at least 16")
     if layers < 1:

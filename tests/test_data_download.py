@@ -117,3 +117,57 @@ def test_hub_progress_bars_become_rich_tasks() -> None:
         bar.update(1)
         bar.close()
         assert progress.tasks[0].completed == 3
+
+
+def test_unreachable_modelscope_is_one_quick_line_and_leaves_no_folder(satori, tmp_path: Path) -> None:
+    """ModelScope's client retried for 25 s, suggested `hf download` and left an empty --local-dir."""
+    env = {"MODELSCOPE_ENDPOINT": "127.0.0.1:9", "MODELSCOPE_CACHE": str(tmp_path / "ms-cache")}
+    for kind, repo_type in (("model", "model"), ("data", "dataset")):
+        target = tmp_path / kind / "new-folder"
+        done = satori("download", kind, "--source", "modelscope", "--local-dir", str(target), env=env)
+        assert done.returncode == 2, done.stdout + done.stderr
+        (line,) = [x for x in done.stderr.splitlines() if x.strip()]
+        assert line.startswith("error: cannot reach ModelScope (https://127.0.0.1:9)")
+        assert f"modelscope download justairr/{'SATORI' if kind == 'model' else 'VQA-Verify'}" in line
+        assert f"--repo-type {repo_type}" in line and "hf download" not in line
+        assert not target.exists() and not (tmp_path / kind).exists()
+        assert done.stdout == ""
+    mine = tmp_path / "mine"
+    mine.mkdir()  # a folder the user made stays, empty or not
+    done = satori("download", "model", "--source", "modelscope", "--local-dir", str(mine), env=env)
+    assert done.returncode == 2 and mine.is_dir()
+
+
+def test_a_repo_modelscope_does_not_have_leaves_no_folder(satori, tmp_path: Path) -> None:
+    """A reachable ModelScope (here a loopback stand-in) that answers 404: one line, and the
+    --local-dir the download would have filled is gone again."""
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"Code": 10010205001, "Message": "not found", "Success": false}')
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {
+            "MODELSCOPE_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+            "MODELSCOPE_CACHE": str(tmp_path / "ms-cache"),
+        }
+        target = tmp_path / "new-folder"
+        done = satori("download", "model", "--source", "modelscope", "--local-dir", str(target), env=env)
+    finally:
+        server.shutdown()
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.strip()]
+    assert "cannot download justairr/SATORI from ModelScope" in line and "modelscope download" in line
+    assert not target.exists()

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from satori_cli.data.outputs import MANIFEST
 from satori_cli.data.prepare import prepare_dataset
 from satori_cli.data.sample import FORMS, write_sample
 from satori_cli.errors import SatoriError
+from satori_cli.outputs import MANIFEST
 
 CONTRACT_KEYS = {"id", "messages", "images", "bboxs", "width", "height", "possible_answers", "image_caption"}
 

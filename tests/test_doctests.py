@@ -17,6 +17,9 @@ MODULES = [
     "satori_cli.rewards",
     "satori_cli.rewards.reward_functions",
     "satori_cli.rewards.table",
+    "satori_cli.help_style",
+    "satori_cli.evaluation.progress",
+    "satori_cli.train.report",
 ]
 
 

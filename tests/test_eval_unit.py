@@ -59,21 +59,64 @@ def test_test_split_is_refused_with_the_dev_hint(tmp_path):
     assert "MMBench_DEV_EN" in info.value.hint
 
 
-def test_local_tsv_path_is_linked_into_the_data_dir(tmp_path):
+def test_local_tsv_path_is_read_where_it_is_and_nothing_is_written(tmp_path):
     src = write_tiny_bench(tmp_path / "mine" / "MyBench.tsv")
     data_dir = tmp_path / "lmu"
     bench = datasets.resolve(str(src), data_dir)
-    assert bench.name == "MyBench" and bench.local and bench.present
-    assert (data_dir / "MyBench.tsv").read_bytes() == src.read_bytes()
-    datasets.resolve(str(src), data_dir)  # the same file again is fine
+    assert bench.name == "MyBench" and bench.local and bench.present and bench.given_path
+    assert bench.tsv == src.resolve()
+    assert not data_dir.exists()  # resolving (and a dry run) writes nothing
 
 
-def test_local_tsv_never_clobbers_a_different_file(tmp_path):
+def test_a_run_with_a_local_tsv_reads_from_its_own_data_folder(tmp_path):
+    """The user's TSV and the official TSVs data_dir holds are linked into WORK_DIR/data, which
+    is the launches' LMUData; data_dir gets nothing, a missing official TSV is not linked."""
+    from satori_cli.evaluation.plan import SATORI_NAME, EvalPlan, ModelSpec
+    from satori_cli.evaluation.runner import prepare_work_dir
+
     src = write_tiny_bench(tmp_path / "mine" / "MyBench.tsv")
-    (tmp_path / "lmu").mkdir()
-    (tmp_path / "lmu" / "MyBench.tsv").write_text("other")
-    with pytest.raises(SatoriError, match="differs"):
-        datasets.resolve(str(src), tmp_path / "lmu")
+    data_dir, work = tmp_path / "lmu", tmp_path / "work"
+    write_tiny_bench(data_dir / "MMStar.tsv")
+    before = sorted(p.name for p in data_dir.iterdir())
+    benches = datasets.resolve_all([str(src), "MMStar", "MMBench"], data_dir)
+    plan = EvalPlan(benches, [ModelSpec(SATORI_NAME, "m", "m", "satori")], work, data_dir)
+    assert plan.lmu_dir == work / "data"
+    prepare_work_dir(plan, overwrite=False)
+    assert (work / "data" / "MyBench.tsv").resolve() == src.resolve()
+    assert (work / "data" / "MMStar.tsv").resolve() == (data_dir / "MMStar.tsv").resolve()
+    assert not (work / "data" / "MMBench_DEV_EN.tsv").exists()
+    assert sorted(p.name for p in data_dir.iterdir()) == before
+    ((_, command),) = plan.commands()
+    assert command.env["LMUData"] == str(work / "data")
+    with pytest.raises(SatoriError, match="already holds results"):
+        prepare_work_dir(plan, overwrite=False)  # its data folder counts as results
+    prepare_work_dir(plan, overwrite=True)
+    assert (work / "data" / "MyBench.tsv").is_file()
+
+
+def test_official_benchmarks_alone_read_the_data_dir(tmp_path):
+    from satori_cli.evaluation.plan import SATORI_NAME, EvalPlan, ModelSpec
+
+    plan = EvalPlan(
+        datasets.resolve_all(["MMStar"], tmp_path / "lmu"), [ModelSpec(SATORI_NAME, "m", "m", "satori")],
+        tmp_path / "work", tmp_path / "lmu",
+    )  # fmt: skip
+    assert plan.lmu_dir == tmp_path / "lmu"
+
+
+def test_two_local_tsvs_of_one_name_are_refused(tmp_path):
+    a = write_tiny_bench(tmp_path / "a" / "Bench.tsv")
+    b = write_tiny_bench(tmp_path / "b" / "Bench.tsv")
+    with pytest.raises(SatoriError, match="two benchmarks would be named 'Bench'"):
+        datasets.resolve_all([str(a), str(b)], tmp_path / "lmu")
+    assert len(datasets.resolve_all([str(a), str(a)], tmp_path / "lmu")) == 1
+
+
+def test_default_data_dir_is_satoris_own_unless_lmudata_is_set(monkeypatch, satori_home):
+    monkeypatch.delenv("LMUData", raising=False)
+    assert datasets.default_data_dir() == satori_home / "data" / "vlmeval"
+    monkeypatch.setenv("LMUData", "/somewhere/lmu")
+    assert datasets.default_data_dir() == Path("/somewhere/lmu")
 
 
 def test_missing_local_tsv_path_is_a_user_error(tmp_path):

@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO, run_satori, satori_env
 from PIL import Image
 
-from satori_cli.data.outputs import MANIFEST
+from satori_cli.outputs import MANIFEST
 
 
 def png(width: int = 64, height: int = 48, color: str = "red") -> bytes:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from satori_cli.grammar import format_completion
+from satori_cli.outputs import MANIFEST
 from satori_cli.rewards.score_file import _read_rows
 
 ROW = {
@@ -90,7 +92,10 @@ def test_score_never_overwrites_unless_asked(satori, tmp_path) -> None:
     replaced = satori("rewards", "score", str(src), "--out", str(out), "--overwrite")
     assert replaced.returncode == 0, replaced.stderr
     assert json.loads(out.read_text())["external_format"] == 1.0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.jsonl", "rows.jsonl"]  # no scratch left
+    # No scratch left; the manifest remembers the scores file as satori's, so a rerun replaces it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "precious.jsonl", "rows.jsonl"]
+    again = satori("rewards", "score", str(src), "--out", str(out))
+    assert again.returncode == 0, again.stderr
 
 
 def test_score_refuses_unusable_out_paths(satori, tmp_path) -> None:
@@ -165,3 +170,61 @@ def test_list_shows_every_reward_of_the_table(satori) -> None:
     assert "possible_answers" in rows["extern_vqa_acc"] and "SatoriAnswer " in rows["extern_vqa_acc"]
     assert "image_caption" in rows["external_caption_acc"] and "SatoriCaption" in rows["external_caption_acc"]
     assert "SatoriAnswerNormalized" in rows["external_vqa_norm_acc"]
+
+
+def test_list_at_80_columns_shows_every_name_whole(satori) -> None:
+    """At 80 columns the table cut names (`external_capti…`); there it lists one block per reward."""
+    from satori_cli.rewards import REWARDS
+
+    result = satori("rewards", "list", env={"COLUMNS": "80"})
+    assert result.returncode == 0
+    assert "…" not in result.stdout.replace("<caption>…</caption>", "").replace("[[…]]", "").replace(
+        ">…<", ""
+    )
+    words = set(re.findall(r"[\w-]+", result.stdout))
+    for r in REWARDS:
+        assert {r.name, r.class_name, *r.columns} <= words, r.name
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    wide = satori("rewards", "list", env={"COLUMNS": "200"})
+    assert "┃ --reward_funcs name" in wide.stdout  # the table where it fits
+
+
+# A 1920x1080 image: the paper's budget feeds it to the model at 840x476, so boxes in original
+# pixels read as resized-input pixels land far off.
+WIDE = {**ROW, "width": 1920, "height": 1080, "bboxs": [[480, 270, 1440, 810]]}
+
+
+def test_score_boxes_in_original_pixels(satori, tmp_path) -> None:
+    src = tmp_path / "rows.jsonl"
+    original = format_completion("c", [[480, 270, 1440, 810]], "red")
+    src.write_text(json.dumps({**WIDE, "completion": original}) + "\n")
+    as_resized, as_original = tmp_path / "resized.jsonl", tmp_path / "original.jsonl"
+    default = satori("rewards", "score", str(src), "--out", str(as_resized))
+    result = satori("rewards", "score", str(src), "--boxes", "original", "--out", str(as_original))
+    assert default.returncode == 0 and result.returncode == 0, result.stderr
+    assert json.loads(as_original.read_text())["external_bbox_acc"] > 0.999
+    assert json.loads(as_resized.read_text())["external_bbox_acc"] < 0.5
+    assert "boxes in original pixels" in result.stdout
+    assert "boxes in resized-input pixels, budget 200704-401408" in default.stdout
+    help_text = " ".join(satori("rewards", "score", "--help", env={"COLUMNS": "200"}).stdout.split())
+    assert "resized-input pixels" in help_text and "--boxes" in help_text
+    bad = satori("rewards", "score", str(src), "--boxes", "pixels")
+    assert bad.returncode == 2 and "--boxes must be resized or original" in bad.stderr
+
+
+def test_original_boxes_score_as_their_resized_equivalents() -> None:
+    """--boxes original skips the mapping: the same boxes, sent in the model's resized pixels and
+    mapped back, score the same (up to the rounding of the resized coordinates)."""
+    from satori_cli.pixels import PAPER_BUDGET
+    from satori_cli.rewards.reward_functions import bbox_reward
+
+    gt = [[100, 50, 700, 400], [900, 600, 1500, 1000]]
+    guesses = [[[120, 60, 690, 420]], [[100, 50, 700, 400], [950, 650, 1400, 900]], [[0, 0, 10, 10]]]
+    columns = {"bboxs": [gt] * 3, "width": [1920] * 3, "height": [1080] * 3}
+    original = [format_completion("c", g, "a") for g in guesses]
+    resized = [format_completion("c", PAPER_BUDGET.to_resized(g, 1920, 1080), "a") for g in guesses]
+    direct = bbox_reward(original, budget=PAPER_BUDGET, boxes="original", **columns)
+    mapped = bbox_reward(resized, budget=PAPER_BUDGET, **columns)
+    assert direct[2] == 0.0 and 0.3 < direct[0] < 1.0 and direct[1] > direct[0]
+    for a, b in zip(direct, mapped, strict=True):
+        assert abs(a - b) < 0.02

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import format_completion
@@ -136,20 +136,52 @@ def test_interpret_survives_garbage():
     assert not prediction.completion.well_formed
 
 
-def test_draw_boxes_outlines_the_exact_pixels():
+def test_draw_boxes_frames_the_exact_pixels():
     image = Image.new("RGB", (640, 480), "white")
     prepared = prepare_image(image)
     prediction = interpret(format_completion("c", [[161, 119, 483, 357]], "a"), prepared)
     drawn = draw_boxes(image, prediction)
     color = Image.new("RGB", (1, 1), BOX_COLORS[0]).getpixel((0, 0))
-    # Outline on the box edges (x2/y2 exclusive), nothing just outside, original untouched.
-    assert drawn.getpixel((160, 240)) == color
-    assert drawn.getpixel((479, 240)) == color
-    assert drawn.getpixel((320, 359)) == color
+    # A dark line on the box edges (x2/y2 exclusive), the colour inside it, nothing outside,
+    # the original untouched.
+    assert drawn.getpixel((160, 240)) == (0, 0, 0)
+    assert drawn.getpixel((479, 240)) == (0, 0, 0)
+    assert drawn.getpixel((320, 359)) == (0, 0, 0)
+    assert color in {drawn.getpixel((x, 240)) for x in range(161, 170)}
     assert drawn.getpixel((159, 240)) == (255, 255, 255)
     assert drawn.getpixel((480, 240)) == (255, 255, 255)
     assert drawn.getpixel((320, 360)) == (255, 255, 255)
     assert image.getpixel((160, 240)) == (255, 255, 255)
+
+
+def _distance(a, b) -> int:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("index", range(len(BOX_COLORS)))
+def test_a_box_stays_visible_on_an_object_of_its_own_colour(index):
+    """A translucent fill (Gradio's look) vanished on a same-coloured object; the frame has a
+    dark and a light line that differ from any colour, and the label says which box it is."""
+    from PIL import ImageDraw
+
+    from satori_cli.serve.client import box_line_width, draw_box
+
+    color = BOX_COLORS[index]
+    rgb = Image.new("RGB", (1, 1), color).getpixel((0, 0))
+    box = (100, 80, 400, 300)
+    image = Image.new("RGB", (640, 480), "white")
+    ImageDraw.Draw(image).rectangle((90, 70, 410, 310), fill=rgb)  # the object, a bit bigger than the box
+    before = image.copy()
+    draw_box(ImageDraw.Draw(image), box, "box 1", color, box_line_width(image.size))
+    for y in (150, 200, 250):  # across the left edge, each side of the frame contrasts with the object
+        row = [image.getpixel((x, y)) for x in range(95, 125)]
+        assert max(_distance(p, rgb) for p in row) > 150, row
+        assert any(p == (0, 0, 0) for p in row) and any(p == (255, 255, 255) for p in row)
+    assert image.getpixel((250, 250)) == rgb  # the object itself stays visible inside the box
+    label = ImageChops.difference(image.crop((110, 90, 200, 130)), before.crop((110, 90, 200, 130)))
+    assert label.getbbox() is not None  # the label's tab is drawn in the corner
+    outside = ImageChops.difference(image, before)
+    assert outside.getbbox() == box  # everything drawn lies inside the box
 
 
 def test_loopback_never_goes_through_a_proxy_other_addresses_do(fake, monkeypatch):

@@ -125,6 +125,47 @@ def test_user_errors_are_one_line(satori, args, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def _folder(tmp_path, tiny_model, name, model_type=None):
+    folder = tmp_path / name
+    folder.mkdir()
+    for f in tiny_model.iterdir():
+        if f.is_file():
+            (folder / f.name).write_bytes(f.read_bytes())
+    if model_type:
+        config = json.loads((folder / "config.json").read_text())
+        config |= {"model_type": model_type, "architectures": ["LlamaForCausalLM"]}
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _broken_config(folder):
+    (folder / "config.json").write_text("{not json")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp, tiny: tmp / "runs" / "missing", "no such folder"),
+        (lambda tmp, tiny: "runs/missing", "not in the Hugging Face cache (HF_HUB_OFFLINE is set)"),
+        (lambda tmp, tiny: _folder(tmp, tiny, "llama", model_type="llama"), "is a 'llama' model"),
+        (lambda tmp, tiny: _broken_config(_folder(tmp, tiny, "bad-config")), "is not valid JSON"),
+    ],
+    ids=["missing-folder", "not-in-cache-offline", "not-qwen", "bad-config"],
+)
+def test_serve_checks_the_model_before_starting_a_server(
+    satori, satori_home, tiny_model, tmp_path, make, message
+):
+    """Checked like eval checks it: one line and exit 2, before swift or vLLM is started (which
+    used to print a 15-line traceback after 11 s)."""
+    model = make(tmp_path, tiny_model)
+    result = satori("serve", "--backend", "transformers", "--model", str(model), "--port", "0", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert "starting the" not in result.stdout and not (satori_home / "logs").exists()  # no server log
+
+
 def test_port_in_use_is_refused(satori):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -167,6 +208,19 @@ def test_bad_budget_in_the_environment_is_a_user_error(tmp_path):
         assert "MIN_PIXELS" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_fake_backend_says_its_answers_are_canned_in_the_log_and_the_demo(tmp_path):
+    import httpx
+
+    from satori_cli.serve.client import CANNED_NOTICE
+
+    env = {"GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    with serving("--backend", "fake", "--ui", "--ui-port", "0", env=env) as (proc, _):
+        page = httpx.get(f"http://127.0.0.1:{proc.ui_port}/config", timeout=30).text
+    assert CANNED_NOTICE in " ".join("".join(proc.lines).split())  # a line at start
+    banner = next(c for c in json.loads(page)["components"] if c["props"].get("elem_id") == "canned")
+    assert "Canned answers" in banner["props"]["value"]
+
+
 def test_fake_backend_serves_and_stops_cleanly_on_ctrl_c(satori, tmp_path):
     with serving("--backend", "fake") as (proc, port):
         image = red_box_image(tmp_path / "in.png", (640, 480), CASES[(640, 480)])
@@ -203,12 +257,14 @@ def test_predict_json_and_save_land_on_the_exact_pixels(satori, fake, tmp_path, 
     assert payload["answer"] == "red" and payload["well_formed"]
     drawn = Image.open(out).convert("RGB")
     assert drawn.size == size
-    color = Image.new("RGB", (1, 1), BOX_COLORS[0]).getpixel((0, 0))
     x1, y1, x2, y2 = box
     mid_y = (y1 + y2) // 2
-    assert drawn.getpixel((x1, mid_y)) == color and drawn.getpixel((x2 - 1, mid_y)) == color
+    # The frame's dark outer line lies on the box's edges (x2 exclusive); nothing outside changes.
+    assert drawn.getpixel((x1, mid_y)) == (0, 0, 0) and drawn.getpixel((x2 - 1, mid_y)) == (0, 0, 0)
     assert drawn.getpixel((x1 - 1, mid_y)) == (255, 255, 255)
     assert drawn.getpixel((x2, mid_y)) == (255, 255, 255)
+    color = Image.new("RGB", (1, 1), BOX_COLORS[0]).getpixel((0, 0))
+    assert color in {drawn.getpixel((x, mid_y)) for x in range(x1, x1 + 12)}
 
 
 def test_predict_human_output_and_errors(satori, fake, tmp_path):

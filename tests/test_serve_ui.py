@@ -62,6 +62,28 @@ def test_demo_draws_the_box_on_the_exact_pixels(stack, tmp_path, size):
     assert raw.startswith("<caption>") and raw.endswith("</answer>")
 
 
+def test_demo_boxes_are_frames_that_leave_the_object_visible(stack, tmp_path):
+    """The box layer is the frame and label `predict --save` draws, not a translucent fill that
+    hid a red object under a red box: its inside is transparent, its frame has a dark and a
+    light line (visible on any colour)."""
+    _, _, client = stack
+    box = x1, y1, x2, y2 = CASES[(640, 480)]
+    annotated, _, _ = ask(client, red_box_image(tmp_path / "in.png", (640, 480), box))
+    mask = Image.open(annotated["annotations"][0]["image"]).convert("RGBA")
+    assert mask.getpixel(((x1 + x2) // 2, (y1 + y2) // 2))[3] == 0  # the red box shows through
+    edge = {mask.getpixel((x, (y1 + y2) // 2)) for x in range(x1, x1 + 12)}
+    assert (0, 0, 0, 255) in edge and (255, 255, 255, 255) in edge
+
+
+def test_the_status_line_says_a_fake_servers_answers_are_canned(stack):
+    from satori_cli.serve.client import SatoriClient
+    from satori_cli.serve.ui import server_status
+
+    fake, _, _ = stack
+    status = server_status(SatoriClient(fake.base_url, api_key="demo-key"))
+    assert status.startswith("Connected to") and "Canned answers" in status
+
+
 def test_a_demo_behind_an_api_key_refuses_callers_without_it(stack, tmp_path):
     """Otherwise the demo is an open door to the server the key protects, using the server's key."""
     import httpx

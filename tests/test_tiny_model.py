@@ -300,6 +300,9 @@ def test_build_is_deterministic_and_refuses_to_clobber(tmp_path, tiny_model):
     (junk / "file").write_text("x")
     with pytest.raises(SatoriError, match="not empty"):
         build_tiny_model(junk)
+    with pytest.raises(SatoriError, match="not a tiny model"):  # --overwrite wipes only a tiny model
+        build_tiny_model(junk, overwrite=True)
+    assert (junk / "file").read_text() == "x"
 
 
 def test_a_bigger_miniature_keeps_the_real_layout(tmp_path):

@@ -144,17 +144,23 @@ def test_output_not_writable(tmp_path):
     blocker.write_text("x")
     with pytest.raises(SatoriError) as exc:
         pf.check_output(blocker / "run")
-    assert "is not writable" in one_line(exc)
+    assert "a-file is a file" in one_line(exc)
     pf.check_output(tmp_path / "ok" / "run")
 
 
-def test_resume_without_checkpoint(tmp_path):
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text(json.dumps(QWEN25_VL_3B))
-    plan = plan_for(tmp_path, model=str(tmp_path / "model"), resume=tmp_path / "checkpoint-9")
+def test_resume_without_checkpoint(tmp_path, tiny_model):
+    plan = plan_for(tmp_path, model=str(tiny_model), resume=tmp_path / "checkpoint-9")
     with pytest.raises(SatoriError) as exc:
         pf.preflight(plan, [])
-    assert "is not a checkpoint" in one_line(exc)
+    assert "cannot resume from" in one_line(exc) and "trainer_state.json cannot be read" in one_line(exc)
+
+
+def test_a_model_folder_without_weights_is_refused_before_launch(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps(QWEN25_VL_3B))
+    with pytest.raises(SatoriError) as exc:
+        pf.check_model(str(tmp_path / "model"))
+    assert "cannot be loaded: no weights" in one_line(exc)
 
 
 def test_parameter_count_from_the_3b_config_matches_transformers():

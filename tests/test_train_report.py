@@ -130,3 +130,51 @@ def test_report_points_at_the_grounding_eval_of_the_val_split(tmp_path, satori):
     result = satori("report", str(run))
     assert result.returncode == 0, result.stderr
     assert "grounding evaluation of the val split" in result.stdout and command in result.stdout
+
+
+def _zero_run(tmp_path):
+    """A run of a random model: every reward 0 at every step, completion length varying."""
+    run = make_run(tmp_path)
+    steps = [
+        {
+            "reward": 0.0,
+            "rewards/SatoriFormat/mean": 0.0,
+            "rewards/SatoriBoxIoU/mean": 0.0,
+            "rewards/SatoriAnswer/mean": 0.0,
+            "kl": 0.0,
+            "completions/mean_length": 20 + s,
+            "completions/max_length": 24,
+            "global_step/max_steps": f"{s}/4",
+        }
+        for s in (1, 2, 3, 4)
+    ]
+    (run / "logging.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    return run
+
+
+def test_the_report_marks_flat_and_overlapping_series(tmp_path):
+    """Four reward series at 0 were drawn over each other: only one seemed to exist."""
+    report = write_report(_zero_run(tmp_path))
+    legend = Image.open(report.out_dir / "rewards.png").text["Description"].split("; ")
+    assert legend == [
+        "total (flat at 0.000)",
+        "SatoriFormat (flat at 0.000, = total)",
+        "SatoriBoxIoU (flat at 0.000, = total)",
+        "SatoriAnswer (flat at 0.000, = total)",
+    ]
+    lengths = Image.open(report.out_dir / "completion_length.png").text["Description"]
+    assert lengths == "mean; max (flat at 24.000)"
+    assert any("every reward is 0 at every step" in n and "random model" in n for n in report.notes)
+
+
+def test_a_learning_run_gets_no_zero_note(tmp_path):
+    report = write_report(make_run(tmp_path))
+    legend = Image.open(report.out_dir / "rewards.png").text["Description"]
+    assert legend == "total; SatoriFormat (flat at 1.000)"
+    assert report.notes == []
+
+
+def test_the_report_command_says_a_random_model_scores_zero(tmp_path, satori):
+    result = satori("report", str(_zero_run(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "note: every reward is 0 at every step: expected for a random model" in result.stdout

@@ -24,10 +24,7 @@ def _run(kind: str, repo: str | None, revision: str | None, local_dir: Path | No
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from satori_cli.hub import fetch, rich_tqdm
-    from satori_cli.signals import interrupt_on_stop_signals
     from satori_cli.ui import console
-
-    interrupt_on_stop_signals()  # a closed SSH session: huggingface_hub finishes or deletes its partial
 
     with Progress(
         TextColumn("{task.description}"),
@@ -36,6 +33,7 @@ def _run(kind: str, repo: str | None, revision: str | None, local_dir: Path | No
         TimeRemainingColumn(),
         console=console(),
         transient=True,
+        disable=not console().is_terminal,  # piped: no bars (and no stray empty line)
     ) as progress:
         got = fetch(
             kind, repo, revision=revision, local_dir=local_dir, source=source, tqdm_class=rich_tqdm(progress)

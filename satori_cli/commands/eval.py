@@ -79,10 +79,15 @@ def eval_command(
     base_url: str = typer.Option(None, help="Server for --backend api, e.g. http://127.0.0.1:8000/v1."),
     api_key: str = typer.Option("EMPTY", help="API key for --backend api.", envvar="SATORI_API_KEY"),
     data_dir: Path = typer.Option(
-        None, help="Folder of VLMEvalKit TSVs (default: $LMUData, else ~/LMUData). Offline: place them here."
+        None,
+        help="Folder of the official VLMEvalKit TSVs and their decoded images (default: $LMUData if "
+        "set, else $SATORI_HOME/data/vlmeval). Offline: place them here. A .tsv given by path is "
+        "linked into WORK_DIR/data instead.",
     ),
-    work_dir: Path = typer.Option(None, help="Output folder (default: $SATORI_HOME/runs/eval/<time>)."),
-    overwrite: bool = typer.Option(False, help="Replace earlier results in --work-dir."),
+    work_dir: Path = typer.Option(
+        None, help="Output folder (default: a new folder per run under $SATORI_HOME/runs/eval)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier results in --work-dir."),
     max_new_tokens: int = typer.Option(2048, min=1, help="Generation length limit (the original's 2048)."),
     temperature: float = typer.Option(
         0.0, min=0.0, help="0 = greedy (default, as VLMEvalKit's Qwen2-VL); > 0 samples."
@@ -100,7 +105,9 @@ def eval_command(
         None,
         help=f"Largest image area the model sees (default: a run's own, else {PAPER_MAX_PIXELS}).",
     ),
-    dry_run: bool = typer.Option(False, help="Print the VLMEvalKit launch and its model spec; run nothing."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the VLMEvalKit launch and its model spec; run nothing."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show VLMEvalKit's whole log."),
 ) -> None:
     """Evaluate SATORI on MMBench / MMStar, any VLMEvalKit benchmark, or the grounding benchmark.

@@ -23,26 +23,48 @@ def path() -> None:
     typer.echo(str(plugin_path()))
 
 
+DOC_WIDTH = 24  # narrowest description column of the `rewards list` table
+
+
 @rewards_app.command("list")
 def list_rewards() -> None:
     """Show the reward names the plugin registers, their log names, the columns they read and
     the output grammars (`--grammar`) whose training uses them."""
+    import textwrap
+
     from rich.markup import escape
     from rich.table import Table
 
     from satori_cli.rewards import REWARDS, grammars_using
     from satori_cli.ui import console
 
-    table = Table(title="rewards registered by `satori rewards path`")
-    table.add_column("--reward_funcs name", no_wrap=True)
-    table.add_column("logged as (class)", no_wrap=True)
-    table.add_column("reads columns")
-    table.add_column("grammars")
-    table.add_column("what it scores")
+    out = console()
+    title = "rewards registered by `satori rewards path`"
+    headers = ("--reward_funcs name", "logged as (class)", "reads columns", "grammars")
+    rows = []
     for r in REWARDS:
-        used = ", ".join(grammars_using(r.name)) or "(optional)"
-        table.add_row(r.name, r.class_name, ", ".join(r.columns) or "-", used, escape(r.doc))
-    console().print(table)
+        grammars = ", ".join(grammars_using(r.name)) or "(optional)"
+        rows.append((r.name, r.class_name, ", ".join(r.columns) or "-", grammars, r.doc))
+    # Each cell but the description whole, the description at least DOC_WIDTH wide (+3 per column
+    # for padding and border).
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    if sum(w + 3 for w in widths) + DOC_WIDTH + 4 <= out.width:
+        table = Table(title=title)
+        for header in headers:
+            table.add_column(header, no_wrap=True)
+        table.add_column("what it scores", min_width=DOC_WIDTH)
+        for *cells, doc in rows:
+            table.add_row(*cells, escape(doc))
+        out.print(table)
+        return
+    # Too narrow for the table without cutting names (80 columns): one block per reward.
+    out.print(f"[italic]{escape(title)}[/]")
+    for name, class_name, columns, grammars, doc in rows:
+        out.print(f"[bold]{name}[/]  logged as {class_name}", soft_wrap=True)
+        for text in (f"reads: {columns}; grammars: {grammars}", doc):
+            width = max(40, out.width)
+            lines = textwrap.wrap(text, width - 2, break_long_words=False, break_on_hyphens=False)
+            out.print(escape("\n".join("  " + line for line in lines)), soft_wrap=True)
 
 
 def _run_folder(run_dir: Path):
@@ -65,9 +87,19 @@ def _run_folder(run_dir: Path):
 @rewards_app.command("score")
 def score(
     file: Path = typer.Argument(
-        ...,
+        None,
         help="JSONL rows with 'completion' plus bboxs, width, height, possible_answers, image_caption; "
-        "or a `satori train` run folder (its completions.jsonl, joined to its data, in its pixel budget).",
+        "or a `satori train` run folder (its completions.jsonl, joined to its data, in its pixel budget). "
+        "Boxes in the completions are read in the model's resized-input pixels (Qwen2.5-VL's "
+        "convention: the image resized to the pixel budget) and mapped to the original image, where "
+        "bboxs are; see --boxes. Default: the newest run under $SATORI_HOME/runs.",
+    ),
+    boxes: str = typer.Option(
+        "resized",
+        "--boxes",
+        help="Where the completions' boxes are: `resized` (the model's input at --min/--max-pixels, as "
+        "SATORI and Qwen2.5-VL answer; mapped with the budget) or `original` (original-image pixels, "
+        "e.g. another model family's or hand-written boxes; compared as they are).",
     ),
     out: Path = typer.Option(
         None,
@@ -75,16 +107,18 @@ def score(
         "-o",
         help="Also write one JSON line of scores per input row to this file (default: only the summary).",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing --out file satori did not write."
+    ),
     min_pixels: int = typer.Option(
         None,
         help="Budget the boxes were predicted in (default: a run folder's own; else "
-        f"$MIN_PIXELS, else {PAPER_MIN_PIXELS}).",
+        f"$MIN_PIXELS, else {PAPER_MIN_PIXELS}; unused with --boxes original).",
     ),
     max_pixels: int = typer.Option(
         None,
         help="Budget the boxes were predicted in (default: a run folder's own; else "
-        f"$MAX_PIXELS, else {PAPER_MAX_PIXELS}).",
+        f"$MAX_PIXELS, else {PAPER_MAX_PIXELS}; unused with --boxes original).",
     ),
     normalized_vqa: bool = typer.Option(
         False,
@@ -100,7 +134,11 @@ def score(
     ),
 ) -> None:
     """Score every completion of FILE with a grammar's rewards (satori: the paper's four): a table
-    of means; per-row scores with --out."""
+    of means; per-row scores with --out.
+
+    Predicted boxes are taken in the model's resized-input pixels, as SATORI is trained (Qwen2.5-VL
+    answers in the pixels of the image it was fed, resized to the pixel budget); --boxes original
+    scores boxes given in the original image's pixels."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
@@ -109,16 +147,24 @@ def score(
     from satori_cli.models import run_budget
     from satori_cli.pixels import PixelBudget
     from satori_cli.rewards import BY_NAME, missing_libraries
+    from satori_cli.rewards.reward_functions import BOX_SPACES
     from satori_cli.rewards.score_file import check_out_path, count_lines, score_jsonl
     from satori_cli.train.runinfo import model_grammar
     from satori_cli.ui import console
 
+    if boxes not in BOX_SPACES:
+        raise SatoriError(f"--boxes must be resized or original, not {boxes!r}")
     if missing_libraries():
         raise SatoriError(
             f"the rewards need {', '.join(missing_libraries())}",
             hint=install_hint("rewards"),
         )
 
+    if file is None:
+        from satori_cli.train.runfolder import newest_run
+
+        file = newest_run("score", has="completions.jsonl")
+        console().print(f"run: {file} (the newest)", markup=False, soft_wrap=True)
     env = PixelBudget.from_env()
     data_rows, run = None, None
     chosen = model_grammar(grammar, file if file.is_dir() else None)
@@ -149,12 +195,17 @@ def score(
             data_rows=data_rows,
             overwrite=overwrite,
             grammar=chosen,
+            boxes=boxes,
         )
 
-    table = Table(
-        title=f"{file.name}: {report.rows} rows, grammar {chosen.name}, "
-        f"pixel budget {budget.min_pixels}-{budget.max_pixels}"
+    where = (
+        "boxes in original pixels"
+        if boxes == "original"
+        else f"boxes in resized-input pixels, budget {budget.min_pixels}-{budget.max_pixels}"
     )
+    summary = f"{file.name}: {report.rows} rows, grammar {chosen.name}, {where}"
+    console().print(escape(summary), style="italic")
+    table = Table()
     for col, justify in (
         ("reward", "left"),
         ("logged as", "left"),

@@ -67,7 +67,6 @@ def rollout(
     from satori_cli.gpus import detect_gpus
     from satori_cli.serve.backends import root_url
     from satori_cli.serve.server import ServerPlan, check_ports, hold_server
-    from satori_cli.signals import interrupt_on_stop_signals
     from satori_cli.train.devices import assumed_pool
     from satori_cli.train.preflight import check_budget, check_token_env
     from satori_cli.train.recipe import parse_passthrough, resolve_recipe
@@ -132,7 +131,6 @@ def rollout(
         return
     check_token_env(recipe.budget)
     (port,) = check_ports(host, [(port, "--port")])  # in use, privileged, not local; 0 -> a free port
-    interrupt_on_stop_signals()
     planned = plan(port)
     # What a training node puts in --rollout-url: this machine's name when it listens on all addresses.
     url = root_url(socket.gethostname() if host in ("0.0.0.0", "::") else host, port)

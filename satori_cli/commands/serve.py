@@ -76,7 +76,6 @@ def serve(
         run_server,
         served_model,
     )
-    from satori_cli.signals import interrupt_on_stop_signals
     from satori_cli.train.runinfo import model_grammar
     from satori_cli.ui import console
 
@@ -140,7 +139,6 @@ def serve(
     chosen = check_ports(host, wanted)  # in use, privileged, not local; 0 -> a free port
     if ui:
         ui_port = chosen.pop()
-    interrupt_on_stop_signals()
     if planned is None:
         run_demo(base_url, api_key, budget, host, ui_port, grammar=grammar)
         return
@@ -190,7 +188,13 @@ def predict(
         help="The run folder (or a checkpoint of it) the server serves: its pixel budget and grammar are "
         "used (default: MIN_PIXELS / MAX_PIXELS, else the paper's; satori).",
     ),
-    save: Path = typer.Option(None, "--save", help="Write the image with the boxes drawn (PNG)."),
+    save: Path = typer.Option(
+        None,
+        "--save",
+        help="Write the image with the boxes drawn (PNG); a file satori did not write is not replaced "
+        "without --overwrite.",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save file."),
     as_json: bool = typer.Option(
         False, "--json", help="Print the result as JSON (boxes in original pixels)."
     ),
@@ -215,6 +219,11 @@ def predict(
     _check_number(wait, "--wait")
     _check_number(temperature, "--temperature")
     _check_number(max_tokens, "--max-tokens", positive=True)
+    if save is not None:  # before the question is asked: a refused --save costs nothing
+        from satori_cli import outputs
+
+        outputs.check_folder(save.parent, "--save")
+        outputs.check_target(save, overwrite, "--save")
     served = _budget_model(model)
     budget = _budget(served)
     if grammar is None and served is not None and served.run is not None:
@@ -231,8 +240,9 @@ def predict(
     with console().status("asking SATORI ...") if not as_json else contextlib.nullcontext():
         prepared, prediction = client.predict(picture, question, temperature, max_tokens)
     if save is not None:
-        save.parent.mkdir(parents=True, exist_ok=True)
-        draw_boxes(prepared.original, prediction).save(save, format="PNG")
+        outputs.ensure_dir(save.parent, "--save")
+        with outputs.atomic_file(save, "wb") as fh:
+            draw_boxes(prepared.original, prediction).save(fh, format="PNG")
     if as_json:
         payload = prediction.to_json()
         if save is not None:

@@ -16,7 +16,11 @@ def tiny_model(
     ),
     layers: int = typer.Option(2, help="Number of text decoder layers."),
     seed: int = typer.Option(0, help="Random seed of the weights."),
-    overwrite: bool = typer.Option(False, help="Replace an existing folder."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Rebuild a tiny model already in --out (any other folder is never replaced).",
+    ),
 ) -> None:
     """Build a tiny, random Qwen2.5-VL (a few million parameters) for CPU runs and tests.
 

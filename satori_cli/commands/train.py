@@ -115,6 +115,12 @@ def train(
     resume_from: Path = typer.Option(
         None, "--resume-from", help="Continue from this checkpoint folder (or this run's latest checkpoint)."
     ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace the run already in --output (only what a run writes; a folder that is not a "
+        "satori run is never wiped). Without it an existing run folder is refused.",
+    ),
     grammar: str = typer.Option(
         None,
         "--grammar",
@@ -135,11 +141,14 @@ def train(
     ),
 ) -> None:
     from satori_cli.errors import SatoriError
-    from satori_cli.train.runner import TrainOptions, build_plan, run_plan, swift_program
+    from satori_cli.train.runfolder import RunComplete, abandon, replace_earlier_run
+    from satori_cli.train.runner import ArgumentsRefused, TrainOptions, build_plan, run_plan, swift_program
     from satori_cli.ui import console
 
     if resume and resume_from is not None:
         raise SatoriError("use either --resume or --resume-from, not both")
+    if overwrite and (resume or resume_from is not None):
+        raise SatoriError("--overwrite starts the run over; --resume continues it: use one of them")
     opts = TrainOptions(
         preset=preset,
         config=config,
@@ -153,6 +162,7 @@ def train(
         master_addr=master_addr,
         master_port=master_port,
         resume=str(resume_from) if resume_from is not None else ("latest" if resume else None),
+        overwrite=overwrite,
         extra=list(swift_args or []),
         stage=stage,
         grammar=grammar,
@@ -164,26 +174,37 @@ def train(
     if dry_run:
         from satori_cli.train.dry_run import dry_run_text
 
-        typer.echo(dry_run_text(opts))
+        try:
+            typer.echo(dry_run_text(opts))
+        except RunComplete as done:
+            console().print(str(done), markup=False, soft_wrap=True)
         return
     if nodes > 1 and node_rank is None:
         raise SatoriError(
             "--nodes > 1 needs --node-rank on each machine", hint="or --dry-run to see all commands"
         )
     from satori_cli.gpus import detect_gpus
-    from satori_cli.signals import interrupt_on_stop_signals
     from satori_cli.train.command import build_commands
     from satori_cli.train.preflight import preflight
 
     if not data_timeout > 0:
         raise SatoriError(f"--data-timeout must be a positive number of seconds, not {data_timeout}")
     program = swift_program()
-    interrupt_on_stop_signals()  # SIGTERM / SIGHUP stop swift (and a rollout server) like Ctrl-C
     with console().status("preparing the run ..."):
-        plan = build_plan(opts)
-        found = detect_gpus() if plan.launch.gpus > 0 else []
-        split = preflight(plan, found, memory=not skip_memory_check)
+        try:
+            plan = build_plan(opts)
+        except RunComplete as done:
+            console().print(str(done), markup=False, soft_wrap=True)
+            return
+        try:
+            found = detect_gpus() if plan.launch.gpus > 0 else []
+            split = preflight(plan, found, memory=not skip_memory_check)
+        except BaseException:
+            abandon(plan.made_dir, plan.claim)  # a failed preflight leaves no run folder behind
+            raise
     (_, command), *_ = build_commands(plan, program)
+    if note := replace_earlier_run(plan.claim):
+        console().print(note, soft_wrap=True)
     console().print(f"[bold]run folder[/] {plan.output_dir}")
     if plan.launch.gpus:
         console().print(split.describe())
@@ -194,6 +215,9 @@ def train(
         rollout = start_rollout(plan, split, program)
     try:
         info = run_plan(plan, command, verbose=verbose, rollout=rollout.command if rollout else None)
+    except ArgumentsRefused:
+        abandon(plan.made_dir, plan.claim)  # nothing was trained: as if the preflight had said it
+        raise
     except SatoriError:
         if rollout is not None and not rollout.alive:
             from satori_cli.serve.server import print_tail
@@ -207,13 +231,25 @@ def train(
         f"[green]done[/] in {info['wall_s']:.0f} s; last checkpoint: {info['last_checkpoint']}\n"
         f"plots: satori report {plan.output_dir}"
     )
+    from satori_cli.train.report import zero_rewards_note
+    from satori_cli.train.runlogs import read_metrics
+
+    if note := zero_rewards_note(read_metrics(plan.output_dir)):
+        console().print(f"[yellow]note:[/] {note}")
 
 
 def report(
-    run_dir: Path = typer.Argument(..., help="A run folder written by `satori train`."),
-    out: Path = typer.Option(
-        None, "--out", "-o", help="Where to write the report (default: RUN_DIR/report)."
+    run_dir: Path = typer.Argument(
+        None, help="A run folder written by `satori train` (default: the newest under $SATORI_HOME/runs)."
     ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Where to write the report (default: RUN_DIR/report, replaced each time). Elsewhere, "
+        "files satori did not write are not replaced without --overwrite.",
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files in --out satori did not write."),
     max_completions: int = typer.Option(
         24, "--max-completions", help="Completions in the gallery (the latest steps first)."
     ),
@@ -227,10 +263,17 @@ def report(
     from satori_cli.train.report import write_report
     from satori_cli.ui import console
 
+    if run_dir is None:
+        from satori_cli.train.runfolder import newest_run
+
+        run_dir = newest_run("report on")
+        console().print(f"run: {run_dir} (the newest)", markup=False, soft_wrap=True)
     with console().status("rendering the report ..."):
-        result = write_report(run_dir, out, max_completions=max_completions)
+        result = write_report(run_dir, out, max_completions=max_completions, overwrite=overwrite)
     for path in result.files:
         console().print(f"[green]wrote[/] {path}")
+    for note in result.notes:
+        console().print(f"[yellow]note:[/] {note}")
     if result.eval_command:
         console().print("grounding evaluation of the val split (boxes, answers, captions):")
         console().print(f"  {result.eval_command}", markup=False, highlight=False, soft_wrap=True)

@@ -16,9 +16,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from satori_cli.data.outputs import scratch_name
 from satori_cli.data.readers import Unpacked
 from satori_cli.data.validate import Rejected, show
+from satori_cli.outputs import scratch_name
 
 # The formats a prepared row may point at (what Qwen's processor and the browsers read);
 # PIL is never asked to try its other plugins on untrusted bytes (EPS would run Ghostscript).

@@ -15,7 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from satori_cli.data import outputs, readers
+from satori_cli import outputs
+from satori_cli.data import readers
 from satori_cli.data.validate import IMAGE_TAG, MAX_ID_CHARS, finite
 from satori_cli.errors import SatoriError
 from satori_cli.rewards.reward_functions import MAX_IMAGE_SIDE

@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from satori_cli.data import archives, images, outputs, readers
+from satori_cli import outputs
+from satori_cli.data import archives, images, readers
 from satori_cli.data import columns as cols
 from satori_cli.data import validate as v
 from satori_cli.errors import SatoriError

@@ -18,7 +18,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from satori_cli.data import outputs
+from satori_cli import outputs
 from satori_cli.errors import SatoriError
 
 SIZES = ((320, 240), (500, 375), (640, 480), (448, 448))

@@ -7,7 +7,6 @@ script does) want a number, so we say so and score the dev split instead.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ class Benchmark:
     local: bool  # a user TSV (passed as a path, or a name VLMEvalKit does not know) vs official
     kind: str = "vlmeval"  # or GROUNDING: a prepared SATORI JSONL scored with the rewards
     rows: int | None = None  # rows of a grounding benchmark (checked before anything runs)
+    given_path: bool = False  # `tsv` is the user's own file, linked into the run's data folder
 
     @property
     def present(self) -> bool:
@@ -60,9 +60,21 @@ class Benchmark:
 
 
 def default_data_dir() -> Path:
-    """VLMEvalKit's own default ($LMUData, else ~/LMUData), so existing downloads are reused."""
+    """Where official TSVs are kept: $LMUData when the user set it (VLMEvalKit's own variable),
+    else satori's data folder. Never VLMEvalKit's fallback ~/LMUData: satori writes there only
+    when the user points --data-dir (or $LMUData) at it."""
     env = os.environ.get("LMUData")  # noqa: SIM112 (VLMEvalKit's name)
-    return Path(env).expanduser() if env else Path("~/LMUData").expanduser()
+    if env:
+        return Path(env).expanduser()
+    from satori_cli.config import paths
+
+    return paths().data / "vlmeval"
+
+
+def run_data_dir(work_dir: Path) -> Path:
+    """The run's own data folder: VLMEvalKit's LMUData for a run that evaluates a TSV given by
+    path (its link, and the images VLMEvalKit decodes from it, stay with the run's results)."""
+    return work_dir / "data"
 
 
 def is_grounding(requested: str) -> bool:
@@ -86,8 +98,9 @@ def resolve(requested: str, data_dir: Path) -> Benchmark:
     """Map one `--data` item to a Benchmark.
 
     - `MMBench`, `MMStar` and friends (any case) map to scorable VLMEvalKit names (with a note).
-    - A path to an existing `.tsv` becomes a custom benchmark named after the file; it is
-      linked into `data_dir`, where VLMEvalKit looks for it.
+    - A path to an existing `.tsv` becomes a custom benchmark named after the file; when the
+      run starts it is linked into the run's own data folder (`run_data_dir`), never into
+      `data_dir`, so a same-named file of another run can neither clash nor lend its images.
     - A `.jsonl` or a folder is a grounding benchmark (`resolve_grounding`).
     - Anything else passes through as a VLMEvalKit name (official or a TSV in `data_dir`).
     """
@@ -97,10 +110,9 @@ def resolve(requested: str, data_dir: Path) -> Benchmark:
     if requested.lower().endswith(".tsv") or os.sep in requested:
         if not as_path.is_file():
             raise SatoriError(f"benchmark file not found: {as_path}")
-        name = as_path.stem
-        target = data_dir / f"{name}.tsv"
-        _place(as_path.resolve(), target)
-        return Benchmark(requested, name, f"local TSV {as_path} as '{name}'", target, local=True)
+        check_tsv_columns(as_path)
+        name, note = as_path.stem, f"local TSV {as_path} as '{as_path.stem}'"
+        return Benchmark(requested, name, note, as_path.resolve(), local=True, given_path=True)
     alias = ALIASES.get(requested.lower())
     if alias is not None:
         name, note = alias
@@ -114,6 +126,35 @@ def resolve(requested: str, data_dir: Path) -> Benchmark:
     return Benchmark(requested, requested, None, tsv, local=tsv.is_file())
 
 
+def check_tsv_columns(path: Path) -> None:
+    """A custom TSV has the columns VLMEvalKit reads, checked from its header before any model
+    loads (a missing one would fail only after loading, as a bare KeyError such as 'image_path').
+
+    VLMEvalKit reads a custom TSV as multiple choice with images (`A`, `B` and `image` or
+    `image_path`), as text-only multiple choice (`A`, `B`, no image) or as open questions, which
+    need an image column; every kind needs `index`, `question` and (to be scored) `answer`.
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            header = fh.readline(1 << 16)
+    except OSError as exc:
+        raise SatoriError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise SatoriError(f"{path} is not a UTF-8 TSV file") from None
+    columns = {c.strip() for c in header.rstrip("\r\n").split("\t")}
+    missing = [c for c in ("index", "question", "answer") if c not in columns]
+    multiple_choice = {"A", "B"} <= columns
+    if not multiple_choice and not columns & {"image", "image_path"}:
+        missing.append("image (or image_path)")
+    if missing:
+        raise SatoriError(
+            f"{path} has no {', '.join(repr(c) for c in missing)} column: not a VLMEvalKit TSV "
+            f"(its header: {', '.join(sorted(columns))[:200]})",
+            hint="columns: index, question, answer, image or image_path, and options A, B, ... for "
+            "multiple choice",
+        )
+
+
 def resolve_all(requested: list[str], data_dir: Path) -> list[Benchmark]:
     """Resolve every name, dropping duplicates (e.g. `MMBench MMBench_DEV_EN`) in order."""
     out: list[Benchmark] = []
@@ -125,33 +166,32 @@ def resolve_all(requested: list[str], data_dir: Path) -> list[Benchmark]:
             out.append(resolve_grounding(item, [b.name for b in out]))
             continue
         bench = resolve(item, data_dir)
-        if all(b.name != bench.name for b in out):
+        same = next((b for b in out if b.name == bench.name), None)
+        if same is None:
             out.append(bench)
+        elif (same.given_path or bench.given_path) and same.tsv != bench.tsv:
+            raise SatoriError(
+                f"two benchmarks would be named '{bench.name}': {same.requested} and {bench.requested}",
+                hint="VLMEvalKit names a benchmark after its file; rename one of the files",
+            )
     return out
 
 
-def _place(source: Path, target: Path) -> None:
-    """Put a user TSV where VLMEvalKit reads it, without clobbering a different file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() or target.is_symlink():
-        if target.resolve() == source or _md5(target) == _md5(source):
-            return
-        raise SatoriError(
-            f"{target} already exists and differs from {source}",
-            hint="rename your TSV or remove the old file",
-        )
-    try:
-        target.symlink_to(source)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def link_run_data(benchmarks: list[Benchmark], data_dir: Path, run_dir: Path) -> None:
+    """Fill the run's data folder: each TSV given by path, and each official TSV `data_dir`
+    holds (VLMEvalKit reads one folder per launch). Links, or copies where links fail."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for bench in benchmarks:
+        if bench.grounding:
+            continue
+        source = bench.tsv if bench.given_path else data_dir / f"{bench.name}.tsv"
+        target = run_dir / f"{bench.name}.tsv"
+        if not source.is_file() or target.exists() or target.is_symlink():
+            continue
+        try:
+            target.symlink_to(source)
+        except OSError:
+            shutil.copyfile(source, target)
 
 
 def unknown_message(bench: Benchmark) -> str:

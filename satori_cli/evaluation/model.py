@@ -21,6 +21,7 @@ from satori_cli.errors import SatoriError
 from satori_cli.evaluation import records
 from satori_cli.evaluation.batching import DEFAULT_WINDOW, LookAhead, RankItems
 from satori_cli.evaluation.placement import model_device
+from satori_cli.evaluation.progress import ItemCounter
 from satori_cli.evaluation.prompting import (
     PromptStyle,
     api_payload,
@@ -104,6 +105,7 @@ class SatoriVLM(BaseModel):
         **kwargs: Any,  # VLMEvalKit passes e.g. use_vllm= to some names; ignored on purpose
     ) -> None:
         super().__init__()
+        self.items = ItemCounter()  # progress lines for `satori eval` (evaluation/progress.py)
         self.model_path = str(model_path)
         self.backend = backend
         self.style = PromptStyle.named(prompt, grammar)
@@ -219,6 +221,7 @@ class SatoriVLM(BaseModel):
         """VLMEvalKit calls this before a benchmark's items: the vLLM backend looks ahead in them."""
         super().set_dump_image(dump_image_func)
         dataset = getattr(dump_image_func, "__self__", None)  # the dataset whose method it is
+        self.items.start(dataset)
         if self.backend == "vllm":
             if dataset is None or not hasattr(dataset, "data"):
                 self.lookahead.bind(None)
@@ -227,6 +230,11 @@ class SatoriVLM(BaseModel):
 
             rank, world = get_rank_and_world_size()
             self.lookahead.bind(RankItems(dataset, self, rank, world))
+
+    def generate(self, message: Any, dataset: str | None = None) -> Any:
+        answer = super().generate(message, dataset=dataset)
+        self.items.item_done()
+        return answer
 
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> dict[str, str]:
         self.dataset_name = dataset
@@ -307,6 +315,7 @@ class SatoriAPI(BaseModel):
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        self.items = ItemCounter()  # progress lines for `satori eval` (evaluation/progress.py)
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.served_model = served_model
         self.style = PromptStyle.named(prompt, grammar)
@@ -323,6 +332,16 @@ class SatoriAPI(BaseModel):
             row = {"rank": records.rank(), "backend": "api", "device": self.url}
             row |= self.budget.processor_kwargs() | {"decoding": standard | extra}
             records.append(self.record_dir / records.RUNTIME_FILE, row)
+
+    def set_dump_image(self, dump_image_func: Any) -> None:
+        """VLMEvalKit calls this before a benchmark's items (its dataset's bound `dump_image`)."""
+        super().set_dump_image(dump_image_func)
+        self.items.start(getattr(dump_image_func, "__self__", None))
+
+    def generate(self, message: Any, dataset: str | None = None) -> Any:
+        answer = super().generate(message, dataset=dataset)
+        self.items.item_done()
+        return answer
 
     def _post(self, payload: dict[str, Any]) -> str:
         from satori_cli.http_client import chat_text, request_json

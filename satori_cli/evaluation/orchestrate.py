@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from satori_cli.decoding import Decoding
-from satori_cli.errors import SatoriError
+from satori_cli.errors import Interrupted, SatoriError
 from satori_cli.evaluation import datasets, runner
 from satori_cli.evaluation.grounding import SOURCE_PREFIX
 from satori_cli.evaluation.judge import check_judge
@@ -71,7 +71,6 @@ def build_plan(req: EvalRequest) -> EvalPlan:
     decoding = _validate(req)
     check_judge(req.judge, req.judge_url, req.judge_key, reach=not req.dry_run)  # a dry run stays offline
     data_dir = (req.data_dir or datasets.default_data_dir()).expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     benchmarks = datasets.resolve_all(req.data, data_dir)
     model = req.model or ("" if req.backend == "api" else DEFAULT_MODEL)
     specs, resolved = runner.resolve_models(
@@ -80,6 +79,7 @@ def build_plan(req: EvalRequest) -> EvalPlan:
     # A run's model is scored in the budget it was trained in (a contradicting flag is refused).
     budget = settle_budget(resolved, req.min_pixels, req.max_pixels)
     work_dir = (req.work_dir or paths().runs / "eval" / time.strftime("%Y%m%d-%H%M%S")).expanduser().resolve()
+    check_work_dir(work_dir)
     return EvalPlan(
         benchmarks=benchmarks,
         models=specs,
@@ -99,20 +99,42 @@ def build_plan(req: EvalRequest) -> EvalPlan:
     )
 
 
+# What an evaluation leaves in its work dir (besides a folder per model).
+WORK_DIR_MARKS = ("satori_eval_spec.json", "eval.log", "summary.json")
+
+
+def check_work_dir(work_dir: Path) -> None:
+    """--work-dir is a folder that is new, empty, or an earlier evaluation's (whose results
+    --overwrite replaces): never a file, and never a folder of something else."""
+    from satori_cli.outputs import check_folder
+
+    if check_folder(work_dir, "--work-dir") and not any((work_dir / m).exists() for m in WORK_DIR_MARKS):
+        raise SatoriError(
+            f"--work-dir {work_dir} is not empty and holds no satori evaluation: satori will not write there",
+            hint="choose a new or empty folder",
+        )
+
+
 def evaluate(req: EvalRequest) -> list[Outcome]:
     """Run the evaluation and print the table; raise SatoriError (exit 1) if anything failed."""
+    from rich.markup import escape
+
     from satori_cli.ui import console
 
     plan = build_plan(req)
     out = console()
     for bench in plan.benchmarks:
         arrow = f"{bench.requested} -> {bench.name}" if bench.requested != bench.name else bench.name
-        out.print(f"[bold]{arrow}[/]" + (f" [dim]({bench.note})[/]" if bench.note else ""))
+        out.print(f"[bold]{escape(arrow)}[/]" + (f" [dim]({escape(bench.note)})[/]" if bench.note else ""))
         if not bench.present:
-            out.print(
-                f"  [yellow]{bench.tsv} is not there yet: VLMEvalKit will try to download it "
-                f"(offline, place the official {bench.name}.tsv there)[/]"
+            into = "" if plan.lmu_dir == plan.data_dir else f" into {plan.lmu_dir} (this run only)"
+            text = (
+                f"  {bench.tsv} is not there yet: VLMEvalKit will try to download it{into} "
+                f"(offline, place the official {bench.name}.tsv in {bench.tsv.parent})"
             )
+            out.print(f"[yellow]{escape(text)}[/]")
+    if any(not b.grounding for b in plan.benchmarks):
+        out.print(f"[dim]{escape(data_line(plan))}[/]")
     grammars = ", ".join(
         f"{m.name} {m.grammar}" + (" (stock prompt)" if m.prompt == "stock" else "") for m in plan.models
     )
@@ -130,6 +152,8 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
 
     runner.prepare_work_dir(plan, req.overwrite)
     code, seconds = runner.execute(plan)
+    if code == 130:  # Ctrl-C: VLMEvalKit was stopped; what it wrote so far stays in the work dir
+        raise Interrupted(f"evaluation stopped; partial results in {plan.work_dir}")
     outcomes = runner.outcomes_of(plan)
     settings = runner.settings_of(plan) | {"seconds": round(seconds, 1)}
     json_path, csv_path = write_summary(plan.work_dir, outcomes, settings)
@@ -147,6 +171,15 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
     if error is not None:
         raise error
     return outcomes
+
+
+def data_line(plan: EvalPlan) -> str:
+    """Where VLMEvalKit reads the TSVs and decodes their images (its LMUData) for this run."""
+    if plan.lmu_dir == plan.data_dir:
+        return f"data: {plan.data_dir} (VLMEvalKit's LMUData: TSVs and decoded images)"
+    official = any(not (b.given_path or b.grounding) for b in plan.benchmarks)
+    links = f"your TSVs and the official ones in {plan.data_dir}" if official else "your TSVs"
+    return f"data: {plan.lmu_dir} (VLMEvalKit's LMUData for this run: links to {links}, decoded images)"
 
 
 def resolved_lines(resolved: dict, outcomes: list[Outcome]) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 from satori_cli.cmdline import Command, find_program
 from satori_cli.decoding import Decoding
 from satori_cli.errors import install_hint
-from satori_cli.evaluation.datasets import Benchmark
+from satori_cli.evaluation.datasets import Benchmark, run_data_dir
 from satori_cli.pixels import PixelBudget
 
 BACKENDS = ("transformers", "vllm", "api")
@@ -56,6 +56,14 @@ class EvalPlan:
     base_url: str | None = None
     api_key: str = "EMPTY"
     verbose: bool = False
+
+    @property
+    def lmu_dir(self) -> Path:
+        """VLMEvalKit's LMUData for the launches: `data_dir`, or the run's own data folder when a
+        TSV was given by path (`datasets.run_data_dir`)."""
+        if any(b.given_path for b in self.benchmarks):
+            return run_data_dir(self.work_dir)
+        return self.data_dir
 
     @property
     def spec_path(self) -> Path:
@@ -148,7 +156,7 @@ class EvalPlan:
         else:
             argv = [sys.executable, "-m", WORKER_MODULE, *worker]
         env = {
-            "LMUData": str(self.data_dir),
+            "LMUData": str(self.lmu_dir),
             **self.budget.env(),
             "PYTHONUNBUFFERED": "1",
             "TOKENIZERS_PARALLELISM": "false",

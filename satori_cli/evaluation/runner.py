@@ -11,6 +11,7 @@ from satori_cli import models
 from satori_cli.cmdline import run
 from satori_cli.errors import SatoriError
 from satori_cli.evaluation import records
+from satori_cli.evaluation.datasets import link_run_data
 from satori_cli.evaluation.plan import BASELINE_NAME, SATORI_NAME, EvalPlan, ModelSpec
 from satori_cli.evaluation.results import Outcome, collect
 from satori_cli.grammar import get_grammar
@@ -76,16 +77,27 @@ def _run(model: Model | None) -> str | None:
 
 
 def prepare_work_dir(plan: EvalPlan, overwrite: bool) -> None:
-    """VLMEvalKit silently reuses old predictions in its work dir: refuse, or clear on request."""
-    stale = [plan.work_dir / m.name for m in plan.models if (plan.work_dir / m.name).exists()]
+    """VLMEvalKit silently reuses old predictions (and decoded images) in its work dir: refuse,
+    or clear on request. Then make the launches' data folder (LMUData), which must exist:
+    VLMEvalKit falls back to ~/LMUData otherwise."""
+    ours = [plan.work_dir / m.name for m in plan.models]
+    if plan.lmu_dir != plan.data_dir:
+        ours.append(plan.lmu_dir)
+    stale = [folder for folder in ours if folder.exists() or folder.is_symlink()]
     if stale and not overwrite:
         raise SatoriError(
             f"{plan.work_dir} already holds results ({stale[0].name}/)",
             hint="choose a new --work-dir, or pass --overwrite to replace them",
         )
     for folder in stale:
-        shutil.rmtree(folder)
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        else:
+            folder.unlink()
     plan.work_dir.mkdir(parents=True, exist_ok=True)
+    plan.data_dir.mkdir(parents=True, exist_ok=True)
+    if plan.lmu_dir != plan.data_dir:
+        link_run_data(plan.benchmarks, plan.data_dir, plan.lmu_dir)
 
 
 def settings_of(plan: EvalPlan) -> dict:
@@ -107,46 +119,44 @@ def settings_of(plan: EvalPlan) -> dict:
             for b in plan.benchmarks
         ],
         "data_dir": str(plan.data_dir),
+        "lmu_data": str(plan.lmu_dir),
     }
-
-
-def _progress_line(line: str) -> str | None:
-    """The lines worth showing under the spinner (VLMEvalKit logs a lot)."""
-    for key in ("Infer ", "-----------", "===========", "Evaluation Results", "[satori]", "Error", "error"):
-        if key in line:
-            return line.strip()[:160]
-    return None
 
 
 def execute(plan: EvalPlan) -> tuple[int, float]:
     """Launch VLMEvalKit once per model, one after the other; stream the log to `eval.log`.
 
+    Shows items done / total per benchmark (`progress.EvalProgress`); satori's own notes from
+    the worker (`[satori] ...`) are printed, VLMEvalKit's log only with --verbose.
     Returns (first non-zero exit code or 0, seconds). Ctrl-C (130) stops before the next model.
     """
+    from satori_cli.evaluation.progress import EvalProgress
     from satori_cli.ui import console
 
     plan.write_spec()
     log_path = plan.work_dir / "eval.log"
     started = time.monotonic()
     first_error = 0
-    for model, command in plan.commands():
-        with console().status(f"starting VLMEvalKit for {model.name} ...") as status:
+    out = console()
+    with EvalProgress(out) as progress:
+        for model, command in plan.commands():
+            progress.start_model(model.name)
 
-            def on_line(line: str, status=status) -> None:
+            def on_line(line: str) -> None:
+                if progress.feed(line):
+                    return
                 if plan.verbose:
-                    console().print(line, markup=False, highlight=False)
-                shown = _progress_line(line)
-                if shown:
-                    status.update(f"[dim]{shown}[/]")
-                    if "[satori]" in shown:
-                        console().print(shown, markup=False)
+                    out.print(line, markup=False, highlight=False)
+                elif "[satori]" in line:
+                    out.print(line.strip(), markup=False, highlight=False)
 
             with open(log_path, "a", encoding="utf-8") as log:
                 log.write(f"===== satori: {model.name} ({model.source}) =====\n")
             code = run(command, on_line=on_line, log_path=log_path)
-        first_error = first_error or code
-        if code == 130:
-            break
+            progress.end_model()
+            first_error = first_error or code
+            if code == 130:
+                break
     return first_error, time.monotonic() - started
 
 

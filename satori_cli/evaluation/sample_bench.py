@@ -27,7 +27,7 @@ def write_tiny_bench(path: Path, overwrite: bool = False) -> Path:
     replaced only when satori wrote it or with `overwrite`, and never when it is a link or a
     special file (the TSV is written beside it and renamed into place).
     """
-    from satori_cli.data import outputs
+    from satori_cli import outputs
 
     path = Path(path).expanduser()
     outputs.ensure_dir(path.parent)

@@ -132,10 +132,20 @@ def union_iou(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]]) ->
         return 0.0
 
 
+BOX_SPACES = ("resized", "original")  # where a completion's boxes are: the model's input, or the image
+
+
 def box_score(
-    completion: object, gt_boxes: object, width: object, height: object, budget: PixelBudget
+    completion: object,
+    gt_boxes: object,
+    width: object,
+    height: object,
+    budget: PixelBudget,
+    boxes: str = "resized",
 ) -> float:
-    """Union IoU of one completion's boxes (resized-input pixels) with the ground truth (original pixels)."""
+    """Union IoU of one completion's boxes with the ground truth (original pixels). The boxes are
+    in the model's resized-input pixels (mapped with `budget`), or with `boxes="original"` in the
+    original image's pixels already (no mapping)."""
     pred = parse(completion).boxes
     gt = _gt_boxes(gt_boxes)
     w, h = _number(width), _number(height)
@@ -143,10 +153,13 @@ def box_score(
         return 0.0
     if not (0 < w <= MAX_IMAGE_SIDE and 0 < h <= MAX_IMAGE_SIDE):
         return 0.0
-    try:
-        in_h, in_w = smart_resize(h, w, min_pixels=budget.min_pixels, max_pixels=budget.max_pixels)
-    except (ValueError, OverflowError, ZeroDivisionError):
-        return 0.0  # e.g. aspect ratio above 200: the original raised and stopped training
+    if boxes == "original":
+        in_h, in_w = h, w
+    else:
+        try:
+            in_h, in_w = smart_resize(h, w, min_pixels=budget.min_pixels, max_pixels=budget.max_pixels)
+        except (ValueError, OverflowError, ZeroDivisionError):
+            return 0.0  # e.g. aspect ratio above 200: the original raised and stopped training
     sx, sy = w / in_w, h / in_h
     mapped = [(x1 * sx, y1 * sy, x2 * sx, y2 * sy) for x1, y1, x2, y2 in pred]
     return min(max(union_iou(mapped, gt), 0.0), 1.0)
@@ -158,11 +171,14 @@ def bbox_reward(
     width: Sequence[object] | None = None,
     height: Sequence[object] | None = None,
     budget: PixelBudget | None = None,
+    boxes: str = "resized",
     **kwargs: object,
 ) -> list[float]:
     """Union IoU of the predicted boxes, given in the model's resized-input pixels, with the
     ground-truth `bboxs` in original `width` x `height` pixels. The budget defaults to
     $MIN_PIXELS/$MAX_PIXELS, else the paper's 256-512 x 28²; under it 640x480 is 644x476.
+    `boxes="original"`: the predicted boxes are in original pixels already (another model
+    family's, or hand-written), so they are compared as they are.
 
     >>> scores = bbox_reward(
     ...     ["<bbox>[[0, 0, 644, 476]]</bbox>", "<bbox>[[0, 0, 322, 476]]</bbox>", "no boxes"],
@@ -176,9 +192,12 @@ def bbox_reward(
     bboxs, width, height = (
         _column(k, v, n) for k, v in (("bboxs", bboxs), ("width", width), ("height", height))
     )
+    if boxes not in BOX_SPACES:
+        raise ValueError(f"boxes must be one of {BOX_SPACES}, not {boxes!r}")
     budget = budget or PixelBudget.from_env()
     return [
-        box_score(c, b, w, h, budget) for c, b, w, h in zip(completions, bboxs, width, height, strict=True)
+        box_score(c, b, w, h, budget, boxes)
+        for c, b, w, h in zip(completions, bboxs, width, height, strict=True)
     ]
 
 

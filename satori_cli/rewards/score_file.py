@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from satori_cli import outputs
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import Grammar
 from satori_cli.pixels import PixelBudget
@@ -61,17 +61,12 @@ class ScoreReport:
 
 
 def check_out_path(out_path: Path, input_path: Path, overwrite: bool) -> None:
-    """Refuse, before any work, an --out that is the input, a folder, a special file, or an
-    existing file without `overwrite`."""
+    """Refuse, before any work, an --out that is the input, under a file, a folder, a link, a
+    special file, or an existing file satori did not write without `overwrite` (`satori_cli.outputs`)."""
     if out_path.resolve() == input_path.resolve():
         raise SatoriError("--out must differ from the input file")
-    if out_path.is_symlink() or out_path.exists():
-        if out_path.is_dir():
-            raise SatoriError(f"--out {out_path} is a folder", hint="name a file")
-        if not out_path.is_symlink() and not out_path.is_file():
-            raise SatoriError(f"--out {out_path} is not a regular file")
-        if not overwrite:
-            raise SatoriError(f"{out_path} exists", hint="choose another --out, or pass --overwrite")
+    outputs.check_folder(out_path.parent, "--out")
+    outputs.check_target(out_path, overwrite)
 
 
 def _lines(fh: IO[str], limit: int) -> Iterator[tuple[int, str | None]]:
@@ -166,6 +161,7 @@ def score_jsonl(
     data_rows: Mapping[str, dict] | None = None,
     overwrite: bool = False,
     grammar: str | Grammar | None = None,
+    boxes: str = "resized",
 ) -> ScoreReport:
     """Score every row of `path` with the rewards of `grammar` (default `satori`: the paper's
     four), write per-row scores to `out_path` (if given), return the summary.
@@ -173,7 +169,8 @@ def score_jsonl(
     `on_progress` gets the number of the last line scored. `data_rows` maps a row id to its
     data set row: reward columns a completion row lacks are taken from the row its
     `solution` (or `id`) names. ms-swift's completions.jsonl logs only `solution` beside
-    each completion, and `satori train` puts the row id there.
+    each completion, and `satori train` puts the row id there. `boxes`: where the completions'
+    boxes are, "resized" (the model's input, mapped with `budget`) or "original" (no mapping).
     """
     path = Path(path)
     if not path.is_file():
@@ -192,9 +189,9 @@ def score_jsonl(
     try:
         out = None
         if out_path is not None:
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            partial = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}")
-            partial.unlink(missing_ok=True)  # left by a killed process that had our pid
+            outputs.ensure_dir(out_path.parent, "--out")
+            outputs.clean_stale(out_path.parent)
+            partial = outputs.scratch_name(out_path)
             out = partial.open("x", encoding="utf-8")
         try:
             chunk: list[tuple[int, dict | None, str | None]] = []
@@ -203,19 +200,19 @@ def score_jsonl(
                     item = (item[0], _with_data_columns(item[1], data_rows), item[2])
                 chunk.append(item)
                 if len(chunk) >= CHUNK:
-                    rows += _score_chunk(chunk, names, budget, summaries, malformed, out)
+                    rows += _score_chunk(chunk, names, budget, summaries, malformed, out, boxes)
                     if on_progress:
                         on_progress(chunk[-1][0])
                     chunk = []
             if chunk:
-                rows += _score_chunk(chunk, names, budget, summaries, malformed, out)
+                rows += _score_chunk(chunk, names, budget, summaries, malformed, out, boxes)
                 if on_progress:
                     on_progress(chunk[-1][0])
         finally:
             if out is not None:
                 out.close()
         if partial is not None:
-            os.replace(partial, out_path)
+            outputs.replace(partial, out_path)  # remembered as ours: a rerun may replace it
             partial = None
     except OSError as exc:
         where = f" or write {out_path}" if out_path else ""
@@ -236,7 +233,7 @@ def _with_data_columns(row: dict, data_rows: Mapping[str, dict]) -> dict:
     return merged
 
 
-def _score_chunk(chunk, names, budget, summaries, malformed, out) -> int:
+def _score_chunk(chunk, names, budget, summaries, malformed, out, boxes) -> int:
     scores: dict[str, list[float | None]] = {name: [None] * len(chunk) for name in names}
     errors: dict[int, str] = {i: error for i, (_, _, error) in enumerate(chunk) if error}
     for name in names:
@@ -256,7 +253,8 @@ def _score_chunk(chunk, names, budget, summaries, malformed, out) -> int:
         completions = [_completion(chunk[i][1]) for i in idx]
         columns = {c: [chunk[i][1][c] for i in idx] for c in reward.columns}
         summary = summaries[name]
-        for i, v in zip(idx, reward.score_each(completions, budget=budget, **columns), strict=True):
+        scored = reward.score_each(completions, budget=budget, boxes=boxes, **columns)
+        for i, v in zip(idx, scored, strict=True):
             if isinstance(v, Exception):  # a bug, not the row's fault: report it, score the rest
                 errors.setdefault(i, f"{name} failed: {type(v).__name__}: {v}")
                 continue

@@ -31,6 +31,13 @@ if TYPE_CHECKING:
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # larger files are refused before decoding
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard
+# `owned_by` of the fake backend's model in /v1/models: how a client tells canned answers.
+CANNED_OWNER = "satori-fake"
+CANNED_NOTICE = (
+    "Canned answers: this server is satori's fake backend and runs no model. Each answer boxes the "
+    "image's reddest (else darkest) region and names it, to try the demo and the client; start "
+    "`satori serve --model ...` for real answers."
+)
 BOX_COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
 
 
@@ -126,21 +133,50 @@ def interpret(
     return Prediction(completion=completion, width=w, height=h, boxes=boxes)
 
 
+DARK, LIGHT = (0, 0, 0), (255, 255, 255)
+
+
+def box_line_width(size: tuple[int, int]) -> int:
+    """The coloured frame's width for an image of `size` (thicker on big images)."""
+    return max(2, round(min(size) / 150))
+
+
+def draw_box(draw: Any, box: tuple[int, int, int, int], label: str, color: str, width: int) -> None:
+    """One box as `predict --save` and the demo draw it: a coloured frame between a dark outer
+    and a light inner line, so it stays visible on any background, an object of its own colour
+    included, and its label on a tab of that colour inside the top-left corner. Everything stays
+    inside the box (x2, y2 exclusive), so the drawing's extent is the box."""
+    from PIL import ImageColor, ImageFont
+
+    x1, y1, x2, y2 = box
+    edge = max(1, width // 2)
+    frames = ((DARK, edge), (color, width), (LIGHT, edge))
+    inset = 0
+    for fill, w in frames:
+        left, top, right, bottom = x1 + inset, y1 + inset, x2 - 1 - inset, y2 - 1 - inset
+        if right < left or bottom < top:
+            break
+        draw.rectangle((left, top, right, bottom), outline=fill, width=w)
+        inset += w
+    rgb = ImageColor.getrgb(color)[:3]
+    light_colour = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 150
+    font = ImageFont.load_default(size=max(11, 5 * width))
+    tx, ty = x1 + 2 * edge + width + 2, y1 + 2 * edge + width + 1
+    tab = draw.textbbox((tx, ty), label, font=font)
+    tab = (tab[0] - 2, tab[1] - 1, tab[2] + 2, tab[3] + 1)
+    draw.rectangle(tab, fill=color, outline=DARK, width=1)
+    draw.text((tx, ty), label, fill=DARK if light_colour else LIGHT, font=font)
+
+
 def draw_boxes(image: Image.Image, prediction: Prediction) -> Image.Image:
-    """A copy of the image with each box outlined and labelled (the PNG `--save` writes)."""
+    """A copy of the image with each box framed and labelled (the PNG `--save` writes)."""
     from PIL import ImageDraw
 
     out = image.copy()
     draw = ImageDraw.Draw(out)
-    width = max(2, round(min(out.size) / 150))
+    width = box_line_width(out.size)
     for i, (box, label) in enumerate(zip(prediction.boxes, prediction.labels(), strict=True)):
-        color = BOX_COLORS[i % len(BOX_COLORS)]
-        x1, y1, x2, y2 = box
-        draw.rectangle((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)), outline=color, width=width)
-        tx, ty = x1 + width + 2, y1 + width + 1
-        text_box = draw.textbbox((tx, ty), label)
-        draw.rectangle(text_box, fill=color)
-        draw.text((tx, ty), label, fill="white")
+        draw_box(draw, box, label, BOX_COLORS[i % len(BOX_COLORS)], width)
     return out
 
 
@@ -171,15 +207,19 @@ class SatoriClient:
     def close(self) -> None:
         self._http.close()
 
-    def models(self) -> list[str]:
-        """The model names the server offers (a cheap liveness and API-key check)."""
+    def served(self) -> list[dict[str, Any]]:
+        """The server's /v1/models entries (a cheap liveness and API-key check)."""
         body = http_client.request_json(
             "GET", self.base_url + "/models", http=self._http, timeout=self.timeout
         )
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
             raise SatoriError(f"the server at {self.base_url} did not list its models", exit_code=1)
-        return [http_client.one_line(m["id"], 80) for m in data if isinstance(m, dict) and "id" in m]
+        return [m for m in data if isinstance(m, dict) and "id" in m]
+
+    def models(self) -> list[str]:
+        """The model names the server offers."""
+        return [http_client.one_line(m["id"], 80) for m in self.served()]
 
     def payload(
         self, prepared: PreparedImage, question: str, temperature: float, max_tokens: int, stream: bool

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from satori_cli.grammar import GRAMMARS, Grammar, format_completion, get_grammar
 from satori_cli.pixels import PixelBudget
-from satori_cli.serve.client import MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
+from satori_cli.serve.client import CANNED_OWNER, MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
 from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
 
 MAX_REQUEST_BYTES = 2 * MAX_UPLOAD_BYTES  # one base64 image (4/3 of its bytes) and the text
@@ -199,7 +199,7 @@ def make_app(model: CannedModel | None = None, api_key: str | None = None):
     async def models() -> dict[str, Any]:
         return {
             "object": "list",
-            "data": [{"id": SERVED_MODEL_NAME, "object": "model", "owned_by": "satori"}],
+            "data": [{"id": SERVED_MODEL_NAME, "object": "model", "owned_by": CANNED_OWNER}],
         }
 
     @app.post("/v1/chat/completions")

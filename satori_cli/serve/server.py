@@ -219,14 +219,17 @@ def run_demo(
     port: int,
     server=None,
     grammar: str | None = None,
+    canned: bool = False,
 ) -> None:
-    """The demo (asking in `grammar`) against `base_url` until Ctrl-C, or until `server` (when given) dies."""
+    """The demo (asking in `grammar`) against `base_url` until Ctrl-C, or until `server` (when given) dies.
+    `canned`: the server is the fake backend (the demo says so in a banner)."""
     import time
 
     from satori_cli.serve.ui import build_demo, launch_demo
     from satori_cli.ui import console
 
-    demo = launch_demo(build_demo(base_url, api_key, budget, grammar=grammar), host, port, block=False)
+    built = build_demo(base_url, api_key, budget, grammar=grammar, canned=canned)
+    demo = launch_demo(built, host, port, block=False)
     how = " (log in with any user name and the API key as password)" if api_key else ""
     console().print(f"[green]demo:[/] {root_url(host, port)}{how}  (Ctrl-C to stop)")
     try:
@@ -241,14 +244,30 @@ def run_server(
     plan: ServerPlan, timeout: float, ui_port: int | None, budget: PixelBudget, grammar: str | None = None
 ) -> None:
     """Start the planned server, print where it answers, and keep it (and the demo) until stopped."""
+    from rich.markup import escape
+
+    from satori_cli.serve.client import CANNED_NOTICE
     from satori_cli.ui import console
+
+    canned = plan.backend == "fake"
+    if canned:
+        console().print(f"[yellow]{escape(CANNED_NOTICE)}[/]")
 
     def ready(server: ServerProcess) -> None:
         console().print(
             f"[green]SATORI API ready:[/] {plan.base_url} (model `satori`, backend {plan.backend})"
         )
         if ui_port is not None:
-            run_demo(plan.base_url, plan.api_key, budget, plan.host, ui_port, server=server, grammar=grammar)
+            run_demo(
+                plan.base_url,
+                plan.api_key,
+                budget,
+                plan.host,
+                ui_port,
+                server=server,
+                grammar=grammar,
+                canned=canned,
+            )
 
     hold_server(plan, timeout, ready)
 

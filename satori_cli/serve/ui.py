@@ -25,9 +25,13 @@ from satori_cli.grammar import Grammar, get_grammar
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget
 from satori_cli.serve.client import (
     BOX_COLORS,
+    CANNED_NOTICE,
+    CANNED_OWNER,
     MAX_UPLOAD_BYTES,
     Prediction,
     SatoriClient,
+    box_line_width,
+    draw_box,
     interpret,
     load_image,
     prepare_image,
@@ -95,12 +99,21 @@ def error_markdown(message: str) -> str:
     return f"**Error:** {html.escape(message)}"
 
 
+def canned_markdown() -> str:
+    return f"**⚠ {html.escape(CANNED_NOTICE)}**"
+
+
 def server_status(client: SatoriClient) -> str:
+    """Connected to where, which models; and, for the fake backend, that its answers are canned."""
     try:
-        models = client.models()
+        served = client.served()
     except SatoriError as exc:
         return error_markdown(str(exc))
-    return f"Connected to `{client.base_url}`; models: {', '.join(models) or '(none)'}"
+    names = ", ".join(str(m["id"])[:80] for m in served) or "(none)"
+    text = f"Connected to `{client.base_url}`; models: {html.escape(names)}"
+    if any(m.get("owned_by") == CANNED_OWNER for m in served):
+        text += "\n\n" + canned_markdown()
+    return text
 
 
 def make_handler(client: SatoriClient, budget: PixelBudget, save_image: Callable[[Any], str]):
@@ -182,7 +195,7 @@ class ResultFiles:
         """AnnotatedImage's postprocess, writing fresh files: (image path, [(box, label), ...])."""
         from gradio.components.annotated_image import AnnotatedImageData, Annotation
         from gradio.data_classes import FileData
-        from PIL import Image, ImageColor, ImageDraw
+        from PIL import Image, ImageDraw
 
         if value is None:
             return None
@@ -190,13 +203,12 @@ class ResultFiles:
         with Image.open(path) as img:
             size = img.size
         sections = []
-        for (x1, y1, x2, y2), label in boxes:
-            rgb = ImageColor.getrgb(self.colors.get(label, "#ff0000"))[:3]
+        width = box_line_width(size)
+        for box, label in boxes:
+            # The frame and label `predict --save` draws (no fill: a translucent fill hid an
+            # object of the box's own colour), on a transparent layer Gradio lays over the image.
             mask = Image.new("RGBA", size, (0, 0, 0, 0))
-            # Gradio's look: a half-transparent fill inside a 3-pixel opaque border.
-            ImageDraw.Draw(mask).rectangle(
-                (x1, y1, x2 - 1, y2 - 1), fill=(*rgb, 127), outline=(*rgb, 255), width=3
-            )
+            draw_box(ImageDraw.Draw(mask), box, label, self.colors.get(label, BOX_COLORS[0]), width)
             mask_path = self._new("box.png")
             mask.save(mask_path, format="PNG")
             sections.append(Annotation(image=FileData(path=str(mask_path)), label=label))
@@ -209,9 +221,11 @@ def build_demo(
     budget: PixelBudget = PAPER_BUDGET,
     timeout: float = 120.0,
     grammar: str | Grammar | None = None,
+    canned: bool = False,
 ):
     """The Blocks app (not launched; `launch_demo` starts it, with a login when there is a key),
-    asking and reading in `grammar` (default satori)."""
+    asking and reading in `grammar` (default satori). `canned`: the server is the fake backend,
+    said in a banner from the start (the status line also says so once it sees the server)."""
     # Before gradio is imported: its analytics read the variable at import and at Blocks().
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     gr = require("gradio", "serve", "The demo")
@@ -222,6 +236,8 @@ def build_demo(
     # Result files older than an hour are deleted every hour: a long-running demo stays bounded.
     with gr.Blocks(title="SATORI", analytics_enabled=analytics, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(intro(client.grammar))
+        if canned:
+            gr.Markdown(canned_markdown(), elem_id="canned")
         status = gr.Markdown(elem_id="status")
         with gr.Row():
             with gr.Column():

@@ -26,6 +26,7 @@ TRACKERS = ("tensorboard", "wandb", "swanlab", "none")
 
 if TYPE_CHECKING:
     from satori_cli.train.rollout import RolloutSpec
+    from satori_cli.train.runfolder import Claim
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,10 @@ class TrainPlan:
     # The rollout server `satori train` starts itself on this machine (one node, no --rollout-url).
     managed_rollout: RolloutSpec | None = None
     stage: str = "grpo"  # "grpo": swift rlhf with the rewards; "sft": swift sft on gold completions
+    # The folder this invocation created (removed if it fails before training), and for
+    # --overwrite the earlier run's entries to remove once the preflight has passed.
+    made_dir: Path | None = None
+    claim: Claim | None = None
 
     @property
     def stage_args(self) -> dict[str, Any]:

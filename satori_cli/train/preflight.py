@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -130,11 +129,26 @@ def check_rollout_servers(plan: TrainPlan, timeout: float = 10.0) -> int:
 
 
 def check_model(model: str) -> None:
-    """The model swift will load: a checked folder, or a hub id that is cached or can be downloaded
-    (refused when HF_HUB_OFFLINE is set and it is not cached)."""
-    from satori_cli.models import resolve
+    """The model swift will load: a checked folder whose files read, or a hub id that is cached or
+    can be downloaded (refused when HF_HUB_OFFLINE is set and it is not cached)."""
+    from satori_cli.models import checkpoint_problem, resolve
 
-    resolve(model, hub="check")
+    found = resolve(model, hub="check")
+    problem = checkpoint_problem(Path(found.path)) if found.local else None
+    if problem:
+        raise SatoriError(f"the model {found.path} cannot be loaded: {problem}")
+
+
+def check_resume(checkpoint: Path) -> None:
+    """The checkpoint swift resumes from: trainer state, weights and optimizer files all read."""
+    from satori_cli.models import checkpoint_problem
+
+    problem = checkpoint_problem(checkpoint, resume=True)
+    if problem:
+        raise SatoriError(
+            f"cannot resume from {checkpoint}: {problem}",
+            hint="resume from an earlier one (--resume-from RUN/checkpoint-N), or start over (--overwrite)",
+        )
 
 
 def check_data(train: Path, val: Path | None) -> None:
@@ -146,12 +160,9 @@ def check_data(train: Path, val: Path | None) -> None:
 
 
 def check_output(output: Path) -> None:
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output, prefix=".satori-write-test-"):
-            pass
-    except OSError as exc:
-        raise SatoriError(f"output folder {output} is not writable: {exc.strerror}") from exc
+    from satori_cli.outputs import ensure_dir
+
+    ensure_dir(output, "--output")
 
 
 def check_memory(plan: TrainPlan, found: list[Gpu]) -> None:
@@ -196,8 +207,8 @@ def preflight(
     check_model(plan.model)
     check_data(plan.train_path, plan.val_path)
     check_output(plan.output_dir)
-    if plan.resume is not None and not (plan.resume / "trainer_state.json").is_file():
-        raise SatoriError(f"{plan.resume} is not a checkpoint (no trainer_state.json)")
+    if plan.resume is not None:
+        check_resume(plan.resume)
     if this_node and memory:
         check_memory(plan, list(split.train))
     return split

@@ -22,6 +22,24 @@ from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
 DEFAULT_PRESET = "smoke"
 STAGES = ("grpo", "sft")  # `swift rlhf --rlhf_type grpo` (the `swift:` arguments), `swift sft` (`sft:`)
 STAGE_KEYS = {"grpo": "swift", "sft": "sft"}
+# The ms-swift arguments satori itself reads before launching (the preflight's batch, memory and
+# resume checks, the rollout server's context), with swift's types: a value that is not one is
+# refused in one line here. Every other argument is checked by swift's own parser, whose message
+# `satori train` passes on as one line (importing that parser up front costs ~9 s and 1.2 GB).
+SWIFT_NUMBERS: dict[str, type] = {
+    **dict.fromkeys(
+        (
+            "num_generations", "num_generations_eval", "per_device_train_batch_size",
+            "per_device_eval_batch_size", "gradient_accumulation_steps", "steps_per_generation",
+            "generation_batch_size", "max_steps", "max_length", "max_completion_length",
+            "vllm_max_model_len", "lora_rank", "sleep_level", "save_steps", "eval_steps", "logging_steps",
+        ),
+        int,
+    ),
+    **dict.fromkeys(("num_train_epochs", "beta", "vllm_gpu_memory_utilization", "learning_rate"), float),
+}  # fmt: skip
+# Recipe keys that name something (a model, a file, a grammar): text, not numbers or lists.
+TEXT_KEYS = ("preset", "description", "model", "data", "val_data", "grammar")
 # Keys a preset or a --config file may carry; anything else is a typo worth an error.
 RECIPE_KEYS = frozenset(
     {
@@ -104,9 +122,13 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise SatoriError(f"cannot read {what} {path}: {exc.strerror}") from exc
+        raise SatoriError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise SatoriError(f"{what} {path} is not a text file (not UTF-8)") from None
     except yaml.YAMLError as exc:
         raise SatoriError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    except RecursionError:
+        raise SatoriError(f"{what} {path} is nested too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -122,7 +144,40 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
             raise SatoriError(
                 f"{what} {path}: '{key}' must be a mapping of ms-swift argument names to values"
             )
+    for key in TEXT_KEYS:
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise SatoriError(f"{what} {path}: '{key}' must be text, not {_shown(data[key])}")
+    if data.get("needs") is not None and not (
+        isinstance(data["needs"], list) and all(isinstance(n, str) for n in data["needs"])
+    ):
+        raise SatoriError(f"{what} {path}: 'needs' must be a list of package names")
     return data
+
+
+def _shown(value: Any) -> str:
+    from satori_cli.outputs import one_line
+
+    return f"{type(value).__name__} {one_line(repr(value), 60)}"
+
+
+def check_swift_numbers(swift: dict[str, Any]) -> None:
+    """The arguments satori reads (`SWIFT_NUMBERS`) hold numbers of swift's type, or one line."""
+    for key, kind in SWIFT_NUMBERS.items():
+        value = swift.get(key)
+        if value is None or isinstance(value, bool):
+            ok = value is None
+        else:
+            try:
+                number = float(value) if kind is float else int(str(value).strip())
+                ok = number == number and abs(number) != float("inf")  # not NaN, not infinite
+            except (TypeError, ValueError, OverflowError):
+                ok = False
+        if not ok:
+            what = "a whole number" if kind is int else "a number"
+            raise SatoriError(
+                f"ms-swift argument {key} must be {what}, not {_shown(value)}",
+                hint=f"e.g. -- --{key} 8" if kind is int else f"e.g. -- --{key} 0.5",
+            )
 
 
 def read_recipe_file(path: Path) -> dict[str, Any]:
@@ -170,6 +225,8 @@ def resolve_recipe(
         recipe.min_pixels, recipe.max_pixels = int(recipe.min_pixels), int(recipe.max_pixels)
         recipe.budget  # noqa: B018 - validates min <= max
         recipe.grammar = get_grammar(recipe.grammar).name  # an unknown name is a SatoriError
+        check_swift_numbers(recipe.swift)
+        check_swift_numbers(recipe.sft or {})
     except (TypeError, ValueError) as exc:
         raise SatoriError(f"invalid recipe ({name}): {exc}") from exc
     return recipe

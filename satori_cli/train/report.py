@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from satori_cli import outputs
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import parse
 from satori_cli.pixels import PixelBudget
@@ -30,6 +31,52 @@ class Report:
     out_dir: Path
     files: list[Path] = field(default_factory=list)
     eval_command: str | None = None  # the grounding evaluation of the run's val split, if it has one
+    notes: list[str] = field(default_factory=list)  # what the plots alone would not say
+
+
+# Each series of a panel gets its own line style and marker, so one drawn over another still shows.
+STYLES = (("-", "o"), ("--", "s"), ("-.", "^"), (":", "D"), ((0, (5, 1, 1, 1)), "v"), ((0, (1, 3)), "x"))
+FLAT = 1e-9  # a series whose values all lie within this of each other is flat
+
+
+def series_notes(series: dict[str, list[float]]) -> dict[str, str]:
+    """Legend notes: a flat series says its value; one that repeats an earlier one says which.
+
+    >>> series_notes({"total": [0.0, 0.0], "format": [0.0, 0.0], "kl": [0.1, 0.2]})
+    {'total': 'flat at 0.000', 'format': 'flat at 0.000, = total'}
+    >>> series_notes({"mean": [1.0, 2.0], "max": [1.0, 2.0]})
+    {'max': '= mean'}
+    """
+    notes: dict[str, str] = {}
+    seen: list[tuple[str, list[float]]] = []
+    for label, ys in series.items():
+        parts = []
+        if ys and max(ys) - min(ys) <= FLAT:
+            parts.append(f"flat at {ys[0]:.3f}")
+        same = next((o for o, other in seen if len(other) == len(ys) and _close(other, ys)), None)
+        if same is not None:
+            parts.append(f"= {same}")
+        seen.append((label, ys))
+        if parts:
+            notes[label] = ", ".join(parts)
+    return notes
+
+
+def _close(a: list[float], b: list[float]) -> bool:
+    return all(abs(x - y) <= FLAT for x, y in zip(a, b, strict=True))
+
+
+def zero_rewards_note(rows: list[dict[str, Any]]) -> str | None:
+    """The line to print when every logged reward is 0 at every step (a random model's run),
+    so a flat plot is not taken for a broken one."""
+    keys = ["reward"] + [f"rewards/{n}/mean" for n in runlogs.reward_components(rows)]
+    values = [float(row[k]) for row in rows for k in keys if isinstance(row.get(k), (int, float))]
+    if not values or any(abs(v) > FLAT for v in values):
+        return None
+    return (
+        "every reward is 0 at every step: expected for a random model such as the smoke preset's tiny "
+        "one (it cannot write the format yet, so nothing scores); the plumbing worked"
+    )
 
 
 def _run_budget(run: dict[str, Any]) -> PixelBudget:
@@ -82,7 +129,9 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float
 
 
 def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """rewards.png (total + components), kl.png, completion_length.png, loss.png (+ token accuracy)."""
+    """rewards.png (total + components), kl.png, completion_length.png, loss.png (+ token accuracy).
+    Series that are flat or repeat another say so in the legend, and each has its own line style
+    and marker."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
@@ -107,12 +156,25 @@ def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     ]
     for name, title, series in panels:
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-        drawn = False
-        for key, label in series:
-            xs, ys = _series(rows, key)
-            if xs:
-                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=label)
-                drawn = True
+        data = {label: _series(rows, key) for key, label in series}
+        data = {label: xy for label, xy in data.items() if xy[0]}
+        notes = series_notes({label: ys for label, (_, ys) in data.items()})
+        drawn = bool(data)
+        legend = []
+        for i, (label, (xs, ys)) in enumerate(data.items()):
+            style, marker = STYLES[i % len(STYLES)]
+            shown = f"{label} ({notes[label]})" if label in notes else label
+            ax.plot(
+                xs,
+                ys,
+                linestyle=style,
+                marker=marker,
+                markevery=max(1, len(xs) // 20),
+                markersize=max(3, 10 - 2 * (i % 4)),  # a later marker sits inside an earlier, larger one
+                fillstyle="none" if i else "full",
+                label=shown,
+            )
+            legend.append(shown)
         if not drawn:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title)
@@ -123,7 +185,8 @@ def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             ax.legend(fontsize=8)
         fig.tight_layout()
         path = out_dir / name
-        fig.savefig(path)
+        # The legend as text in the PNG too (tEXt chunk), for tools and tests.
+        fig.savefig(path, metadata={"Title": title, "Description": "; ".join(legend) or "not logged"})
         plt.close(fig)
         written.append(path)
     return written
@@ -236,7 +299,12 @@ def write_gallery(run_dir: Path, out_dir: Path, max_items: int) -> Path:
     return path
 
 
-def write_report(run_dir: Path, out_dir: Path | None = None, max_completions: int = 24) -> Report:
+def write_report(
+    run_dir: Path, out_dir: Path | None = None, max_completions: int = 24, overwrite: bool = False
+) -> Report:
+    """Render into a scratch folder, then move each file into place: a file in `out_dir` that
+    satori did not write is refused (before any is moved) unless `overwrite`. The default
+    folder, RUN_DIR/report, is the run's own and is replaced freely."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SatoriError(f"run folder {run_dir} not found")
@@ -245,10 +313,14 @@ def write_report(run_dir: Path, out_dir: Path | None = None, max_completions: in
         raise SatoriError(
             f"{run_dir} has no training metrics (logging.jsonl)", hint="is it a `satori train` run folder?"
         )
-    out = Path(out_dir) if out_dir else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    report = Report(out)
-    report.files += plot_metrics(rows, out)
-    report.files.append(write_gallery(run_dir, out, max_completions))
+    final = Path(out_dir) if out_dir else run_dir / "report"
+    outputs.ensure_dir(final, "--out")
+    with outputs.staging(final, overwrite=overwrite or out_dir is None) as out:
+        report = Report(out)
+        report.files += plot_metrics(rows, out)
+        report.files.append(write_gallery(run_dir, out, max_completions))
+    report.out_dir, report.files = final, [final / p.name for p in report.files]
     report.eval_command = grounding_eval_command(run_dir)
+    if note := zero_rewards_note(rows):
+        report.notes.append(note)
     return report

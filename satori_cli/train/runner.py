@@ -11,19 +11,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from satori_cli import models
+from satori_cli import models, outputs
 from satori_cli.cmdline import Command, find_program, run
 from satori_cli.config import paths
-from satori_cli.errors import SatoriError, install_hint
+from satori_cli.errors import Interrupted, SatoriError, install_hint
 from satori_cli.grammar import get_grammar
 from satori_cli.pixels import PixelBudget
-from satori_cli.train import datasync, runinfo, runlogs
+from satori_cli.train import datasync, runfolder, runinfo, runlogs
 from satori_cli.train.command import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
 from satori_cli.train.datasync import DEFAULT_TIMEOUT as DEFAULT_DATA_TIMEOUT
 from satori_cli.train.recipe import Recipe, parse_passthrough, read_recipe_file, resolve_recipe
@@ -48,6 +50,7 @@ class TrainOptions:
     master_addr: str | None = None
     master_port: int | None = None  # None: an exported MASTER_PORT, else 29500
     resume: str | None = None
+    overwrite: bool = False  # replace the run already in `output` (only what a run writes)
     extra: list[str] = field(default_factory=list)
     grammar: str | None = None
     rollout_urls: list[str] = field(default_factory=list)  # server mode: running `swift rollout`s
@@ -57,8 +60,12 @@ class TrainOptions:
     stage: str = "grpo"  # grpo (swift rlhf) or sft (swift sft on gold completions)
 
 
+GRPO_KEYS = frozenset({"messages", "images", "bboxs"})
+
+
 def is_prepared_jsonl(path: Path) -> bool:
-    """A JSONL in the GRPO shape satori trains on (first row has messages, images and bboxs)."""
+    """A JSONL in the GRPO shape satori trains on (first row has messages, images and bboxs;
+    `tag_rows` checks every other row)."""
     if path.suffix != ".jsonl" or not path.is_file():
         return False
     with open(path, encoding="utf-8", errors="replace") as handle:
@@ -68,7 +75,7 @@ def is_prepared_jsonl(path: Path) -> bool:
                     row = json.loads(line)
                 except ValueError:
                     return False
-                return isinstance(row, dict) and {"messages", "images", "bboxs"} <= set(row)
+                return isinstance(row, dict) and set(row) >= GRPO_KEYS
     return False
 
 
@@ -84,10 +91,28 @@ def _latest_run_with_checkpoint() -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
 
 
-def resolve_output_and_resume(opts: TrainOptions, preset: str) -> tuple[Path, Path | None]:
+def resolve_output_and_resume(
+    opts: TrainOptions, recipe: Recipe
+) -> tuple[Path, Path | None, runfolder.Claim | None]:
+    """The run folder, the checkpoint to resume from, and (a new run) the folder check's verdict.
+
+    A new run refuses a folder that holds another run (`--overwrite` replaces it); a resumed
+    run that is complete raises `runfolder.RunComplete`. Nodes 1..N-1 of a multi-node run join
+    the folder node 0 claimed.
+    """
     output = Path(opts.output).expanduser().resolve() if opts.output else None
     if opts.resume is None:
-        return output or default_output(preset), None
+        run_dir = output or default_output(recipe.preset)
+        joining = opts.nodes > 1 and (opts.node_rank or 0) > 0
+        return run_dir, None, None if joining else runfolder.claim_new(run_dir, opts.overwrite)
+    run_dir, checkpoint = _resume_point(opts)
+    runfolder.check_resumable(checkpoint, recipe.swift)
+    return run_dir, checkpoint, None
+
+
+def _resume_point(opts: TrainOptions) -> tuple[Path, Path]:
+    output = Path(opts.output).expanduser().resolve() if opts.output else None
+    assert opts.resume is not None
     if opts.resume != "latest":
         checkpoint = Path(opts.resume).expanduser().resolve()
         if not (checkpoint / "trainer_state.json").is_file():
@@ -147,20 +172,54 @@ def tag_rows(src: Path, dest: Path) -> Path:
 
     ms-swift logs a `solution` column next to each completion (and no other column), so this
     is what lets `satori report` find a completion's image and ground-truth boxes. The
-    prompt the model sees is unchanged; the rewards ignore the column.
+    prompt the model sees is unchanged; the rewards ignore the column. Every row must be a
+    prepared row: a broken line is refused here, with its number, not minutes later in swift.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Written beside and renamed over: a reader (another node, a resumed run) never sees half a file.
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    with open(src, encoding="utf-8") as fin, open(tmp, "w", encoding="utf-8") as fout:
-        for n, line in enumerate(fin):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            row.setdefault("solution", str(row.get("id", n)))
-            fout.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, dest)
+    try:
+        with open(src, "rb") as fin, open(tmp, "w", encoding="utf-8") as fout:
+            for n, line in enumerate(fin):
+                if not line.strip():
+                    continue
+                row = _prepared_row(line, src, n + 1)
+                row.setdefault("solution", str(row.get("id", n)))
+                fout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
+
+
+PREPARE_HINT = "make it with `satori data prepare SRC --out DIR`, or pass the raw source as --data"
+
+
+def _prepared_row(line: bytes, src: Path, number: int) -> dict[str, Any]:
+    """One line of a prepared JSONL as a row, or a one-line error naming the line."""
+    from satori_cli.outputs import one_line
+
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SatoriError(
+            f"{src} line {number} is not UTF-8 text (byte {exc.start + 1})", hint=PREPARE_HINT
+        ) from None
+    except json.JSONDecodeError as exc:
+        why = f"{exc.msg} at character {exc.pos + 1}"
+        raise SatoriError(f"{src} line {number} is not valid JSON: {why}", hint=PREPARE_HINT) from None
+    except (ValueError, RecursionError) as exc:
+        raise SatoriError(
+            f"{src} line {number} is not valid JSON: {one_line(exc, 120)}", hint=PREPARE_HINT
+        ) from None
+    if not isinstance(row, dict):
+        raise SatoriError(f"{src} line {number} is not a JSON object", hint=PREPARE_HINT)
+    missing = sorted(GRPO_KEYS - set(row))
+    if missing:
+        raise SatoriError(
+            f"{src} line {number} has no {', '.join(missing)}: not a prepared row", hint=PREPARE_HINT
+        )
+    return row
 
 
 def stage_data(
@@ -263,7 +322,7 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     rollout_urls = tuple(dict.fromkeys(base_url(url) for url in opts.rollout_urls))
     if rollout_urls and launch.gpus == 0:
         raise SatoriError("--rollout-url trains on GPUs: server mode cannot run with --gpus 0 (the CPU)")
-    run_dir, resume = resolve_output_and_resume(opts, recipe.preset)
+    run_dir, resume, claim = resolve_output_and_resume(opts, recipe)
     # Cheap and offline (a hub id is checked by the preflight); the tiny model is built after the data.
     model = models.resolve(recipe.model)
     recipe = inherit_run(recipe, model, opts)
@@ -273,23 +332,35 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     check_stage(recipe, opts)
     names = stage_file_names(opts.stage)
     tagged_path, tagged_val_path = run_dir / "data" / names[0], run_dir / "data" / names[1]
+    made = None
     if prepare_data:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        source = datasync.source_of(recipe.data, recipe.val_data) if launch.nodes > 1 else {}
-        if launch.nodes > 1 and (launch.node_rank or 0) > 0:
-            tagged, tagged_val, _ = datasync.wait_for_data(run_dir, source, opts.data_timeout)
-            train, val = tagged, tagged_val
-        else:
-            train, val = resolve_data(recipe, run_dir)
-            tagged, tagged_val = stage_data(opts.stage, train, val, run_dir, recipe.budget, grammar.name)
-            if launch.nodes > 1:
-                datasync.publish(run_dir, source, tagged, tagged_val)
+        if claim is not None:
+            runfolder.clear_data(claim)
+        made = outputs.missing_root(run_dir)
+        outputs.ensure_dir(run_dir, "--output")
+        try:
+            source = datasync.source_of(recipe.data, recipe.val_data) if launch.nodes > 1 else {}
+            if launch.nodes > 1 and (launch.node_rank or 0) > 0:
+                tagged, tagged_val, _ = datasync.wait_for_data(run_dir, source, opts.data_timeout)
+                train, val = tagged, tagged_val
+            else:
+                train, val = resolve_data(recipe, run_dir)
+                tagged, tagged_val = stage_data(opts.stage, train, val, run_dir, recipe.budget, grammar.name)
+                if launch.nodes > 1:
+                    datasync.publish(run_dir, source, tagged, tagged_val)
+        except BaseException:
+            runfolder.abandon(made, claim)  # a failure before training leaves no run folder behind
+            raise
     else:
         train = Path(recipe.data or tagged_path).expanduser().resolve()
         val = Path(recipe.val_data).expanduser().resolve() if recipe.val_data else None
         tagged, tagged_val = tagged_path, (tagged_val_path if val else None)
     if model.kind == "tiny" and prepare_data:  # built after the data: the cheap checks come first
-        model = models.resolve(recipe.model, build=True)
+        try:
+            model = models.resolve(recipe.model, build=True)
+        except BaseException:
+            runfolder.abandon(made, claim)
+            raise
     plan = TrainPlan(
         recipe=recipe,
         model=model.path,
@@ -304,6 +375,8 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         resume=resume,
         rollout_urls=rollout_urls,
         stage=opts.stage,
+        made_dir=made,
+        claim=claim,
     )
     plan.data_sources = (train, val)
     if plan.server_mode and not rollout_urls:
@@ -375,11 +448,27 @@ def swift_program() -> str:
     return find_program("swift", SWIFT_HINT)
 
 
-class ProgressFeed:
-    """Turns swift's output lines into a rich progress line, keeping the last lines for errors."""
+class ArgumentsRefused(SatoriError):
+    """ms-swift's parser refused the command line (exit 2, nothing trained)."""
 
-    def __init__(self, progress: Any, task: Any) -> None:
-        self.progress, self.task = progress, task
+
+_PARSER_ERROR = re.compile(r"^[\w.-]+: error: (.+)$")
+
+
+def parser_error(lines: Iterable[str]) -> str | None:
+    """argparse's `PROG: error: MESSAGE` among a failed command's last lines, else None."""
+    for line in reversed(list(lines)):
+        if match := _PARSER_ERROR.match(line.strip()):
+            return match.group(1)
+    return None
+
+
+class ProgressFeed:
+    """Turns swift's output lines into progress (`satori_cli.train.progress`), keeping the last
+    lines for errors."""
+
+    def __init__(self, display: Any) -> None:
+        self.display = display
         self.tail: deque[str] = deque(maxlen=40)
         self.last: dict[str, Any] | None = None
         self.start = time.monotonic()
@@ -393,7 +482,7 @@ class ProgressFeed:
         if step is None:
             return
         self.last = metrics
-        self.progress.update(self.task, completed=step[0], total=step[1], description=describe(metrics))
+        self.display.update(step[0], step[1], describe(metrics))
 
 
 def describe(metrics: dict[str, Any]) -> str:
@@ -434,8 +523,7 @@ def run_plan(
     (`train-node<k>.log`) and leaves `run.json` to node 0. `rollout` is the `swift rollout`
     command of a server satori started for this run (recorded with the rest).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    from satori_cli.train.progress import progress_display
     from satori_cli.ui import console
 
     run_dir = plan.output_dir
@@ -481,23 +569,13 @@ def run_plan(
     if record:
         runinfo.write_run_json(run_dir, info)
     start = time.monotonic()
-    with Progress(
-        TextColumn("[bold]step"),
-        MofNCompleteColumn(),
-        BarColumn(bar_width=20),
-        TextColumn("{task.description}"),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console(),
-        transient=False,
-    ) as progress:
-        task = progress.add_task("loading model and data ...", total=None)
-        feed = ProgressFeed(progress, task)
+    with progress_display(console()) as display:
+        feed = ProgressFeed(display)
 
         def on_line(line: str) -> None:
             feed(line)
             if verbose:
-                progress.console.print(line, markup=False, highlight=False)
+                display.line(line)
 
         code = run(command, on_line=on_line, log_path=log_path)
     latest = runlogs.latest_checkpoint(run_dir)
@@ -514,13 +592,18 @@ def run_plan(
     if record:
         runinfo.write_run_json(run_dir, info)
     if code != 0:
+        refused = parser_error(feed.tail) if code == 2 else None
+        if refused:  # swift's argument parser: its one line says it all (the usage runs to pages)
+            raise ArgumentsRefused(
+                f"ms-swift refused an argument: {refused}",
+                hint="`swift rlhf --help` lists them; nothing was trained",
+            )
         tail = "\n".join(feed.tail)
         if code != 130:
             console().print(tail, markup=False, highlight=False)
-        what = "was interrupted" if code == 130 else f"failed with exit code {code}"
+        if code == 130:
+            raise Interrupted(f"swift {command.argv[1]} stopped", hint=f"full log: {log_path}")
         raise SatoriError(
-            f"swift {command.argv[1]} {what}",
-            exit_code=130 if code == 130 else 1,
-            hint=f"full log: {log_path}",
+            f"swift {command.argv[1]} failed with exit code {code}", exit_code=1, hint=f"full log: {log_path}"
         )
     return info

@@ -1,4 +1,4 @@
-"""Where the data commands write: never over a file they did not create, never into a special file.
+"""Where satori writes: never over a file it did not create, never into a special file.
 
 Each folder a data command writes into keeps `.satori-outputs.json`: the name, size and mtime
 of every file satori wrote there. A later run replaces those freely (they are its own, e.g.
@@ -55,22 +55,58 @@ def one_line(text: object, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def ensure_dir(path: Path, what: str = "--out") -> Path:
-    """Create `path` (and parents) and prove it is writable, or fail in one line before any work."""
+def missing_root(path: Path) -> Path | None:
+    """The topmost folder of `path` that does not exist yet (what creating it would make), or None."""
+    path = Path(path).expanduser().absolute()
+    root = None
+    for folder in [path, *path.parents]:
+        if os.path.lexists(folder):
+            break
+        root = folder
+    return root
+
+
+def remove_made(root: Path | None) -> None:
+    """Remove a folder this command made (`missing_root` before making it), with all it holds."""
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def check_folder(path: Path, what: str = "--out") -> bool:
+    """An output folder must be a folder (or not exist yet), never a file or a special file;
+    each missing parent must be creatable under a folder. True when it exists and holds anything."""
     path = Path(path).expanduser()
+    for parent in [path, *path.parents]:
+        try:
+            st = parent.stat()
+        except (FileNotFoundError, NotADirectoryError):  # missing, or under a file (found further up)
+            continue
+        except OSError:  # a name too long, a loop: making the folder says it in one line
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            detail = "is a file" if stat.S_ISREG(st.st_mode) else "is not a folder"
+            where = f"{path}" if parent == path else f"{path}: {parent}"
+            raise SatoriError(f"{what} {where} {detail}", hint="give a folder path")
+        break
     try:
-        for parent in [path, *path.parents]:
-            if parent.exists() and not parent.is_dir():
-                detail = "is a file" if parent.is_file() else "is not a folder"
-                where = f"{path}" if parent == path else f"{path}: {parent}"
-                raise SatoriError(f"{what} {where} {detail}", hint="give a folder path")
-            if parent.is_dir():
-                break
+        return path.is_dir() and any(os.scandir(path))
+    except OSError as exc:
+        raise SatoriError(f"{what} {path} cannot be read ({one_line(exc.strerror or exc)})") from exc
+
+
+def ensure_dir(path: Path, what: str = "--out") -> Path:
+    """Create `path` (and parents) and prove it is writable, or fail in one line before any work
+    (leaving behind none of the folders it made)."""
+    path = Path(path).expanduser()
+    check_folder(path, what)
+    made = missing_root(path)
+    try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".satori-probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
+        remove_made(made)
         raise SatoriError(
             f"{what} {path} is not writable ({one_line(exc.strerror or exc)})",
             hint="choose a folder you can write to",
@@ -170,6 +206,25 @@ def atomic_file(path: Path, mode: str = "w", remember: bool = True, newline: str
         replace(partial, path, remember)
     finally:
         partial.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staging(folder: Path, overwrite: bool = False, what: str = "--out") -> Iterator[Path]:
+    """A scratch folder inside `folder` to write many files into; on success each moves into
+    `folder` (all targets are checked first: nothing moves if one is refused) and is remembered
+    as ours. For writers that name their own files (plots, reports)."""
+    clean_stale(folder)  # what a killed earlier run left
+    scratch = Path(folder) / f".staging.partial-{tag()}"
+    scratch.mkdir()
+    try:
+        yield scratch
+        made = sorted(p for p in scratch.iterdir() if p.is_file())
+        check_targets([Path(folder) / p.name for p in made], overwrite, what)
+        for path in made:
+            os.replace(path, Path(folder) / path.name)
+        record([Path(folder) / p.name for p in made])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
