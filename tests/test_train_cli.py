@@ -135,3 +135,41 @@ def test_preflight_bad_flags(satori, tmp_path):
 
 def test_report_needs_a_run(satori, tmp_path):
     assert_one_line_error(satori("report", str(tmp_path)), "has no training metrics")
+
+
+def test_dry_run_sft_stage(satori, tmp_path, tiny_model):
+    data = prepared(tmp_path)
+    result = satori(
+        "train",
+        "--stage",
+        "sft",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(data),
+        "--dry-run",
+        "--",
+        "--max_steps",
+        "9",
+    )
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if " sft " in line)
+    argv = shlex.split(line)
+    assert argv[argv.index("--max_steps") + 1] == "9" and "--rlhf_type" not in argv
+    assert "--reward_funcs" not in argv and "--external_plugins" not in argv
+    assert argv[argv.index("--system") + 1].endswith("system.txt") and "MAX_PIXELS=12544" in argv
+    assert argv[argv.index("--dataset") + 1].endswith("sft_train.jsonl")
+    assert "gold completion as the assistant turn" in result.stdout
+
+
+def test_stage_errors(satori, tmp_path):
+    data = str(prepared(tmp_path))
+    assert_one_line_error(
+        satori("train", "--preset", "paper", "--stage", "sft", "--data", data, "--dry-run"),
+        "preset 'paper' has no SFT stage",
+    )
+    assert_one_line_error(satori("train", "--stage", "dpo", "--dry-run"), "unknown --stage 'dpo'")
+    assert_one_line_error(
+        satori("train", "--stage", "sft", "--grammar", "r1", "--data", data, "--dry-run"),
+        "--stage sft has no gold <think> text to train the r1 grammar on",
+    )

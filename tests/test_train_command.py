@@ -15,10 +15,8 @@ from satori_cli.train.recipe import list_presets, parse_passthrough, resolve_rec
 FUNCS = ("external_format", "external_bbox_acc", "extern_vqa_acc", "external_caption_acc")
 
 
-@pytest.fixture(scope="module")
-def swift_parser():
-    """ms-swift's RLHF argument parser, built the way `swift rlhf` builds it (no __post_init__)."""
-    from swift.arguments import RLHFArguments
+def _parser(arguments_class):
+    """ms-swift's parser, built the way `swift rlhf` / `swift sft` build it (no __post_init__)."""
     from transformers import HfArgumentParser
 
     try:
@@ -26,11 +24,30 @@ def swift_parser():
     except ImportError:  # pragma: no cover - older layouts
         _patch_get_type_hints = contextlib.nullcontext
     with _patch_get_type_hints():
-        return HfArgumentParser([RLHFArguments])
+        return HfArgumentParser([arguments_class])
 
 
-def make_plan(preset: str, launch: Launch | None = None, extra: list[str] | None = None, **kw) -> TrainPlan:
-    recipe = resolve_recipe(preset, overrides={"swift": parse_passthrough(extra or [])})
+@pytest.fixture(scope="module")
+def swift_parser():
+    """ms-swift's RLHF argument parser."""
+    from swift.arguments import RLHFArguments
+
+    return _parser(RLHFArguments)
+
+
+@pytest.fixture(scope="module")
+def sft_parser():
+    """ms-swift's SFT argument parser (`swift sft`)."""
+    from swift.arguments import SftArguments
+
+    return _parser(SftArguments)
+
+
+def make_plan(
+    preset: str, launch: Launch | None = None, extra: list[str] | None = None, stage: str = "grpo", **kw
+) -> TrainPlan:
+    key = "sft" if stage == "sft" else "swift"
+    recipe = resolve_recipe(preset, overrides={key: parse_passthrough(extra or [])})
     return TrainPlan(
         recipe=recipe,
         model=kw.get("model", "Qwen/Qwen2.5-VL-3B-Instruct"),
@@ -43,6 +60,7 @@ def make_plan(preset: str, launch: Launch | None = None, extra: list[str] | None
         launch=launch or Launch(gpus=recipe.gpus),
         local_qwen2_5_vl=kw.get("local", False),
         resume=kw.get("resume"),
+        stage=stage,
     )
 
 
@@ -72,6 +90,35 @@ def test_every_argument_exists_in_ms_swift_4(swift_parser, preset, launch, extra
             assert removed not in cmd.argv
         flags = [a for a in cmd.argv if a.startswith("--")]
         assert len(flags) == len(set(flags)), "a flag appears twice"
+
+
+SFT_PRESETS = [p for p in list_presets() if resolve_recipe(p).sft]
+
+
+def test_presets_with_a_cold_start_stage():
+    assert SFT_PRESETS == ["learn", "smoke"]
+
+
+@pytest.mark.parametrize("preset", SFT_PRESETS)
+def test_every_sft_argument_exists_in_ms_swift_4(sft_parser, swift_parser, preset):
+    extra = ["--max_steps", "7", "--seed=3"]
+    plan = make_plan(preset, extra=extra, stage="sft", local=True, model="/m/tiny", val_path=Path("/v.jsonl"))
+    ((_, cmd),) = build_commands(plan, "/venv/bin/swift")
+    assert cmd.argv[:2] == ["/venv/bin/swift", "sft"]
+    ns, rest = sft_parser.parse_known_args(cmd.argv[2:])
+    assert rest == []
+    flags = [a for a in cmd.argv if a.startswith("--")]
+    assert len(flags) == len(set(flags)), "a flag appears twice"
+    # The same prompt, template, budget and output layout as GRPO; no rewards.
+    assert ns.model == "/m/tiny" and ns.model_type == "qwen2_5_vl" and ns.template == "qwen2_5_vl"
+    assert ns.system == "/p/system.txt" and ns.output_dir == "/runs/r1" and ns.add_version is False
+    assert ns.dataset == ["/data/train.jsonl"] and ns.val_dataset == ["/v.jsonl"]
+    assert ns.max_steps == 7 and ns.seed == 3 and ns.tuner_type == "full"
+    assert "--reward_funcs" not in cmd.argv and "--rlhf_type" not in cmd.argv
+    assert cmd.env == make_plan(preset).env()
+    # GRPO-only arguments are not SFT arguments: the check would catch one in an sft: section.
+    _, rest = sft_parser.parse_known_args(["--num_generations", "8", "--beta", "0"])
+    assert rest == ["--num_generations", "8", "--beta", "0"]
 
 
 def test_the_check_catches_removed_arguments(swift_parser):

@@ -108,3 +108,43 @@ def test_smoke_train_resume_report(satori, tmp_path, tiny_model):
         ):
             assert row[name] is not None
             assert row[name] == pytest.approx(float(item[cls]), abs=1e-6)
+
+
+def test_sft_stage_then_grpo_from_the_run_folder(satori, tmp_path, tiny_model):
+    """`--stage sft` trains on gold completions; `--model SFT_RUN` starts GRPO from its last
+    checkpoint in its own pixel budget (not the preset's)."""
+    sft = tmp_path / "sft"
+    config = tmp_path / "budget.yaml"
+    config.write_text("min_pixels: 3136\nmax_pixels: 6272\n")  # not the smoke preset's 12544
+    done = satori(
+        "train", "--stage", "sft", "--model", str(tiny_model), "--config", str(config), "-o", str(sft)
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert runlogs.latest_checkpoint(sft) == sft / "checkpoint-2"
+    assert [m["step"] for m in runlogs.read_metrics(sft)] == [1, 2] and "token acc" in done.stdout
+    info = json.loads((sft / "run.json").read_text())
+    assert info["stage"] == "sft" and info["status"] == "ok" and info["command"][0]["argv"][1] == "sft"
+    assert info["command"][0]["env"]["MAX_PIXELS"] == "6272"
+    # swift trained on the gold completions, boxes in the 6272 budget's frame.
+    from satori_cli.pixels import PixelBudget
+    from satori_cli.train.targets import gold_completion
+
+    rows = [json.loads(line) for line in (sft / "data" / "sft_train.jsonl").read_text().splitlines()]
+    assert rows and all(
+        r["messages"][-1]["content"] == gold_completion(r, PixelBudget(3136, 6272)) for r in rows
+    )
+    assert "[LABELS]" in (sft / "train.log").read_text()  # swift logged the labelled assistant turn
+
+    grpo = tmp_path / "grpo"
+    done = satori("train", "--model", str(sft), "-o", str(grpo))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    info = json.loads((grpo / "run.json").read_text())
+    assert info["stage"] == "grpo" and info["model"] == str(sft / "checkpoint-2")
+    assert info["recipe"]["max_pixels"] == 6272  # the SFT run's budget, not the smoke preset's
+    assert info["command"][0]["env"]["MAX_PIXELS"] == "6272"
+    assert len(runlogs.reward_components(runlogs.read_metrics(grpo))) == REWARD_CLASSES
+
+    for run in (sft, grpo):
+        report = satori("report", str(run))
+        assert report.returncode == 0, report.stderr
+        assert (run / "report" / "loss.png").read_bytes()[:4] == b"\x89PNG"

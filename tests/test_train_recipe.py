@@ -10,7 +10,7 @@ from satori_cli.train.recipe import list_presets, parse_passthrough, resolve_rec
 
 
 def test_bundled_presets():
-    assert list_presets() == ["fast", "lora", "paper", "server", "smoke"]
+    assert list_presets() == ["fast", "learn", "lora", "paper", "server", "smoke"]
 
 
 def test_server_is_the_paper_recipe_with_rollouts_on_gpus_of_their_own():
@@ -78,6 +78,25 @@ def test_smoke_is_tiny_and_cpu():
     assert r.preset == "smoke" and r.model == "tiny" and r.gpus == 0
     assert r.swift["max_steps"] == 2 and r.swift["torch_dtype"] == "float32" and "deepspeed" not in r.swift
     assert r.max_pixels < PAPER_BUDGET.min_pixels
+
+
+def test_stage_arguments(tmp_path):
+    r = resolve_recipe("smoke", overrides={"sft": parse_passthrough(["--max_steps", "5"])})
+    assert r.stage_args("sft")["max_steps"] == "5" and r.stage_args("grpo")["max_steps"] == 2
+    assert "num_generations" not in r.sft and "learning_rate" in r.sft
+    assert resolve_recipe("paper").sft == {}  # no cold-start stage in the published recipe
+    cfg = tmp_path / "recipe.yaml"
+    cfg.write_text("sft:\n  learning_rate: 0.5\n")
+    assert resolve_recipe("smoke", cfg).sft["learning_rate"] == 0.5
+
+
+def test_learn_is_sft_then_grpo_on_the_cpu():
+    r = resolve_recipe("learn")
+    assert r.gpus == 0 and r.sft and r.swift and r.budget.max_pixels <= 12544
+    for args in (r.sft, r.swift):
+        # The miniature's vision tower is random: both stages train it.
+        assert args["freeze_vit"] is False and args["torch_dtype"] == "float32"
+    assert r.swift["log_completions"] is True  # `satori report` draws the reward curves
 
 
 def test_precedence_preset_config_flags(tmp_path):

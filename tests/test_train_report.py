@@ -89,6 +89,7 @@ def test_report_draws_predicted_and_true_boxes(tmp_path):
         "rewards.png",
         "kl.png",
         "completion_length.png",
+        "loss.png",
         "gallery.html",
     }
     page = (run / "report" / "gallery.html").read_text()

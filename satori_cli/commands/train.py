@@ -8,14 +8,19 @@ import typer
 
 from satori_cli.grammar import GRAMMAR_HELP
 
-TRAIN_HELP = """Train with SATORI's GRPO recipe on ms-swift 4.x (`swift rlhf --rlhf_type grpo`).
+TRAIN_HELP = """Train with SATORI's GRPO recipe on ms-swift 4.x (`swift rlhf --rlhf_type grpo`),
+or, with --stage sft, a cold-start SFT (`swift sft`) on gold SATORI completions.
 
 Presets (--preset): paper (the published recipe, 4 GPUs), fast (paper + vLLM colocated
 rollouts), server (8 GPUs: vLLM rollouts on 2 of them via `swift rollout`, training on 6),
-lora (one 24 GB GPU), smoke (tiny model on CPU, 2 steps; the default).
+lora (one 24 GB GPU), smoke (tiny model on CPU, 2 steps; the default), learn (SFT then GRPO
+on a CPU miniature that learns; `make learn`).
 Precedence: preset < --config FILE < flags < arguments after `--`, which go to swift as is:
 
   satori train --preset smoke
+
+  satori train --preset learn --stage sft --model M --data D -o runs/sft
+  satori train --preset learn --model runs/sft --data D -o runs/grpo
 
   satori train --preset paper --gpus 4 --data data/vqa/train.jsonl --output runs/paper
 
@@ -34,7 +39,16 @@ Precedence: preset < --config FILE < flags < arguments after `--`, which go to s
 
 def train(
     preset: str = typer.Option(
-        None, "--preset", "-p", help="Recipe: paper, fast, lora or smoke (default: smoke, or the config's)."
+        None,
+        "--preset",
+        "-p",
+        help="Recipe: paper, fast, server, lora, smoke or learn (default: smoke, or the config's).",
+    ),
+    stage: str = typer.Option(
+        "grpo",
+        "--stage",
+        "-s",
+        help="grpo (swift rlhf with the four rewards) or sft (swift sft on gold completions).",
     ),
     config: Path = typer.Option(
         None, "--config", "-c", help="A recipe YAML (keys as in the presets); flags override it."
@@ -150,6 +164,7 @@ def train(
         resume=str(resume_from) if resume_from is not None else ("latest" if resume else None),
         overwrite=overwrite,
         extra=list(swift_args or []),
+        stage=stage,
         grammar=grammar,
         rollout_urls=list(rollout_url or []),
         rollout_gpus=rollout_gpus,
@@ -239,11 +254,11 @@ def report(
         24, "--max-completions", help="Completions in the gallery (the latest steps first)."
     ),
 ) -> None:
-    """Plot a run's rewards, KL and completion length, and a gallery of its completions.
+    """Plot a run's rewards, KL, completion length and loss, and a gallery of its completions.
 
-    PNG plots over steps of the total reward and each component, KL and completion length, and a
-    self-contained HTML gallery of logged completions with predicted (red) and ground-truth
-    (green) boxes drawn on their images.
+    PNG plots over steps of the total reward and each component, KL, completion length and the
+    training loss (with token accuracy for an SFT run), and a self-contained HTML gallery of
+    logged completions with predicted (red) and ground-truth (green) boxes drawn on their images.
     """
     from satori_cli.train.report import write_report
     from satori_cli.ui import console

@@ -4,7 +4,8 @@ Each row asks about the shapes (colour, count, kind, left/right), and carries th
 caption of the whole picture and the ground-truth boxes of the shapes the answer is about,
 in original-image pixels. The raw form is Visual-CoT-like (`question`, `answer`, `image`,
 `bboxs`, `width`, `height`, `dataset`, `split`, `image_caption`), the form `prepare` reads.
-Sizes include ones that are not multiples of 28, so the pixel budget matters.
+Sizes include ones that are not multiples of 28, so the pixel budget matters. Captions and
+multi-box answers list the shapes left to right.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ def make_row(index: int, rng: random.Random, size: tuple[int, int] | None = None
     boxes: list[list[float]] = []
     for _ in range(n):
         boxes.append(_place(rng, width, height, boxes))
+    # Left to right: the caption and a multi-box answer list the objects in an order the image
+    # determines (not the order they were drawn in), so a model can learn to say it.
+    order = sorted(range(n), key=lambda j: (boxes[j][0], boxes[j][1]))
+    colors, shapes, boxes = ([seq[j] for j in order] for seq in (colors, shapes, boxes))
     image = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(image)
     for shape, color, box in zip(shapes, colors, boxes, strict=True):

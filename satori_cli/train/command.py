@@ -1,10 +1,11 @@
-"""Build the exact `swift rlhf --rlhf_type grpo` command(s) a training run executes.
+"""Build the exact `swift rlhf --rlhf_type grpo` (or, for the SFT stage, `swift sft`) command(s)
+a training run executes.
 
 One builder, pure (no imports of swift, no file access beyond what the caller resolved), so
 `--dry-run`, the real run, the benchmark and the tests all see the same argv. Multi-GPU and
-multi-node use ms-swift's own launcher: with `NPROC_PER_NODE`/`NNODES` set, `swift rlhf`
-re-executes itself under `torch.distributed.run`, so every node runs the same argv and only
-`NODE_RANK` differs. The training processes see exactly their own GPUs (`devices`, chosen by
+multi-node use ms-swift's own launcher: with `NPROC_PER_NODE`/`NNODES` set, `swift rlhf` (and
+`swift sft`) re-executes itself under `torch.distributed.run`, so every node runs the same argv and
+only `NODE_RANK` differs. The training processes see exactly their own GPUs (`devices`, chosen by
 `satori_cli.train.devices`); in server mode the rollouts come from `swift rollout` servers
 (`rollout_urls`) on other GPUs or machines.
 """
@@ -108,14 +109,25 @@ class TrainPlan:
     rollout_urls: tuple[str, ...] = ()
     # The rollout server `satori train` starts itself on this machine (one node, no --rollout-url).
     managed_rollout: RolloutSpec | None = None
+    stage: str = "grpo"  # "grpo": swift rlhf with the rewards; "sft": swift sft on gold completions
     # The folder this invocation created (removed if it fails before training), and for
     # --overwrite the earlier run's entries to remove once the preflight has passed.
     made_dir: Path | None = None
     claim: Claim | None = None
 
+    @property
+    def stage_args(self) -> dict[str, Any]:
+        """The recipe's ms-swift arguments for this stage."""
+        return self.recipe.stage_args(self.stage)
+
     def swift_args(self) -> dict[str, Any]:
-        """The ms-swift arguments in order: fixed plumbing first, then the recipe (which wins)."""
-        args: dict[str, Any] = {"rlhf_type": "grpo", "model": self.model}
+        """The ms-swift arguments in order: fixed plumbing first, then the recipe (which wins).
+
+        Both stages get the same model, template, system prompt and output layout; only GRPO
+        gets the reward plugin.
+        """
+        args: dict[str, Any] = {"rlhf_type": "grpo"} if self.stage == "grpo" else {}
+        args["model"] = self.model
         if self.local_qwen2_5_vl:
             # A local folder's template is ambiguous to swift (qwen2_5_vl vs mimo_vl).
             args.update({"model_type": "qwen2_5_vl", "template": "qwen2_5_vl"})
@@ -123,8 +135,12 @@ class TrainPlan:
             {
                 "dataset": [str(self.train_path)],
                 "val_dataset": [str(self.val_path)] if self.val_path else None,
-                "external_plugins": [str(self.plugin)],
-                "reward_funcs": list(self.reward_funcs),
+            }
+        )
+        if self.stage == "grpo":
+            args.update({"external_plugins": [str(self.plugin)], "reward_funcs": list(self.reward_funcs)})
+        args.update(
+            {
                 "system": str(self.system_prompt),
                 "output_dir": str(self.output_dir),
                 # The run folder is the output folder: run.json, the log and the checkpoints sit together.
@@ -135,8 +151,8 @@ class TrainPlan:
                 "run_name": self.output_dir.name,
             }
         )
-        args.update(self.recipe.swift)
-        if self.rollout_urls:
+        args.update(self.stage_args)
+        if self.rollout_urls and self.stage == "grpo":
             args.update({"use_vllm": True, "vllm_mode": "server"})
             args["vllm_server_base_url"] = list(self.rollout_urls)
         if self.resume is not None:
@@ -162,13 +178,13 @@ class TrainPlan:
     @property
     def evaluating(self) -> bool:
         """Whether swift will evaluate: a validation file, or a split of the training data."""
-        ratio = float(self.recipe.swift.get("split_dataset_ratio", 0) or 0)
+        ratio = float(self.stage_args.get("split_dataset_ratio", 0) or 0)
         return self.val_path is not None or ratio > 0
 
 
 def build_commands(plan: TrainPlan, swift_bin: str = "swift") -> list[tuple[int, Command]]:
     """`[(node_rank, Command), ...]`: the same argv on every node, the environment per node."""
-    argv = [swift_bin, "rlhf", *flag_args(plan.swift_args())]
+    argv = [swift_bin, "sft" if plan.stage == "sft" else "rlhf", *flag_args(plan.swift_args())]
     return [(rank, Command(list(argv), plan.env(rank))) for rank in plan.launch.ranks()]
 
 

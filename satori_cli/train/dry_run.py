@@ -101,7 +101,7 @@ def dry_run_text(opts: TrainOptions) -> str:
         else f"{launch.nodes} node(s) x {launch.gpus} GPU(s) = {launch.world_size} training process(es)"
     )
     lines = [
-        f"# satori train --preset {plan.recipe.preset}: {plan.recipe.description}",
+        f"# satori train --preset {plan.recipe.preset} --stage {plan.stage}: {plan.recipe.description}",
         f"# {shape}; run folder {plan.output_dir}",
     ]
     if plan.resume is not None:
@@ -112,11 +112,13 @@ def dry_run_text(opts: TrainOptions) -> str:
         f"system prompt {plan.system_prompt} ({grammar.prompt_source})"
     )
     source = plan.recipe.data or "the generated sample set"
-    prepared = "node 0 prepares it once, the other nodes wait for it" if launch.nodes > 1 else ""
-    lines.append(
-        f"# data: {source} -> {plan.train_path} (rows get solution=<id> for the report)"
-        + (f"; {prepared}" if prepared else "")
+    what = (
+        "rows get their gold completion as the assistant turn"
+        if plan.stage == "sft"
+        else "rows get solution=<id> for the report"
     )
+    prepared = "node 0 prepares it once, the other nodes wait for it" if launch.nodes > 1 else ""
+    lines.append(f"# data: {source} -> {plan.train_path} ({what})" + (f"; {prepared}" if prepared else ""))
     lines.append(f"# trackers: {', '.join(plan.report_to)} (run name {plan.swift_args().get('run_name')})")
     lines.extend(rollout_lines(plan, opts, program, split))
     for rank, command in build_commands(plan, program):

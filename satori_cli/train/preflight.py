@@ -72,7 +72,9 @@ def check_token_env(budget: PixelBudget, environ: Mapping[str, str] | None = Non
 
 
 def check_batch(plan: TrainPlan) -> None:
-    problem = generation_batch_check(plan.recipe.swift, plan.launch.world_size, plan.evaluating)
+    if plan.stage != "grpo":  # generation groups exist only in GRPO
+        return
+    problem = generation_batch_check(plan.stage_args, plan.launch.world_size, plan.evaluating)
     if problem:
         raise SatoriError(
             problem,
@@ -169,7 +171,7 @@ def check_memory(plan: TrainPlan, found: list[Gpu]) -> None:
     size = model_size(plan.model)
     if size is None:
         return
-    problem = memory_shortfall(size, plan.swift_args(), found, plan.launch.gpus)
+    problem = memory_shortfall(size, plan.swift_args(), found, plan.launch.gpus, stage=plan.stage)
     if problem:
         raise SatoriError(
             problem, hint="try --preset lora, more GPUs (ZeRO shards the optimizer), or --skip-memory-check"

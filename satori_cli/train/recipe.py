@@ -1,7 +1,8 @@
 """Training recipes: a preset file, overlaid by a user's `--config` YAML, overlaid by flags.
 
 A recipe is plain data (`satori_cli/presets/*.yaml`): the launch shape (`gpus`), what it needs
-installed (`needs`), the pixel budget and the ms-swift arguments under `swift:`. Keeping the
+installed (`needs`), the pixel budget, the `swift rlhf` (GRPO) arguments under `swift:` and,
+for presets with a cold-start stage, the `swift sft` arguments under `sft:`. Keeping the
 published numbers in one data file per preset means the README, `--dry-run` and the real run
 all read the same source.
 """
@@ -19,6 +20,8 @@ from satori_cli.grammar import DEFAULT_GRAMMAR, get_grammar
 from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
 
 DEFAULT_PRESET = "smoke"
+STAGES = ("grpo", "sft")  # `swift rlhf --rlhf_type grpo` (the `swift:` arguments), `swift sft` (`sft:`)
+STAGE_KEYS = {"grpo": "swift", "sft": "sft"}
 # The ms-swift arguments satori itself reads before launching (the preflight's batch, memory and
 # resume checks, the rollout server's context), with swift's types: a value that is not one is
 # refused in one line here. Every other argument is checked by swift's own parser, whose message
@@ -49,6 +52,7 @@ RECIPE_KEYS = frozenset(
         "min_pixels",
         "max_pixels",
         "swift",
+        "sft",
         "data",
         "val_data",
         "grammar",
@@ -71,6 +75,7 @@ class Recipe:
     min_pixels: int = PAPER_MIN_PIXELS
     max_pixels: int = PAPER_MAX_PIXELS
     swift: dict[str, Any] = field(default_factory=dict)
+    sft: dict[str, Any] = field(default_factory=dict)
     data: str | None = None
     val_data: str | None = None
     grammar: str = DEFAULT_GRAMMAR  # output grammar: prompt and rewards (satori_cli.grammar.GRAMMARS)
@@ -78,6 +83,10 @@ class Recipe:
     @property
     def budget(self) -> PixelBudget:
         return PixelBudget(self.min_pixels, self.max_pixels)
+
+    def stage_args(self, stage: str) -> dict[str, Any]:
+        """The ms-swift arguments of a stage: `swift:` for GRPO, `sft:` for SFT."""
+        return self.sft if stage == "sft" else self.swift
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +99,7 @@ class Recipe:
             "min_pixels": self.min_pixels,
             "max_pixels": self.max_pixels,
             "swift": copy.deepcopy(self.swift),
+            "sft": copy.deepcopy(self.sft),
             "data": self.data,
             "val_data": self.val_data,
             "grammar": self.grammar,
@@ -129,8 +139,11 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
             f"{what} {path} has unknown key(s): {', '.join(unknown)}",
             hint=f"allowed: {', '.join(sorted(RECIPE_KEYS))}; ms-swift arguments go under 'swift:'",
         )
-    if "swift" in data and not isinstance(data["swift"] or {}, dict):
-        raise SatoriError(f"{what} {path}: 'swift' must be a mapping of ms-swift argument names to values")
+    for key in STAGE_KEYS.values():
+        if key in data and not isinstance(data[key] or {}, dict):
+            raise SatoriError(
+                f"{what} {path}: '{key}' must be a mapping of ms-swift argument names to values"
+            )
     for key in TEXT_KEYS:
         if data.get(key) is not None and not isinstance(data[key], str):
             raise SatoriError(f"{what} {path}: '{key}' must be text, not {_shown(data[key])}")
@@ -179,11 +192,11 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """`top` wins key by key; the `swift` mapping is merged argument by argument."""
+    """`top` wins key by key; the `swift` and `sft` mappings are merged argument by argument."""
     out = copy.deepcopy(base)
     for key, value in top.items():
-        if key == "swift":
-            out["swift"] = {**out.get("swift", {}), **(value or {})}
+        if key in STAGE_KEYS.values():
+            out[key] = {**(out.get(key) or {}), **(value or {})}
         elif value is not None:
             out[key] = copy.deepcopy(value)
     return out
@@ -213,6 +226,7 @@ def resolve_recipe(
         recipe.budget  # noqa: B018 - validates min <= max
         recipe.grammar = get_grammar(recipe.grammar).name  # an unknown name is a SatoriError
         check_swift_numbers(recipe.swift)
+        check_swift_numbers(recipe.sft or {})
     except (TypeError, ValueError) as exc:
         raise SatoriError(f"invalid recipe ({name}): {exc}") from exc
     return recipe

@@ -1,7 +1,8 @@
 """`satori report RUN_DIR`: PNG plots of a run and an HTML gallery of its completions.
 
-Plots (over training steps): the total reward with each component's mean, KL, and the mean
-completion length. The gallery shows logged completions on their images: predicted boxes
+Plots (over training steps): the total reward with each component's mean, KL, the mean
+completion length, and the loss (with token accuracy for an SFT run). The gallery shows
+logged completions on their images: predicted boxes
 (red; the model answers in resized-input pixels, mapped back with the run's pixel budget)
 and ground-truth boxes (green, original pixels), with the caption, answer and each reward.
 Images are inlined as base64 so the HTML file can be mailed or opened anywhere.
@@ -128,8 +129,9 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float
 
 
 def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """rewards.png (total + components), kl.png, completion_length.png. Series that are flat or
-    repeat another say so in the legend, and each has its own line style and marker."""
+    """rewards.png (total + components), kl.png, completion_length.png, loss.png (+ token accuracy).
+    Series that are flat or repeat another say so in the legend, and each has its own line style
+    and marker."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
@@ -145,6 +147,11 @@ def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
             "completion_length.png",
             "completion length (tokens)",
             [("completions/mean_length", "mean"), ("completions/max_length", "max")],
+        ),
+        (
+            "loss.png",
+            "training loss (SFT: and token accuracy)",
+            [("loss", "loss"), ("token_acc", "token acc")],
         ),
     ]
     for name, title, series in panels:

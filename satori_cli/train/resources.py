@@ -169,8 +169,10 @@ def _num(swift: dict[str, Any], key: str, default: float) -> float:
     return default if value is None else float(value)
 
 
-def estimate_parts(size: ModelSize, swift: dict[str, Any], gpus_per_node: int) -> dict[str, float]:
-    """Bytes per GPU of each term, for GRPO with this recipe.
+def estimate_parts(
+    size: ModelSize, swift: dict[str, Any], gpus_per_node: int, stage: str = "grpo"
+) -> dict[str, float]:
+    """Bytes per GPU of each term, for GRPO (or, with `stage="sft"`, SFT) with this recipe.
 
     Resident: bf16 weights (2 B/param), a reference copy for a full fine-tune with beta > 0,
     gradients (2 B) and AdamW state for the trained parameters (fp32 master 4 B + two moments
@@ -180,8 +182,10 @@ def estimate_parts(size: ModelSize, swift: dict[str, Any], gpus_per_node: int) -
     input per layer with gradient checkpointing), the completion's logits (ms-swift asks the model
     for `logits_to_keep` = max_completion_length + 1 positions; each is held in the weights' dtype,
     upcast to fp32 for the log-softmax, and again as a gradient), and, without vLLM, the KV cache
-    of the HF `generate` that produces a step's completions.
+    of the HF `generate` that produces a step's completions. SFT has no reference copy and no
+    generation, and its logits are those of the labelled tokens (at most max_length).
     """
+    sft = stage == "sft"
     dtype = 4 if str(swift.get("torch_dtype", "bfloat16")) == "float32" else 2
     full = str(swift.get("tuner_type", "lora")) == "full"
     deepspeed = str(swift.get("deepspeed") or "")
@@ -195,7 +199,7 @@ def estimate_parts(size: ModelSize, swift: dict[str, Any], gpus_per_node: int) -
     else:
         trained = size.total * 0.01
     parts: dict[str, float] = {"weights": size.total * dtype / (shards if zero3 else 1)}
-    parts["reference"] = parts["weights"] if full and _num(swift, "beta", 0.04) > 0 else 0.0
+    parts["reference"] = parts["weights"] if full and not sft and _num(swift, "beta", 0.04) > 0 else 0.0
     parts["gradients"] = trained * dtype / shards
     master, moments = (4.0, 8.0) if deepspeed else (0.0, 2.0 * dtype)
     if _flag(swift.get("offload_optimizer", False)):
@@ -204,7 +208,7 @@ def estimate_parts(size: ModelSize, swift: dict[str, Any], gpus_per_node: int) -
 
     batch = _num(swift, "per_device_train_batch_size", 1)
     length = _num(swift, "max_length", 2048)
-    completion = _num(swift, "max_completion_length", 512)
+    completion = _num(swift, "max_length", 2048) - 1 if sft else _num(swift, "max_completion_length", 512)
     checkpointing = _flag(swift.get("gradient_checkpointing", True))
     if size.known_shape:
         per_layer_token = 34 * size.hidden * dtype / 2  # full activations of one layer, one token
@@ -214,7 +218,7 @@ def estimate_parts(size: ModelSize, swift: dict[str, Any], gpus_per_node: int) -
         parts["activations"] = (2.0 if checkpointing else 6.0) * GIB * max(size.billions / 3, 0.5)
     parts["logits"] = batch * (completion + 1) * size.vocab * (dtype + 4 + dtype)
     parts["generation"] = 0.0
-    if not _flag(swift.get("use_vllm", False)) and size.known_shape:
+    if not sft and not _flag(swift.get("use_vllm", False)) and size.known_shape:
         accumulation = _num(swift, "gradient_accumulation_steps", 1)
         sequences = batch * _num(swift, "steps_per_generation", accumulation)
         parts["generation"] = sequences * length * size.layers * 2 * size.kv_dim * dtype
@@ -240,13 +244,13 @@ def vllm_share(swift: dict[str, Any]) -> float:
 
 
 def memory_shortfall(
-    size: ModelSize, swift: dict[str, Any], gpus: list[Gpu], gpus_per_node: int
+    size: ModelSize, swift: dict[str, Any], gpus: list[Gpu], gpus_per_node: int, stage: str = "grpo"
 ) -> str | None:
     """A one-line reason the recipe will not fit the smallest GPU, or None when it should."""
     if not gpus:
         return None
     smallest = min(gpus, key=lambda g: g.memory_gib)
-    parts = estimate_parts(size, swift, gpus_per_node)
+    parts = estimate_parts(size, swift, gpus_per_node, stage)
     resident, transient = resident_and_transient(parts)
     vllm = vllm_share(swift) * smallest.memory_gib * GIB
     # vLLM asleep (level >= 1) frees its KV cache and weights while the policy trains, so the

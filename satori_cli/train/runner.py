@@ -24,6 +24,7 @@ from satori_cli.cmdline import Command, find_program, run
 from satori_cli.config import paths
 from satori_cli.errors import Interrupted, SatoriError, install_hint
 from satori_cli.grammar import get_grammar
+from satori_cli.pixels import PixelBudget
 from satori_cli.train import datasync, runfolder, runinfo, runlogs
 from satori_cli.train.command import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
 from satori_cli.train.datasync import DEFAULT_TIMEOUT as DEFAULT_DATA_TIMEOUT
@@ -56,6 +57,7 @@ class TrainOptions:
     rollout_gpus: int | None = None  # GPUs of the rollout server satori starts (one node)
     report_to: str | None = None  # tensorboard, wandb, swanlab or none
     data_timeout: float = DEFAULT_DATA_TIMEOUT  # nodes 1..N-1 wait this long for node 0's data
+    stage: str = "grpo"  # grpo (swift rlhf) or sft (swift sft on gold completions)
 
 
 GRPO_KEYS = frozenset({"messages", "images", "bboxs"})
@@ -220,6 +222,50 @@ def _prepared_row(line: bytes, src: Path, number: int) -> dict[str, Any]:
     return row
 
 
+def stage_data(
+    stage: str, train: Path, val: Path | None, run_dir: Path, budget: PixelBudget, grammar: str
+) -> tuple[Path, Path | None]:
+    """The files swift reads, in the run folder: GRPO rows tagged with their id (`tag_rows`), or,
+    for SFT, the same rows with their gold completion as the assistant turn (`targets`)."""
+    folder = run_dir / "data"
+    if stage == "sft":
+        from satori_cli.train.targets import write_sft_jsonl
+
+        return (
+            write_sft_jsonl(train, folder / "sft_train.jsonl", budget, grammar),
+            write_sft_jsonl(val, folder / "sft_val.jsonl", budget, grammar) if val else None,
+        )
+    return tag_rows(train, folder / "train.jsonl"), tag_rows(val, folder / "val.jsonl") if val else None
+
+
+def stage_file_names(stage: str) -> tuple[str, str]:
+    return ("sft_train.jsonl", "sft_val.jsonl") if stage == "sft" else ("train.jsonl", "val.jsonl")
+
+
+def check_stage(recipe: Recipe, opts: TrainOptions) -> None:
+    """The SFT stage needs the recipe's `sft:` arguments, gold completions in its grammar, and
+    rollouts exist only in GRPO."""
+    from satori_cli.train.recipe import STAGES
+
+    if opts.stage not in STAGES:
+        raise SatoriError(f"unknown --stage '{opts.stage}'", hint=f"choose one of: {', '.join(STAGES)}")
+    if opts.stage != "sft":
+        return
+    if not recipe.sft:
+        raise SatoriError(
+            f"preset '{recipe.preset}' has no SFT stage (no 'sft:' arguments)",
+            hint="use --preset learn or smoke, or give swift sft arguments under 'sft:' in a --config file",
+        )
+    if opts.rollout_urls or opts.rollout_gpus:
+        raise SatoriError("--stage sft generates nothing: --rollout-url/--rollout-gpus are for GRPO")
+    thinking = get_grammar(recipe.grammar).thinking_tag
+    if thinking:
+        raise SatoriError(
+            f"--stage sft has no gold <{thinking}> text to train the {recipe.grammar} grammar on",
+            hint="cold-start SFT trains the satori or nocap grammar",
+        )
+
+
 def launch_settings(opts: TrainOptions, gpus: int) -> Launch:
     """The launch shape; an exported MASTER_ADDR / MASTER_PORT is honoured unless a flag says otherwise."""
     port = opts.master_port
@@ -254,6 +300,7 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     """
     from satori_cli.prompts import prompt_path
     from satori_cli.rewards import plugin_path
+    from satori_cli.train.recipe import STAGE_KEYS
     from satori_cli.train.rollout import base_url
 
     swift_overrides = parse_passthrough(opts.extra)
@@ -268,7 +315,7 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         "gpus": opts.gpus,
         "rollout_gpus": opts.rollout_gpus,
         "grammar": opts.grammar,
-        "swift": swift_overrides,
+        STAGE_KEYS.get(opts.stage, "swift"): swift_overrides,  # arguments after `--` go to this stage
     }
     recipe = resolve_recipe(opts.preset, opts.config, overrides)
     launch = launch_settings(opts, recipe.gpus)
@@ -282,7 +329,9 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     if resume is not None:
         recipe.grammar = resumed_grammar(run_dir, opts.grammar, recipe.grammar)
     grammar = get_grammar(recipe.grammar)
-    tagged_path, tagged_val_path = run_dir / "data" / "train.jsonl", run_dir / "data" / "val.jsonl"
+    check_stage(recipe, opts)
+    names = stage_file_names(opts.stage)
+    tagged_path, tagged_val_path = run_dir / "data" / names[0], run_dir / "data" / names[1]
     made = None
     if prepare_data:
         if claim is not None:
@@ -296,8 +345,7 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
                 train, val = tagged, tagged_val
             else:
                 train, val = resolve_data(recipe, run_dir)
-                tagged = tag_rows(train, tagged_path)
-                tagged_val = tag_rows(val, tagged_val_path) if val else None
+                tagged, tagged_val = stage_data(opts.stage, train, val, run_dir, recipe.budget, grammar.name)
                 if launch.nodes > 1:
                     datasync.publish(run_dir, source, tagged, tagged_val)
         except BaseException:
@@ -326,6 +374,7 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         local_qwen2_5_vl=model.local and model.model_type == "qwen2_5_vl",
         resume=resume,
         rollout_urls=rollout_urls,
+        stage=opts.stage,
         made_dir=made,
         claim=claim,
     )
@@ -454,6 +503,10 @@ def describe(metrics: dict[str, Any]) -> str:
         parts.append(f"kl {metrics['kl']:.4g}")
     if isinstance(metrics.get("completions/mean_length"), float):
         parts.append(f"len {metrics['completions/mean_length']:.0f}")
+    if not parts:  # SFT: the loss and how many target tokens it predicts right
+        for key, label in (("loss", "loss"), ("token_acc", "token acc")):
+            if isinstance(metrics.get(key), float):
+                parts.append(f"{label} {metrics[key]:.3g}")
     return " ".join(parts) or "training"
 
 
@@ -481,6 +534,7 @@ def run_plan(
     info: dict[str, Any] = {
         "started": runinfo.now(),
         "status": "running",
+        "stage": plan.stage,
         "recipe": plan.recipe.to_dict(),
         "grammar": plan.recipe.grammar,  # what `satori eval/serve/rewards score` follow for this run
         "model": plan.model,
@@ -548,8 +602,8 @@ def run_plan(
         if code != 130:
             console().print(tail, markup=False, highlight=False)
         if code == 130:
-            raise Interrupted("swift rlhf stopped", hint=f"full log: {log_path}")
+            raise Interrupted(f"swift {command.argv[1]} stopped", hint=f"full log: {log_path}")
         raise SatoriError(
-            f"swift rlhf failed with exit code {code}", exit_code=1, hint=f"full log: {log_path}"
+            f"swift {command.argv[1]} failed with exit code {code}", exit_code=1, hint=f"full log: {log_path}"
         )
     return info
