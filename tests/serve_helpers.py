@@ -101,6 +101,7 @@ class FakeServer:
         self.healthy = threading.Event()
         self.healthy.set()
         self.health_polls = 0
+        self.chats_received = 0  # chat requests that arrived, answered or not (tests wait on it)
 
         @self.app.middleware("http")
         async def hooks(request: Request, call_next):
@@ -108,8 +109,10 @@ class FakeServer:
                 self.health_polls += 1
                 if not self.healthy.is_set():
                     return Response(status_code=503)
-            if delay and request.url.path.endswith("/chat/completions"):
-                await asyncio.sleep(delay)
+            if request.url.path.endswith("/chat/completions"):
+                self.chats_received += 1
+                if delay:
+                    await asyncio.sleep(delay)
             return await call_next(request)
 
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -90,6 +90,5 @@ def test_stop_signals_are_ctrl_c_for_every_command(tmp_path, sig):
     image = red_box_image(tmp_path / "in.png", (64, 48), (16, 12, 48, 36))
     with FakeServer(delay=120) as server:
         proc = start("predict", str(image), "where?", "--base-url", server.base_url)
-        time.sleep(3)  # imports done, the request waits on the server
-        assert proc.poll() is None, proc.communicate()
+        wait_for(lambda: server.chats_received > 0, proc)  # the request waits on the server
         interrupted(proc, sig)
