@@ -65,3 +65,26 @@ def run_satori(
 def satori():
     """`satori(*args)` runs the CLI in a subprocess and returns the CompletedProcess."""
     return run_satori
+
+
+# One minimal prepared GRPO row (the shape `satori data prepare` writes), for the CLI tests that
+# only need `--data` to pass the preflight; its image path is never opened.
+PREPARED_ROW = {
+    "id": "a",
+    "messages": [{"role": "user", "content": "<image>Q?"}],
+    "images": ["/x.png"],
+    "bboxs": [[0, 0, 1, 1]],
+    "width": 2,
+    "height": 2,
+    "possible_answers": ["a"],
+    "image_caption": "c",
+}
+
+
+def prepared(tmp_path: Path) -> Path:
+    """`tmp_path/train.jsonl` holding `PREPARED_ROW`."""
+    import json
+
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(PREPARED_ROW) + "\n")
+    return path

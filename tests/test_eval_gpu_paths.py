@@ -1,7 +1,7 @@
 """`satori eval` as on the real checkpoint: pixel budget, decoding, vLLM batching, one model per launch.
 
-The model is the tiny model carrying the real Qwen2.5-VL-3B-Instruct processor and generation
-files (tests/eval_real_style.py), so the traps of the real checkpoint are armed here too.
+The model is the tiny model, which carries the real Qwen2.5-VL-3B-Instruct processor and
+generation files, so the traps of the real checkpoint are armed here too.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_real_style import REAL_SAMPLING, real_style_copy, write_wide_bench
+from eval_real_style import REAL_SAMPLING, write_wide_bench
 
 from satori_cli.decoding import Decoding
 from satori_cli.evaluation.sample_bench import write_tiny_bench
@@ -27,8 +27,8 @@ PAPER = (PAPER_BUDGET.min_pixels, PAPER_BUDGET.max_pixels)
 
 
 @pytest.fixture(scope="module")
-def real_model(tiny_model, tmp_path_factory) -> Path:
-    return real_style_copy(tiny_model, tmp_path_factory.mktemp("real-style") / "qwen2_5_vl")
+def real_model(tiny_model) -> Path:
+    return tiny_model
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -14,6 +14,7 @@ from satori_cli.evaluation.prompting import PromptStyle, chat_messages
 from satori_cli.grammar import GRAMMARS, format_completion, get_grammar
 from satori_cli.prompts import load_prompt
 from satori_cli.train.runinfo import model_grammar, recorded_grammar
+from tests.conftest import prepared as _prepared
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_train_command
@@ -138,22 +139,6 @@ def test_grammar_help_names_every_grammar(satori):
 
 
 # -- train: the grammar's prompt file and rewards reach swift ------------------------------------
-def _prepared(tmp_path: Path) -> Path:
-    path = tmp_path / "train.jsonl"
-    row = {
-        "id": "a",
-        "messages": [{"role": "user", "content": "<image>Q?"}],
-        "images": ["/x.png"],
-        "bboxs": [[0, 0, 1, 1]],
-        "width": 2,
-        "height": 2,
-        "possible_answers": ["a"],
-        "image_caption": "c",
-    }
-    path.write_text(json.dumps(row) + "\n")
-    return path
-
-
 def _swift_argv(stdout: str) -> list[str]:
     import shlex
 

@@ -11,19 +11,9 @@ from pathlib import Path
 import pytest
 
 from satori_cli.evaluation.sample_bench import write_tiny_bench
+from tests.conftest import PREPARED_ROW as ROW
 from tests.conftest import run_satori
 from tests.serve_helpers import red_box_image
-
-ROW = {
-    "id": "a",
-    "messages": [{"role": "user", "content": "<image>Q?"}],
-    "images": ["/x.png"],
-    "bboxs": [[0, 0, 1, 1]],
-    "width": 2,
-    "height": 2,
-    "possible_answers": ["a"],
-    "image_caption": "c",
-}
 
 
 def files(folder: Path) -> dict[str, bytes]:

@@ -21,7 +21,7 @@ from satori_cli.gpus import parse_nvidia_smi
 from satori_cli.train.command import Launch, TrainPlan, build_commands
 from satori_cli.train.recipe import parse_passthrough, resolve_recipe
 from satori_cli.train.rollout import RolloutSpec, max_model_len, rollout_args, rollout_command
-from tests.conftest import REPO, satori_env
+from tests.conftest import REPO, prepared, satori_env
 from tests.fake_rollout import fake_nvidia_smi, fake_swift
 from tests.serve_helpers import free_port, listening
 
@@ -176,22 +176,6 @@ def test_tensorboard_is_the_default_tracker(rlhf_parser):
 
 
 # -- the CLI -----------------------------------------------------------------------------------------
-def prepared(tmp_path: Path) -> Path:
-    path = tmp_path / "train.jsonl"
-    row = {
-        "id": "a",
-        "messages": [{"role": "user", "content": "<image>Q?"}],
-        "images": ["/x.png"],
-        "bboxs": [[0, 0, 1, 1]],
-        "width": 2,
-        "height": 2,
-        "possible_answers": ["a"],
-        "image_caption": "c",
-    }
-    path.write_text(json.dumps(row) + "\n")
-    return path
-
-
 def gpu_env(tmp_path: Path, count: int = 8, **extra: str) -> dict[str, str]:
     """A PATH whose `nvidia-smi` lists `count` H100s (no CUDA_VISIBLE_DEVICES unless given)."""
     bin_dir = tmp_path / "gpu-bin"

@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 
-
-def prepared(tmp_path):
-    path = tmp_path / "train.jsonl"
-    row = {
-        "id": "a",
-        "messages": [{"role": "user", "content": "<image>Q?"}],
-        "images": ["/x.png"],
-        "bboxs": [[0, 0, 1, 1]],
-        "width": 2,
-        "height": 2,
-        "possible_answers": ["a"],
-        "image_caption": "c",
-    }
-    path.write_text(json.dumps(row) + "\n")
-    return path
+from tests.conftest import prepared
 
 
 def assert_one_line_error(result, text: str) -> None:
