@@ -66,7 +66,9 @@ def measure(
     paper's evaluation suffix, which the miniature never saw in training, is left out through
     SATORI_PROMPTS_DIR (an empty `eval_suffix.txt`): with it, the SFT'd miniature's format rate
     falls from 1.0 to 0 (measured), which says nothing about what training taught it."""
-    prompts = folder / "prompts"
+    # Beside the evaluation folder, not in it: `satori eval` writes only into a new or empty
+    # folder (or one that holds an earlier evaluation).
+    prompts = folder.with_name(folder.name + "-prompts")
     prompts.mkdir(parents=True, exist_ok=True)
     (prompts / "eval_suffix.txt").write_text("")
     args = ["eval", "--data", str(rows_path), "--model", str(model), "--gpus", "1"]
@@ -76,7 +78,7 @@ def measure(
         "--work-dir",
         str(folder),
         "--data-dir",
-        str(folder / "lmu"),
+        str(folder.with_name(folder.name + "-lmu")),
     ]
     if budget is not None:
         args += ["--min-pixels", str(budget.min_pixels), "--max-pixels", str(budget.max_pixels)]
