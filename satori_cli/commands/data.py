@@ -21,7 +21,7 @@ data_app = typer.Typer(
 @data_app.command("sample")
 def sample(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the raw sample set into."),
-    n: int = typer.Option(32, "--n", "-n", min=1, help="Number of rows."),
+    rows: int = typer.Option(32, "--rows", "-n", min=1, help="Number of rows."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same set."),
     form: str = typer.Option(
         "jsonl",
@@ -37,8 +37,8 @@ def sample(
     from satori_cli.data.sample import write_sample
     from satori_cli.ui import console
 
-    path = write_sample(out, n=n, seed=seed, form=form, overwrite=overwrite)
-    console().print(f"[green]wrote {n} sample rows:[/] {path}")
+    path = write_sample(out, n=rows, seed=seed, form=form, overwrite=overwrite)
+    console().print(f"[green]wrote {rows} sample rows:[/] {path}")
     console().print(f"next: satori data prepare {path} --out DIR")
 
 
@@ -72,7 +72,6 @@ def prepare(
     column: list[str] = typer.Option(
         None,
         "--column",
-        "-c",
         help="Map a field to a raw column, FIELD=COLUMN (repeatable). Fields: question, answer, image, "
         "bboxs, width, height, caption, id, source, messages.",
     ),
@@ -150,12 +149,12 @@ def prepare(
 @data_app.command("inspect")
 def inspect(
     target: Path = typer.Argument(..., help="A prepared folder (train.jsonl, val.jsonl) or one JSONL file."),
-    samples: int = typer.Option(8, "--samples", "-n", min=0, help="Samples on the contact sheet (0: none)."),
+    rows: int = typer.Option(8, "--rows", "-n", min=0, help="Rows drawn on the contact sheet (0: none)."),
     sheet: Path = typer.Option(
-        None, "--sheet", help="Where to write the contact sheet PNG (default: TARGET/contact_sheet.png)."
+        None, "--out", "-o", help="Where to write the contact sheet PNG (default: TARGET/contact_sheet.png)."
     ),
     seed: int = typer.Option(0, help="Seed for picking the samples."),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP + " Applies to --sheet."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP + " Applies to --out."),
 ) -> None:
     """Print statistics of a prepared set and draw samples with their question, answer and boxes.
 
@@ -168,15 +167,15 @@ def inspect(
     from satori_cli.ui import console
 
     with console().status("reading ..."):
-        stats, rows = inspect_dataset(target, samples=samples, seed=seed)
+        stats, drawn = inspect_dataset(target, samples=rows, seed=seed)
     console().print(inspect_table(stats))
-    if samples and rows:
+    if rows and drawn:
         default = (target if target.is_dir() else target.parent) / "contact_sheet.png"
         out = sheet or default
         with console().status("drawing the contact sheet ..."):
-            contact_sheet(rows, out, overwrite=overwrite)
+            contact_sheet(drawn, out, overwrite=overwrite)
         console().print(
-            f"[green]contact sheet ({len(rows)} samples, ground-truth boxes in magenta):[/] {out}"
+            f"[green]contact sheet ({len(drawn)} samples, ground-truth boxes in magenta):[/] {out}"
         )
     if stats.bad_rows:
         raise SatoriError(

@@ -16,7 +16,9 @@ download_app = typer.Typer(
 )
 
 REVISION = typer.Option(None, "--revision", help="Branch, tag or commit to fetch (default: main).")
-LOCAL_DIR = typer.Option(None, "--local-dir", help="Put the files in this folder instead of the hub cache.")
+LOCAL_DIR = typer.Option(
+    None, "--out", "-o", metavar="DIR", help="Put the files in this folder instead of the hub cache."
+)
 SOURCE = typer.Option("hf", "--source", help="Where to download from: hf (Hugging Face) or modelscope.")
 
 

@@ -35,8 +35,7 @@ def eval_command(
     procs: int = typer.Option(
         1,
         "--gpus",
-        "--procs",
-        "-n",
+        "-g",
         min=1,
         help="Parallelism. transformers: processes under torchrun, one per GPU (on CPU, CPU processes). "
         "vllm: tensor-parallel GPUs of one engine. api: concurrent requests.",
@@ -82,13 +81,19 @@ def eval_command(
         None,
         help="Folder of the official VLMEvalKit TSVs and their decoded images (default: $LMUData if "
         "set, else $SATORI_HOME/data/vlmeval). Offline: place them here. A .tsv given by path is "
-        "linked into WORK_DIR/data instead.",
+        "linked into OUT/data instead.",
     ),
     work_dir: Path = typer.Option(
-        None, help="Output folder (default: a new folder per run under $SATORI_HOME/runs/eval)."
+        None,
+        "--out",
+        "-o",
+        metavar="DIR",
+        help="Output folder (default: a new folder per run under $SATORI_HOME/runs/eval).",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier results in --work-dir."),
-    max_new_tokens: int = typer.Option(2048, min=1, help="Generation length limit (the original's 2048)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier results in --out."),
+    max_new_tokens: int = typer.Option(
+        2048, min=1, help="Most tokens to generate per answer (the original's 2048)."
+    ),
     temperature: float = typer.Option(
         0.0, min=0.0, help="0 = greedy (default, as VLMEvalKit's Qwen2-VL); > 0 samples."
     ),

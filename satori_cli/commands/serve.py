@@ -24,7 +24,7 @@ def serve(
     ),
     host: str = typer.Option("127.0.0.1", help="Address to bind. Loopback by default; 0.0.0.0 exposes it."),
     port: int = typer.Option(8000, help="Port of the OpenAI-compatible API."),
-    gpus: int = typer.Option(1, min=1, help="GPUs for vLLM tensor parallelism."),
+    gpus: int = typer.Option(1, "--gpus", "-g", min=1, help="GPUs for vLLM tensor parallelism."),
     api_key: str = typer.Option(
         None, envvar=API_KEY_ENV, help=f"Require this Bearer key on /v1 (also read from ${API_KEY_ENV})."
     ),
@@ -190,16 +190,17 @@ def predict(
     ),
     save: Path = typer.Option(
         None,
-        "--save",
+        "--out",
+        "-o",
         help="Write the image with the boxes drawn (PNG); a file satori did not write is not replaced "
         "without --overwrite.",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     as_json: bool = typer.Option(
         False, "--json", help="Print the result as JSON (boxes in original pixels)."
     ),
     temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy, repeatable boxes)."),
-    max_tokens: int = typer.Option(512, help="Most tokens to generate."),
+    max_tokens: int = typer.Option(512, "--max-new-tokens", help="Most tokens to generate per answer."),
     grammar: str = typer.Option(
         None,
         "--grammar",
@@ -218,12 +219,12 @@ def predict(
     _check_number(timeout, "--timeout", positive=True)
     _check_number(wait, "--wait")
     _check_number(temperature, "--temperature")
-    _check_number(max_tokens, "--max-tokens", positive=True)
-    if save is not None:  # before the question is asked: a refused --save costs nothing
+    _check_number(max_tokens, "--max-new-tokens", positive=True)
+    if save is not None:  # before the question is asked: a refused --out costs nothing
         from satori_cli import outputs
 
-        outputs.check_folder(save.parent, "--save")
-        outputs.check_target(save, overwrite, "--save")
+        outputs.check_folder(save.parent, "--out")
+        outputs.check_target(save, overwrite, "--out")
     served = _budget_model(model)
     budget = _budget(served)
     if grammar is None and served is not None and served.run is not None:
@@ -240,7 +241,7 @@ def predict(
     with console().status("asking SATORI ...") if not as_json else contextlib.nullcontext():
         prepared, prediction = client.predict(picture, question, temperature, max_tokens)
     if save is not None:
-        outputs.ensure_dir(save.parent, "--save")
+        outputs.ensure_dir(save.parent, "--out")
         with outputs.atomic_file(save, "wb") as fh:
             draw_boxes(prepared.original, prediction).save(fh, format="PNG")
     if as_json:

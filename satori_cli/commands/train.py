@@ -22,7 +22,7 @@ Precedence: preset < --config FILE < flags < arguments after `--`, which go to s
   satori train --preset learn --stage sft --model M --data D -o runs/sft
   satori train --preset learn --model runs/sft --data D -o runs/grpo
 
-  satori train --preset paper --gpus 4 --data data/vqa/train.jsonl --output runs/paper
+  satori train --preset paper --gpus 4 --data data/vqa/train.jsonl --out runs/paper
 
   satori train --preset fast --gpus 8 --nodes 2 --node-rank 0 --master-addr 10.0.0.1 -o /shared/run --data ...
 
@@ -68,8 +68,9 @@ def train(
     ),
     output: Path = typer.Option(
         None,
-        "--output",
+        "--out",
         "-o",
+        metavar="DIR",
         help="Run folder (default: $SATORI_HOME/runs/<preset>-<time>). Multi-node: required, on a "
         "filesystem every node shares.",
     ),
@@ -110,7 +111,7 @@ def train(
         3600, "--data-timeout", help="Multi-node: seconds nodes 1..N-1 wait for node 0's prepared data."
     ),
     resume: bool = typer.Option(
-        False, "--resume", help="Continue from the latest checkpoint of --output (or of the newest run)."
+        False, "--resume", help="Continue from the latest checkpoint of --out (or of the newest run)."
     ),
     resume_from: Path = typer.Option(
         None, "--resume-from", help="Continue from this checkpoint folder (or this run's latest checkpoint)."
@@ -118,7 +119,7 @@ def train(
     overwrite: bool = typer.Option(
         False,
         "--overwrite",
-        help="Replace the run already in --output (only what a run writes; a folder that is not a "
+        help="Replace the run already in --out (only what a run writes; a folder that is not a "
         "satori run is never wiped). Without it an existing run folder is refused.",
     ),
     grammar: str = typer.Option(
