@@ -166,3 +166,21 @@ def test_train_output_is_out_and_swift_args_are_untouched(satori, tmp_path):
     passed = satori("train", "--out", str(run), "--dry-run", "--", "--output", "x")
     assert "note:" not in passed.stderr
     assert "--output x" in passed.stdout + passed.stderr and "--out x" not in passed.stdout + passed.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-new-tokens", "0"], "--max-new-tokens must be a positive number"),
+        (["--temperature", "-1"], "--temperature must be a number >= 0"),
+        (["--temperature", "nan"], "--temperature must be a number >= 0"),
+    ],
+)
+def test_shared_numbers_are_checked_alike_in_eval_and_predict(satori, tmp_path, args, message):
+    """`--max-new-tokens` and `--temperature` are one option each: eval refuses what predict refuses."""
+    image = tmp_path / "i.png"
+    image.write_bytes(b"")
+    for command in (["eval", "--data", "MMStar", "--dry-run"], ["predict", str(image), "q"]):
+        done = satori(*command, *args)
+        assert done.returncode == 2 and message in done.stderr, (command, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from satori_cli.grammar import GRAMMAR_HELP
-from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
+from satori_cli.commands.options import OUT, Grammar, MaxPixels, MinPixels, Overwrite
 
 rewards_app = typer.Typer(
     no_args_is_help=True,
@@ -86,52 +86,45 @@ def _run_folder(run_dir: Path):
 
 @rewards_app.command("score")
 def score(
-    file: Path = typer.Argument(
-        None,
-        help="JSONL rows with 'completion' plus bboxs, width, height, possible_answers, image_caption; "
-        "or a `satori train` run folder (its completions.jsonl, joined to its data, in its pixel budget). "
-        "Boxes in the completions are read in the model's resized-input pixels (Qwen2.5-VL's "
-        "convention: the image resized to the pixel budget) and mapped to the original image, where "
-        "bboxs are; see --boxes. Default: the newest run under $SATORI_HOME/runs.",
-    ),
-    boxes: str = typer.Option(
-        "resized",
-        "--boxes",
-        help="Where the completions' boxes are: `resized` (the model's input at --min/--max-pixels, as "
-        "SATORI and Qwen2.5-VL answer; mapped with the budget) or `original` (original-image pixels, "
-        "e.g. another model family's or hand-written boxes; compared as they are).",
-    ),
-    out: Path = typer.Option(
-        None,
-        "--out",
-        "-o",
-        help="Also write one JSON line of scores per input row to this file (default: only the summary).",
-    ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace an existing --out file satori did not write."
-    ),
-    min_pixels: int = typer.Option(
-        None,
-        help="Budget the boxes were predicted in (default: a run folder's own; else "
-        f"$MIN_PIXELS, else {PAPER_MIN_PIXELS}; unused with --boxes original).",
-    ),
-    max_pixels: int = typer.Option(
-        None,
-        help="Budget the boxes were predicted in (default: a run folder's own; else "
-        f"$MAX_PIXELS, else {PAPER_MAX_PIXELS}; unused with --boxes original).",
-    ),
-    normalized_vqa: bool = typer.Option(
-        False,
-        "--normalized-vqa",
-        help="Also score external_vqa_norm_acc (case, punctuation, articles ignored).",
-    ),
-    show_malformed: int = typer.Option(10, help="How many rejected lines to list by number."),
-    grammar: str = typer.Option(
-        None,
-        "--grammar",
-        help=f"Output grammar whose rewards score FILE: {GRAMMAR_HELP} Default: a run folder's recorded "
-        "grammar, else satori.",
-    ),
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="JSONL rows with 'completion' plus bboxs, width, height, possible_answers, image_caption; "
+            "or a `satori train` run folder (its completions.jsonl, joined to its data, in its pixel "
+            "budget). Boxes in the completions are read in the model's resized-input pixels (Qwen2.5-VL's "
+            "convention: the image resized to the pixel budget) and mapped to the original image, where "
+            "bboxs are; see --boxes. Default: the newest run under $SATORI_HOME/runs.",
+        ),
+    ] = None,
+    boxes: Annotated[
+        str,
+        typer.Option(
+            "--boxes",
+            help="Where the completions' boxes are: `resized` (the model's input at --min/--max-pixels, "
+            "as SATORI and Qwen2.5-VL answer; mapped with the budget) or `original` (original-image "
+            "pixels, e.g. another model family's or hand-written boxes; compared as they are).",
+        ),
+    ] = "resized",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            *OUT,
+            help="Also write one JSON line of scores per input row to this file (default: only the summary).",
+        ),
+    ] = None,
+    overwrite: Overwrite = False,
+    min_pixels: MinPixels = None,
+    max_pixels: MaxPixels = None,
+    normalized_vqa: Annotated[
+        bool,
+        typer.Option(
+            "--normalized-vqa", help="Also score external_vqa_norm_acc (case, punctuation, articles ignored)."
+        ),
+    ] = False,
+    show_malformed: Annotated[
+        int, typer.Option("--show-malformed", help="How many rejected lines to list by number.")
+    ] = 10,
+    grammar: Grammar = None,
 ) -> None:
     """Score every completion of FILE with a grammar's rewards (satori: the paper's four): a table
     of means; per-row scores with --out.
