@@ -67,23 +67,6 @@ def list_rewards() -> None:
             out.print(escape("\n".join("  " + line for line in lines)), soft_wrap=True)
 
 
-def _run_folder(run_dir: Path):
-    """A train run's completions.jsonl, its run settings (None without run.json) and its data rows
-    by id (its grammar is read by `model_grammar`)."""
-    from satori_cli import models
-    from satori_cli.errors import SatoriError
-    from satori_cli.train.report import dataset_rows
-    from satori_cli.train.runinfo import read_run_json
-    from satori_cli.train.runlogs import swift_dirs
-
-    run = read_run_json(run_dir)
-    logged = [d / "completions.jsonl" for d in swift_dirs(run_dir) if (d / "completions.jsonl").is_file()]
-    if not logged:
-        raise SatoriError(f"{run_dir} has no completions.jsonl", hint="train with log_completions on")
-    settings = models.read_run(run_dir) if models.is_run_folder(run_dir) else None
-    return logged[-1], settings, dataset_rows(run, run_dir)
-
-
 @rewards_app.command("score")
 def score(
     file: Annotated[
@@ -137,11 +120,10 @@ def score(
     from rich.table import Table
 
     from satori_cli.errors import SatoriError, install_hint
-    from satori_cli.models import run_budget
-    from satori_cli.pixels import PixelBudget
     from satori_cli.rewards import BY_NAME, missing_libraries
     from satori_cli.rewards.reward_functions import BOX_SPACES
     from satori_cli.rewards.score_file import check_out_path, count_lines, score_jsonl
+    from satori_cli.rewards.scoring_input import scoring_input
     from satori_cli.train.runinfo import model_grammar
     from satori_cli.ui import console
 
@@ -158,19 +140,9 @@ def score(
 
         file = newest_run("score", has="completions.jsonl")
         console().print(f"run: {file} (the newest)", markup=False, soft_wrap=True)
-    env = PixelBudget.from_env()
-    data_rows, run = None, None
     chosen = model_grammar(grammar, file if file.is_dir() else None)
-    if file.is_dir():
-        folder = file
-        file, run, data_rows = _run_folder(folder)
-    if run is not None:  # completions logged in training: scored in the run's own budget
-        budget = run_budget(run, str(folder), min_pixels, max_pixels, "--min-pixels/--max-pixels")
-    else:
-        try:
-            budget = PixelBudget(min_pixels or env.min_pixels, max_pixels or env.max_pixels)
-        except ValueError as exc:
-            raise SatoriError(str(exc), hint="check --min-pixels/--max-pixels") from exc
+    given = scoring_input(file, min_pixels, max_pixels)
+    file, budget, data_rows = given.file, given.budget, given.data_rows
     if not file.is_file():
         raise SatoriError(f"no such file: {file}", hint="pass a JSONL file of completions")
     if out is not None:
