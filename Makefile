@@ -71,21 +71,21 @@ demo: setup
 	@mkdir -p $(DEMO_DIR)
 	$(BIN)/satori doctor --no-hub
 	$(BIN)/satori tiny-model --out $(DEMO_DIR)/tiny-model
-	$(BIN)/satori data sample --out $(DEMO_DIR)/raw --n 32
+	$(BIN)/satori data sample --out $(DEMO_DIR)/raw --rows 32
 	$(BIN)/satori data prepare $(DEMO_DIR)/raw/data.jsonl --out $(DEMO_DIR)/data --val-ratio 0.1
-	$(BIN)/satori data inspect $(DEMO_DIR)/data --samples 8
+	$(BIN)/satori data inspect $(DEMO_DIR)/data --rows 8
 	# --overwrite: each demo replaces the run the previous one left (satori refuses an existing run folder).
 	$(BIN)/satori train --preset smoke --model $(DEMO_DIR)/tiny-model --data $(DEMO_DIR)/data/train.jsonl \
-	    --output $(DEMO_DIR)/train --overwrite
+	    --out $(DEMO_DIR)/train --overwrite
 	$(BIN)/satori report $(DEMO_DIR)/train
 	$(BIN)/satori rewards score $(DEMO_DIR)/train --out $(DEMO_DIR)/reward_scores.jsonl --overwrite
 	$(BIN)/satori data sample-bench --out $(DEMO_DIR)/lmu/TinyBench.tsv
 	$(BIN)/satori eval --data $(DEMO_DIR)/lmu/TinyBench.tsv --model $(DEMO_DIR)/tiny-model --gpus 2 \
-	    --max-new-tokens 16 --data-dir $(DEMO_DIR)/lmu --work-dir $(DEMO_DIR)/eval --overwrite
+	    --max-new-tokens 16 --data-dir $(DEMO_DIR)/lmu --out $(DEMO_DIR)/eval --overwrite
 	# Serving: the tiny model behind ms-swift's OpenAI-compatible server, asked from the command line.
 	$(BIN)/satori serve --backend transformers --model $(DEMO_DIR)/tiny-model --port $(DEMO_PORT) & pid=$$!; \
 	  $(BIN)/satori predict satori_cli/serve/examples/red_box.png "What color is the box?" \
-	    --base-url http://127.0.0.1:$(DEMO_PORT)/v1 --wait 300 --max-tokens 16 --save $(DEMO_DIR)/predict.png; \
+	    --base-url http://127.0.0.1:$(DEMO_PORT)/v1 --wait 300 --max-new-tokens 16 --out $(DEMO_DIR)/predict.png; \
 	  rc=$$?; kill $$pid; wait $$pid; exit $$rc
 	@echo "demo finished: everything is under $(DEMO_DIR)"
 

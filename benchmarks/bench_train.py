@@ -39,7 +39,7 @@ def measure(home: Path) -> int:
     env = {**os.environ, "SATORI_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     # Warm-up run: builds the tiny model and the sample data once, and warms the file cache.
     warm = home / "warm"
-    first = satori("train", "--preset", "smoke", "--output", str(warm), env=env)
+    first = satori("train", "--preset", "smoke", "--out", str(warm), env=env)
     if first.returncode:
         print(first.stdout[-2000:], first.stderr[-2000:])
         return 1
@@ -48,7 +48,7 @@ def measure(home: Path) -> int:
     for i in range(ROUNDS):
         out = home / f"satori-{i}"
         t = time.perf_counter()
-        done = satori("train", "--preset", "smoke", "--data", str(data), "--output", str(out), env=env)
+        done = satori("train", "--preset", "smoke", "--data", str(data), "--out", str(out), env=env)
         satori_s.append(time.perf_counter() - t)
         if done.returncode:
             print(done.stderr[-2000:])
@@ -60,7 +60,7 @@ def measure(home: Path) -> int:
             "smoke",
             "--data",
             str(data),
-            "--output",
+            "--out",
             str(home / f"swift-{i}"),
             "--dry-run",
             env=env,

@@ -102,13 +102,13 @@ def bench_argv(p: Paths) -> list[str]:
 def eval_argv(p: Paths, procs: int, dry_run: bool = False) -> list[str]:
     argv = ["eval", "--data", str(p.tsv), "--model", str(p.tiny), "--backend", "transformers"]
     argv += ["--gpus", str(procs), "--max-new-tokens", "16", "--data-dir", str(p.lmu)]
-    argv += ["--work-dir", str(p.eval_dir(procs)), "--overwrite"]
+    argv += ["--out", str(p.eval_dir(procs)), "--overwrite"]
     return [*argv, "--dry-run"] if dry_run else argv
 
 
 def train_argv(p: Paths, dry_run: bool = False) -> list[str]:
     """The smoke preset on one GPU (`--gpus 1`; its default 0 hides the GPUs), one step, saved."""
-    argv = ["train", "--preset", "smoke", "--gpus", "1", "--model", str(p.tiny), "--output", str(p.train)]
+    argv = ["train", "--preset", "smoke", "--gpus", "1", "--model", str(p.tiny), "--out", str(p.train)]
     argv.append("--overwrite")  # `--keep DIR` twice: the second check replaces the first one's run
     if dry_run:
         argv.append("--dry-run")

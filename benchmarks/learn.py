@@ -75,7 +75,7 @@ def measure(
     args += [
         "--max-new-tokens",
         str(MAX_NEW_TOKENS),
-        "--work-dir",
+        "--out",
         str(folder),
         "--data-dir",
         str(folder.with_name(folder.name + "-lmu")),
@@ -118,9 +118,9 @@ def main(argv: list[str]) -> int:
         "--out",
         str(model),
     )
-    satori("data", "sample", "--out", str(out / "raw"), "--n", str(TRAIN_ROWS), "--seed", str(TRAIN_SEED))
+    satori("data", "sample", "--out", str(out / "raw"), "--rows", str(TRAIN_ROWS), "--seed", str(TRAIN_SEED))
     satori("data", "prepare", str(out / "raw" / "data.jsonl"), "--out", str(out / "data"))
-    held = ("--n", str(HELDOUT_ROWS), "--seed", str(HELDOUT_SEED))
+    held = ("--rows", str(HELDOUT_ROWS), "--seed", str(HELDOUT_SEED))
     satori("data", "sample", "--out", str(out / "heldout-raw"), *held)
     satori("data", "prepare", str(out / "heldout-raw" / "data.jsonl"), "--out", str(out / "heldout"))
     phase("model and data", start)

@@ -18,6 +18,7 @@ import inspect
 import re
 from typing import Any
 
+import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 _TEXT = {"URL": "URL", "KEY": "KEY", "HOST": "HOST", "ADDR": "HOST", "BIN": "PATH"}
@@ -75,13 +76,39 @@ def readable(param: Any) -> None:
 
 
 class ReadableCommand(TyperCommand):
-    """A command whose help shows readable metavars (its `--help` flag included)."""
+    """A command whose help shows readable metavars (its `--help` flag included), and which
+    takes the option names `satori_cli.vocabulary` replaced, with a note, for one release."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)
         for param in params:
             readable(param)
         return params
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        from satori_cli import vocabulary
+
+        aliases = vocabulary.ALIASES.get(command_path(ctx))
+        if aliases:
+            valued = [
+                name
+                for param in self.params
+                if isinstance(param, TyperOption) and not (param.is_flag or param.count)
+                for name in (*param.opts, *param.secondary_opts)
+            ]
+            args, notes = vocabulary.rewrite(args, aliases, valued)
+            for line in notes:
+                typer.echo(line, err=True)
+        return super().parse_args(ctx, args)
+
+
+def command_path(ctx: Any) -> str:
+    """The command's names below the root, e.g. `data sample` (whatever the program is called)."""
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names))
 
 
 class ReadableGroup(TyperGroup):

@@ -120,11 +120,11 @@ def test_hub_progress_bars_become_rich_tasks() -> None:
 
 
 def test_unreachable_modelscope_is_one_quick_line_and_leaves_no_folder(satori, tmp_path: Path) -> None:
-    """ModelScope's client retried for 25 s, suggested `hf download` and left an empty --local-dir."""
+    """ModelScope's client retried for 25 s, suggested `hf download` and left an empty --out folder."""
     env = {"MODELSCOPE_ENDPOINT": "127.0.0.1:9", "MODELSCOPE_CACHE": str(tmp_path / "ms-cache")}
     for kind, repo_type in (("model", "model"), ("data", "dataset")):
         target = tmp_path / kind / "new-folder"
-        done = satori("download", kind, "--source", "modelscope", "--local-dir", str(target), env=env)
+        done = satori("download", kind, "--source", "modelscope", "--out", str(target), env=env)
         assert done.returncode == 2, done.stdout + done.stderr
         (line,) = [x for x in done.stderr.splitlines() if x.strip()]
         assert line.startswith("error: cannot reach ModelScope (https://127.0.0.1:9)")
@@ -134,13 +134,13 @@ def test_unreachable_modelscope_is_one_quick_line_and_leaves_no_folder(satori, t
         assert done.stdout == ""
     mine = tmp_path / "mine"
     mine.mkdir()  # a folder the user made stays, empty or not
-    done = satori("download", "model", "--source", "modelscope", "--local-dir", str(mine), env=env)
+    done = satori("download", "model", "--source", "modelscope", "--out", str(mine), env=env)
     assert done.returncode == 2 and mine.is_dir()
 
 
 def test_a_repo_modelscope_does_not_have_leaves_no_folder(satori, tmp_path: Path) -> None:
     """A reachable ModelScope (here a loopback stand-in) that answers 404: one line, and the
-    --local-dir the download would have filled is gone again."""
+    --out folder the download would have filled is gone again."""
     import http.server
     import threading
 
@@ -164,7 +164,7 @@ def test_a_repo_modelscope_does_not_have_leaves_no_folder(satori, tmp_path: Path
             "MODELSCOPE_CACHE": str(tmp_path / "ms-cache"),
         }
         target = tmp_path / "new-folder"
-        done = satori("download", "model", "--source", "modelscope", "--local-dir", str(target), env=env)
+        done = satori("download", "model", "--source", "modelscope", "--out", str(target), env=env)
     finally:
         server.shutdown()
     assert done.returncode == 2, done.stdout + done.stderr

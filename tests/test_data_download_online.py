@@ -86,7 +86,7 @@ def test_model_downloads_into_the_cache_and_a_local_dir_at_a_branch_or_commit(sa
     assert "Fetching 3 files" in done.stdout and "ready" in done.stdout  # rich progress, then the summary
 
     done = satori(
-        "download", "model", "acme/tiny-vl", "--revision", "v1", "--local-dir", str(tmp_path / "v1"), env=env
+        "download", "model", "acme/tiny-vl", "--revision", "v1", "--out", str(tmp_path / "v1"), env=env
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == str((tmp_path / "v1").resolve())
@@ -94,7 +94,7 @@ def test_model_downloads_into_the_cache_and_a_local_dir_at_a_branch_or_commit(sa
 
     main = commits["main"]
     done = satori(
-        "download", "model", "acme/tiny-vl", "--revision", main, "--local-dir", str(tmp_path / "m"), env=env
+        "download", "model", "acme/tiny-vl", "--revision", main, "--out", str(tmp_path / "m"), env=env
     )
     assert done.returncode == 0, done.stderr
     assert files_under(tmp_path / "m") == MODEL_MAIN

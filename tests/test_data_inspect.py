@@ -88,7 +88,7 @@ def test_inspect_needs_a_prepared_set(tmp_path: Path) -> None:
 
 
 def test_cli_inspect(satori, prepared: Path) -> None:
-    done = satori("data", "inspect", str(prepared), "--samples", "4")
+    done = satori("data", "inspect", str(prepared), "--rows", "4")
     assert done.returncode == 0, done.stderr
     assert "synthetic-shapes" in done.stdout and "boxes per row" in done.stdout
     sheet = prepared / "contact_sheet.png"
@@ -259,7 +259,7 @@ def test_a_corpus_of_broken_files_is_reported_not_raised(tmp_path: Path, satori)
     # and through the CLI: a table, a one-line error, exit 1, no traceback, no escape sequences
     for path in corpus[:: len(corpus) // 6]:
         done = satori(
-            "data", "inspect", str(path), "--samples", "2", "--sheet", str(tmp_path / "s.png"), "--overwrite"
+            "data", "inspect", str(path), "--rows", "2", "--out", str(tmp_path / "s.png"), "--overwrite"
         )
         assert "Traceback" not in done.stdout + done.stderr and "\x1b[2J" not in done.stdout
         if done.returncode:

@@ -314,7 +314,7 @@ def test_missing_source_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_cli_sample_then_prepare(satori, tmp_path: Path) -> None:
-    done = satori("data", "sample", "--out", str(tmp_path / "raw"), "--n", "10", "--format", "parquet")
+    done = satori("data", "sample", "--out", str(tmp_path / "raw"), "--rows", "10", "--format", "parquet")
     assert done.returncode == 0, done.stderr
     done = satori(
         "data",

@@ -27,7 +27,7 @@ def test_torchrun_two_processes_with_baseline(satori, tiny_model, tmp_path):
         "eval", "--data", "TinyBench", "--model", str(tiny_model),
         "--baseline", "--baseline-model", str(tiny_model),
         "--gpus", "2", "--judge", "exact_matching", "--max-new-tokens", "6",
-        "--data-dir", str(data), "--work-dir", str(work),
+        "--data-dir", str(data), "--out", str(work),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     summary = _summary(work)
@@ -60,7 +60,7 @@ def test_api_backend_scores_extracted_answers(satori, tmp_path):
     with FakeServer(answer=answer_for) as server:
         result = satori(
             "eval", "--data", "MMBench_tiny_satori", "--backend", "api", "--base-url", server.base_url,
-            "--gpus", "2", "--data-dir", str(data), "--work-dir", str(work),
+            "--gpus", "2", "--data-dir", str(data), "--out", str(work),
         )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     (row,) = _summary(work)["results"]
@@ -82,7 +82,7 @@ def test_api_backend_scores_extracted_answers(satori, tmp_path):
 def test_missing_tsv_fails_naming_the_file(satori, tiny_model, tmp_path):
     result = satori(
         "eval", "--data", "NoSuchBench", "--model", str(tiny_model),
-        "--data-dir", str(tmp_path / "lmu"), "--work-dir", str(tmp_path / "work"),
+        "--data-dir", str(tmp_path / "lmu"), "--out", str(tmp_path / "work"),
     )  # fmt: skip
     assert result.returncode == 1
     assert "NoSuchBench.tsv" in result.stderr and "Traceback" not in result.stderr
@@ -100,7 +100,7 @@ def test_a_model_that_raises_fails_the_run(satori, tiny_model, tmp_path):
     write_tiny_bench(data / "TinyBench.tsv")
     result = satori(
         "eval", "--data", "TinyBench", "--model", str(broken),
-        "--data-dir", str(data), "--work-dir", str(tmp_path / "work"),
+        "--data-dir", str(data), "--out", str(tmp_path / "work"),
     )  # fmt: skip
     assert result.returncode == 1
     assert "1 of 1 evaluations failed" in result.stderr and "TinyBench" in result.stderr
@@ -129,7 +129,7 @@ def test_existing_results_are_not_silently_reused(satori, tiny_model, tmp_path):
     (tmp_path / "work" / "satori").mkdir(parents=True)
     result = satori(
         "eval", "--data", "MMStar", "--model", str(tiny_model),
-        "--data-dir", str(tmp_path), "--work-dir", str(tmp_path / "work"),
+        "--data-dir", str(tmp_path), "--out", str(tmp_path / "work"),
     )  # fmt: skip
     assert result.returncode == 2 and "--overwrite" in result.stderr
 

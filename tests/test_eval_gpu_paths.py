@@ -82,7 +82,7 @@ def test_wide_image_reaches_the_model_at_the_budget_size(satori, real_model, tmp
     write_wide_bench(data / "Wide1080.tsv")
     result = satori(
         "eval", "--data", "Wide1080", "--model", str(real_model), "--max-new-tokens", "4",
-        "--data-dir", str(data), "--work-dir", str(work),
+        "--data-dir", str(data), "--out", str(work),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     want_h, want_w = smart_resize(1080, 1920, 28, *PAPER)
@@ -183,7 +183,7 @@ def test_vllm_backend_batches_a_rank_and_runs_each_model_in_its_own_process(sato
     result = satori(
         "eval", "--data", "TinyBench", "--model", str(real_model), "--backend", "vllm",
         "--baseline", "--baseline-model", str(real_model), "--max-new-tokens", "64",
-        "--data-dir", str(data), "--work-dir", str(work), env=env,
+        "--data-dir", str(data), "--out", str(work), env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     events = _jsonl(log)

@@ -72,7 +72,7 @@ def test_tiny_model_on_a_prepared_val_split_beside_an_mcq_benchmark(satori, tiny
     write_tiny_bench(lmu / "TinyBench.tsv")
     result = satori(
         "eval", "--data", str(prepared), "TinyBench", "--model", str(tiny_model), "--gpus", "2",
-        "--max-new-tokens", "8", "--data-dir", str(lmu), "--work-dir", str(work),
+        "--max-new-tokens", "8", "--data-dir", str(lmu), "--out", str(work),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"val.jsonl of {prepared}" in result.stdout  # says which file of the folder it took
@@ -184,7 +184,7 @@ def test_api_backend_scores_known_boxes_as_computed_by_hand(satori, tmp_path):
         result = satori(
             "eval", "--data", str(data), "--backend", "api", "--base-url", server.base_url,
             "--baseline", "--baseline-model", "satori", "--gpus", "2",
-            "--data-dir", str(tmp_path / "lmu"), "--work-dir", str(work),
+            "--data-dir", str(tmp_path / "lmu"), "--out", str(work),
         )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     summary = _summary(work)
@@ -232,7 +232,7 @@ def test_nothing_scorable_fails_the_run(satori, tmp_path):
     with FakeServer(answer=_server_error) as server:
         result = satori(
             "eval", "--data", str(data), "--backend", "api", "--base-url", server.base_url,
-            "--data-dir", str(tmp_path / "lmu"), "--work-dir", str(work),
+            "--data-dir", str(tmp_path / "lmu"), "--out", str(work),
         )  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     assert "every one of the 1 items failed" in " ".join(result.stderr.split())
@@ -252,7 +252,7 @@ def test_vllm_backend_answers_the_rows_in_one_batch(satori, tiny_model, tmp_path
     env = {"PYTHONPATH": os.pathsep.join([str(fake_vllm), str(REPO)]), "FAKE_VLLM_LOG": str(log)}
     result = satori(
         "eval", "--data", str(data), "--model", str(tiny_model), "--backend", "vllm",
-        "--data-dir", str(tmp_path / "lmu"), "--work-dir", str(work), env=env,
+        "--data-dir", str(tmp_path / "lmu"), "--out", str(work), env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     calls = [json.loads(line) for line in log.read_text().splitlines() if '"generate"' in line]
@@ -280,7 +280,7 @@ def test_malformed_rows_fail_naming_each_line_before_anything_runs(satori, tmp_p
     work = tmp_path / "work"
     result = satori(
         "eval", "--data", str(data), "--model", "no/such-model",
-        "--data-dir", str(tmp_path / "lmu"), "--work-dir", str(work),
+        "--data-dir", str(tmp_path / "lmu"), "--out", str(work),
     )  # fmt: skip
     assert result.returncode == 2, result.stdout + result.stderr
     err = " ".join(result.stderr.split())

@@ -26,7 +26,7 @@ def _eval(satori, tmp_path: Path, model_url: str, *judge: str):
     write_tiny_bench(data / f"{BENCH}.tsv")
     return satori(
         "eval", "--data", BENCH, "--backend", "api", "--base-url", model_url,
-        "--data-dir", str(data), "--work-dir", str(tmp_path / "work"), *judge,
+        "--data-dir", str(data), "--out", str(tmp_path / "work"), *judge,
     )  # fmt: skip
 
 

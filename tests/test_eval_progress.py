@@ -83,7 +83,7 @@ def test_eval_when_piped_shows_items_per_benchmark_and_leaves_home_alone(satori,
     with FakeServer(answer=answer_for, delay=0.25) as server:
         result = satori(
             "eval", "--data", str(bench), "--backend", "api", "--base-url", server.base_url,
-            "--work-dir", str(work),
+            "--out", str(work),
             env={"HOME": str(home), "LMUData": "", "COLUMNS": "80"},
         )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

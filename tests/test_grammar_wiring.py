@@ -114,7 +114,7 @@ def test_eval_api_backend_in_the_r1_grammar(satori, tmp_path):
     with FakeServer(answer=_r1_answer) as server:
         result = satori(
             "eval", "--data", "MMBench_tiny_satori", "--backend", "api", "--base-url", server.base_url,
-            "--grammar", "r1", "--data-dir", str(data), "--work-dir", str(work),
+            "--grammar", "r1", "--data-dir", str(data), "--out", str(work),
         )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((work / "summary.json").read_text())
@@ -161,7 +161,7 @@ def test_train_dry_run_sends_the_grammars_prompt_and_rewards_to_swift(satori, sw
     data = _prepared(tmp_path)
     result = satori(
         "train", "--preset", "paper", "--grammar", name, "--data", str(data),
-        "--output", str(tmp_path / "run"), "--dry-run",
+        "--out", str(tmp_path / "run"), "--dry-run",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     argv = _swift_argv(result.stdout)
@@ -179,7 +179,7 @@ def test_train_grammar_from_a_config_file_and_refusals(satori, tmp_path):
     data = _prepared(tmp_path)
     config = tmp_path / "recipe.yaml"
     config.write_text("preset: paper\ngrammar: nocap\n")
-    common = ["train", "--data", str(data), "--output", str(tmp_path / "run"), "--dry-run"]
+    common = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--dry-run"]
     result = satori(*common, "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert _flag(_swift_argv(result.stdout), "--reward_funcs") == list(GRAMMARS["nocap"].reward_funcs)
@@ -200,7 +200,7 @@ def test_train_resume_keeps_the_runs_grammar(satori, tmp_path):
         "paper",
         "--data",
         str(data),
-        "--output",
+        "--out",
         str(run),
         "--resume",
         "--dry-run",
@@ -230,7 +230,7 @@ def test_smoke_train_in_the_r1_grammar_records_it(satori, tmp_path, tiny_model):
 
     run = tmp_path / "run"
     result = satori(
-        "train", "--preset", "smoke", "--grammar", "r1", "--model", str(tiny_model), "--output", str(run),
+        "train", "--preset", "smoke", "--grammar", "r1", "--model", str(tiny_model), "--out", str(run),
         "--", "--max_steps", "1",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

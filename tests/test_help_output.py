@@ -55,7 +55,7 @@ def test_options_and_arguments_get_words():
     assert re.search(r"--out\s+-o\s+PATH", report) and re.search(r"--max-completions\s+N\b", report)
     evaluate = runner.invoke(app, ["eval", "--help"], env=env).output
     assert "Usage: satori eval [OPTIONS] [NAMES]..." in evaluate
-    assert re.search(r"--work-dir\s+DIR", evaluate) and re.search(r"--base-url\s+URL", evaluate)
+    assert re.search(r"--out\s+-o\s+DIR", evaluate) and re.search(r"--base-url\s+URL", evaluate)
     assert re.search(r"--temperature\s+NUMBER", evaluate)
     serve = runner.invoke(app, ["serve", "--help"], env=env).output
     assert re.search(r"--port\s+PORT", serve) and re.search(r"--startup-timeout\s+SECONDS", serve)

@@ -65,7 +65,7 @@ def test_train_config_that_is_binary_or_the_wrong_shape(tmp_path):
         config = tmp_path / "recipe.yaml"
         config.write_text(text)
         refused("train", "--config", str(config), "--dry-run", match=match)
-        refused("train", "--config", str(config), "--output", str(tmp_path / "run"), match=match)
+        refused("train", "--config", str(config), "--out", str(tmp_path / "run"), match=match)
     assert not (tmp_path / "run").exists()
 
 
@@ -80,7 +80,7 @@ def test_train_config_that_is_binary_or_the_wrong_shape(tmp_path):
     ],
 )
 def test_train_pass_through_values_satori_reads_are_checked(home, extra, match):
-    refused("train", "--output", str(home / "run"), "--", *extra, match=match)
+    refused("train", "--out", str(home / "run"), "--", *extra, match=match)
     refused("train", "--dry-run", "--", *extra, match=match)
     assert not (home / "run").exists()
 
@@ -90,7 +90,7 @@ def test_train_pass_through_values_swift_refuses_are_its_one_line(home, tiny_mod
     """A value only ms-swift reads reaches its parser, whose one line is passed on (about 10 s of
     importing swift); the run folder made for it goes again."""
     refused(
-        "train", "--model", str(tiny_model), "--output", str(home / "run"), "--", "--temperature", "hot",
+        "train", "--model", str(tiny_model), "--out", str(home / "run"), "--", "--temperature", "hot",
         match="ms-swift refused an argument: argument --temperature: invalid float value: 'hot'",
     )  # fmt: skip
     assert not (home / "run").exists()
@@ -111,26 +111,26 @@ def test_train_pass_through_values_swift_refuses_are_its_one_line(home, tiny_mod
 def test_train_data_with_a_bad_later_line_names_it(home, line, match):
     data = home / "data.jsonl"
     data.write_bytes((home / "train.jsonl").read_bytes() + line)
-    refused("train", "--data", str(data), "--output", str(home / "run"), match=match)
+    refused("train", "--data", str(data), "--out", str(home / "run"), match=match)
     assert not (home / "run").exists()
     data.unlink()
 
 
 def test_train_output_that_cannot_be_a_run_folder(home):
-    refused("train", "--output", str(home / "file.txt"), match="is a file")
-    refused("train", "--output", str(home / "file.txt" / "run"), match="file.txt is a file")
+    refused("train", "--out", str(home / "file.txt"), match="is a file")
+    refused("train", "--out", str(home / "file.txt" / "run"), match="file.txt is a file")
     if Path("/proc/self").is_dir():  # a folder nobody can create anything in
-        refused("train", "--output", "/proc/satori-run", match="--output /proc/satori-run is not writable")
-    refused("train", "--output", str(home), match="not a satori run folder")
+        refused("train", "--out", "/proc/satori-run", match="--out /proc/satori-run is not writable")
+    refused("train", "--out", str(home), match="not a satori run folder")
 
 
 # -- eval ----------------------------------------------------------------------------------------
 def test_eval_work_dir_that_is_a_file_or_a_foreign_folder(home, tmp_path):
     bench = write_tiny_bench(tmp_path / "lmu" / "TinyBench.tsv")
     common = ("eval", "--data", str(bench), "--model", "tiny", "--dry-run")
-    refused(*common, "--work-dir", str(home / "file.txt"), match="--work-dir")
-    refused(*common, "--work-dir", str(home / "file.txt" / "w"), match="file.txt is a file")
-    refused(*common, "--work-dir", str(home), match="holds no satori evaluation")
+    refused(*common, "--out", str(home / "file.txt"), match="--out")
+    refused(*common, "--out", str(home / "file.txt" / "w"), match="file.txt is a file")
+    refused(*common, "--out", str(home), match="holds no satori evaluation")
 
 
 def test_eval_custom_tsv_without_the_columns_it_needs(home, tmp_path):
@@ -162,15 +162,15 @@ def test_predict_refuses_bad_numbers_and_never_saves_over_a_users_file(home, tmp
     no_server = ("--base-url", "http://127.0.0.1:9/v1")  # refused before anything is asked
     refused("predict", str(image), "q", *no_server, "--timeout", "-1", match="--timeout must be a positive")
     refused(
-        "predict", str(image), "q", *no_server, "--save", str(home / "picture.png"), match="already exists"
+        "predict", str(image), "q", *no_server, "--out", str(home / "picture.png"), match="already exists"
     )
-    refused("predict", str(image), "q", *no_server, "--save", str(home), match="is a folder")
+    refused("predict", str(image), "q", *no_server, "--out", str(home), match="is a folder")
     link = tmp_path / "link.png"
     link.symlink_to(home / "picture.png")
-    refused("predict", str(image), "q", *no_server, "--save", str(link), "--overwrite", match="symbolic link")
+    refused("predict", str(image), "q", *no_server, "--out", str(link), "--overwrite", match="symbolic link")
     fifo = tmp_path / "fifo.png"
     os.mkfifo(fifo)
-    refused("predict", str(image), "q", *no_server, "--save", str(fifo), "--overwrite", match="not a regular")
+    refused("predict", str(image), "q", *no_server, "--out", str(fifo), "--overwrite", match="not a regular")
 
 
 def test_rewards_score_out_over_a_users_file(home):
@@ -204,7 +204,5 @@ def test_report_out_over_a_users_file(home, tmp_path):
 def test_error_lines_carry_no_escape_sequences(tmp_path):
     """A file name (or content) with terminal escapes reaches the error line as plain text."""
     name = "evil\x1b[2J\x1b]0;pwned\x07\x1b[31m\nline.jsonl"
-    line = refused(
-        "train", "--data", str(tmp_path / name), "--output", str(tmp_path / "run"), match="not found"
-    )
+    line = refused("train", "--data", str(tmp_path / name), "--out", str(tmp_path / "run"), match="not found")
     assert "\x1b" not in line and "\x07" not in line and "evil" in line

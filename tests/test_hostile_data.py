@@ -433,7 +433,7 @@ def test_sigterm_ends_prepare_in_one_line_and_leaves_no_scratch(tmp_path: Path) 
     assert sorted(p.name for p in out.glob(".*")) == [MANIFEST]
 
 
-# -- sample, sample-bench, inspect --sheet: never over a file satori did not write ----------
+# -- sample, sample-bench, inspect --out: never over a file satori did not write ----------
 def test_sample_bench_never_replaces_what_it_did_not_write(tmp_path: Path) -> None:
     victim = tmp_path / "passwd"
     victim.write_text("root:x:0:0\n")
@@ -459,19 +459,21 @@ def test_sample_bench_never_replaces_what_it_did_not_write(tmp_path: Path) -> No
 def test_sample_never_replaces_what_it_did_not_write(tmp_path: Path) -> None:
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    one_line_error(run_satori("data", "sample", "--out", str(a_file / "x"), "--n", "2"), match="is a file")
+    one_line_error(run_satori("data", "sample", "--out", str(a_file / "x"), "--rows", "2"), match="is a file")
     out = tmp_path / "raw"
     out.mkdir()
     (out / "data.jsonl").write_text("mine\n")
     (out / "vqa-verify-sample").mkdir()  # a folder of the user's with the archive's inner name
     (out / "vqa-verify-sample" / "keep.txt").write_text("keep")
-    one_line_error(run_satori("data", "sample", "--out", str(out), "--n", "2"), match="data.jsonl")
+    one_line_error(run_satori("data", "sample", "--out", str(out), "--rows", "2"), match="data.jsonl")
     assert (out / "data.jsonl").read_text() == "mine\n"
-    assert run_satori("data", "sample", "--out", str(out), "--n", "2", "--format", "zip").returncode == 0
+    assert run_satori("data", "sample", "--out", str(out), "--rows", "2", "--format", "zip").returncode == 0
     assert (out / "vqa-verify-sample" / "keep.txt").read_text() == "keep"
     for _ in range(2):  # its own files it replaces (make demo twice)
-        assert run_satori("data", "sample", "--out", str(out), "--n", "2", "--format", "zip").returncode == 0
-    assert run_satori("data", "sample", "--out", str(out), "--n", "2", "--overwrite").returncode == 0
+        assert (
+            run_satori("data", "sample", "--out", str(out), "--rows", "2", "--format", "zip").returncode == 0
+        )
+    assert run_satori("data", "sample", "--out", str(out), "--rows", "2", "--overwrite").returncode == 0
     assert len(read_jsonl(out / "data.jsonl")) == 2
 
 
@@ -481,11 +483,11 @@ def test_inspect_sheet_never_replaces_what_it_did_not_write(tmp_path: Path) -> N
     prepare(src, out)
     photo = tmp_path / "holiday.png"
     photo.write_bytes(png(8, 8, "blue"))
-    one_line_error(run_satori("data", "inspect", str(out), "--sheet", str(photo)), match="--overwrite")
+    one_line_error(run_satori("data", "inspect", str(out), "--out", str(photo)), match="--overwrite")
     assert photo.read_bytes() == png(8, 8, "blue")
     fifo = tmp_path / "fifo.png"
     os.mkfifo(fifo)
-    one_line_error(run_satori("data", "inspect", str(out), "--sheet", str(fifo), "--overwrite", timeout=30))
+    one_line_error(run_satori("data", "inspect", str(out), "--out", str(fifo), "--overwrite", timeout=30))
     for _ in range(2):  # the default sheet is its own
         assert run_satori("data", "inspect", str(out)).returncode == 0
 

@@ -51,7 +51,7 @@ def interrupted(proc: subprocess.Popen, sig: int = signal.SIGINT) -> str:
 @pytest.mark.slow
 def test_train_stopped_while_swift_runs_exits_130_and_records_it(tmp_path, tiny_model):
     run = tmp_path / "run"
-    proc = start("train", "--preset", "smoke", "--model", str(tiny_model), "--output", str(run))
+    proc = start("train", "--preset", "smoke", "--model", str(tiny_model), "--out", str(run))
     log = run / "train.log"
     wait_for(lambda: log.is_file() and log.stat().st_size > 0, proc)  # swift is running
     err = interrupted(proc)
@@ -65,7 +65,7 @@ def test_eval_stopped_while_asking_a_slow_server_exits_130(tmp_path):
     with FakeServer(delay=120) as server:
         proc = start(
             "eval", "--data", "TinyBench", "--backend", "api", "--base-url", server.base_url,
-            "--data-dir", str(data), "--work-dir", str(work),
+            "--data-dir", str(data), "--out", str(work),
         )  # fmt: skip
         log = work / "eval.log"
         # VLMEvalKit is up and waiting on the model's first answer.

@@ -42,7 +42,7 @@ def test_a_short_sft_teaches_the_format_on_held_out_rows(satori, tmp_path, learn
     assert built.returncode == 0, built.stderr
     for name, n, seed in (("train", TRAIN_ROWS, 0), ("heldout", HELDOUT_ROWS, 1)):
         raw_dir = tmp_path / f"{name}-raw"
-        made = satori("data", "sample", "--out", str(raw_dir), "--n", str(n), "--seed", str(seed))
+        made = satori("data", "sample", "--out", str(raw_dir), "--rows", str(n), "--seed", str(seed))
         assert made.returncode == 0, made.stderr
         raw = tmp_path / f"{name}-raw" / "data.jsonl"
         prepared = satori("data", "prepare", str(raw), "--out", str(tmp_path / name))

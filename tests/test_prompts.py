@@ -62,7 +62,7 @@ def test_prompts_dir_must_exist(tmp_path, monkeypatch):
 
 def test_train_dry_run_uses_the_overriding_prompt(satori, tmp_path):
     (tmp_path / "system.txt").write_text("Answer briefly.\n")
-    args = ["--preset", "smoke", "--model", "tiny", "--output", str(tmp_path / "run"), "--dry-run"]
+    args = ["--preset", "smoke", "--model", "tiny", "--out", str(tmp_path / "run"), "--dry-run"]
     result = satori("train", *args, env={"SATORI_PROMPTS_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert f"--system {(tmp_path / 'system.txt').resolve()}" in result.stdout

@@ -58,7 +58,7 @@ def smoke_run(tiny_model, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("smoke") / "run"
     home = tmp_path_factory.mktemp("home")
     done = run_satori(
-        "train", "--preset", "smoke", "--model", str(tiny_model), "--output", str(run),
+        "train", "--preset", "smoke", "--model", str(tiny_model), "--out", str(run),
         env={"SATORI_HOME": str(home), "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -182,7 +182,7 @@ def test_eval_api_backend_sends_images_resized_to_the_served_runs_budget(satori,
     with FakeServer(answer=answer_for) as server:
         result = satori(
             "eval", "--data", "TinyBench", "--backend", "api", "--base-url", server.base_url,
-            "--model", str(made_run), "--data-dir", str(data), "--work-dir", str(work),
+            "--model", str(made_run), "--data-dir", str(data), "--out", str(work),
         )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((work / "summary.json").read_text())
@@ -210,7 +210,7 @@ def test_eval_of_a_real_run_scores_it_in_the_runs_budget(satori, smoke_run, tmp_
     write_tiny_bench(data / "TinyBench.tsv")
     result = satori(
         "eval", "--data", "TinyBench", "--model", str(smoke_run), "--max-new-tokens", "6",
-        "--data-dir", str(data), "--work-dir", str(work),
+        "--data-dir", str(data), "--out", str(work),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     settings = json.loads((work / "summary.json").read_text())["settings"]

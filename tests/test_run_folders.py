@@ -71,7 +71,7 @@ def finished_run(tiny_model, tmp_path) -> Path:
 # -- refusing, completing, checking --------------------------------------------------------------
 def test_an_existing_run_is_refused_and_left_as_it_was(satori, finished_run, tiny_model):
     before = snapshot(finished_run)
-    result = satori("train", "--model", str(tiny_model), "--output", str(finished_run))
+    result = satori("train", "--model", str(tiny_model), "--out", str(finished_run))
     one_line_error(
         result, "already holds a run (status ok, last checkpoint checkpoint-2)", "--resume", "--overwrite"
     )
@@ -81,9 +81,7 @@ def test_an_existing_run_is_refused_and_left_as_it_was(satori, finished_run, tin
 def test_resuming_a_finished_run_is_complete_and_trains_nothing(satori, finished_run, tiny_model):
     before = snapshot(finished_run)
     for extra in ([], ["--dry-run"], ["--", "--max_steps", "2"]):
-        result = satori(
-            "train", "--model", str(tiny_model), "--output", str(finished_run), "--resume", *extra
-        )
+        result = satori("train", "--model", str(tiny_model), "--out", str(finished_run), "--resume", *extra)
         assert result.returncode == 0, result.stderr
         assert "is complete (2 steps, checkpoint-2; max_steps 2): nothing trained" in result.stdout
         assert "--max_steps N with N > 2" in result.stdout and "step" not in result.stderr
@@ -92,7 +90,7 @@ def test_resuming_a_finished_run_is_complete_and_trains_nothing(satori, finished
 
 def test_raising_the_limit_resumes_a_finished_run(satori, finished_run, tiny_model):
     result = satori(
-        "train", "--model", str(tiny_model), "--output", str(finished_run), "--resume", "--dry-run",
+        "train", "--model", str(tiny_model), "--out", str(finished_run), "--resume", "--dry-run",
         "--", "--max_steps", "4",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -140,7 +138,7 @@ def test_a_damaged_checkpoint_is_refused_before_launch(satori, finished_run, tin
         "train",
         "--model",
         str(tiny_model),
-        "--output",
+        "--out",
         str(finished_run),
         "--resume",
         "--",
@@ -156,7 +154,7 @@ def test_overwrite_never_wipes_a_folder_that_is_not_a_run(satori, tmp_path):
     mine.mkdir()
     (mine / "thesis.tex").write_text("years of work")
     for extra in ([], ["--overwrite"]):
-        result = satori("train", "--output", str(mine), *extra)
+        result = satori("train", "--out", str(mine), *extra)
         one_line_error(result, "is not empty and is not a satori run folder")
     assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
     one_line_error(satori("train", "--resume", "--overwrite"), "use one of them")
@@ -168,11 +166,11 @@ def test_a_failed_start_leaves_no_run_folder(satori, tmp_path, tiny_model):
     for out in (new, empty):
         # The batch check fails after the data was prepared into the folder.
         result = satori(
-            "train", "--model", str(tiny_model), "--output", str(out), "--", "--num_generations", "3"
+            "train", "--model", str(tiny_model), "--out", str(out), "--", "--num_generations", "3"
         )
         one_line_error(result, "not divisible by num_generations 3")
     assert not (tmp_path / "a").exists() and list(empty.iterdir()) == []
-    one_line_error(satori("train", "--output", str(new), "--data", str(tmp_path / "none.jsonl")), "not found")
+    one_line_error(satori("train", "--out", str(new), "--data", str(tmp_path / "none.jsonl")), "not found")
     assert not (tmp_path / "a").exists()
 
 
@@ -246,10 +244,10 @@ def test_a_run_folder_twice_is_refused_then_overwritten_and_defaults_find_the_ne
     (run / "notes.txt").write_text("mine")
     first_record = json.loads((run / "run.json").read_text())
 
-    again = satori("train", "--model", str(tiny_model), "--output", str(run))
+    again = satori("train", "--model", str(tiny_model), "--out", str(run))
     one_line_error(again, "already holds a run (status ok, last checkpoint checkpoint-2)")
 
-    replaced = satori("train", "--model", str(tiny_model), "--output", str(run), "--overwrite")
+    replaced = satori("train", "--model", str(tiny_model), "--out", str(run), "--overwrite")
     assert replaced.returncode == 0, replaced.stdout[-2000:] + replaced.stderr[-2000:]
     assert (
         "replaced the earlier run" in replaced.stdout

@@ -247,9 +247,7 @@ def fake():
 def test_predict_json_and_save_land_on_the_exact_pixels(satori, fake, tmp_path, size, box):
     image = red_box_image(tmp_path / "in.png", size, box)
     out = tmp_path / "out" / "boxes.png"
-    result = satori(
-        "predict", str(image), "where?", "--base-url", fake.base_url, "--json", "--save", str(out)
-    )
+    result = satori("predict", str(image), "where?", "--base-url", fake.base_url, "--json", "--out", str(out))
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["boxes"] == [list(box)]

@@ -163,7 +163,7 @@ def test_control_characters_from_the_server_never_reach_the_terminal(satori, hos
         (["predict", "IMG", "q", "--timeout", "0"], "--timeout must be a positive number"),
         (["predict", "IMG", "q", "--timeout", "nan"], "--timeout must be a positive number"),
         (["predict", "IMG", "q", "--wait", "-5"], "--wait must be a number >= 0"),
-        (["predict", "IMG", "q", "--max-tokens", "0"], "--max-tokens must be a positive number"),
+        (["predict", "IMG", "q", "--max-new-tokens", "0"], "--max-new-tokens must be a positive number"),
         (["predict", "IMG", "q", "--temperature", "-1"], "--temperature must be a number >= 0"),
         (["predict", "IMG", "q", "--base-url", "ftp://x/v1"], "not an http(s) address"),
         (["predict", "IMG", "q", "--base-url", "http://exa mple/v1"], "not an http(s) address"),

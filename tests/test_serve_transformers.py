@@ -41,7 +41,7 @@ def test_swift_deploy_serves_the_tiny_model(satori, tiny_model, tmp_path):
             "--api-key",
             "k",
             "--json",
-            "--max-tokens",
+            "--max-new-tokens",
             "16",
         )
         assert result.returncode == 0, result.stderr

@@ -63,7 +63,7 @@ def test_demo_draws_the_box_on_the_exact_pixels(stack, tmp_path, size):
 
 
 def test_demo_boxes_are_frames_that_leave_the_object_visible(stack, tmp_path):
-    """The box layer is the frame and label `predict --save` draws, not a translucent fill that
+    """The box layer is the frame and label `predict --out` draws, not a translucent fill that
     hid a red object under a red box: its inside is transparent, its frame has a dark and a
     light line (visible on any colour)."""
     _, _, client = stack

@@ -28,7 +28,7 @@ def test_dry_run_multi_node_prints_each_node(satori, tmp_path):
         "10.1.2.3",
         "--data",
         str(data),
-        "--output",
+        "--out",
         str(tmp_path / "run"),
         "--dry-run",
         "--",

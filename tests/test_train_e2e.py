@@ -31,7 +31,7 @@ def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
 
 def test_smoke_train_resume_report(satori, tmp_path, tiny_model):
     run = tmp_path / "run"
-    first = satori("train", "--preset", "smoke", "--model", str(tiny_model), "--output", str(run))
+    first = satori("train", "--preset", "smoke", "--model", str(tiny_model), "--out", str(run))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
     # Two real GRPO steps, a checkpoint, metrics for the four rewards, logged completions.
@@ -71,7 +71,7 @@ def test_smoke_train_resume_report(satori, tmp_path, tiny_model):
         "smoke",
         "--model",
         str(tiny_model),
-        "--output",
+        "--out",
         str(run),
         "--resume",
         "--",

@@ -206,7 +206,7 @@ def test_node_1_times_out_with_one_line_when_node_0_never_writes(satori, tmp_pat
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert "waited 1 s for node 0's data: node 0 has not published the prepared data" in lines[0]
-    assert "same --output on a filesystem every node shares" in lines[0]
+    assert "same --out on a filesystem every node shares" in lines[0]
     assert not (run / "data" / "train.jsonl").exists()  # node 1 never writes the data
 
 
@@ -225,7 +225,7 @@ def test_multi_node_needs_an_explicit_shared_output(satori, tmp_path):
         str(prepared(tmp_path / "t.jsonl")),
         "--dry-run",
     )
-    assert result.returncode == 2 and "--nodes > 1 needs --output" in result.stderr
+    assert result.returncode == 2 and "--nodes > 1 needs --out" in result.stderr
     assert "filesystem every node shares" in result.stderr
 
 

@@ -6,10 +6,11 @@ import contextlib
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-OVERWRITE_HELP = "Replace existing files that satori did not write (never links or special files)."
+from satori_cli.commands.options import OUT, ROWS, Overwrite, Seed
 
 data_app = typer.Typer(
     name="data",
@@ -20,15 +21,17 @@ data_app = typer.Typer(
 
 @data_app.command("sample")
 def sample(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the raw sample set into."),
-    n: int = typer.Option(32, "--n", "-n", min=1, help="Number of rows."),
-    seed: int = typer.Option(0, help="Random seed; the same seed gives the same set."),
-    form: str = typer.Option(
-        "jsonl",
-        "--format",
-        help="Raw form: jsonl (images as files), json, parquet (embedded image bytes), zip or tar.gz.",
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    out: Annotated[Path, typer.Option(*OUT, metavar="DIR", help="Folder to write the raw sample set into.")],
+    rows: Annotated[int, typer.Option(*ROWS, min=1, help="Number of rows.")] = 32,
+    seed: Seed = 0,
+    form: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="Raw form: jsonl (images as files), json, parquet (embedded image bytes), zip or tar.gz.",
+        ),
+    ] = "jsonl",
+    overwrite: Overwrite = False,
 ) -> None:
     """Write a small synthetic VQA-Verify-shaped set (coloured shapes with exact boxes).
 
@@ -37,15 +40,15 @@ def sample(
     from satori_cli.data.sample import write_sample
     from satori_cli.ui import console
 
-    path = write_sample(out, n=n, seed=seed, form=form, overwrite=overwrite)
-    console().print(f"[green]wrote {n} sample rows:[/] {path}")
+    path = write_sample(out, n=rows, seed=seed, form=form, overwrite=overwrite)
+    console().print(f"[green]wrote {rows} sample rows:[/] {path}")
     console().print(f"next: satori data prepare {path} --out DIR")
 
 
 @data_app.command("sample-bench")
 def sample_bench(
-    out: Path = typer.Option(..., "--out", "-o", help="TSV file to write, e.g. lmu/TinyBench.tsv."),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    out: Annotated[Path, typer.Option(*OUT, help="TSV file to write, e.g. lmu/TinyBench.tsv.")],
+    overwrite: Overwrite = False,
 ) -> None:
     """Write a small MMBench-style TSV (8 rows, 3 categories, rotated options) to try `satori eval`.
 
@@ -59,32 +62,46 @@ def sample_bench(
 
 @data_app.command("prepare")
 def prepare(
-    src: Path = typer.Argument(
-        ..., help="A .parquet/.jsonl/.json file, a folder of them (e.g. a downloaded dataset), or a zip/tar."
-    ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Output folder: train.jsonl, val.jsonl, rejected.jsonl, images/."
-    ),
-    val_ratio: float = typer.Option(
-        0.0, "--val-ratio", min=0.0, max=0.99, help="Fraction of valid rows written to val.jsonl (0: none)."
-    ),
-    seed: int = typer.Option(0, help="Seed of the train/val split."),
-    column: list[str] = typer.Option(
-        None,
-        "--column",
-        "-c",
-        help="Map a field to a raw column, FIELD=COLUMN (repeatable). Fields: question, answer, image, "
-        "bboxs, width, height, caption, id, source, messages.",
-    ),
-    strict: bool = typer.Option(False, "--strict", help="Fail on the first bad row instead of rejecting it."),
-    max_extract_gb: float = typer.Option(
-        None,
-        "--max-extract-gb",
-        min=0.0,
-        help="Most an archive SRC may unpack, in GiB (default: 20x the archive's size, at least 2). "
-        "Only data files and the images rows use are unpacked.",
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    src: Annotated[
+        Path,
+        typer.Argument(
+            help="A .parquet/.jsonl/.json file, a folder of them (e.g. a downloaded dataset), or a zip/tar."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            *OUT, metavar="DIR", help="Output folder: train.jsonl, val.jsonl, rejected.jsonl, images/."
+        ),
+    ],
+    val_ratio: Annotated[
+        float,
+        typer.Option(
+            "--val-ratio", min=0.0, max=0.99, help="Fraction of valid rows written to val.jsonl (0: none)."
+        ),
+    ] = 0.0,
+    seed: Seed = 0,
+    column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--column",
+            help="Map a field to a raw column, FIELD=COLUMN (repeatable). Fields: question, answer, image, "
+            "bboxs, width, height, caption, id, source, messages.",
+        ),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail on the first bad row instead of rejecting it.")
+    ] = False,
+    max_extract_gb: Annotated[
+        float | None,
+        typer.Option(
+            "--max-extract-gb",
+            min=0.0,
+            help="Most an archive SRC may unpack, in GiB (default: 20x the archive's size, at least 2). "
+            "Only data files and the images rows use are unpacked.",
+        ),
+    ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Validate raw rows and write ms-swift GRPO JSONL with the SATORI reward columns.
 
@@ -149,13 +166,16 @@ def prepare(
 
 @data_app.command("inspect")
 def inspect(
-    target: Path = typer.Argument(..., help="A prepared folder (train.jsonl, val.jsonl) or one JSONL file."),
-    samples: int = typer.Option(8, "--samples", "-n", min=0, help="Samples on the contact sheet (0: none)."),
-    sheet: Path = typer.Option(
-        None, "--sheet", help="Where to write the contact sheet PNG (default: TARGET/contact_sheet.png)."
-    ),
-    seed: int = typer.Option(0, help="Seed for picking the samples."),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP + " Applies to --sheet."),
+    target: Annotated[
+        Path, typer.Argument(help="A prepared folder (train.jsonl, val.jsonl) or one JSONL file.")
+    ],
+    rows: Annotated[int, typer.Option(*ROWS, min=0, help="Rows drawn on the contact sheet (0: none).")] = 8,
+    sheet: Annotated[
+        Path | None,
+        typer.Option(*OUT, help="Where to write the contact sheet PNG (default: TARGET/contact_sheet.png)."),
+    ] = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
 ) -> None:
     """Print statistics of a prepared set and draw samples with their question, answer and boxes.
 
@@ -168,15 +188,15 @@ def inspect(
     from satori_cli.ui import console
 
     with console().status("reading ..."):
-        stats, rows = inspect_dataset(target, samples=samples, seed=seed)
+        stats, drawn = inspect_dataset(target, samples=rows, seed=seed)
     console().print(inspect_table(stats))
-    if samples and rows:
+    if rows and drawn:
         default = (target if target.is_dir() else target.parent) / "contact_sheet.png"
         out = sheet or default
         with console().status("drawing the contact sheet ..."):
-            contact_sheet(rows, out, overwrite=overwrite)
+            contact_sheet(drawn, out, overwrite=overwrite)
         console().print(
-            f"[green]contact sheet ({len(rows)} samples, ground-truth boxes in magenta):[/] {out}"
+            f"[green]contact sheet ({len(drawn)} samples, ground-truth boxes in magenta):[/] {out}"
         )
     if stats.bad_rows:
         raise SatoriError(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 
 def doctor(
-    hub: bool = typer.Option(True, "--hub/--no-hub", help="Probe the Hugging Face hub (3 s timeout)."),
+    hub: Annotated[
+        bool, typer.Option("--hub/--no-hub", help="Probe the Hugging Face hub (3 s timeout).")
+    ] = True,
 ) -> None:
     """Show what this machine has for train, eval and serve, and what is missing.
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from satori_cli.commands.options import OUT
 
 download_app = typer.Typer(
     name="download",
@@ -15,9 +18,16 @@ download_app = typer.Typer(
     no_args_is_help=True,
 )
 
-REVISION = typer.Option(None, "--revision", help="Branch, tag or commit to fetch (default: main).")
-LOCAL_DIR = typer.Option(None, "--local-dir", help="Put the files in this folder instead of the hub cache.")
-SOURCE = typer.Option("hf", "--source", help="Where to download from: hf (Hugging Face) or modelscope.")
+Revision = Annotated[
+    str | None, typer.Option("--revision", help="Branch, tag or commit to fetch (default: main).")
+]
+Folder = Annotated[
+    Path | None,
+    typer.Option(*OUT, metavar="DIR", help="Put the files in this folder instead of the hub cache."),
+]
+Source = Annotated[
+    str, typer.Option("--source", help="Where to download from: hf (Hugging Face) or modelscope.")
+]
 
 
 def _run(kind: str, repo: str | None, revision: str | None, local_dir: Path | None, source: str) -> None:
@@ -45,14 +55,16 @@ def _run(kind: str, repo: str | None, revision: str | None, local_dir: Path | No
 
 @download_app.command("model")
 def model(
-    repo: str = typer.Argument(
-        None,
-        help="Repo id or local folder. Default: justairr/SATORI (the SATORI-3B checkpoint); "
-        "`base` = Qwen/Qwen2.5-VL-3B-Instruct.",
-    ),
-    revision: str = REVISION,
-    local_dir: Path = LOCAL_DIR,
-    source: str = SOURCE,
+    repo: Annotated[
+        str | None,
+        typer.Argument(
+            help="Repo id or local folder. Default: justairr/SATORI (the SATORI-3B checkpoint); "
+            "`base` = Qwen/Qwen2.5-VL-3B-Instruct.",
+        ),
+    ] = None,
+    revision: Revision = None,
+    local_dir: Folder = None,
+    source: Source = "hf",
 ) -> None:
     """Download a model (the SATORI checkpoint by default) and print its folder."""
     _run("model", repo, revision, local_dir, source)
@@ -60,10 +72,12 @@ def model(
 
 @download_app.command("data")
 def data(
-    repo: str = typer.Argument(None, help="Dataset repo id or local folder. Default: justairr/VQA-Verify."),
-    revision: str = REVISION,
-    local_dir: Path = LOCAL_DIR,
-    source: str = SOURCE,
+    repo: Annotated[
+        str | None, typer.Argument(help="Dataset repo id or local folder. Default: justairr/VQA-Verify.")
+    ] = None,
+    revision: Revision = None,
+    local_dir: Folder = None,
+    source: Source = "hf",
 ) -> None:
     """Download the training data (VQA-Verify by default) and print its folder.
 

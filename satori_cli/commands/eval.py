@@ -3,112 +3,152 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from satori_cli.commands.options import (
+    DATA,
+    GPUS,
+    MODEL,
+    OUT,
+    ApiKey,
+    BaseUrl,
+    DryRun,
+    Grammar,
+    MaxNewTokens,
+    MaxPixels,
+    MinPixels,
+    Overwrite,
+    Temperature,
+    Verbose,
+    check_number,
+)
 from satori_cli.config import BASE_MODEL, DEFAULT_MODEL
-from satori_cli.grammar import GRAMMAR_HELP
-from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
 
 
 def eval_command(
-    names: list[str] = typer.Argument(
-        None, metavar="[NAMES]...", help="More benchmark names (so `--data MMBench MMStar` works)."
-    ),
-    data: list[str] = typer.Option(
-        None,
-        "--data",
-        "-d",
-        help="Benchmarks: MMBench and MMStar as you know them (MMBench is scored on its dev split), "
-        "any VLMEvalKit name, a path to a VLMEvalKit-format .tsv, or a prepared SATORI .jsonl (or a "
-        "folder: its val.jsonl) for the grounding benchmark (boxes, answers, captions, scored by the "
-        "rewards).",
-    ),
-    model: str = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help=f"Checkpoint folder, `satori train` run folder (its last checkpoint, scored in the run's "
-        f"pixel budget), hub id (default {DEFAULT_MODEL}), `base` or `tiny`; with --backend api, the "
-        "served model name (default: the server's first) or the served run's folder (for its budget).",
-    ),
-    procs: int = typer.Option(
-        1,
-        "--gpus",
-        "--procs",
-        "-n",
-        min=1,
-        help="Parallelism. transformers: processes under torchrun, one per GPU (on CPU, CPU processes). "
-        "vllm: tensor-parallel GPUs of one engine. api: concurrent requests.",
-    ),
-    baseline: bool = typer.Option(
-        False,
-        "--baseline",
-        help="Also evaluate the base model (--baseline-model) under identical settings; show the delta.",
-    ),
-    baseline_model: str = typer.Option(
-        BASE_MODEL,
-        help="The base model for --baseline: checkpoint or run folder, or hub id (with --backend api, "
-        "served name).",
-    ),
-    baseline_prompt: str = typer.Option(
-        "stock",
-        help="Prompt of the baseline: `stock` (the question as given, as the paper compares) or "
-        "`satori` (its grammar's system prompt and suffix too).",
-    ),
-    grammar: str = typer.Option(
-        None,
-        "--grammar",
-        help=f"Output grammar the model was trained for (its prompt, suffix and answer reading): "
-        f"{GRAMMAR_HELP} Default: what the model's `satori train` run recorded, else satori. A baseline "
-        "run folder keeps its own.",
-    ),
-    judge: str = typer.Option(
-        "exact_matching",
-        help="How answers are matched to options: `exact_matching` (deterministic, offline) or an LLM "
-        "judge name served at --judge-url.",
-    ),
-    judge_url: str = typer.Option(None, help="OpenAI-compatible base URL of the LLM judge (ends in /v1)."),
-    judge_key: str = typer.Option(None, help="API key of the LLM judge.", envvar="SATORI_JUDGE_KEY"),
-    limit: int = typer.Option(None, min=1, help="Evaluate only the first N items of each benchmark."),
-    backend: str = typer.Option(
-        "transformers",
-        help="transformers (CPU or GPU), vllm (GPU, much faster), or api (an OpenAI-compatible server "
-        "such as `satori serve`).",
-    ),
-    base_url: str = typer.Option(None, help="Server for --backend api, e.g. http://127.0.0.1:8000/v1."),
-    api_key: str = typer.Option("EMPTY", help="API key for --backend api.", envvar="SATORI_API_KEY"),
-    data_dir: Path = typer.Option(
-        None,
-        help="Folder of the official VLMEvalKit TSVs and their decoded images (default: $LMUData if "
-        "set, else $SATORI_HOME/data/vlmeval). Offline: place them here. A .tsv given by path is "
-        "linked into WORK_DIR/data instead.",
-    ),
-    work_dir: Path = typer.Option(
-        None, help="Output folder (default: a new folder per run under $SATORI_HOME/runs/eval)."
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier results in --work-dir."),
-    max_new_tokens: int = typer.Option(2048, min=1, help="Generation length limit (the original's 2048)."),
-    temperature: float = typer.Option(
-        0.0, min=0.0, help="0 = greedy (default, as VLMEvalKit's Qwen2-VL); > 0 samples."
-    ),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling cut (only when --temperature > 0)."),
-    top_k: int = typer.Option(0, min=0, help="Top-k cut, 0 = off (only when --temperature > 0)."),
-    repetition_penalty: float = typer.Option(
-        1.0, help="1.0 = none (the checkpoint's generation_config.json is never used)."
-    ),
-    min_pixels: int = typer.Option(
-        None,
-        help=f"Smallest image area the model sees (default: a run's own, else {PAPER_MIN_PIXELS}).",
-    ),
-    max_pixels: int = typer.Option(
-        None,
-        help=f"Largest image area the model sees (default: a run's own, else {PAPER_MAX_PIXELS}).",
-    ),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the VLMEvalKit launch and its model spec; run nothing."
-    ),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show VLMEvalKit's whole log."),
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[NAMES]...", help="More benchmark names (so `--data MMBench MMStar` works)."),
+    ] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            *DATA,
+            help="Benchmarks: MMBench and MMStar as you know them (MMBench is scored on its dev split), "
+            "any VLMEvalKit name, a path to a VLMEvalKit-format .tsv, or a prepared SATORI .jsonl (or a "
+            "folder: its val.jsonl) for the grounding benchmark (boxes, answers, captions, scored by the "
+            "rewards).",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            *MODEL,
+            help=f"Checkpoint folder, `satori train` run folder (its last checkpoint, scored in the run's "
+            f"pixel budget), hub id (default {DEFAULT_MODEL}), `base` or `tiny`; with --backend api, the "
+            "served model name (default: the server's first) or the served run's folder (for its budget).",
+        ),
+    ] = None,
+    procs: Annotated[
+        int,
+        typer.Option(
+            *GPUS,
+            min=1,
+            help="Parallelism. transformers: processes under torchrun, one per GPU (on CPU, CPU "
+            "processes). vllm: tensor-parallel GPUs of one engine. api: concurrent requests.",
+        ),
+    ] = 1,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            "--baseline",
+            help="Also evaluate the base model (--baseline-model) under identical settings; show the delta.",
+        ),
+    ] = False,
+    baseline_model: Annotated[
+        str,
+        typer.Option(
+            "--baseline-model",
+            help="The base model for --baseline: checkpoint or run folder, or hub id (with --backend api, "
+            "served name).",
+        ),
+    ] = BASE_MODEL,
+    baseline_prompt: Annotated[
+        str,
+        typer.Option(
+            "--baseline-prompt",
+            help="Prompt of the baseline: `stock` (the question as given, as the paper compares) or "
+            "`satori` (its grammar's system prompt and suffix too).",
+        ),
+    ] = "stock",
+    grammar: Grammar = None,
+    judge: Annotated[
+        str,
+        typer.Option(
+            "--judge",
+            help="How answers are matched to options: `exact_matching` (deterministic, offline) or an "
+            "LLM judge name served at --judge-url.",
+        ),
+    ] = "exact_matching",
+    judge_url: Annotated[
+        str | None,
+        typer.Option("--judge-url", help="OpenAI-compatible base URL of the LLM judge (ends in /v1)."),
+    ] = None,
+    judge_key: Annotated[
+        str | None, typer.Option("--judge-key", help="API key of the LLM judge.", envvar="SATORI_JUDGE_KEY")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Evaluate only the first N items of each benchmark.")
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="transformers (CPU or GPU), vllm (GPU, much faster), or api (an OpenAI-compatible server "
+            "such as `satori serve`).",
+        ),
+    ] = "transformers",
+    base_url: BaseUrl = None,
+    api_key: ApiKey = "EMPTY",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Folder of the official VLMEvalKit TSVs and their decoded images (default: $LMUData if "
+            "set, else $SATORI_HOME/data/vlmeval). Offline: place them here. A .tsv given by path is "
+            "linked into OUT/data instead.",
+        ),
+    ] = None,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(
+            *OUT,
+            metavar="DIR",
+            help="Output folder (default: a new folder per run under $SATORI_HOME/runs/eval).",
+        ),
+    ] = None,
+    overwrite: Overwrite = False,
+    max_new_tokens: MaxNewTokens = 2048,
+    temperature: Temperature = 0.0,
+    top_p: Annotated[
+        float, typer.Option("--top-p", help="Nucleus sampling cut (only when --temperature > 0).")
+    ] = 1.0,
+    top_k: Annotated[
+        int, typer.Option("--top-k", min=0, help="Top-k cut, 0 = off (only when --temperature > 0).")
+    ] = 0,
+    repetition_penalty: Annotated[
+        float,
+        typer.Option(
+            "--repetition-penalty",
+            help="1.0 = none (the checkpoint's generation_config.json is never used).",
+        ),
+    ] = 1.0,
+    min_pixels: MinPixels = None,
+    max_pixels: MaxPixels = None,
+    dry_run: DryRun = False,
+    verbose: Verbose = False,
 ) -> None:
     """Evaluate SATORI on MMBench / MMStar, any VLMEvalKit benchmark, or the grounding benchmark.
 
@@ -120,6 +160,8 @@ def eval_command(
     """
     from satori_cli.evaluation.orchestrate import EvalRequest, evaluate
 
+    check_number(max_new_tokens, "--max-new-tokens", positive=True)
+    check_number(temperature, "--temperature")
     evaluate(
         EvalRequest(
             data=[*(data or []), *(names or [])],

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from satori_cli.grammar import GRAMMAR_HELP
-from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS
+from satori_cli.commands.options import OUT, Grammar, MaxPixels, MinPixels, Overwrite
 
 rewards_app = typer.Typer(
     no_args_is_help=True,
@@ -67,71 +67,47 @@ def list_rewards() -> None:
             out.print(escape("\n".join("  " + line for line in lines)), soft_wrap=True)
 
 
-def _run_folder(run_dir: Path):
-    """A train run's completions.jsonl, its run settings (None without run.json) and its data rows
-    by id (its grammar is read by `model_grammar`)."""
-    from satori_cli import models
-    from satori_cli.errors import SatoriError
-    from satori_cli.train.report import dataset_rows
-    from satori_cli.train.runinfo import read_run_json
-    from satori_cli.train.runlogs import swift_dirs
-
-    run = read_run_json(run_dir)
-    logged = [d / "completions.jsonl" for d in swift_dirs(run_dir) if (d / "completions.jsonl").is_file()]
-    if not logged:
-        raise SatoriError(f"{run_dir} has no completions.jsonl", hint="train with log_completions on")
-    settings = models.read_run(run_dir) if models.is_run_folder(run_dir) else None
-    return logged[-1], settings, dataset_rows(run, run_dir)
-
-
 @rewards_app.command("score")
 def score(
-    file: Path = typer.Argument(
-        None,
-        help="JSONL rows with 'completion' plus bboxs, width, height, possible_answers, image_caption; "
-        "or a `satori train` run folder (its completions.jsonl, joined to its data, in its pixel budget). "
-        "Boxes in the completions are read in the model's resized-input pixels (Qwen2.5-VL's "
-        "convention: the image resized to the pixel budget) and mapped to the original image, where "
-        "bboxs are; see --boxes. Default: the newest run under $SATORI_HOME/runs.",
-    ),
-    boxes: str = typer.Option(
-        "resized",
-        "--boxes",
-        help="Where the completions' boxes are: `resized` (the model's input at --min/--max-pixels, as "
-        "SATORI and Qwen2.5-VL answer; mapped with the budget) or `original` (original-image pixels, "
-        "e.g. another model family's or hand-written boxes; compared as they are).",
-    ),
-    out: Path = typer.Option(
-        None,
-        "--out",
-        "-o",
-        help="Also write one JSON line of scores per input row to this file (default: only the summary).",
-    ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace an existing --out file satori did not write."
-    ),
-    min_pixels: int = typer.Option(
-        None,
-        help="Budget the boxes were predicted in (default: a run folder's own; else "
-        f"$MIN_PIXELS, else {PAPER_MIN_PIXELS}; unused with --boxes original).",
-    ),
-    max_pixels: int = typer.Option(
-        None,
-        help="Budget the boxes were predicted in (default: a run folder's own; else "
-        f"$MAX_PIXELS, else {PAPER_MAX_PIXELS}; unused with --boxes original).",
-    ),
-    normalized_vqa: bool = typer.Option(
-        False,
-        "--normalized-vqa",
-        help="Also score external_vqa_norm_acc (case, punctuation, articles ignored).",
-    ),
-    show_malformed: int = typer.Option(10, help="How many rejected lines to list by number."),
-    grammar: str = typer.Option(
-        None,
-        "--grammar",
-        help=f"Output grammar whose rewards score FILE: {GRAMMAR_HELP} Default: a run folder's recorded "
-        "grammar, else satori.",
-    ),
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="JSONL rows with 'completion' plus bboxs, width, height, possible_answers, image_caption; "
+            "or a `satori train` run folder (its completions.jsonl, joined to its data, in its pixel "
+            "budget). Boxes in the completions are read in the model's resized-input pixels (Qwen2.5-VL's "
+            "convention: the image resized to the pixel budget) and mapped to the original image, where "
+            "bboxs are; see --boxes. Default: the newest run under $SATORI_HOME/runs.",
+        ),
+    ] = None,
+    boxes: Annotated[
+        str,
+        typer.Option(
+            "--boxes",
+            help="Where the completions' boxes are: `resized` (the model's input at --min/--max-pixels, "
+            "as SATORI and Qwen2.5-VL answer; mapped with the budget) or `original` (original-image "
+            "pixels, e.g. another model family's or hand-written boxes; compared as they are).",
+        ),
+    ] = "resized",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            *OUT,
+            help="Also write one JSON line of scores per input row to this file (default: only the summary).",
+        ),
+    ] = None,
+    overwrite: Overwrite = False,
+    min_pixels: MinPixels = None,
+    max_pixels: MaxPixels = None,
+    normalized_vqa: Annotated[
+        bool,
+        typer.Option(
+            "--normalized-vqa", help="Also score external_vqa_norm_acc (case, punctuation, articles ignored)."
+        ),
+    ] = False,
+    show_malformed: Annotated[
+        int, typer.Option("--show-malformed", help="How many rejected lines to list by number.")
+    ] = 10,
+    grammar: Grammar = None,
 ) -> None:
     """Score every completion of FILE with a grammar's rewards (satori: the paper's four): a table
     of means; per-row scores with --out.
@@ -144,11 +120,10 @@ def score(
     from rich.table import Table
 
     from satori_cli.errors import SatoriError, install_hint
-    from satori_cli.models import run_budget
-    from satori_cli.pixels import PixelBudget
     from satori_cli.rewards import BY_NAME, missing_libraries
     from satori_cli.rewards.reward_functions import BOX_SPACES
     from satori_cli.rewards.score_file import check_out_path, count_lines, score_jsonl
+    from satori_cli.rewards.scoring_input import scoring_input
     from satori_cli.train.runinfo import model_grammar
     from satori_cli.ui import console
 
@@ -165,19 +140,9 @@ def score(
 
         file = newest_run("score", has="completions.jsonl")
         console().print(f"run: {file} (the newest)", markup=False, soft_wrap=True)
-    env = PixelBudget.from_env()
-    data_rows, run = None, None
     chosen = model_grammar(grammar, file if file.is_dir() else None)
-    if file.is_dir():
-        folder = file
-        file, run, data_rows = _run_folder(folder)
-    if run is not None:  # completions logged in training: scored in the run's own budget
-        budget = run_budget(run, str(folder), min_pixels, max_pixels, "--min-pixels/--max-pixels")
-    else:
-        try:
-            budget = PixelBudget(min_pixels or env.min_pixels, max_pixels or env.max_pixels)
-        except ValueError as exc:
-            raise SatoriError(str(exc), hint="check --min-pixels/--max-pixels") from exc
+    given = scoring_input(file, min_pixels, max_pixels)
+    file, budget, data_rows = given.file, given.budget, given.data_rows
     if not file.is_file():
         raise SatoriError(f"no such file: {file}", hint="pass a JSONL file of completions")
     if out is not None:

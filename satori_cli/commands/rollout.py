@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from satori_cli.commands.options import GPUS, MODEL, Config, DryRun, Host, Port, Preset, StartupTimeout
 
 ROLLOUT_HELP = """Serve GRPO rollouts from dedicated GPUs: `swift rollout` (vLLM, data x tensor parallel).
 
@@ -26,39 +28,43 @@ Ctrl-C, SIGTERM or a closed terminal stop it and its vLLM workers.
 
 
 def rollout(
-    model: str = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="Hub id, checkpoint folder, `tiny`, `base` or a `satori train` run folder (its last "
-        "checkpoint, in its pixel budget). Default: the recipe's. Serve what you train.",
-    ),
-    gpus: int = typer.Option(
-        None, "--gpus", "-g", help="GPUs for vLLM (default: the recipe's rollout_gpus, else 1)."
-    ),
-    tensor_parallel: int = typer.Option(
-        1, "--tensor-parallel", help="GPUs per vLLM engine; --gpus / this = data-parallel engines."
-    ),
-    host: str = typer.Option(
-        "127.0.0.1", help="Address to bind. 0.0.0.0 lets training nodes on other machines reach it."
-    ),
-    port: int = typer.Option(8000, help="Port (the trainer's default vllm_server_port is 8000)."),
-    preset: str = typer.Option(
-        None, "--preset", "-p", help="Recipe whose budget and lengths to use (default: server)."
-    ),
-    config: Path = typer.Option(None, "--config", "-c", help="A recipe YAML, as for `satori train`."),
-    swift_bin: str = typer.Option(
-        "swift", help="The swift executable; point it at an environment with vLLM (e.g. .venv-gpu/bin/swift)."
-    ),
-    startup_timeout: float = typer.Option(1800, help="Seconds to wait for the server's /health."),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the command and its environment, run nothing."
-    ),
-    swift_args: list[str] = typer.Argument(
-        None,
-        metavar="[-- SWIFT_ROLLOUT_ARGS...]",
-        help="Extra `swift rollout` arguments after `--` (they win).",
-    ),
+    model: Annotated[
+        str | None,
+        typer.Option(
+            *MODEL,
+            help="Hub id, checkpoint folder, `tiny`, `base` or a `satori train` run folder (its last "
+            "checkpoint, in its pixel budget). Default: the recipe's. Serve what you train.",
+        ),
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option(*GPUS, help="GPUs for vLLM (default: the recipe's rollout_gpus, else 1).")
+    ] = None,
+    tensor_parallel: Annotated[
+        int,
+        typer.Option(
+            "--tensor-parallel", help="GPUs per vLLM engine; --gpus / this = data-parallel engines."
+        ),
+    ] = 1,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    preset: Preset = None,
+    config: Config = None,
+    swift_bin: Annotated[
+        str,
+        typer.Option(
+            "--swift-bin",
+            help="The swift executable; point it at an environment with vLLM (e.g. .venv-gpu/bin/swift).",
+        ),
+    ] = "swift",
+    startup_timeout: StartupTimeout = 1800,
+    dry_run: DryRun = False,
+    swift_args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[-- SWIFT_ROLLOUT_ARGS...]",
+            help="Extra `swift rollout` arguments after `--` (they win).",
+        ),
+    ] = None,
 ) -> None:
     from satori_cli import models
     from satori_cli.cmdline import find_program

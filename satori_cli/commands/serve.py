@@ -5,62 +5,78 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from satori_cli.grammar import GRAMMAR_HELP
-
-API_KEY_ENV = "SATORI_API_KEY"
+from satori_cli.commands.options import (
+    GPUS,
+    MODEL,
+    OUT,
+    ApiKey,
+    BaseUrl,
+    DryRun,
+    Grammar,
+    Host,
+    MaxNewTokens,
+    Overwrite,
+    Port,
+    StartupTimeout,
+    Temperature,
+    check_number,
+)
 
 
 def serve(
-    model: str = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="Checkpoint folder, `satori train` run folder (its last checkpoint, in the run's pixel "
-        "budget), hub id (default: justairr/SATORI), or `tiny` (the tiny random model, built on first "
-        "use; noise, for trying the plumbing on a CPU). With --base-url: the served run, for its budget.",
-    ),
-    host: str = typer.Option("127.0.0.1", help="Address to bind. Loopback by default; 0.0.0.0 exposes it."),
-    port: int = typer.Option(8000, help="Port of the OpenAI-compatible API."),
-    gpus: int = typer.Option(1, min=1, help="GPUs for vLLM tensor parallelism."),
-    api_key: str = typer.Option(
-        None, envvar=API_KEY_ENV, help=f"Require this Bearer key on /v1 (also read from ${API_KEY_ENV})."
-    ),
-    backend: str = typer.Option(
-        "auto",
-        help="vllm (GPU), transformers (ms-swift deploy; CPU works), fake (canned SATORI answers, "
-        "no model), or auto: vllm when a vllm executable is found, else transformers.",
-    ),
-    vllm_bin: str = typer.Option(
-        "vllm", help="The vllm executable; point it at a separate environment (vLLM pins pillow>=13)."
-    ),
-    ui: bool = typer.Option(False, "--ui", help="Also start the Gradio demo against the server."),
-    grammar: str = typer.Option(
-        None,
-        "--grammar",
-        help=f"Output grammar the demo asks and reads in: {GRAMMAR_HELP} Default: what the model's "
-        "`satori train` run recorded, else satori.",
-    ),
-    ui_port: int = typer.Option(7860, help="Port of the demo."),
-    base_url: str = typer.Option(
-        None,
-        help="Attach the demo to an already running server (e.g. http://gpu-box:8000/v1); starts no server.",
-    ),
-    max_model_len: int = typer.Option(
-        None,
-        help="vLLM context length (default: the prompt at the pixel budget plus 2048 new tokens, "
-        "3584 at the paper's budget; see satori_cli/vllm_settings.py).",
-    ),
-    startup_timeout: float = typer.Option(900, help="Seconds to wait for the server's /health."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the server command and exit."),
+    model: Annotated[
+        str | None,
+        typer.Option(
+            *MODEL,
+            help="Checkpoint folder, `satori train` run folder (its last checkpoint, in the run's pixel "
+            "budget), hub id (default: justairr/SATORI), or `tiny` (the tiny random model, built on first "
+            "use; noise, for trying the plumbing on a CPU). With --base-url: the served run, for its budget.",
+        ),
+    ] = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    gpus: Annotated[int, typer.Option(*GPUS, min=1, help="GPUs for vLLM tensor parallelism.")] = 1,
+    api_key: ApiKey = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="vllm (GPU), transformers (ms-swift deploy; CPU works), fake (canned SATORI answers, "
+            "no model), or auto: vllm when a vllm executable is found, else transformers.",
+        ),
+    ] = "auto",
+    vllm_bin: Annotated[
+        str,
+        typer.Option(
+            "--vllm-bin",
+            help="The vllm executable; point it at a separate environment (vLLM pins pillow>=13).",
+        ),
+    ] = "vllm",
+    ui: Annotated[bool, typer.Option("--ui", help="Also start the Gradio demo against the server.")] = False,
+    grammar: Grammar = None,
+    ui_port: Annotated[int, typer.Option("--ui-port", help="Port of the demo.")] = 7860,
+    base_url: BaseUrl = None,
+    max_model_len: Annotated[
+        int | None,
+        typer.Option(
+            "--max-model-len",
+            help="vLLM context length (default: the prompt at the pixel budget plus 2048 new tokens, "
+            "3584 at the paper's budget; see satori_cli/vllm_settings.py).",
+        ),
+    ] = None,
+    startup_timeout: StartupTimeout = 900,
+    dry_run: DryRun = False,
 ) -> None:
     """Serve SATORI over an OpenAI-compatible API (served model name `satori`), optionally with a demo.
 
     The pixel budget is a run's own (when --model is a run folder or one of its checkpoints), else
     MIN_PIXELS / MAX_PIXELS, else the paper's; the demo resizes images to it before sending, so boxes
-    map back exactly.
+    map back exactly. With --ui --base-url URL the demo attaches to a server already running there
+    and no server starts.
 
     --port 0 / --ui-port 0 pick free ports (printed). Ctrl-C, SIGTERM or a closed terminal stop
     the server and everything it started; so does satori dying any other way.
@@ -79,9 +95,9 @@ def serve(
     from satori_cli.train.runinfo import model_grammar
     from satori_cli.ui import console
 
-    _check_number(startup_timeout, "--startup-timeout", positive=True)
+    check_number(startup_timeout, "--startup-timeout", positive=True)
     if max_model_len is not None:
-        _check_number(max_model_len, "--max-model-len", positive=True)
+        check_number(max_model_len, "--max-model-len", positive=True)
     check_api_key(api_key)
     grammar = model_grammar(grammar, model).name  # a run folder answers in its own grammar
     if base_url and not ui:
@@ -147,15 +163,6 @@ def serve(
     run_server(planned, startup_timeout, ui_port if ui else None, budget, grammar=grammar)
 
 
-def _check_number(value: float, flag: str, positive: bool = False) -> None:
-    """A finite number >= 0 (> 0 when `positive`), else one line and exit 2."""
-    from satori_cli.errors import SatoriError
-
-    if value != value or value in (float("inf"), float("-inf")) or value < 0 or (positive and value == 0):
-        need = "a positive number" if positive else "a number >= 0"
-        raise SatoriError(f"{flag} must be {need}, not {value}")
-
-
 def _budget_model(model: str | None):
     """The model named beside a server that runs elsewhere: only a run's (local) budget is used."""
     from satori_cli import models
@@ -173,57 +180,56 @@ def _budget(model=None):
 
 
 def predict(
-    image: Path = typer.Argument(..., help="The image file."),
-    question: str = typer.Argument(..., help="The question about the image."),
-    base_url: str = typer.Option(
-        "http://127.0.0.1:8000/v1", help="The OpenAI-compatible API (from `satori serve`)."
-    ),
-    api_key: str = typer.Option(
-        None, envvar=API_KEY_ENV, help=f"Bearer key of the server (or ${API_KEY_ENV})."
-    ),
-    model: str = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="The run folder (or a checkpoint of it) the server serves: its pixel budget and grammar are "
-        "used (default: MIN_PIXELS / MAX_PIXELS, else the paper's; satori).",
-    ),
-    save: Path = typer.Option(
-        None,
-        "--save",
-        help="Write the image with the boxes drawn (PNG); a file satori did not write is not replaced "
-        "without --overwrite.",
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --save file."),
-    as_json: bool = typer.Option(
-        False, "--json", help="Print the result as JSON (boxes in original pixels)."
-    ),
-    temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy, repeatable boxes)."),
-    max_tokens: int = typer.Option(512, help="Most tokens to generate."),
-    grammar: str = typer.Option(
-        None,
-        "--grammar",
-        help=f"Output grammar to ask and read in (default: the --model run's, else satori): {GRAMMAR_HELP}",
-    ),
-    timeout: float = typer.Option(300, help="Seconds to wait for the answer."),
-    wait: float = typer.Option(
-        0, help="Seconds to wait for the server's /health first (for scripts that just started it)."
-    ),
+    image: Annotated[Path, typer.Argument(help="The image file.")],
+    question: Annotated[str, typer.Argument(help="The question about the image.")],
+    base_url: BaseUrl = "http://127.0.0.1:8000/v1",
+    api_key: ApiKey = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            *MODEL,
+            help="The run folder (or a checkpoint of it) the server serves: its pixel budget and grammar "
+            "are used (default: MIN_PIXELS / MAX_PIXELS, else the paper's; satori).",
+        ),
+    ] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            *OUT,
+            help="Write the image with the boxes drawn (PNG); a file satori did not write is not replaced "
+            "without --overwrite.",
+        ),
+    ] = None,
+    overwrite: Overwrite = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON (boxes in original pixels).")
+    ] = False,
+    temperature: Temperature = 0.0,
+    max_tokens: MaxNewTokens = 512,
+    grammar: Grammar = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the answer.")] = 300,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            help="Seconds to wait for the server's /health first (for scripts that just started it).",
+        ),
+    ] = 0,
 ) -> None:
     """Ask SATORI about one image: caption, boxes on the original image, answer (or the parts of
     another --grammar: thinking for satori-v2 and r1)."""
     from satori_cli.serve.client import SatoriClient, draw_boxes, load_image
     from satori_cli.ui import console
 
-    _check_number(timeout, "--timeout", positive=True)
-    _check_number(wait, "--wait")
-    _check_number(temperature, "--temperature")
-    _check_number(max_tokens, "--max-tokens", positive=True)
-    if save is not None:  # before the question is asked: a refused --save costs nothing
+    check_number(timeout, "--timeout", positive=True)
+    check_number(wait, "--wait")
+    check_number(temperature, "--temperature")
+    check_number(max_tokens, "--max-new-tokens", positive=True)
+    if save is not None:  # before the question is asked: a refused --out costs nothing
         from satori_cli import outputs
 
-        outputs.check_folder(save.parent, "--save")
-        outputs.check_target(save, overwrite, "--save")
+        outputs.check_folder(save.parent, "--out")
+        outputs.check_target(save, overwrite, "--out")
     served = _budget_model(model)
     budget = _budget(served)
     if grammar is None and served is not None and served.run is not None:
@@ -240,7 +246,7 @@ def predict(
     with console().status("asking SATORI ...") if not as_json else contextlib.nullcontext():
         prepared, prediction = client.predict(picture, question, temperature, max_tokens)
     if save is not None:
-        outputs.ensure_dir(save.parent, "--save")
+        outputs.ensure_dir(save.parent, "--out")
         with outputs.atomic_file(save, "wb") as fh:
             draw_boxes(prepared.original, prediction).save(fh, format="PNG")
     if as_json:

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from satori_cli.commands.options import OUT, Overwrite, Seed
+
 
 def tiny_model(
-    out: Path = typer.Option(
-        None, "--out", "-o", help="Folder to write (default: $SATORI_HOME/models/tiny-qwen2_5_vl)."
-    ),
-    hidden_size: int = typer.Option(
-        32, help="Hidden size of the text and vision towers (a multiple of 4; 96 with 4 layers can learn)."
-    ),
-    layers: int = typer.Option(2, help="Number of text decoder layers."),
-    seed: int = typer.Option(0, help="Random seed of the weights."),
-    overwrite: bool = typer.Option(
-        False,
-        "--overwrite",
-        help="Rebuild a tiny model already in --out (any other folder is never replaced).",
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            *OUT, metavar="DIR", help="Folder to write (default: $SATORI_HOME/models/tiny-qwen2_5_vl)."
+        ),
+    ] = None,
+    hidden_size: Annotated[
+        int,
+        typer.Option(
+            "--hidden-size",
+            help="Hidden size of the text and vision towers (a multiple of 4; 96 with 4 layers can learn).",
+        ),
+    ] = 32,
+    layers: Annotated[int, typer.Option("--layers", help="Number of text decoder layers.")] = 2,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
 ) -> None:
     """Build a tiny, random Qwen2.5-VL (a few million parameters) for CPU runs and tests.
 

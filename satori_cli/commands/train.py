@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from satori_cli.grammar import GRAMMAR_HELP
+from satori_cli.commands.options import (
+    DATA,
+    GPUS,
+    MODEL,
+    OUT,
+    Config,
+    DryRun,
+    Grammar,
+    Overwrite,
+    Preset,
+    Verbose,
+)
 
 TRAIN_HELP = """Train with SATORI's GRPO recipe on ms-swift 4.x (`swift rlhf --rlhf_type grpo`),
 or, with --stage sft, a cold-start SFT (`swift sft`) on gold SATORI completions.
@@ -22,7 +34,7 @@ Precedence: preset < --config FILE < flags < arguments after `--`, which go to s
   satori train --preset learn --stage sft --model M --data D -o runs/sft
   satori train --preset learn --model runs/sft --data D -o runs/grpo
 
-  satori train --preset paper --gpus 4 --data data/vqa/train.jsonl --output runs/paper
+  satori train --preset paper --gpus 4 --data data/vqa/train.jsonl --out runs/paper
 
   satori train --preset fast --gpus 8 --nodes 2 --node-rank 0 --master-addr 10.0.0.1 -o /shared/run --data ...
 
@@ -38,107 +50,118 @@ Precedence: preset < --config FILE < flags < arguments after `--`, which go to s
 
 
 def train(
-    preset: str = typer.Option(
-        None,
-        "--preset",
-        "-p",
-        help="Recipe: paper, fast, server, lora, smoke or learn (default: smoke, or the config's).",
-    ),
-    stage: str = typer.Option(
-        "grpo",
-        "--stage",
-        "-s",
-        help="grpo (swift rlhf with the four rewards) or sft (swift sft on gold completions).",
-    ),
-    config: Path = typer.Option(
-        None, "--config", "-c", help="A recipe YAML (keys as in the presets); flags override it."
-    ),
-    model: str = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="Starting model: hub id, checkpoint folder, `tiny`, `base`, or a `satori train` run folder "
-        "(its last checkpoint; the new run keeps its pixel budget). Default: the preset's.",
-    ),
-    data: str = typer.Option(
-        None, "--data", "-d", help="Prepared train JSONL, or a raw source that `satori data prepare` reads."
-    ),
-    val_data: str = typer.Option(
-        None, "--val-data", help="Prepared validation JSONL (evaluated every eval_steps)."
-    ),
-    output: Path = typer.Option(
-        None,
-        "--output",
-        "-o",
-        help="Run folder (default: $SATORI_HOME/runs/<preset>-<time>). Multi-node: required, on a "
-        "filesystem every node shares.",
-    ),
-    gpus: int = typer.Option(
-        None, "--gpus", "-g", help="GPUs (processes) per node; 0 = CPU. Default: the preset's."
-    ),
-    nodes: int = typer.Option(
-        1, "--nodes", help="Number of machines (same command on each, own --node-rank)."
-    ),
-    node_rank: int = typer.Option(
-        None, "--node-rank", help="This machine's rank, 0..nodes-1 (required to run with --nodes > 1)."
-    ),
-    master_addr: str = typer.Option(
-        None, "--master-addr", help="Address of node 0 (multi-node; default: $MASTER_ADDR)."
-    ),
-    master_port: int = typer.Option(
-        None, "--master-port", help="Rendezvous port on node 0 (default: $MASTER_PORT, else 29500)."
-    ),
-    rollout_url: list[str] = typer.Option(
-        None,
-        "--rollout-url",
-        help="Server mode: a running `satori rollout` (http://HOST:PORT; repeat for several) generates "
-        "the rollouts; checked before training (it answers, same architecture, GPU split).",
-    ),
-    rollout_gpus: int = typer.Option(
-        None,
-        "--rollout-gpus",
-        help="Server mode on one node: start `swift rollout` on this many GPUs of this machine (the "
-        "first of the pool; training takes the next --gpus). Default: the preset's.",
-    ),
-    report_to: str = typer.Option(
-        None,
-        "--report-to",
-        help="Experiment tracker: tensorboard (default; RUN/runs, no network), wandb, swanlab or none. "
-        "The run is named after the run folder.",
-    ),
-    data_timeout: float = typer.Option(
-        3600, "--data-timeout", help="Multi-node: seconds nodes 1..N-1 wait for node 0's prepared data."
-    ),
-    resume: bool = typer.Option(
-        False, "--resume", help="Continue from the latest checkpoint of --output (or of the newest run)."
-    ),
-    resume_from: Path = typer.Option(
-        None, "--resume-from", help="Continue from this checkpoint folder (or this run's latest checkpoint)."
-    ),
-    overwrite: bool = typer.Option(
-        False,
-        "--overwrite",
-        help="Replace the run already in --output (only what a run writes; a folder that is not a "
-        "satori run is never wiped). Without it an existing run folder is refused.",
-    ),
-    grammar: str = typer.Option(
-        None,
-        "--grammar",
-        help=f"Output grammar to train (system prompt and rewards): {GRAMMAR_HELP} Default: the "
-        "config's, else satori; a resumed run keeps its own.",
-    ),
-    dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the exact command and environment for each node, run nothing."
-    ),
-    skip_memory_check: bool = typer.Option(
-        False, "--skip-memory-check", help="Do not stop on the rough GPU-memory estimate."
-    ),
-    verbose: bool = typer.Option(
-        False, "--verbose", "-v", help="Stream swift's output as well as the progress."
-    ),
-    swift_args: list[str] = typer.Argument(
-        None, metavar="[-- SWIFT_ARGS...]", help="Extra ms-swift arguments after `--` (they win)."
-    ),
+    preset: Preset = None,
+    stage: Annotated[
+        str,
+        typer.Option(
+            "--stage",
+            "-s",
+            help="grpo (swift rlhf with the four rewards) or sft (swift sft on gold completions).",
+        ),
+    ] = "grpo",
+    config: Config = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            *MODEL,
+            help="Starting model: hub id, checkpoint folder, `tiny`, `base`, or a `satori train` run folder "
+            "(its last checkpoint; the new run keeps its pixel budget). Default: the preset's.",
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(*DATA, help="Prepared train JSONL, or a raw source that `satori data prepare` reads."),
+    ] = None,
+    val_data: Annotated[
+        str | None, typer.Option("--val-data", help="Prepared validation JSONL (evaluated every eval_steps).")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            *OUT,
+            metavar="DIR",
+            help="Run folder (default: $SATORI_HOME/runs/<preset>-<time>). Multi-node: required, on a "
+            "filesystem every node shares.",
+        ),
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option(*GPUS, help="GPUs (processes) per node; 0 = CPU. Default: the preset's.")
+    ] = None,
+    nodes: Annotated[
+        int, typer.Option("--nodes", help="Number of machines (same command on each, own --node-rank).")
+    ] = 1,
+    node_rank: Annotated[
+        int | None,
+        typer.Option(
+            "--node-rank", help="This machine's rank, 0..nodes-1 (required to run with --nodes > 1)."
+        ),
+    ] = None,
+    master_addr: Annotated[
+        str | None,
+        typer.Option("--master-addr", help="Address of node 0 (multi-node; default: $MASTER_ADDR)."),
+    ] = None,
+    master_port: Annotated[
+        int | None,
+        typer.Option("--master-port", help="Rendezvous port on node 0 (default: $MASTER_PORT, else 29500)."),
+    ] = None,
+    rollout_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rollout-url",
+            help="Server mode: a running `satori rollout` (http://HOST:PORT; repeat for several) generates "
+            "the rollouts; checked before training (it answers, same architecture, GPU split).",
+        ),
+    ] = None,
+    rollout_gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--rollout-gpus",
+            help="Server mode on one node: start `swift rollout` on this many GPUs of this machine (the "
+            "first of the pool; training takes the next --gpus). Default: the preset's.",
+        ),
+    ] = None,
+    report_to: Annotated[
+        str | None,
+        typer.Option(
+            "--report-to",
+            help="Experiment tracker: tensorboard (default; RUN/runs, no network), wandb, swanlab or none. "
+            "The run is named after the run folder.",
+        ),
+    ] = None,
+    data_timeout: Annotated[
+        float,
+        typer.Option(
+            "--data-timeout", help="Multi-node: seconds nodes 1..N-1 wait for node 0's prepared data."
+        ),
+    ] = 3600,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue from the latest checkpoint of --out (or of the newest run)."),
+    ] = False,
+    resume_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume-from", help="Continue from this checkpoint folder (or this run's latest checkpoint)."
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace the run already in --out (only what a run writes; a folder that is not a "
+            "satori run is never wiped). Without it an existing run folder is refused.",
+        ),
+    ] = False,
+    grammar: Grammar = None,
+    dry_run: DryRun = False,
+    skip_memory_check: Annotated[
+        bool, typer.Option("--skip-memory-check", help="Do not stop on the rough GPU-memory estimate.")
+    ] = False,
+    verbose: Verbose = False,
+    swift_args: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[-- SWIFT_ARGS...]", help="Extra ms-swift arguments after `--` (they win)."),
+    ] = None,
 ) -> None:
     from satori_cli.errors import SatoriError
     from satori_cli.train.runfolder import RunComplete, abandon, replace_earlier_run
@@ -239,20 +262,24 @@ def train(
 
 
 def report(
-    run_dir: Path = typer.Argument(
-        None, help="A run folder written by `satori train` (default: the newest under $SATORI_HOME/runs)."
-    ),
-    out: Path = typer.Option(
-        None,
-        "--out",
-        "-o",
-        help="Where to write the report (default: RUN_DIR/report, replaced each time). Elsewhere, "
-        "files satori did not write are not replaced without --overwrite.",
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files in --out satori did not write."),
-    max_completions: int = typer.Option(
-        24, "--max-completions", help="Completions in the gallery (the latest steps first)."
-    ),
+    run_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A run folder written by `satori train` (default: the newest under $SATORI_HOME/runs)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            *OUT,
+            help="Where to write the report (default: RUN_DIR/report, replaced each time). Elsewhere, "
+            "files satori did not write are not replaced without --overwrite.",
+        ),
+    ] = None,
+    overwrite: Overwrite = False,
+    max_completions: Annotated[
+        int, typer.Option("--max-completions", help="Completions in the gallery (the latest steps first).")
+    ] = 24,
 ) -> None:
     """Plot a run's rewards, KL, completion length and loss, and a gallery of its completions.
 

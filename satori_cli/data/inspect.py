@@ -280,8 +280,8 @@ def contact_sheet(
     if not rows:
         raise SatoriError("no rows to draw")
     out_path = Path(out_path).expanduser()
-    outputs.ensure_dir(out_path.parent, "--sheet")
-    outputs.check_target(out_path, overwrite, "--sheet")
+    outputs.ensure_dir(out_path.parent, "--out")
+    outputs.check_target(out_path, overwrite, "--out")
     outputs.clean_stale(out_path.parent)
     font = ImageFont.load_default(size=13)
     line_h = 16

@@ -104,13 +104,13 @@ WORK_DIR_MARKS = ("satori_eval_spec.json", "eval.log", "summary.json")
 
 
 def check_work_dir(work_dir: Path) -> None:
-    """--work-dir is a folder that is new, empty, or an earlier evaluation's (whose results
+    """--out is a folder that is new, empty, or an earlier evaluation's (whose results
     --overwrite replaces): never a file, and never a folder of something else."""
     from satori_cli.outputs import check_folder
 
-    if check_folder(work_dir, "--work-dir") and not any((work_dir / m).exists() for m in WORK_DIR_MARKS):
+    if check_folder(work_dir, "--out") and not any((work_dir / m).exists() for m in WORK_DIR_MARKS):
         raise SatoriError(
-            f"--work-dir {work_dir} is not empty and holds no satori evaluation: satori will not write there",
+            f"--out {work_dir} is not empty and holds no satori evaluation: satori will not write there",
             hint="choose a new or empty folder",
         )
 

@@ -87,7 +87,7 @@ def prepare_work_dir(plan: EvalPlan, overwrite: bool) -> None:
     if stale and not overwrite:
         raise SatoriError(
             f"{plan.work_dir} already holds results ({stale[0].name}/)",
-            hint="choose a new --work-dir, or pass --overwrite to replace them",
+            hint="choose a new --out, or pass --overwrite to replace them",
         )
     for folder in stale:
         if folder.is_dir() and not folder.is_symlink():

@@ -142,7 +142,7 @@ def box_line_width(size: tuple[int, int]) -> int:
 
 
 def draw_box(draw: Any, box: tuple[int, int, int, int], label: str, color: str, width: int) -> None:
-    """One box as `predict --save` and the demo draw it: a coloured frame between a dark outer
+    """One box as `predict --out` and the demo draw it: a coloured frame between a dark outer
     and a light inner line, so it stays visible on any background, an object of its own colour
     included, and its label on a tab of that colour inside the top-left corner. Everything stays
     inside the box (x2, y2 exclusive), so the drawing's extent is the box."""
@@ -169,7 +169,7 @@ def draw_box(draw: Any, box: tuple[int, int, int, int], label: str, color: str, 
 
 
 def draw_boxes(image: Image.Image, prediction: Prediction) -> Image.Image:
-    """A copy of the image with each box framed and labelled (the PNG `--save` writes)."""
+    """A copy of the image with each box framed and labelled (the PNG `predict --out` writes)."""
     from PIL import ImageDraw
 
     out = image.copy()

@@ -205,7 +205,7 @@ class ResultFiles:
         sections = []
         width = box_line_width(size)
         for box, label in boxes:
-            # The frame and label `predict --save` draws (no fill: a translucent fill hid an
+            # The frame and label `predict --out` draws (no fill: a translucent fill hid an
             # object of the box's own colour), on a transparent layer Gradio lays over the image.
             mask = Image.new("RGBA", size, (0, 0, 0, 0))
             draw_box(ImageDraw.Draw(mask), box, label, self.colors.get(label, BOX_COLORS[0]), width)

@@ -1,6 +1,6 @@
 """Multi-node data: node 0 prepares and tags the training data once; the other nodes wait and verify.
 
-Every node of a multi-node run shares one run folder (`--output` on a shared filesystem). If each
+Every node of a multi-node run shares one run folder (`--out` on a shared filesystem). If each
 node prepared the data itself, they would truncate and rewrite the same files while the others
 read them. Instead node 0 writes the files (each atomically: a temporary file, then a rename)
 and then `data/ready.json`: what the data was made from and the sha256 of each file. The other
@@ -150,7 +150,7 @@ def wait_for_data(
         if time.monotonic() >= deadline:
             raise SatoriError(
                 f"waited {timeout:g} s for node 0's data: {problem}",
-                hint="start node 0 too, with the same --data and the same --output on a filesystem "
+                hint="start node 0 too, with the same --data and the same --out on a filesystem "
                 "every node shares (or raise --data-timeout)",
             )
         time.sleep(interval)

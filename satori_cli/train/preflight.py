@@ -162,7 +162,7 @@ def check_data(train: Path, val: Path | None) -> None:
 def check_output(output: Path) -> None:
     from satori_cli.outputs import ensure_dir
 
-    ensure_dir(output, "--output")
+    ensure_dir(output, "--out")
 
 
 def check_memory(plan: TrainPlan, found: list[Gpu]) -> None:

@@ -61,19 +61,19 @@ def describe(run_dir: Path) -> str:
 
 def claim_new(run_dir: Path, overwrite: bool) -> Claim:
     """Check that a new run may use `run_dir` (writes nothing); one line if it may not."""
-    if not outputs.check_folder(run_dir, "--output"):
+    if not outputs.check_folder(run_dir, "--out"):
         return Claim(run_dir, [], [], empty=run_dir.is_dir())
     if not is_run_folder(run_dir):
         raise SatoriError(
-            f"--output {run_dir} is not empty and is not a satori run folder (no {RUN_JSON}): "
+            f"--out {run_dir} is not empty and is not a satori run folder (no {RUN_JSON}): "
             "satori neither writes into it nor wipes it",
             hint="choose a new or empty folder",
         )
     if not overwrite:
         resume = "--resume to continue it, " if runlogs.latest_checkpoint(run_dir) else ""
         raise SatoriError(
-            f"--output {run_dir} already holds a run ({describe(run_dir)})",
-            hint=f"{resume}--overwrite to replace it, or choose another --output",
+            f"--out {run_dir} already holds a run ({describe(run_dir)})",
+            hint=f"{resume}--overwrite to replace it, or choose another --out",
         )
     entries = sorted(run_dir.iterdir())
     ours = [p for p in entries if RUN_ENTRIES.match(p.name)]
@@ -187,6 +187,6 @@ def newest_run(what: str, has: str | None = None) -> Path:
     if not found:
         raise SatoriError(
             f"no run folder under {root} to {what}",
-            hint="pass a run folder (e.g. the --output of `satori train`)",
+            hint="pass a run folder (e.g. the --out of `satori train`)",
         )
     return max(found)[1]

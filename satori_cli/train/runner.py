@@ -124,7 +124,7 @@ def _resume_point(opts: TrainOptions) -> tuple[Path, Path]:
         return run_dir, checkpoint
     run_dir = output or _latest_run_with_checkpoint()
     if run_dir is None:
-        raise SatoriError("--resume: no earlier run with a checkpoint found", hint="pass --output RUN_DIR")
+        raise SatoriError("--resume: no earlier run with a checkpoint found", hint="pass --out RUN_DIR")
     checkpoint = runlogs.latest_checkpoint(run_dir)
     if checkpoint is None:
         raise SatoriError(
@@ -280,7 +280,7 @@ def launch_settings(opts: TrainOptions, gpus: int) -> Launch:
     launch = Launch(gpus=gpus, nodes=opts.nodes, node_rank=opts.node_rank, master_addr=addr, master_port=port)
     if launch.nodes > 1 and opts.output is None:
         raise SatoriError(
-            "--nodes > 1 needs --output: a run folder on a filesystem every node shares",
+            "--nodes > 1 needs --out: a run folder on a filesystem every node shares",
             hint="node 0 prepares the data there once, the others read it; checkpoints land there",
         )
     return launch
@@ -337,7 +337,7 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         if claim is not None:
             runfolder.clear_data(claim)
         made = outputs.missing_root(run_dir)
-        outputs.ensure_dir(run_dir, "--output")
+        outputs.ensure_dir(run_dir, "--out")
         try:
             source = datasync.source_of(recipe.data, recipe.val_data) if launch.nodes > 1 else {}
             if launch.nodes > 1 and (launch.node_rank or 0) > 0:
