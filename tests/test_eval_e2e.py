@@ -126,12 +126,19 @@ def test_unreachable_hub_model_is_one_line(satori, tmp_path):
 
 
 def test_existing_results_are_not_silently_reused(satori, tiny_model, tmp_path):
-    (tmp_path / "work" / "satori").mkdir(parents=True)
-    result = satori(
-        "eval", "--data", "MMStar", "--model", str(tiny_model),
-        "--data-dir", str(tmp_path), "--out", str(tmp_path / "work"),
-    )  # fmt: skip
-    assert result.returncode == 2 and "--overwrite" in result.stderr
+    """An earlier evaluation's folder needs --overwrite (VLMEvalKit would reuse its predictions);
+    a folder of something else is refused even then."""
+    earlier, other = tmp_path / "work", tmp_path / "other"
+    (earlier / "satori").mkdir(parents=True)
+    (earlier / "summary.json").write_text("{}")
+    (other / "notes").mkdir(parents=True)
+    args = ("eval", "--data", "MMStar", "--model", str(tiny_model), "--data-dir", str(tmp_path))
+    result = satori(*args, "--out", str(earlier))
+    assert result.returncode == 2 and "--overwrite" in result.stderr, result.stderr
+    for flags in ((), ("--overwrite",)):
+        result = satori(*args, "--out", str(other), *flags)
+        assert result.returncode == 2 and "holds no satori evaluation" in result.stderr, result.stderr
+    assert sorted(p.name for p in other.iterdir()) == ["notes"]
 
 
 def test_api_backend_without_server_is_one_line(satori, tmp_path):
