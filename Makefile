@@ -50,7 +50,7 @@ test-fast: setup
 # Python satori supports, so 3.11-only syntax (e.g. possessive regex quantifiers) cannot slip in.
 PY310 ?= python3.10
 CORE_TESTS := tests/test_grammar.py tests/test_grammars.py tests/test_rewards_rules.py tests/test_rewards_properties.py tests/test_doctests.py \
-	tests/test_prompts.py tests/test_cmdline.py
+	tests/test_prompts.py tests/test_process.py
 test-py310:
 	@test -x .venv310/bin/python || $(PY310) -m venv .venv310
 	.venv310/bin/python -m pip install -q -e '.[rewards]' pytest pytest-timeout hypothesis

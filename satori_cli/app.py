@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="satori", standalone_mode=True)
     except SatoriError as exc:
-        from satori_cli.ui import print_error
+        from satori_cli.console import print_error
 
         print_error(exc)
         sys.exit(exc.exit_code)

@@ -92,8 +92,8 @@ def serve_needs(auto_backend: str) -> dict[str, list[str]]:
 
 def program(name: str) -> str | None:
     """Where `satori serve` would find an executable (beside this Python first, then PATH)."""
-    from satori_cli.cmdline import find_program
     from satori_cli.errors import SatoriError
+    from satori_cli.process import find_program
 
     try:
         return find_program(name, "")

@@ -418,8 +418,8 @@ def _snapshot(repo: str, flag: str) -> Path:
         pass
     if hub_offline():
         raise _offline_error(repo, flag)
+    from satori_cli.console import err_console
     from satori_cli.hub import fetch_hf
-    from satori_cli.ui import err_console
 
     try:
         with err_console().status(f"downloading {repo} from the Hugging Face hub ..."):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from satori_cli.cmdline import wait_until
+from satori_cli.process import wait_until
 from tests.conftest import run_satori, satori_env
 from tests.fake_hub import FakeHub
 

@@ -17,9 +17,9 @@ from satori_cli.train.runinfo import model_grammar, recorded_grammar
 from tests.conftest import prepared as _prepared
 
 sys.path.insert(0, str(Path(__file__).parent))
-import test_train_command
+import test_train_plan
 
-swift_parser = test_train_command.swift_parser  # the fixture: ms-swift 4.x's own argument parser
+swift_parser = test_train_plan.swift_parser  # the fixture: ms-swift 4.x's own argument parser
 
 MESSAGE = [{"type": "image", "value": "/x.png"}, {"type": "text", "value": "Question: what?"}]
 
@@ -248,7 +248,7 @@ def test_parsed_panel_shows_each_grammars_parts(tmp_path):
     from PIL import Image
 
     from satori_cli.serve.client import interpret, prepare_image
-    from satori_cli.serve.ui import parsed_markdown
+    from satori_cli.serve.demo import parsed_markdown
 
     prepared = prepare_image(Image.new("RGB", (640, 480), "white"))
     v2 = format_completion("a ball", [[10, 10, 50, 50]], "red", "satori-v2", thinking="round & <red>")
@@ -274,9 +274,9 @@ def test_the_demo_renders_a_v2_answer_with_its_thinking(tmp_path, monkeypatch):
     """The demo in satori-v2 against the fake backend, which answers in the grammar it is asked in."""
     from gradio_client import Client, handle_file
 
-    from satori_cli.serve.ui import build_demo, launch_demo
+    from satori_cli.serve.demo import build_demo, launch_demo
     from tests.serve_helpers import CASES, FakeServer, free_port, red_box_image
-    from tests.test_serve_ui import mask_bbox
+    from tests.test_serve_demo import mask_bbox
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # not the shared /tmp/gradio
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import run_satori
 
-from satori_cli.cmdline import Command, find_program, run
 from satori_cli.grammar import format_completion
+from satori_cli.process import Command, find_program, run
 from satori_cli.rewards import REWARD_FUNCS, REWARDS, plugin_path
 
 # The public contract, written out once here: the names users pass to `--reward_funcs`

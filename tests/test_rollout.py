@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from satori_cli.cmdline import wait_until
 from satori_cli.gpus import parse_nvidia_smi
-from satori_cli.train.command import Launch, TrainPlan, build_commands
+from satori_cli.process import wait_until
+from satori_cli.train.plan import Launch, TrainPlan, build_commands
 from satori_cli.train.recipe import parse_passthrough, resolve_recipe
 from satori_cli.train.rollout import RolloutSpec, max_model_len, rollout_args, rollout_command
 from tests.conftest import REPO, prepared, satori_env

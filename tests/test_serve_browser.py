@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from satori_cli.serve.ui import build_demo, launch_demo
+from satori_cli.serve.demo import build_demo, launch_demo
 from tests.serve_helpers import CASES, FakeServer, free_port, red_box_image
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -13,9 +13,9 @@ import sys
 import pytest
 from PIL import Image
 
-from satori_cli.cmdline import Command, wait_until
 from satori_cli.errors import SatoriError
 from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
+from satori_cli.process import Command, wait_until
 from satori_cli.serve.backends import ServerDied, ServerProcess
 from satori_cli.serve.client import BOX_COLORS
 from satori_cli.serve.vllm_command import VllmSettings, vllm_args, vllm_command

@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from satori_cli.cmdline import wait_until
 from satori_cli.grammar import format_completion
+from satori_cli.process import wait_until
 from tests.serve_helpers import CASES, listening, red_box_image, serving
 
 BOX = CASES[(640, 480)]

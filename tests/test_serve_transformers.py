@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from satori_cli.cmdline import wait_until
+from satori_cli.process import wait_until
 from tests.serve_helpers import CASES, free_port, listening, red_box_image, serving
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from satori_cli.errors import SatoriError
 from satori_cli.gpus import Gpu
 from satori_cli.pixels import PixelBudget
 from satori_cli.train import preflight as pf
-from satori_cli.train.command import Launch, TrainPlan
+from satori_cli.train.plan import Launch, TrainPlan
 from satori_cli.train.recipe import parse_passthrough, resolve_recipe
 from satori_cli.train.resources import (
     GIB,
@@ -307,7 +307,7 @@ def test_more_visible_gpus_than_processes_are_narrowed_not_refused(tmp_path):
     DeepSpeed and vLLM refuse only after loading the model: preflight gives the training processes
     exactly their GPUs instead (the first of the pool), before anything else about this machine."""
     from satori_cli.gpus import parse_nvidia_smi
-    from satori_cli.train.command import build_commands
+    from satori_cli.train.plan import build_commands
 
     eight = parse_nvidia_smi("\n".join(f"{i}, NVIDIA H100 80GB HBM3, 81559" for i in range(8)))
     plan = plan_for(tmp_path, "paper", gpus=4)

@@ -14,7 +14,7 @@ def test_bundled_presets():
 
 
 def test_server_is_the_paper_recipe_with_rollouts_on_gpus_of_their_own():
-    from satori_cli.train.command import generation_batch_check
+    from satori_cli.train.plan import generation_batch_check
 
     paper, server = resolve_recipe("paper"), resolve_recipe("server")
     keys = set(paper.swift) | set(server.swift)

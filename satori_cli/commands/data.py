@@ -37,8 +37,8 @@ def sample(
 
     The output is raw data, the input of `satori data prepare`; the demo and the tests use it.
     """
+    from satori_cli.console import console
     from satori_cli.data.sample import write_sample
-    from satori_cli.ui import console
 
     path = write_sample(out, n=rows, seed=seed, form=form, overwrite=overwrite)
     console().print(f"[green]wrote {rows} sample rows:[/] {path}")
@@ -54,8 +54,8 @@ def sample_bench(
 
     Its file name (without .tsv) is the benchmark name to pass to `satori eval --data`.
     """
+    from satori_cli.console import console
     from satori_cli.evaluation.sample_bench import write_tiny_bench
-    from satori_cli.ui import console
 
     console().print(f"[green]wrote[/] {write_tiny_bench(out, overwrite=overwrite)}")
 
@@ -111,10 +111,10 @@ def prepare(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from satori_cli.console import console
     from satori_cli.data.prepare import prepare_dataset
     from satori_cli.data.report import prepare_table, printable
     from satori_cli.errors import SatoriError
-    from satori_cli.ui import console
 
     if max_extract_gb is not None and not 0 <= max_extract_gb < 2**33:  # also NaN and inf
         raise SatoriError(f"--max-extract-gb must be a number of GiB, got {max_extract_gb}")
@@ -182,10 +182,10 @@ def inspect(
     Works on any JSONL: lines that are not well-formed prepared rows are counted by what is
     wrong with them (with their line numbers), and the exit code is then 1.
     """
+    from satori_cli.console import console
     from satori_cli.data.inspect import contact_sheet, inspect_dataset
     from satori_cli.data.report import inspect_table
     from satori_cli.errors import SatoriError
-    from satori_cli.ui import console
 
     with console().status("reading ..."):
         stats, drawn = inspect_dataset(target, samples=rows, seed=seed)

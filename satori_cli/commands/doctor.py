@@ -21,8 +21,8 @@ def doctor(
     from rich.table import Table
 
     from satori_cli.config import satori_home
+    from satori_cli.console import console
     from satori_cli.doctor import diagnose
-    from satori_cli.ui import console
 
     report = diagnose(satori_home(), check_hub=hub)
     table = Table(title="satori doctor", title_justify="left")

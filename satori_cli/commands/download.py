@@ -33,8 +33,8 @@ Source = Annotated[
 def _run(kind: str, repo: str | None, revision: str | None, local_dir: Path | None, source: str) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from satori_cli.console import console
     from satori_cli.hub import fetch, rich_tqdm
-    from satori_cli.ui import console
 
     with Progress(
         TextColumn("{task.description}"),

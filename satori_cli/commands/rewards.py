@@ -35,8 +35,8 @@ def list_rewards() -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from satori_cli.console import console
     from satori_cli.rewards import REWARDS, grammars_using
-    from satori_cli.ui import console
 
     out = console()
     title = "rewards registered by `satori rewards path`"
@@ -119,13 +119,13 @@ def score(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
+    from satori_cli.console import console
     from satori_cli.errors import SatoriError, install_hint
     from satori_cli.rewards import BY_NAME, missing_libraries
     from satori_cli.rewards.reward_functions import BOX_SPACES
     from satori_cli.rewards.score_file import check_out_path, count_lines, score_jsonl
     from satori_cli.rewards.scoring_input import scoring_input
     from satori_cli.train.runinfo import model_grammar
-    from satori_cli.ui import console
 
     if boxes not in BOX_SPACES:
         raise SatoriError(f"--boxes must be resized or original, not {boxes!r}")

@@ -67,10 +67,11 @@ def rollout(
     ] = None,
 ) -> None:
     from satori_cli import models
-    from satori_cli.cmdline import find_program
     from satori_cli.config import paths
+    from satori_cli.console import console
     from satori_cli.errors import SatoriError, install_hint
     from satori_cli.gpus import detect_gpus
+    from satori_cli.process import find_program
     from satori_cli.serve.backends import root_url
     from satori_cli.serve.server import ServerPlan, check_ports, hold_server
     from satori_cli.train.devices import assumed_pool
@@ -78,7 +79,6 @@ def rollout(
     from satori_cli.train.recipe import parse_passthrough, resolve_recipe
     from satori_cli.train.rollout import RolloutSpec, rollout_args, rollout_command
     from satori_cli.train.runner import TrainOptions, inherit_run
-    from satori_cli.ui import console
 
     if not startup_timeout > 0:
         raise SatoriError(f"--startup-timeout must be a positive number, not {startup_timeout}")

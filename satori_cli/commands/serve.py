@@ -81,6 +81,7 @@ def serve(
     --port 0 / --ui-port 0 pick free ports (printed). Ctrl-C, SIGTERM or a closed terminal stop
     the server and everything it started; so does satori dying any other way.
     """
+    from satori_cli.console import console
     from satori_cli.errors import SatoriError
     from satori_cli.http_client import check_api_key
     from satori_cli.serve.backends import BACKENDS, root_url
@@ -93,7 +94,6 @@ def serve(
         served_model,
     )
     from satori_cli.train.runinfo import model_grammar
-    from satori_cli.ui import console
 
     check_number(startup_timeout, "--startup-timeout", positive=True)
     if max_model_len is not None:
@@ -218,8 +218,8 @@ def predict(
 ) -> None:
     """Ask SATORI about one image: caption, boxes on the original image, answer (or the parts of
     another --grammar: thinking for satori-v2 and r1)."""
+    from satori_cli.console import console
     from satori_cli.serve.client import SatoriClient, draw_boxes, load_image
-    from satori_cli.ui import console
 
     check_number(timeout, "--timeout", positive=True)
     check_number(wait, "--wait")
@@ -237,8 +237,8 @@ def predict(
     picture = load_image(image)
     client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout, grammar=grammar)
     if wait > 0:
-        from satori_cli.cmdline import wait_until
         from satori_cli.http_client import http_ok
+        from satori_cli.process import wait_until
 
         health = base_url.rstrip("/").removesuffix("/v1") + "/health"
         with console().status(f"waiting for {health} ..."):

@@ -36,8 +36,8 @@ def tiny_model(
     Its outputs are noise: use it to try the plumbing.
     """
     from satori_cli.config import paths
+    from satori_cli.console import console
     from satori_cli.tiny_model import build_tiny_model
-    from satori_cli.ui import console
 
     target = out or paths().tiny_model
     with console().status(f"building the tiny model in {target} ..."):

@@ -163,10 +163,10 @@ def train(
         typer.Argument(metavar="[-- SWIFT_ARGS...]", help="Extra ms-swift arguments after `--` (they win)."),
     ] = None,
 ) -> None:
+    from satori_cli.console import console
     from satori_cli.errors import SatoriError
     from satori_cli.train.runfolder import RunComplete, abandon, replace_earlier_run
     from satori_cli.train.runner import ArgumentsRefused, TrainOptions, build_plan, run_plan, swift_program
-    from satori_cli.ui import console
 
     if resume and resume_from is not None:
         raise SatoriError("use either --resume or --resume-from, not both")
@@ -207,7 +207,7 @@ def train(
             "--nodes > 1 needs --node-rank on each machine", hint="or --dry-run to see all commands"
         )
     from satori_cli.gpus import detect_gpus
-    from satori_cli.train.command import build_commands
+    from satori_cli.train.plan import build_commands
     from satori_cli.train.preflight import preflight
 
     if not data_timeout > 0:
@@ -287,8 +287,8 @@ def report(
     training loss (with token accuracy for an SFT run), and a self-contained HTML gallery of
     logged completions with predicted (red) and ground-truth (green) boxes drawn on their images.
     """
+    from satori_cli.console import console
     from satori_cli.train.report import write_report
-    from satori_cli.ui import console
 
     if run_dir is None:
         from satori_cli.train.runfolder import newest_run

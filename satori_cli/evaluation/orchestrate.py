@@ -8,7 +8,7 @@ from pathlib import Path
 
 from satori_cli.decoding import Decoding
 from satori_cli.errors import Interrupted, SatoriError
-from satori_cli.evaluation import datasets, runner
+from satori_cli.evaluation import datasets, launch
 from satori_cli.evaluation.grounding import SOURCE_PREFIX
 from satori_cli.evaluation.judge import check_judge
 from satori_cli.evaluation.plan import BACKENDS, EvalPlan
@@ -73,7 +73,7 @@ def build_plan(req: EvalRequest) -> EvalPlan:
     data_dir = (req.data_dir or datasets.default_data_dir()).expanduser().resolve()
     benchmarks = datasets.resolve_all(req.data, data_dir)
     model = req.model or ("" if req.backend == "api" else DEFAULT_MODEL)
-    specs, resolved = runner.resolve_models(
+    specs, resolved = launch.resolve_models(
         model, req.baseline, req.backend, req.base_url, req.baseline_prompt, req.grammar, dry_run=req.dry_run
     )
     # A run's model is scored in the budget it was trained in (a contradicting flag is refused).
@@ -119,7 +119,7 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
     """Run the evaluation and print the table; raise SatoriError (exit 1) if anything failed."""
     from rich.markup import escape
 
-    from satori_cli.ui import console
+    from satori_cli.console import console
 
     plan = build_plan(req)
     out = console()
@@ -150,12 +150,12 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
             out.print(command.display(), markup=False, highlight=False, soft_wrap=True)
         return []
 
-    runner.prepare_work_dir(plan, req.overwrite)
-    code, seconds = runner.execute(plan)
+    launch.prepare_work_dir(plan, req.overwrite)
+    code, seconds = launch.execute(plan)
     if code == 130:  # Ctrl-C: VLMEvalKit was stopped; what it wrote so far stays in the work dir
         raise Interrupted(f"evaluation stopped; partial results in {plan.work_dir}")
-    outcomes = runner.outcomes_of(plan)
-    settings = runner.settings_of(plan) | {"seconds": round(seconds, 1)}
+    outcomes = launch.outcomes_of(plan)
+    settings = launch.settings_of(plan) | {"seconds": round(seconds, 1)}
     json_path, csv_path = write_summary(plan.work_dir, outcomes, settings)
     print_table(plan, outcomes)
     for line in resolved_lines(settings["resolved"], outcomes):
@@ -167,7 +167,7 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
     rate = f", {items / seconds:.2f} items/s" if items and seconds > 0 else ""
     out.print(f"[dim]{items} items in {seconds:.0f} s{rate} (model loading included)[/]")
     out.print(f"summary: {json_path} and {csv_path}")
-    error = runner.failure_report(outcomes, code, plan.work_dir / "eval.log")
+    error = launch.failure_report(outcomes, code, plan.work_dir / "eval.log")
     if error is not None:
         raise error
     return outcomes
@@ -207,7 +207,7 @@ def print_table(plan: EvalPlan, outcomes: list[Outcome]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from satori_cli.ui import console
+    from satori_cli.console import console
 
     models = [m.name for m in plan.models]
     for bench in plan.benchmarks:

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from satori_cli.cmdline import Command, find_program
 from satori_cli.decoding import Decoding
 from satori_cli.errors import install_hint
 from satori_cli.evaluation.datasets import Benchmark, run_data_dir
 from satori_cli.pixels import PixelBudget
+from satori_cli.process import Command, find_program
 
 BACKENDS = ("transformers", "vllm", "api")
 SATORI_NAME = "satori"  # file-name prefix of the evaluated model in VLMEvalKit's outputs

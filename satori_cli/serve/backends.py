@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from satori_cli.cmdline import Command, find_program, spawn, stop_group
 from satori_cli.errors import SatoriError, install_hint
 from satori_cli.http_client import http_ok
 from satori_cli.pixels import PixelBudget
+from satori_cli.process import Command, find_program, spawn, stop_group
 from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
 
 BACKENDS = ("vllm", "transformers", "fake")

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from satori_cli import models
-from satori_cli.cmdline import Command, find_program
 from satori_cli.config import paths
 from satori_cli.errors import SatoriError
 from satori_cli.models import Model
 from satori_cli.pixels import PixelBudget
+from satori_cli.process import Command, find_program
 from satori_cli.serve.backends import (
     ServerDied,
     ServerProcess,
@@ -132,7 +132,7 @@ def plan_server(
 
 def start_server(plan: ServerPlan, timeout: float) -> ServerProcess:
     """Start the server and wait for /health with a spinner. Raises ServerDied with its log tail."""
-    from satori_cli.ui import console
+    from satori_cli.console import console
 
     server = ServerProcess(plan.command, f"the {plan.backend} server", log_path=plan.log_path).start()
     try:
@@ -225,8 +225,8 @@ def run_demo(
     `canned`: the server is the fake backend (the demo says so in a banner)."""
     import time
 
-    from satori_cli.serve.ui import build_demo, launch_demo
-    from satori_cli.ui import console
+    from satori_cli.console import console
+    from satori_cli.serve.demo import build_demo, launch_demo
 
     built = build_demo(base_url, api_key, budget, grammar=grammar, canned=canned)
     demo = launch_demo(built, host, port, block=False)
@@ -246,8 +246,8 @@ def run_server(
     """Start the planned server, print where it answers, and keep it (and the demo) until stopped."""
     from rich.markup import escape
 
+    from satori_cli.console import console
     from satori_cli.serve.client import CANNED_NOTICE
-    from satori_cli.ui import console
 
     canned = plan.backend == "fake"
     if canned:
@@ -300,7 +300,7 @@ def print_tail(exc: ServerDied) -> None:
     """The last lines the dead server wrote: usually the reason it died."""
     from rich.markup import escape
 
-    from satori_cli.ui import err_console
+    from satori_cli.console import err_console
 
     for line in exc.tail[-15:]:
         err_console().print(f"[dim]| {escape(line)}[/]", soft_wrap=True)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from satori_cli.cmdline import Command, flag_args
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget
+from satori_cli.process import Command, flag_args
 from satori_cli.vllm_settings import engine_settings
 
 SERVED_MODEL_NAME = "satori"

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 from satori_cli.errors import SatoriError
 from satori_cli.gpus import detect_gpus
 from satori_cli.grammar import get_grammar
-from satori_cli.train.command import TrainPlan, build_commands
 from satori_cli.train.devices import DeviceSplit, assumed_pool, is_this_machine, split_devices, url_host
+from satori_cli.train.plan import TrainPlan, build_commands
 from satori_cli.train.preflight import check_batch, check_budget
 from satori_cli.train.runner import TrainOptions, build_plan, swift_program
 

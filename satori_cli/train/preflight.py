@@ -20,8 +20,8 @@ from pathlib import Path
 from satori_cli.errors import SatoriError, install_hint
 from satori_cli.gpus import Gpu
 from satori_cli.pixels import PixelBudget
-from satori_cli.train.command import TrainPlan, generation_batch_check
 from satori_cli.train.devices import DeviceSplit, split_devices
+from satori_cli.train.plan import TrainPlan, generation_batch_check
 from satori_cli.train.resources import memory_shortfall, model_size
 
 # What each `needs:` entry of a recipe means: importable module and the extra that installs it.
@@ -111,10 +111,10 @@ def check_rollout_servers(plan: TrainPlan, timeout: float = 10.0) -> int:
     Returns how many GPUs rollout servers on this machine use (their vLLM world size), which
     training must leave to them.
     """
+    from satori_cli.console import console
     from satori_cli.train.devices import is_this_machine, url_host
     from satori_cli.train.resources import model_config
     from satori_cli.train.rollout import check_same_model, probe_rollout
-    from satori_cli.ui import console
 
     here = 0
     config = model_config(plan.model) if plan.rollout_urls else {}

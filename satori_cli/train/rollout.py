@@ -21,16 +21,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from satori_cli.cmdline import Command, flag_args
 from satori_cli.errors import SatoriError
 from satori_cli.gpus import Gpu, visible_env
 from satori_cli.http_client import one_line, request_json
 from satori_cli.pixels import PixelBudget
+from satori_cli.process import Command, flag_args
 from satori_cli.train.recipe import Recipe
 
 if TYPE_CHECKING:
-    from satori_cli.train.command import TrainPlan
     from satori_cli.train.devices import DeviceSplit
+    from satori_cli.train.plan import TrainPlan
 
 ROLLOUT_PORT = 8000  # swift rollout's default, and the trainer's default vllm_server_port
 PLACEHOLDER_URL = f"http://ROLLOUT_HOST:{ROLLOUT_PORT}"  # a multi-node dry run without --rollout-url

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from satori_cli import models, outputs
-from satori_cli.cmdline import Command, find_program, run
 from satori_cli.config import paths
 from satori_cli.errors import Interrupted, SatoriError, install_hint
 from satori_cli.grammar import get_grammar
 from satori_cli.pixels import PixelBudget
+from satori_cli.process import Command, find_program, run
 from satori_cli.train import datasync, runfolder, runinfo, runlogs
-from satori_cli.train.command import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
 from satori_cli.train.datasync import DEFAULT_TIMEOUT as DEFAULT_DATA_TIMEOUT
+from satori_cli.train.plan import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
 from satori_cli.train.recipe import Recipe, parse_passthrough, read_recipe_file, resolve_recipe
 
 SAMPLE_ROWS = 8
@@ -523,8 +523,8 @@ def run_plan(
     (`train-node<k>.log`) and leaves `run.json` to node 0. `rollout` is the `swift rollout`
     command of a server satori started for this run (recorded with the rest).
     """
+    from satori_cli.console import console
     from satori_cli.train.progress import progress_display
-    from satori_cli.ui import console
 
     run_dir = plan.output_dir
     rank = plan.launch.node_rank or 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from satori_cli.errors import SatoriError
-from satori_cli.train.command import Launch, TrainPlan, build_commands, generation_batch_check
+from satori_cli.train.plan import Launch, TrainPlan, build_commands, generation_batch_check
 from satori_cli.train.recipe import list_presets, parse_passthrough, resolve_recipe
 
 FUNCS = ("external_format", "external_bbox_acc", "extern_vqa_acc", "external_caption_acc")

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from satori_cli.cmdline import Command, flag_args
 from satori_cli.errors import SatoriError
 from satori_cli.gpus import Gpu, visible_env
+from satori_cli.process import Command, flag_args
 from satori_cli.train.recipe import Recipe
 
 DEFAULT_MASTER_PORT = 29500

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from satori_cli.cmdline import Command, find_program, flag_args, run, spawn, stop_group
 from satori_cli.errors import SatoriError
+from satori_cli.process import Command, find_program, flag_args, run, spawn, stop_group
 
 
 def test_flag_args_snake_with_value_bools():
@@ -134,10 +134,10 @@ def test_a_child_dies_with_a_parent_killed_by_sigkill(tmp_path, die_with_parent)
     import signal
     import subprocess
 
-    from satori_cli.cmdline import wait_until
+    from satori_cli.process import wait_until
 
     script = (
-        "import sys, time; from satori_cli.cmdline import Command, spawn;"
+        "import sys, time; from satori_cli.process import Command, spawn;"
         "p = spawn(Command([sys.executable, '-c', 'import time; time.sleep(120)']),"
         f" stdout=None, stderr=None, die_with_parent={die_with_parent});"
         "print(p.pid, flush=True); time.sleep(120)"

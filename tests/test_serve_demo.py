@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from satori_cli.serve.ui import EXAMPLES, EXAMPLES_DIR, build_demo, launch_demo
+from satori_cli.serve.demo import EXAMPLES, EXAMPLES_DIR, build_demo, launch_demo
 from tests.serve_helpers import CASES, FakeServer, free_port, red_box_image
 
 
@@ -77,7 +77,7 @@ def test_demo_boxes_are_frames_that_leave_the_object_visible(stack, tmp_path):
 
 def test_the_status_line_says_a_fake_servers_answers_are_canned(stack):
     from satori_cli.serve.client import SatoriClient
-    from satori_cli.serve.ui import server_status
+    from satori_cli.serve.demo import server_status
 
     fake, _, _ = stack
     status = server_status(SatoriClient(fake.base_url, api_key="demo-key"))

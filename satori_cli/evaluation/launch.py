@@ -8,7 +8,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from satori_cli import models
-from satori_cli.cmdline import run
 from satori_cli.errors import SatoriError
 from satori_cli.evaluation import records
 from satori_cli.evaluation.datasets import link_run_data
@@ -17,6 +16,7 @@ from satori_cli.evaluation.results import Outcome, collect
 from satori_cli.grammar import get_grammar
 from satori_cli.http_client import served_models
 from satori_cli.models import Model
+from satori_cli.process import run
 
 
 def resolve_models(
@@ -130,8 +130,8 @@ def execute(plan: EvalPlan) -> tuple[int, float]:
     the worker (`[satori] ...`) are printed, VLMEvalKit's log only with --verbose.
     Returns (first non-zero exit code or 0, seconds). Ctrl-C (130) stops before the next model.
     """
+    from satori_cli.console import console
     from satori_cli.evaluation.progress import EvalProgress
-    from satori_cli.ui import console
 
     plan.write_spec()
     log_path = plan.work_dir / "eval.log"
