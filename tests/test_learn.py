@@ -1,20 +1,16 @@
-"""It learns: a short cold-start SFT teaches the miniature SATORI's answer shape on rows it never saw.
+"""It learns: a short cold-start SFT teaches the miniature SATORI's format on rows it never saw.
 
 Held-out rows (another sample seed) are answered greedily by `satori eval --data` (the grounding
 benchmark, scored by the training rewards) in the run's pixel budget, asked as in training
-(benchmarks/learn.py, the `make learn` recipe, shortened to fit CI: 100 steps of 8 rows, about
-3 minutes on 2 cores). What that teaches, measured: every held-out answer opens with a caption
-followed by `<bbox>`, and the caption reward goes from 0 to about 0.49. The full format (four
-numbers per box, an answer before `</answer>`) needs the full recipe (README, "It learns"): here
-the miniature still writes `[[5,5,5,5,5,1]]` and stops after `<answer>`. A wrong prompt, template
-or target would leave the outputs noise and the caption reward at zero.
+(benchmarks/learn.py, the `make learn` recipe with half its SFT rows: 200 steps of 8, about 4 minutes
+on 2 cores). Measured: held-out format 0 -> 1.0, caption 0 -> 0.55. With 100 steps of 8 the
+miniature still wrote `[[5,5,5,5,5,1]]` and stopped after `<answer>` (format 0), so this is about
+the shortest run that shows it. A wrong prompt, template or target would leave the format at zero.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import re
 import sys
 from pathlib import Path
 
@@ -24,7 +20,7 @@ from satori_cli.train.recipe import resolve_recipe
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SFT_STEPS, SFT_BATCH = 100, 8  # the preset's 200 x 16, cut to fit CI: ~2.5 s a step on 2 cores
+SFT_STEPS, SFT_BATCH = 200, 8  # the preset's 200 x 16 rows, halved to fit CI
 TRAIN_ROWS, HELDOUT_ROWS = 320, 16
 
 
@@ -70,9 +66,5 @@ def test_a_short_sft_teaches_the_format_on_held_out_rows(satori, tmp_path, learn
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     after = learn.measure(run, heldout, tmp_path / "eval-after")
-    summary = json.loads((tmp_path / "eval-after" / "summary.json").read_text())
-    per_row = Path(summary["results"][0]["per_row"]).read_text().splitlines()
-    outputs = [json.loads(line)["output"] for line in per_row]
-    opened = [bool(re.match(r"\s*<caption>[^<]+</caption>\s*<bbox>", out)) for out in outputs]
-    assert len(outputs) == HELDOUT_ROWS and sum(opened) >= 0.9 * len(outputs), outputs
+    assert after["format"] >= 0.5, after
     assert after["caption"] >= before["caption"] + 0.3, (before, after)
