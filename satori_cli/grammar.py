@@ -95,12 +95,6 @@ class Grammar:
         """`<caption>…</caption> <bbox>[[…]]</bbox> <answer>…</answer>`: for help texts and tables."""
         return " ".join(f"<{t}>{'[[…]]' if t == 'bbox' else '…'}</{t}>" for t in self.tags)
 
-    def prompt(self, name: str = "system") -> str:
-        """This grammar's `system` prompt or `eval_suffix` (`satori_cli.prompts.load_prompt`)."""
-        from satori_cli.prompts import load_prompt
-
-        return load_prompt(name, grammar=self)
-
 
 _OURS = "satori's wording around the paper's instruction sentence (the authors' was never released)"
 _V1_CONTENT = ("external_bbox_acc", "extern_vqa_acc", "external_caption_acc")
