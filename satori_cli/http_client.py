@@ -102,16 +102,24 @@ def explain(exc: Exception, url: str, timeout: float | None = None) -> SatoriErr
     return SatoriError(f"request to {url} failed: {type(exc).__name__}: {one_line(exc)}", exit_code=1)
 
 
-def _status_error(response: httpx.Response, body: bytes, url: str) -> SatoriError:
-    if response.status_code in (401, 403):
-        return SatoriError(
-            f"the server at {url} refused the API key (HTTP {response.status_code})",
-            exit_code=1,
+class HTTPStatusError(SatoriError):
+    """The server answered with an error status (`status`): callers decide on the number, never
+    on the message, which also holds the URL (a port such as 40191 contains "401")."""
+
+    def __init__(self, message: str, status: int, hint: str | None = None) -> None:
+        super().__init__(message, exit_code=1, hint=hint)
+        self.status = status
+
+
+def _status_error(response: httpx.Response, body: bytes, url: str) -> HTTPStatusError:
+    status = response.status_code
+    if status in (401, 403):
+        return HTTPStatusError(
+            f"the server at {url} refused the API key (HTTP {status})",
+            status,
             hint="pass the server's --api-key",
         )
-    return SatoriError(
-        f"the server at {url} answered {response.status_code}: {_error_message(body)}", exit_code=1
-    )
+    return HTTPStatusError(f"the server at {url} answered {status}: {_error_message(body)}", status)
 
 
 def _error_message(body: bytes) -> str:

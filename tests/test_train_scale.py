@@ -328,3 +328,33 @@ def test_a_bad_rollout_url_is_one_line(satori, tmp_path):
     for url in ("10.0.0.9:8000", "http://10.0.0.9", "http://10.0.0.9:8000/v1", "ftp://x:1"):
         result = satori("train", "--preset", "server", "--rollout-url", url, "--dry-run")
         one_line_error(result, "is not http://HOST:PORT")
+
+
+def test_not_swift_rollout_is_told_by_the_status_not_by_digits_in_the_address():
+    """A 404 from a server whose address holds "401" (port 40191 did, in a parallel run) is
+    'not swift rollout', never 'requires an API key': the probe reads the status code."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from satori_cli.train.rollout import probe_rollout
+
+    class HealthOnly(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path.endswith("/health") else 404)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HealthOnly)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/x401y403"
+        with pytest.raises(SatoriError) as caught:
+            probe_rollout(url, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "is not a `swift rollout` server" in caught.value.message, caught.value.message

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from satori_cli.errors import SatoriError
 from satori_cli.gpus import Gpu, visible_env
-from satori_cli.http_client import one_line, request_json
+from satori_cli.http_client import HTTPStatusError, one_line, request_json
 from satori_cli.pixels import PixelBudget
 from satori_cli.process import Command, flag_args
 from satori_cli.train.recipe import Recipe
@@ -159,9 +159,9 @@ def probe_rollout(url: str, timeout: float = 10.0) -> RolloutServer:
     except SatoriError as exc:
         raise SatoriError(f"no rollout server answers at {url} ({exc.message})", hint=START_HINT) from None
     try:
-        world = _get(f"{url}/get_world_size/", timeout)
+        world = request_json("GET", f"{url}/get_world_size/", timeout=timeout)
     except SatoriError as exc:
-        if "401" in exc.message or "403" in exc.message or "API key" in exc.message:
+        if isinstance(exc, HTTPStatusError) and exc.status in (401, 403):
             raise SatoriError(
                 f"the rollout server at {url} requires an API key, which ms-swift's trainer cannot send",
                 hint="restart it without --api_key, on a network only the training nodes reach",
