@@ -37,7 +37,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def satori_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.setdefault("COLUMNS", "200")
+    env["COLUMNS"] = "200"  # wide tables unless a test asks for a width (pytest-xdist exports 80)
     env.update(extra or {})
     return env
 
