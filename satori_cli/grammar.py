@@ -328,17 +328,6 @@ def _format_problem(text: str, grammar: Grammar) -> str | None:
     return None
 
 
-def is_well_formed(text: object, grammar: str | Grammar | None = None) -> bool:
-    """True iff `text` is exactly the grammar's tags, in order (see `parse`).
-
-    >>> is_well_formed("<caption>c</caption><bbox>[[1,2,3,4]]</bbox><answer>a</answer>\\nmore")
-    False
-    >>> is_well_formed("<bbox>[[1,2,3,4]]</bbox><answer>a</answer>", "nocap")
-    True
-    """
-    return parse(text, grammar=grammar).well_formed
-
-
 def extract_answer(text: object) -> str:
     """The answer to score: the first <answer>, else the whole text stripped (first MAX_CHARS read).
 

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -99,9 +99,6 @@ class Command:
         env = dict(os.environ if base is None else base)
         env.update(self.env)
         return env
-
-    def with_args(self, extra: Iterable[str]) -> Command:
-        return Command([*self.argv, *extra], dict(self.env), self.cwd)
 
 
 def find_program(name: str, hint: str) -> str:

@@ -13,7 +13,6 @@ from satori_cli.grammar import (
     MAX_CHARS,
     extract_answer,
     format_completion,
-    is_well_formed,
     parse,
     parse_boxes,
 )
@@ -37,7 +36,6 @@ def test_parses_a_well_formed_completion():
     ],
 )
 def test_well_formed(text):
-    assert is_well_formed(text)
     assert parse(text).well_formed
 
 
@@ -64,7 +62,7 @@ def test_well_formed(text):
 )
 def test_not_well_formed_with_reason(text, reason):
     c = parse(text)
-    assert not c.well_formed and not is_well_formed(text)
+    assert not c.well_formed
     assert reason in c.reason
 
 
@@ -142,7 +140,6 @@ tags = st.sampled_from(
 def test_parse_never_raises(text):
     c = parse(text)
     assert isinstance(c.well_formed, bool)
-    assert c.well_formed == is_well_formed(text)
     if c.boxes is not None:
         assert all(len(b) == 4 for b in c.boxes)
 
@@ -168,7 +165,6 @@ def test_fast_path_agrees_with_first_tag_reading(caption, boxes, answer, tail):
     assert c.caption == first_tag(text, "caption")
     assert c.answer == first_tag(text, "answer")
     assert c.boxes == parse_boxes(first_tag(text, "bbox") or "")[0] or first_tag(text, "bbox") is None
-    assert c.well_formed == is_well_formed(text)
 
 
 # -- linear time, capped input ------------------------------------------------------

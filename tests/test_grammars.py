@@ -20,7 +20,6 @@ from satori_cli.grammar import (
     MAX_CHARS,
     format_completion,
     get_grammar,
-    is_well_formed,
     parse,
 )
 from satori_cli.pixels import PixelBudget
@@ -195,7 +194,6 @@ RULES = [
 def test_format_rule(grammar, text, ok):
     c = parse(text, grammar=grammar)
     assert c.well_formed is ok, c.reason
-    assert is_well_formed(text, grammar) is ok
     assert BY_NAME[get_grammar(grammar).format_reward]([text]) == [1.0 if ok else 0.0]
     assert (c.reason is None) is ok
 

@@ -441,8 +441,8 @@ def test_train_starts_its_own_rollout_server_on_the_first_gpus_and_stops_it(
 
     from satori_cli.errors import SatoriError
     from satori_cli.train.devices import split_devices
-    from satori_cli.train.rollout import probe_rollout, start_rollout
-    from satori_cli.train.runner import TrainOptions, build_plan
+    from satori_cli.train.rollout import probe_rollout
+    from satori_cli.train.runner import TrainOptions, build_plan, start_rollout
 
     swift = fake_swift(tmp_path / "swift-bin")
     log = tmp_path / "fake.jsonl"

@@ -12,16 +12,16 @@ from satori_cli.errors import SatoriError
 from satori_cli.gpus import Gpu
 from satori_cli.pixels import PixelBudget
 from satori_cli.train import preflight as pf
+from satori_cli.train.devices import split_devices
 from satori_cli.train.plan import Launch, TrainPlan
 from satori_cli.train.recipe import parse_passthrough, resolve_recipe
 from satori_cli.train.resources import (
     GIB,
     ModelSize,
-    estimate_gpu_memory_gib,
     estimate_parts,
     memory_shortfall,
-    model_params_billion,
     model_size,
+    resident_and_transient,
     size_from_config,
 )
 
@@ -84,11 +84,11 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 
 def test_gpus_requested_but_absent(tmp_path):
     with pytest.raises(SatoriError) as exc:
-        pf.check_gpus(4, [])
+        split_devices([], 4)
     assert one_line(exc).startswith("--gpus 4 asked for, but no GPU visible")
     with pytest.raises(SatoriError, match="but 2 GPU"):
-        pf.check_gpus(4, [Gpu(0, "A100", 80), Gpu(1, "A100", 80)])
-    pf.check_gpus(0, [])
+        split_devices([Gpu(0, "A100", 80), Gpu(1, "A100", 80)], 4)
+    split_devices([], 0)
 
 
 def test_batch_not_divisible(tmp_path):
@@ -194,18 +194,23 @@ def test_parameter_count_of_the_tiny_model_matches_its_weights(tiny_model):
     assert model_size(str(tiny_model)).total == count
 
 
+def peak_gib(size: ModelSize, swift: dict, gpus_per_node: int) -> float:
+    """Rough peak GiB per GPU for GRPO with this recipe, vLLM's share not included."""
+    return sum(resident_and_transient(estimate_parts(size, swift, gpus_per_node))) / GIB
+
+
 def test_model_size_reads_a_local_config_before_weights_or_name(tmp_path):
     folder = tmp_path / "Qwen2.5-VL-7B-but-really-3B"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(QWEN25_VL_3B))
-    assert model_params_billion(str(folder)) == pytest.approx(3.7546, abs=1e-4)
+    assert model_size(str(folder)).billions == pytest.approx(3.7546, abs=1e-4)
     bare = tmp_path / "m"
     bare.mkdir()
     (bare / "config.json").write_text(json.dumps({"torch_dtype": "bfloat16"}))
     (bare / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": 8e9}}))
-    assert model_params_billion(str(bare)) == 4.0  # no sizes in the config: the weights' bytes
+    assert model_size(str(bare)).billions == 4.0  # no sizes in the config: the weights' bytes
     # A hub id not in the cache, offline (the tests' HF_HUB_OFFLINE=1): the name is all there is.
-    assert model_params_billion("Qwen/Qwen2.5-VL-72B-Instruct") == 72.0
+    assert model_size("Qwen/Qwen2.5-VL-72B-Instruct").billions == 72.0
 
 
 def test_memory_terms_follow_the_recipe():
@@ -236,14 +241,14 @@ def test_memory_terms_follow_the_recipe():
     # vLLM rollouts: no HF generate cache.
     assert estimate_parts(size, resolve_recipe("fast").swift, 4)["generation"] == 0
     # ZeRO-2 shards the optimizer: more GPUs, less memory each.
-    assert estimate_gpu_memory_gib(size, paper, 8) < estimate_gpu_memory_gib(size, paper, 2)
+    assert peak_gib(size, paper, 8) < peak_gib(size, paper, 2)
 
 
 def test_memory_estimate(tmp_path):
     size = size_from_config(QWEN25_VL_3B)
     paper, lora, fast = (resolve_recipe(p).swift for p in ("paper", "lora", "fast"))
     a100, small = [Gpu(0, "A100-80GB", 80.0)] * 4, [Gpu(0, "RTX 4090", 24.0)]
-    assert 25 < estimate_gpu_memory_gib(size, paper, 4) < 45  # plausible peaks: 30-45 GB
+    assert 25 < peak_gib(size, paper, 4) < 45  # plausible peaks: 30-45 GB
     assert memory_shortfall(size, paper, a100, 4) is None
     assert memory_shortfall(size, lora, small, 1) is None
     problem = memory_shortfall(size, paper, small * 4, 4)
@@ -256,7 +261,7 @@ def test_memory_estimate(tmp_path):
     big = ModelSize(int(72e9), int(70e9))
     assert memory_shortfall(big, paper, a100, 4) is not None
     assert estimate_parts(big, paper, 4)["activations"] > 0  # shape unknown: a coarse term
-    assert estimate_gpu_memory_gib(size, paper, 4) * GIB == pytest.approx(
+    assert peak_gib(size, paper, 4) * GIB == pytest.approx(
         sum(v for k, v in estimate_parts(size, paper, 4).items() if k not in {"generation"})
     )
 

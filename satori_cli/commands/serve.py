@@ -81,102 +81,29 @@ def serve(
     --port 0 / --ui-port 0 pick free ports (printed). Ctrl-C, SIGTERM or a closed terminal stop
     the server and everything it started; so does satori dying any other way.
     """
-    from satori_cli.console import console
-    from satori_cli.errors import SatoriError
-    from satori_cli.http_client import check_api_key
-    from satori_cli.serve.backends import BACKENDS, root_url
-    from satori_cli.serve.server import (
-        check_ports,
-        pick_backend,
-        plan_server,
-        run_demo,
-        run_server,
-        served_model,
-    )
-    from satori_cli.train.runinfo import model_grammar
+    from satori_cli.serve import plan
 
     check_number(startup_timeout, "--startup-timeout", positive=True)
     if max_model_len is not None:
         check_number(max_model_len, "--max-model-len", positive=True)
-    check_api_key(api_key)
-    grammar = model_grammar(grammar, model).name  # a run folder answers in its own grammar
-    if base_url and not ui:
-        raise SatoriError(
-            "--base-url only attaches the demo; add --ui", hint="or drop --base-url to start a server"
-        )
-    if backend not in (*BACKENDS, "auto"):
-        raise SatoriError(f"unknown backend {backend!r}", hint="choose vllm, transformers, fake or auto")
-    wanted = [] if base_url else [(port, "--port")]
-    if ui:
-        if not base_url and ui_port == port and port != 0:
-            raise SatoriError(
-                f"--ui-port {ui_port} is the API's --port too", hint="give them different ports"
-            )
-        wanted.append((ui_port, "--ui-port"))
-    check_ports(host, wanted, probe=False)  # numbers and host name, before anything else
-    if base_url:
-        chosen_model = _budget_model(model)
-    else:
-        backend = pick_backend(backend, vllm_bin)
-        chosen_model = served_model(model, backend, resolve=not dry_run)
-    budget = _budget(chosen_model)
-
-    def plan(port: int):
-        return plan_server(
-            backend=backend,
-            model=chosen_model,
+    plan.serve(
+        plan.ServeOptions(
+            model=model,
             host=host,
             port=port,
             gpus=gpus,
             api_key=api_key,
+            backend=backend,
             vllm_bin=vllm_bin,
+            ui=ui,
+            grammar=grammar,
+            ui_port=ui_port,
+            base_url=base_url,
             max_model_len=max_model_len,
-            budget=budget,
-            resolve=not dry_run,
+            startup_timeout=startup_timeout,
+            dry_run=dry_run,
         )
-
-    planned = None if base_url else plan(port)
-    if dry_run:
-        if planned is None:
-            console().print(
-                f"would start the demo on {root_url(host, ui_port)} against {base_url} (grammar {grammar})"
-            )
-            return
-        console().print(planned.display(), soft_wrap=True, markup=False, highlight=False)
-        if chosen_model is not None and chosen_model.run is not None:
-            console().print(f"# model: {chosen_model.describe()}", soft_wrap=True, markup=False)
-        if ui:
-            console().print(
-                f"# then the demo on {root_url(host, ui_port)} against {planned.base_url} "
-                f"(grammar {grammar})",
-                markup=False,
-            )
-        return
-    chosen = check_ports(host, wanted)  # in use, privileged, not local; 0 -> a free port
-    if ui:
-        ui_port = chosen.pop()
-    if planned is None:
-        run_demo(base_url, api_key, budget, host, ui_port, grammar=grammar)
-        return
-    if chosen[0] != port:
-        planned = plan(chosen[0])
-    run_server(planned, startup_timeout, ui_port if ui else None, budget, grammar=grammar)
-
-
-def _budget_model(model: str | None):
-    """The model named beside a server that runs elsewhere: only a run's (local) budget is used."""
-    from satori_cli import models
-
-    return models.resolve(model, hub="keep") if model else None
-
-
-def _budget(model=None):
-    """The run's budget; else MIN_PIXELS / MAX_PIXELS; else the paper's. A contradiction is one line."""
-    from satori_cli import models
-
-    low, high = models.env_bounds()
-    named = [model] if model is not None else []
-    return models.settle_budget(named, low, high, "MIN_PIXELS/MAX_PIXELS in the environment")
+    )
 
 
 def predict(
@@ -220,6 +147,7 @@ def predict(
     another --grammar: thinking for satori-v2 and r1)."""
     from satori_cli.console import console
     from satori_cli.serve.client import SatoriClient, draw_boxes, load_image
+    from satori_cli.serve.server import budget_model, pixel_budget
 
     check_number(timeout, "--timeout", positive=True)
     check_number(wait, "--wait")
@@ -230,8 +158,8 @@ def predict(
 
         outputs.check_folder(save.parent, "--out")
         outputs.check_target(save, overwrite, "--out")
-    served = _budget_model(model)
-    budget = _budget(served)
+    served = budget_model(model)
+    budget = pixel_budget(served)
     if grammar is None and served is not None and served.run is not None:
         grammar = served.run.grammar  # the served run answers in its own grammar
     picture = load_image(image)

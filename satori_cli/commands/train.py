@@ -233,7 +233,7 @@ def train(
         console().print(split.describe())
     rollout = None
     if plan.managed_rollout is not None:
-        from satori_cli.train.rollout import start_rollout
+        from satori_cli.train.runner import start_rollout
 
         rollout = start_rollout(plan, split, program)
     try:

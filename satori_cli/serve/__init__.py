@@ -3,6 +3,7 @@ that keeps box coordinates honest, and a Gradio demo that draws the boxes where 
 
 Module map:
 - `vllm_command` / `backends`: build and supervise the server child process.
+- `plan`: `satori serve`'s options checked, planned, then printed (dry run) or run.
 - `server`: check addresses, plan the server, run it (and the demo) until stopped.
 - `client`: pre-resize to the pixel budget, call the API (`satori_cli.http_client`), parse, map
   boxes back, draw.

@@ -90,6 +90,18 @@ def served_model(model: str | None, backend: str, resolve: bool) -> Model:
     return models.resolve(model, build=resolve and backend != "fake")
 
 
+def budget_model(model: str | None) -> Model | None:
+    """The model named beside a server that runs elsewhere: only a run's (local) budget is used."""
+    return models.resolve(model, hub="keep") if model else None
+
+
+def pixel_budget(model: Model | None = None) -> PixelBudget:
+    """The run's budget; else MIN_PIXELS / MAX_PIXELS; else the paper's. A contradiction is one line."""
+    low, high = models.env_bounds()
+    named = [model] if model is not None else []
+    return models.settle_budget(named, low, high, "MIN_PIXELS/MAX_PIXELS in the environment")
+
+
 def plan_server(
     *,
     backend: str,

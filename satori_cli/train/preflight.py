@@ -37,11 +37,6 @@ TRACKERS = {
 }
 
 
-def check_gpus(requested: int, found: list[Gpu]) -> None:
-    """At least `requested` GPUs in the pool (one line otherwise)."""
-    split_devices(found, requested)
-
-
 def check_budget(budget: PixelBudget) -> None:
     """Both bounds must be whole visual tokens: swift floors `pixels // 784`, the reward does not."""
     unit = budget.token_pixels

@@ -155,11 +155,6 @@ def model_size(model: str) -> ModelSize | None:
     return ModelSize(int(float(match.group(1)) * 1e9), int(float(match.group(1)) * 1e9)) if match else None
 
 
-def model_params_billion(model: str) -> float | None:
-    size = model_size(model)
-    return size.billions if size else None
-
-
 def _flag(value: Any) -> bool:
     return str(value).lower() in ("1", "true", "yes")
 
@@ -229,11 +224,6 @@ def resident_and_transient(parts: dict[str, float]) -> tuple[float, float]:
     resident = parts["weights"] + parts["reference"] + parts["gradients"] + parts["optimizer"]
     transient = max(parts["activations"] + parts["logits"], parts["generation"])
     return resident, transient
-
-
-def estimate_gpu_memory_gib(size: ModelSize, swift: dict[str, Any], gpus_per_node: int) -> float:
-    """Rough peak GiB per GPU for GRPO with this recipe, vLLM's share not included."""
-    return sum(resident_and_transient(estimate_parts(size, swift, gpus_per_node))) / GIB
 
 
 def vllm_share(swift: dict[str, Any]) -> float:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from satori_cli.errors import SatoriError
@@ -27,10 +27,6 @@ from satori_cli.http_client import HTTPStatusError, one_line, request_json
 from satori_cli.pixels import PixelBudget
 from satori_cli.process import Command, flag_args
 from satori_cli.train.recipe import Recipe
-
-if TYPE_CHECKING:
-    from satori_cli.train.devices import DeviceSplit
-    from satori_cli.train.plan import TrainPlan
 
 ROLLOUT_PORT = 8000  # swift rollout's default, and the trainer's default vllm_server_port
 PLACEHOLDER_URL = f"http://ROLLOUT_HOST:{ROLLOUT_PORT}"  # a multi-node dry run without --rollout-url
@@ -209,42 +205,3 @@ def check_same_model(server: RolloutServer, model: str, config: dict[str, Any]) 
         )
     blocks = f" + {want_blocks} vision blocks" if want_blocks else ""
     return f"same architecture as {model} ({want_layers} layers{blocks})"
-
-
-STARTUP_TIMEOUT = 1800.0  # vLLM loads the model, profiles memory and captures CUDA graphs first
-
-
-def start_rollout(plan: TrainPlan, split: DeviceSplit, swift_bin: str, timeout: float = STARTUP_TIMEOUT):
-    """Start the rollout server of a one-node server-mode run on its GPUs; return it once healthy.
-
-    The same managed child as `satori serve`'s server (its own process group, told to stop when
-    satori dies, log in the run folder as `rollout.log`); the caller stops it after training.
-    """
-    from satori_cli.serve.backends import ServerDied
-    from satori_cli.serve.server import ServerPlan, check_ports, print_tail, start_server
-
-    spec = plan.managed_rollout
-    assert spec is not None
-    url = f"http://{spec.host}:{spec.port}"
-    try:
-        check_ports(spec.host, [(spec.port, "rollout port")])
-    except SatoriError as exc:
-        raise SatoriError(
-            exc.message,
-            hint=f"a rollout server already running there? train against it with --rollout-url {url}",
-        ) from None
-    args = rollout_args(plan.model, plan.recipe, spec, local_qwen2_5_vl=plan.local_qwen2_5_vl)
-    command = rollout_command(args, plan.recipe.budget, split.rollout, swift_bin)
-    server_plan = ServerPlan(
-        backend="rollout",
-        model=plan.model,
-        command=command,
-        host=spec.host,
-        port=spec.port,
-        log_file=plan.output_dir / "rollout.log",
-    )
-    try:
-        return start_server(server_plan, timeout)
-    except ServerDied as exc:
-        print_tail(exc)
-        raise

@@ -27,6 +27,7 @@ from satori_cli.pixels import PixelBudget
 from satori_cli.process import Command, find_program, run
 from satori_cli.train import datasync, runfolder, runinfo, runlogs
 from satori_cli.train.datasync import DEFAULT_TIMEOUT as DEFAULT_DATA_TIMEOUT
+from satori_cli.train.devices import DeviceSplit
 from satori_cli.train.plan import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
 from satori_cli.train.recipe import Recipe, parse_passthrough, read_recipe_file, resolve_recipe
 
@@ -411,6 +412,46 @@ def plan_managed_rollout(plan: TrainPlan, dry_run: bool = False) -> None:
     spec = RolloutSpec(gpus=plan.recipe.rollout_gpus, host="127.0.0.1", port=ROLLOUT_PORT)
     plan.managed_rollout = spec
     plan.rollout_urls = (f"http://{spec.host}:{spec.port}",)
+
+
+STARTUP_TIMEOUT = 1800.0  # vLLM loads the model, profiles memory and captures CUDA graphs first
+
+
+def start_rollout(plan: TrainPlan, split: DeviceSplit, swift_bin: str, timeout: float = STARTUP_TIMEOUT):
+    """Start the rollout server of a one-node server-mode run on its GPUs; return it once healthy.
+
+    The same managed child as `satori serve`'s server (its own process group, told to stop when
+    satori dies, log in the run folder as `rollout.log`); the caller stops it after training.
+    """
+    from satori_cli.serve.backends import ServerDied
+    from satori_cli.serve.server import ServerPlan, check_ports, print_tail, start_server
+    from satori_cli.train.rollout import rollout_args, rollout_command
+
+    spec = plan.managed_rollout
+    assert spec is not None
+    url = f"http://{spec.host}:{spec.port}"
+    try:
+        check_ports(spec.host, [(spec.port, "rollout port")])
+    except SatoriError as exc:
+        raise SatoriError(
+            exc.message,
+            hint=f"a rollout server already running there? train against it with --rollout-url {url}",
+        ) from None
+    args = rollout_args(plan.model, plan.recipe, spec, local_qwen2_5_vl=plan.local_qwen2_5_vl)
+    command = rollout_command(args, plan.recipe.budget, split.rollout, swift_bin)
+    server_plan = ServerPlan(
+        backend="rollout",
+        model=plan.model,
+        command=command,
+        host=spec.host,
+        port=spec.port,
+        log_file=plan.output_dir / "rollout.log",
+    )
+    try:
+        return start_server(server_plan, timeout)
+    except ServerDied as exc:
+        print_tail(exc)
+        raise
 
 
 def inherit_run(recipe: Recipe, model: models.Model, opts: TrainOptions) -> Recipe:
