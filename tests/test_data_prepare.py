@@ -94,27 +94,6 @@ def test_sample_is_deterministic_and_varied(tmp_path: Path) -> None:
     assert all(r["image_caption"].endswith("on a white background.") for r in rows)
 
 
-def test_large_shapes_are_one_or_two_per_image_and_a_third_to_a_half_of_the_short_side(
-    tmp_path: Path,
-) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "satori_cli", "data", "sample", "--large-shapes", "-n", "60", "-o", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    rows = read_jsonl(tmp_path / "data.jsonl")
-    shapes = [len(r["image_caption"].split(" and ")) for r in rows]  # every shape is in the caption
-    assert set(shapes) == {1, 2}
-    for row in rows:
-        short = min(row["width"], row["height"])
-        for x1, y1, x2, y2 in row["bboxs"]:
-            assert x2 - x1 == y2 - y1 and short // 3 <= x2 - x1 <= short // 2
-    standard = read_jsonl(write_sample(tmp_path / "standard", n=60, seed=0))
-    assert max(len(r["image_caption"].split(", ")) + 1 for r in standard) == 3  # the default: up to three
-
-
 def test_sample_boxes_cover_the_drawn_shapes(tmp_path: Path) -> None:
     src = write_sample(tmp_path, n=10, seed=1)
     for row in read_jsonl(src):

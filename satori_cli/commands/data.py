@@ -31,14 +31,6 @@ def sample(
             help="Raw form: jsonl (images as files), json, parquet (embedded image bytes), zip or tar.gz.",
         ),
     ] = "jsonl",
-    large: Annotated[
-        bool,
-        typer.Option(
-            "--large-shapes",
-            help="One or two shapes per image, a third to a half of its short side: the set a miniature "
-            "trained from random weights learns to read in minutes on a CPU (make learn).",
-        ),
-    ] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Write a small synthetic VQA-Verify-shaped set (coloured shapes with exact boxes).
@@ -46,10 +38,9 @@ def sample(
     The output is raw data, the input of `satori data prepare`; the demo and the tests use it.
     """
     from satori_cli.console import console
-    from satori_cli.data.sample import LARGE, STANDARD, write_sample
+    from satori_cli.data.sample import write_sample
 
-    layout = LARGE if large else STANDARD
-    path = write_sample(out, n=rows, seed=seed, form=form, overwrite=overwrite, layout=layout)
+    path = write_sample(out, n=rows, seed=seed, form=form, overwrite=overwrite)
     console().print(f"[green]wrote {rows} sample rows:[/] {path}")
     console().print(f"next: satori data prepare {path} --out DIR")
 

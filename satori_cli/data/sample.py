@@ -16,7 +16,6 @@ import random
 import shutil
 import tarfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from satori_cli import outputs
@@ -29,29 +28,10 @@ FORMS = ("jsonl", "json", "parquet", "zip", "tar.gz")
 NUMBERS = {1: "one", 2: "two", 3: "three"}
 
 
-@dataclass(frozen=True)
-class Layout:
-    """How many shapes an image holds and how big they are (side: short side // divisor)."""
-
-    counts: tuple[int, ...]
-    divisors: tuple[int, int]
-
-
-# The default set: up to three shapes, an eighth to a third of the short side.
-STANDARD = Layout(counts=(1, 2, 2, 3), divisors=(8, 3))
-# One or two shapes, a third to a half of the short side. A miniature trained from random weights
-# only learns to read shapes that cover a large part of the image in a few hundred CPU steps
-# (measured: a square of 0.3x the side was not learned in 120 steps, 0.5x was) - `make learn`.
-LARGE = Layout(counts=(1, 2), divisors=(3, 2))
-
-
-def _place(
-    rng: random.Random, width: int, height: int, taken: list[list[float]], layout: Layout = STANDARD
-) -> list[float]:
+def _place(rng: random.Random, width: int, height: int, taken: list[list[float]]) -> list[float]:
     """A box that does not overlap the ones already placed (gives up overlap after 50 tries)."""
-    small, large = layout.divisors
     for _ in range(50):
-        side = rng.randint(max(16, min(width, height) // small), max(24, min(width, height) // large))
+        side = rng.randint(max(16, min(width, height) // 8), max(24, min(width, height) // 3))
         x1, y1 = rng.randint(0, width - side), rng.randint(0, height - side)
         box = [float(x1), float(y1), float(x1 + side), float(y1 + side)]
         if all(box[2] <= t[0] or t[2] <= box[0] or box[3] <= t[1] or t[3] <= box[1] for t in taken):
@@ -76,21 +56,19 @@ def _phrase(objects: list[tuple[str, str]]) -> str:
     return text[0].upper() + text[1:]
 
 
-def make_row(
-    index: int, rng: random.Random, size: tuple[int, int] | None = None, layout: Layout = STANDARD
-) -> tuple[dict, bytes]:
+def make_row(index: int, rng: random.Random, size: tuple[int, int] | None = None) -> tuple[dict, bytes]:
     """One raw row and its PNG bytes."""
     from PIL import Image, ImageDraw
 
     width, height = size or rng.choice(SIZES)
-    n = rng.choice(layout.counts)
+    n = rng.choice((1, 2, 2, 3))
     colors = rng.sample(list(COLORS), n)
     shapes = [rng.choice(SHAPES) for _ in range(n)]
     if n >= 2 and rng.random() < 0.5:
         shapes[1] = shapes[0]  # sometimes two of a kind, for counting questions
     boxes: list[list[float]] = []
     for _ in range(n):
-        boxes.append(_place(rng, width, height, boxes, layout))
+        boxes.append(_place(rng, width, height, boxes))
     # Left to right: the caption and a multi-box answer list the objects in an order the image
     # determines (not the order they were drawn in), so a model can learn to say it.
     order = sorted(range(n), key=lambda j: (boxes[j][0], boxes[j][1]))
@@ -143,7 +121,6 @@ def write_sample(
     form: str = "jsonl",
     size: tuple[int, int] | None = None,
     overwrite: bool = False,
-    layout: Layout = STANDARD,
 ) -> Path:
     """Write `n` raw rows to `out_dir` and return the path to hand to `prepare`.
 
@@ -163,13 +140,13 @@ def write_sample(
     if form == "parquet":
         target = out_dir / "data.parquet"
         outputs.check_target(target, overwrite)
-        return _write_parquet(target, (make_row(i, rng, size, layout) for i in range(n)))
+        return _write_parquet(target, (make_row(i, rng, size) for i in range(n)))
     if form in ("zip", "tar.gz"):
         target = out_dir / f"{ARCHIVE_NAME}.{form}"
         outputs.check_target(target, overwrite)
         scratch = outputs.scratch_name(out_dir / "sample")
         try:
-            _write_files(scratch / ARCHIVE_NAME, n, rng, size, "jsonl", layout)
+            _write_files(scratch / ARCHIVE_NAME, n, rng, size, "jsonl")
             with outputs.atomic_file(target, "wb") as fh:
                 _archive(scratch, fh, form)
         finally:
@@ -179,18 +156,18 @@ def write_sample(
     outputs.check_targets([out_dir / name for name in names], overwrite)
     images = outputs.ensure_dir(out_dir / "images")
     outputs.clean_stale(images)
-    return _write_files(out_dir, n, rng, size, form, layout)
+    return _write_files(out_dir, n, rng, size, form)
 
 
 ARCHIVE_NAME = "vqa-verify-sample"
 
 
-def _write_files(folder: Path, n: int, rng, size, form: str, layout: Layout = STANDARD) -> Path:
+def _write_files(folder: Path, n: int, rng, size, form: str) -> Path:
     """data.jsonl or data.json plus images/*.png in `folder`; each file written atomically."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rows, written = [], []
     for i in range(n):
-        row, png = make_row(i, rng, size, layout)
+        row, png = make_row(i, rng, size)
         written.append(folder / row["image"])
         with outputs.atomic_file(written[-1], "wb", remember=False) as fh:
             fh.write(png)
