@@ -94,8 +94,9 @@ demo: setup
 	@echo "demo finished: everything is under $(DEMO_DIR)"
 
 # Proof that it learns (issue #14): a miniature Qwen2.5-VL, cold-start SFT then GRPO with the four
-# rewards, greedy figures on held-out rows after each stage, `satori report` plots; about 12 minutes
-# on 2 cores (README "Train", "It learns"). Each run gets a fresh folder under $(LEARN_DIR).
+# rewards, greedy figures on held-out rows after each stage (and with blank images: the control),
+# `satori report` plots; about 9 minutes on 2 cores (README "Train", "It learns"). Each run gets a
+# fresh folder under $(LEARN_DIR).
 LEARN_DIR ?= $(CURDIR)/outputs/learn
 learn: setup
 	$(BIN)/python benchmarks/learn.py --out $(LEARN_DIR)/$$(date +%Y%m%d-%H%M%S)

@@ -2,8 +2,8 @@
 
 Held-out rows (another sample seed) are answered greedily by `satori eval --data` (the grounding
 benchmark, scored by the training rewards) in the run's pixel budget, asked as in training
-(benchmarks/learn.py, the `make learn` recipe with half its SFT rows: 200 steps of 8, about 4 minutes
-on 2 cores). Measured: held-out format 0 -> 1.0, caption 0 -> 0.55. With 100 steps of 8 the
+(benchmarks/learn.py; the `make learn` SFT's 1,600 rows as 200 steps of 8, about 4 minutes on 2
+cores). Measured: held-out format 0 -> 1.0, caption 0 -> 0.55. With 100 steps of 8 the
 miniature still wrote `[[5,5,5,5,5,1]]` and stopped after `<answer>` (format 0), so this is about
 the shortest run that shows it. A wrong prompt, template or target would leave the format at zero.
 """
@@ -11,6 +11,7 @@ the shortest run that shows it. A wrong prompt, template or target would leave t
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from satori_cli.train.recipe import resolve_recipe
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SFT_STEPS, SFT_BATCH = 200, 8  # the preset's 200 x 16 rows, halved to fit CI
+SFT_STEPS, SFT_BATCH = 200, 8  # the preset's 100 x 16 rows, in smaller steps
 TRAIN_ROWS, HELDOUT_ROWS = 320, 16
 
 
@@ -68,3 +69,22 @@ def test_a_short_sft_teaches_the_format_on_held_out_rows(satori, tmp_path, learn
     after = learn.measure(run, heldout, tmp_path / "eval-after")
     assert after["format"] >= 0.5, after
     assert after["caption"] >= before["caption"] + 0.3, (before, after)
+
+
+def test_the_blank_image_control_keeps_every_row_and_blanks_only_the_image(tmp_path, learn):
+    """The control that tells reading the picture from the language prior: same rows, white images."""
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("RGB", (50, 30), (200, 10, 10)).save(src / "a.png")
+    row = {"id": "r1", "images": [str(src / "a.png")], "width": 50, "height": 30, "bboxs": [[1, 2, 3, 4]]}
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps(row) + "\n")
+    out = learn.blank_copy(rows, tmp_path / "blank")
+    (copy,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {k: v for k, v in copy.items() if k != "images"} == {k: v for k, v in row.items() if k != "images"}
+    with Image.open(copy["images"][0]) as img:
+        assert img.size == (50, 30) and img.convert("RGB").getcolors() == [(1500, (255, 255, 255))]
+    with Image.open(src / "a.png") as img:
+        assert img.getpixel((0, 0)) == (200, 10, 10)  # the original is untouched
