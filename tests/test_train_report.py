@@ -178,3 +178,22 @@ def test_the_report_command_says_a_random_model_scores_zero(tmp_path, satori):
     result = satori("report", str(_zero_run(tmp_path)))
     assert result.returncode == 0, result.stderr
     assert "note: every reward is 0 at every step: expected for a random model" in result.stdout
+
+
+def test_the_report_says_the_reward_trend_that_noisy_steps_hide(tmp_path, satori):
+    """GRPO's reward jumps step to step (a few sampled completions each): the note gives each
+    reward's mean over the first and the last quarter of the steps."""
+    run = tmp_path / "run"
+    run.mkdir()
+    totals = [1.0, 1.4, 0.8, 1.2, 1.1, 0.9, 1.5, 1.3, 1.6, 1.2, 1.8, 1.4]
+    steps = [
+        {"step": s, "reward": r, "rewards/SatoriFormat/mean": r / 2, "global_step/max_steps": f"{s}/12"}
+        for s, r in enumerate(totals, 1)
+    ]
+    (run / "logging.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    result = satori("report", str(run))
+    assert result.returncode == 0, result.stderr
+    assert (
+        "note: mean reward over the first 3 and the last 3 of 12 steps: total 1.07 -> 1.47, "
+        "SatoriFormat 0.53 -> 0.73"
+    ) in result.stdout

@@ -254,10 +254,11 @@ def train(
         f"[green]done[/] in {info['wall_s']:.0f} s; last checkpoint: {info['last_checkpoint']}\n"
         f"plots: satori report {plan.output_dir}"
     )
-    from satori_cli.train.report import zero_rewards_note
+    from satori_cli.train.report import trend_note, zero_rewards_note
     from satori_cli.train.runlogs import read_metrics
 
-    if note := zero_rewards_note(read_metrics(plan.output_dir)):
+    rows = read_metrics(plan.output_dir)
+    if note := zero_rewards_note(rows) or trend_note(rows):
         console().print(f"[yellow]note:[/] {note}")
 
 

@@ -79,6 +79,29 @@ def zero_rewards_note(rows: list[dict[str, Any]]) -> str | None:
     )
 
 
+def trend_note(rows: list[dict[str, Any]], least: int = 8) -> str | None:
+    """Each reward's mean over the first and the last quarter of the logged steps: the trend that a
+    few sampled completions a step hide in the plot (GRPO rewards are noisy step to step).
+
+    >>> rows = [{"step": i, "reward": r} for i, r in enumerate([1.0, 1.2, 0.8, 1.0, 1.4, 1.6, 1.2, 1.4], 1)]
+    >>> trend_note(rows)
+    'mean reward over the first 2 and the last 2 of 8 steps: total 1.10 -> 1.30'
+    """
+    keys = [("reward", "total")] + [(f"rewards/{n}/mean", n) for n in runlogs.reward_components(rows)]
+    parts = []
+    for key, label in keys:
+        ys = _series(rows, key)[1]
+        if len(ys) < least:
+            continue
+        k = len(ys) // 4
+        first, last = sum(ys[:k]) / k, sum(ys[-k:]) / k
+        parts.append((len(ys), k, f"{label} {first:.2f} -> {last:.2f}"))
+    if not parts:
+        return None
+    n, k = parts[0][0], parts[0][1]
+    return f"mean reward over the first {k} and the last {k} of {n} steps: " + ", ".join(p[2] for p in parts)
+
+
 def _run_budget(run: dict[str, Any]) -> PixelBudget:
     recipe = run.get("recipe") or {}
     return PixelBudget(
@@ -321,6 +344,6 @@ def write_report(
         report.files.append(write_gallery(run_dir, out, max_completions))
     report.out_dir, report.files = final, [final / p.name for p in report.files]
     report.eval_command = grounding_eval_command(run_dir)
-    if note := zero_rewards_note(rows):
+    if note := zero_rewards_note(rows) or trend_note(rows):
         report.notes.append(note)
     return report
