@@ -16,7 +16,8 @@ total reward not below SFT's, and the whole recipe under 15 minutes on 2 cores.
 
 The control: each model is measured again on the same held-out rows with every image replaced by
 a blank (white) one of the same size. Figures that do not drop without the image were learned from
-the questions and the data's statistics (the language prior), not by looking at the picture. The figures,
+the questions and the data's statistics (the language prior), not by looking at the picture; one
+more target asks the image to add at least SEES to GRPO's total reward. The figures,
 minutes and the machine's load are printed and written to OUT/learn.json; exit 0 when every
 target is met, 1 otherwise.
 
