@@ -66,10 +66,15 @@ def _close(a: list[float], b: list[float]) -> bool:
     return all(abs(x - y) <= FLAT for x, y in zip(a, b, strict=True))
 
 
+def reward_series(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(metric key, label) of the total reward and of each reward function the run logged."""
+    return [("reward", "total")] + [(f"rewards/{n}/mean", n) for n in runlogs.reward_components(rows)]
+
+
 def zero_rewards_note(rows: list[dict[str, Any]]) -> str | None:
     """The line to print when every logged reward is 0 at every step (a random model's run),
     so a flat plot is not taken for a broken one."""
-    keys = ["reward"] + [f"rewards/{n}/mean" for n in runlogs.reward_components(rows)]
+    keys = [key for key, _ in reward_series(rows)]
     values = [float(row[k]) for row in rows for k in keys if isinstance(row.get(k), (int, float))]
     if not values or any(abs(v) > FLAT for v in values):
         return None
@@ -87,19 +92,15 @@ def trend_note(rows: list[dict[str, Any]], least: int = 8) -> str | None:
     >>> trend_note(rows)
     'mean reward over the first 2 and the last 2 of 8 steps: total 1.10 -> 1.30'
     """
-    keys = [("reward", "total")] + [(f"rewards/{n}/mean", n) for n in runlogs.reward_components(rows)]
-    parts = []
-    for key, label in keys:
-        ys = _series(rows, key)[1]
-        if len(ys) < least:
-            continue
-        k = len(ys) // 4
-        first, last = sum(ys[:k]) / k, sum(ys[-k:]) / k
-        parts.append((len(ys), k, f"{label} {first:.2f} -> {last:.2f}"))
-    if not parts:
+    series = [(label, _series(rows, key)[1]) for key, label in reward_series(rows)]
+    series = [(label, ys) for label, ys in series if len(ys) >= least]
+    if not series:
         return None
-    n, k = parts[0][0], parts[0][1]
-    return f"mean reward over the first {k} and the last {k} of {n} steps: " + ", ".join(p[2] for p in parts)
+    n = len(series[0][1])
+    k = n // 4
+    same = [(label, ys) for label, ys in series if len(ys) == n]  # one step count for the sentence
+    parts = [f"{label} {sum(ys[:k]) / k:.2f} -> {sum(ys[-k:]) / k:.2f}" for label, ys in same]
+    return f"mean reward over the first {k} and the last {k} of {n} steps: " + ", ".join(parts)
 
 
 def _run_budget(run: dict[str, Any]) -> PixelBudget:
@@ -163,7 +164,7 @@ def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         (
             "rewards.png",
             "reward",
-            [("reward", "total")] + [(f"rewards/{n}/mean", n) for n in runlogs.reward_components(rows)],
+            reward_series(rows),
         ),
         ("kl.png", "KL to the reference policy", [("kl", "kl")]),
         (
