@@ -26,12 +26,13 @@ class Fetched:
     origin: str
 
 
-def manual_hint(kind: Kind, repo: str, revision: str | None) -> str:
+def manual_hint(kind: Kind, repo: str, revision: str | None, tool: str = "hf") -> str:
+    """How to place the files by hand with `tool` (`hf` or `modelscope`: same command line)."""
     repo_type = "model" if kind == "model" else "dataset"
     rev = f" --revision {revision}" if revision else ""
     return (
-        f"on a machine with network run `hf download {repo} --repo-type {repo_type}{rev} --local-dir DIR`, "
-        f"copy DIR here and pass it instead of the repo id: `satori download {kind} DIR`"
+        f"on a machine with network run `{tool} download {repo} --repo-type {repo_type}{rev} --local-dir "
+        f"DIR`, copy DIR here and pass it instead of the repo id: `satori download {kind} DIR`"
     )
 
 

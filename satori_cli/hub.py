@@ -23,14 +23,10 @@ from pathlib import Path
 from satori_cli import models
 from satori_cli.config import DEFAULT_DATASET, DEFAULT_MODEL
 from satori_cli.errors import SatoriError, require
-from satori_cli.hf_download import Fetched, Kind, fetch_hf, first_line
+from satori_cli.hf_download import Fetched, Kind, fetch_hf, first_line, manual_hint
 
 SOURCES = ("hf", "modelscope")
 ALIASES = {**models.ALIASES, "vqa-verify": DEFAULT_DATASET}
-
-
-def default_repo(kind: Kind) -> str:
-    return DEFAULT_MODEL if kind == "model" else DEFAULT_DATASET
 
 
 def local_folder(kind: Kind, repo: str) -> Path | None:
@@ -59,7 +55,7 @@ def fetch(
     tqdm_class: type | None = None,
 ) -> Fetched:
     """Return the local path of `repo` (a model or dataset), downloading what is missing."""
-    repo = ALIASES.get(repo or "", repo) or default_repo(kind)
+    repo = ALIASES.get(repo or "", repo) or (DEFAULT_MODEL if kind == "model" else DEFAULT_DATASET)
     if source not in SOURCES:
         raise SatoriError(f"unknown --source '{source}'", hint=f"choose one of: {', '.join(SOURCES)}")
     folder = local_folder(kind, repo)
@@ -71,15 +67,6 @@ def fetch(
 
 
 MODELSCOPE_PROBE_S = 4.0  # seconds to wait for ModelScope to answer before saying it cannot be reached
-
-
-def modelscope_hint(kind: Kind, repo: str, revision: str | None) -> str:
-    rev = f" --revision {revision}" if revision else ""
-    return (
-        f"on a machine with network run `modelscope download {repo} --repo-type "
-        f"{'model' if kind == 'model' else 'dataset'}{rev} --local-dir DIR`, copy DIR here and pass it "
-        f"instead of the repo id: `satori download {kind} DIR`"
-    )
 
 
 def modelscope_endpoints() -> list[str]:
@@ -132,7 +119,7 @@ def _fetch_modelscope(kind, repo, revision, local_dir, token) -> Fetched:
         if all(reasons):
             raise SatoriError(
                 f"cannot reach ModelScope ({', '.join(endpoints)}) to download {repo}: {reasons[0]}",
-                hint=modelscope_hint(kind, repo, revision),
+                hint=manual_hint(kind, repo, revision, "modelscope"),
             )
         try:
             if kind == "model":
@@ -140,10 +127,9 @@ def _fetch_modelscope(kind, repo, revision, local_dir, token) -> Fetched:
             else:
                 path = dataset_snapshot_download(repo, **kwargs)
         except Exception as exc:  # modelscope raises plain Exceptions for network and not-found errors
-            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise SatoriError(
-                f"cannot download {repo} from ModelScope: {reason}",
-                hint=modelscope_hint(kind, repo, revision),
+                f"cannot download {repo} from ModelScope: {first_line(exc)}",
+                hint=manual_hint(kind, repo, revision, "modelscope"),
             ) from exc
     except BaseException:
         if created:
