@@ -106,13 +106,10 @@ class _Reader:
         return problems
 
     def _open(self, key: str):
-        member = self.members[key]
+        member = self.members[key]  # a regular file (see __init__): a tar never gives None for it
         if isinstance(self.handle, zipfile.ZipFile):
             return self.handle.open(member)
-        fh = self.handle.extractfile(member)
-        if fh is None:
-            raise OSError("not a regular file")
-        return fh
+        return self.handle.extractfile(member)
 
 
 def unpack(

@@ -114,8 +114,6 @@ def data_files(src: Path, exclude: tuple[Path, ...] = ()) -> tuple[list[Path], l
                 hint="give a .parquet, .jsonl or .json file, an archive of them, or a folder",
             )
         return [src], []
-    if not src.is_dir():
-        raise SatoriError(f"{src}: not a regular file or folder")
     excluded = {p.resolve() for p in exclude}
     found: list[Path] = []
     skipped: list[Path] = []
@@ -207,7 +205,7 @@ def _iter_file(path: Path, base: Path, jail: Unpacked | None, name: str) -> Iter
     if suffix == ".parquet":
         rows = _parquet_rows(path)
     elif suffix == ".jsonl":
-        rows = _jsonl_rows(path)
+        rows = (line[1:] for line in jsonl_lines(path))  # without the line number
     else:
         rows = _json_rows(path)
     for index, (data, reason, error) in enumerate(rows):
@@ -243,11 +241,6 @@ def _decoded(value: object) -> Row:
     if isinstance(value, dict):
         return value, "", ""
     return None, "malformed_row", f"a JSON {type(value).__name__}, not an object"
-
-
-def _jsonl_rows(path: Path) -> Iterator[Row]:
-    for _, data, reason, error in jsonl_lines(path):
-        yield data, reason, error
 
 
 def jsonl_lines(path: Path) -> Iterator[tuple[int, dict | None, str, str]]:
