@@ -280,7 +280,7 @@ def _json_rows(path: Path, chunk_size: int = 1 << 20) -> Iterator[Row]:
     """
     with open(path, encoding="utf-8-sig", errors="surrogateescape") as fh:
         buf = fh.read(chunk_size)
-        pos = _skip_ws(buf, 0)
+        pos = _WS.match(buf).end()
         if pos >= len(buf):
             return  # an empty file: no rows
         if buf[pos] == "{":
@@ -293,9 +293,7 @@ def _json_rows(path: Path, chunk_size: int = 1 << 20) -> Iterator[Row]:
         pos += 1
         eof = False
         while True:
-            pos = _skip_ws(buf, pos)
-            while pos < len(buf) and buf[pos] == ",":
-                pos = _skip_ws(buf, pos + 1)
+            pos = _GAP.match(buf, pos).end()
             if pos >= len(buf):
                 if eof:
                     yield None, "malformed_row", "the JSON array is truncated (no closing ])"
@@ -349,6 +347,8 @@ def _json_object_rows(path: Path, text: str) -> Iterator[Row]:
         yield obj, "", ""  # one object with row fields is one row
 
 
+_WS = re.compile(r"[ \t\r\n]*")  # JSON's whitespace
+_GAP = re.compile(r"[ \t\r\n,]*")  # what separates array elements (extra commas are skipped)
 # A JSON string, a bracket, or a delimiter: enough to find where a damaged element ends.
 _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|"|[\[\]{},]')
 
@@ -372,9 +372,3 @@ def _element_end(buf: str, pos: int) -> int | None:
         elif depth == 0:  # ","
             return match.start()
     return None
-
-
-def _skip_ws(buf: str, pos: int) -> int:
-    while pos < len(buf) and buf[pos] in " \t\r\n":
-        pos += 1
-    return pos
