@@ -122,10 +122,7 @@ def _fetch_modelscope(kind, repo, revision, local_dir, token) -> Fetched:
                 hint=manual_hint(kind, repo, revision, "modelscope"),
             )
         try:
-            if kind == "model":
-                path = snapshot_download(repo, **kwargs)
-            else:
-                path = dataset_snapshot_download(repo, **kwargs)
+            path = (snapshot_download if kind == "model" else dataset_snapshot_download)(repo, **kwargs)
         except Exception as exc:  # modelscope raises plain Exceptions for network and not-found errors
             raise SatoriError(
                 f"cannot download {repo} from ModelScope: {first_line(exc)}",
