@@ -195,8 +195,7 @@ def inspect(
         stats, drawn = inspect_dataset(target, samples=rows, seed=seed)
     console().print(inspect_table(stats))
     if rows and drawn:
-        default = (target if target.is_dir() else target.parent) / "contact_sheet.png"
-        out = sheet or default
+        out = sheet or (target if target.is_dir() else target.parent) / "contact_sheet.png"
         with console().status("drawing the contact sheet ..."):
             contact_sheet(drawn, out, overwrite=overwrite)
         console().print(

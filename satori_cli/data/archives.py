@@ -131,14 +131,13 @@ def unpack(
             raise SatoriError(f"{archive}: data file {key}: {why}")
         files, _ = readers.data_files(root)
         wanted = references(files, root) & reader.members.keys()
-        problems: dict[str, str] = {}
-        small = set()
-        for key in wanted - data:
-            if reader.sizes[key] > MAX_IMAGE_MEMBER:
-                problems[key] = f"an archive member of {reader.sizes[key] >> 20} MiB, too large for an image"
-            else:
-                small.add(key)
-        problems.update(reader.extract(small))
+        images = wanted - data
+        problems = {
+            key: f"an archive member of {reader.sizes[key] >> 20} MiB, too large for an image"
+            for key in images
+            if reader.sizes[key] > MAX_IMAGE_MEMBER
+        }
+        problems.update(reader.extract(images - problems.keys()))
     finally:
         with contextlib.suppress(Exception):
             reader.close()

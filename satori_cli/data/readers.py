@@ -9,6 +9,7 @@ does not stop a run. Archives are unpacked by `archives`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -92,8 +93,7 @@ class Record:
 
 
 def is_archive(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and name.endswith(ARCHIVE_SUFFIXES)
+    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def is_data_name(name: str) -> bool:
@@ -161,12 +161,10 @@ def column_names(path: Path) -> list[str]:
         import pyarrow.parquet as pq
 
         return list(pq.ParquetFile(path).schema_arrow.names)
-    for n, record in enumerate(_iter_file(path, path.parent, None, path.name)):
+    for record in itertools.islice(_iter_file(path, path.parent, None, path.name), 101):
         if record.data is not None:
             return list(record.data)
-        if n >= 100:  # the first 100 records are all broken: nothing to check against
-            break
-    return []
+    return []  # the first 101 records are all broken: nothing to check against
 
 
 def count_rows(files: list[Path]) -> int | None:
@@ -192,12 +190,8 @@ def count_rows(files: list[Path]) -> int | None:
 
 def iter_records(files: list[Path], root: Path, jail: Unpacked | None = None) -> Iterator[Record]:
     """Every record of every file, in order; row ids are `RELATIVE/PATH.jsonl:INDEX`."""
-    for path in files:
-        try:
-            name = path.relative_to(root).as_posix() if path != root else path.name
-        except ValueError:
-            name = path.name
-        yield from _iter_file(path, path.parent, jail, name)
+    for path in files:  # all under root: `data_files` found them there
+        yield from _iter_file(path, path.parent, jail, path.relative_to(root).as_posix())
 
 
 def _iter_file(path: Path, base: Path, jail: Unpacked | None, name: str) -> Iterator[Record]:
