@@ -251,18 +251,15 @@ def prepare_dataset(
             readers.check_readable(path)
             if mapping:
                 cols.check_mapping(mapping, readers.column_names(path), path.name)
-        total = readers.count_rows(files) if progress else None
+        records = readers.iter_records(files, root, jail)
         _write_rows(
-            readers.iter_records(files, root, jail),
+            _converted(records, mapping, images_dir, workers or default_workers()),
             partial["rows"] if val_ratio > 0 else partial[TRAIN],
             partial[REJECTED],
             result,
-            mapping,
-            images_dir,
             strict,
             progress,
-            total,
-            workers or default_workers(),
+            readers.count_rows(files) if progress else None,
         )
         if result.rows_in == 0:
             raise SatoriError(f"no rows found in {src}", hint="the data files are empty")
@@ -292,21 +289,18 @@ def prepare_dataset(
 
 
 def _write_rows(
-    records: Iterable[readers.Record],
+    outcomes: Iterable[tuple[readers.Record, dict | v.Rejected]],
     good_path: Path,
     bad_path: Path,
     result: PrepareResult,
-    mapping: Mapping[str, str],
-    images_dir: Path,
     strict: bool,
     progress: Progress | None,
     total: int | None,
-    workers: int,
 ) -> None:
-    """Convert every record; good rows (unique ids, valid UTF-8) to `good_path`, the rest to `bad_path`."""
+    """Good rows (unique ids, valid UTF-8) to `good_path`, the rest to `bad_path`."""
     first_row_of: dict[str, str] = {}  # id -> the row that used it first
     with open(good_path, "wb") as good, open(bad_path, "wb") as bad:
-        for record, outcome in _converted(records, mapping, images_dir, workers):
+        for record, outcome in outcomes:
             result.rows_in += 1
             if isinstance(outcome, dict):
                 outcome, line = _checked(outcome, first_row_of)
