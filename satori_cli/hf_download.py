@@ -41,7 +41,6 @@ def fetch_hf(
     repo: str,
     revision: str | None = None,
     local_dir: str | Path | None = None,
-    token: str | None = None,
     tqdm_class: type | None = None,
 ) -> Fetched:
     """`repo` from the Hugging Face hub (or its cache), every failure one line."""
@@ -64,7 +63,6 @@ def fetch_hf(
             repo_type=repo_type,
             revision=revision,
             local_dir=str(target) if target else None,
-            token=token,
             tqdm_class=tqdm_class,
             # Offline, look only on disk: otherwise a commit-hash revision still asks the hub for its
             # file list and fails although the snapshot is cached.

@@ -51,7 +51,6 @@ def fetch(
     revision: str | None = None,
     local_dir: str | Path | None = None,
     source: str = "hf",
-    token: str | None = None,
     tqdm_class: type | None = None,
 ) -> Fetched:
     """Return the local path of `repo` (a model or dataset), downloading what is missing."""
@@ -62,8 +61,8 @@ def fetch(
     if folder is not None:
         return Fetched(repo, folder, "local")
     if source == "modelscope":
-        return _fetch_modelscope(kind, repo, revision, local_dir, token)
-    return fetch_hf(kind, repo, revision, local_dir, token, tqdm_class)
+        return _fetch_modelscope(kind, repo, revision, local_dir)
+    return fetch_hf(kind, repo, revision, local_dir, tqdm_class)
 
 
 MODELSCOPE_PROBE_S = 4.0  # seconds to wait for ModelScope to answer before saying it cannot be reached
@@ -98,13 +97,13 @@ def _unreachable(endpoint: str) -> str | None:
     return None
 
 
-def _fetch_modelscope(kind, repo, revision, local_dir, token) -> Fetched:
+def _fetch_modelscope(kind, repo, revision, local_dir) -> Fetched:
     require("modelscope", "train", "--source modelscope")
     from modelscope.hub.snapshot_download import dataset_snapshot_download, snapshot_download
 
     target = Path(local_dir).expanduser().resolve() if local_dir else None
     created = target is not None and not target.exists()  # only a folder satori made is removed
-    kwargs = {"local_dir": str(target) if target else None, "token": token}
+    kwargs = {"local_dir": str(target) if target else None}
     if revision:
         kwargs["revision"] = revision
     try:
