@@ -268,14 +268,11 @@ def prepare_dataset(
                 partial["rows"], partial[TRAIN], partial[VAL], result.train_rows, val_ratio, seed
             )
         partial[SUMMARY].write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-        # Everything is complete: move it into place (each rename is atomic).
-        outputs.replace(partial[TRAIN], result.train_path)
-        if val_ratio > 0:
-            outputs.replace(partial[VAL], out_dir / VAL)
-        else:
-            outputs.forget(out_dir / VAL)  # a stale split of an earlier run (checked: ours)
-        outputs.replace(partial[REJECTED], result.rejected_path)
-        outputs.replace(partial[SUMMARY], result.summary_path)
+        for name in OUTPUTS:  # everything is complete: move it into place (each rename is atomic)
+            if name == VAL and not val_ratio:
+                outputs.forget(out_dir / VAL)  # a stale split of an earlier run (checked: ours)
+            else:
+                outputs.replace(partial[name], out_dir / name)
     except OSError as exc:  # disk full, a folder removed under us, an input that vanished
         where = f"{exc.filename}: " if exc.filename else ""
         raise SatoriError(

@@ -161,7 +161,7 @@ def column_names(path: Path) -> list[str]:
         import pyarrow.parquet as pq
 
         return list(pq.ParquetFile(path).schema_arrow.names)
-    for record in itertools.islice(_iter_file(path, path.parent, None, path.name), 101):
+    for record in itertools.islice(_iter_file(path, None, path.name), 101):
         if record.data is not None:
             return list(record.data)
     return []  # the first 101 records are all broken: nothing to check against
@@ -191,10 +191,10 @@ def count_rows(files: list[Path]) -> int | None:
 def iter_records(files: list[Path], root: Path, jail: Unpacked | None = None) -> Iterator[Record]:
     """Every record of every file, in order; row ids are `RELATIVE/PATH.jsonl:INDEX`."""
     for path in files:  # all under root: `data_files` found them there
-        yield from _iter_file(path, path.parent, jail, path.relative_to(root).as_posix())
+        yield from _iter_file(path, jail, path.relative_to(root).as_posix())
 
 
-def _iter_file(path: Path, base: Path, jail: Unpacked | None, name: str) -> Iterator[Record]:
+def _iter_file(path: Path, jail: Unpacked | None, name: str) -> Iterator[Record]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         rows = _parquet_rows(path)
@@ -203,7 +203,7 @@ def _iter_file(path: Path, base: Path, jail: Unpacked | None, name: str) -> Iter
     else:
         rows = _json_rows(path)
     for index, (data, reason, error) in enumerate(rows):
-        yield Record(f"{name}:{index}", data, base, jail, error, reason)
+        yield Record(f"{name}:{index}", data, path.parent, jail, error, reason)
 
 
 Row = tuple[dict | None, str, str]  # (data, reason, error): data None when it could not be decoded
