@@ -26,12 +26,13 @@ class Fetched:
     origin: str
 
 
-def manual_hint(kind: Kind, repo: str, revision: str | None) -> str:
+def manual_hint(kind: Kind, repo: str, revision: str | None, tool: str = "hf") -> str:
+    """How to place the files by hand with `tool` (`hf` or `modelscope`: same command line)."""
     repo_type = "model" if kind == "model" else "dataset"
     rev = f" --revision {revision}" if revision else ""
     return (
-        f"on a machine with network run `hf download {repo} --repo-type {repo_type}{rev} --local-dir DIR`, "
-        f"copy DIR here and pass it instead of the repo id: `satori download {kind} DIR`"
+        f"on a machine with network run `{tool} download {repo} --repo-type {repo_type}{rev} --local-dir "
+        f"DIR`, copy DIR here and pass it instead of the repo id: `satori download {kind} DIR`"
     )
 
 
@@ -40,7 +41,6 @@ def fetch_hf(
     repo: str,
     revision: str | None = None,
     local_dir: str | Path | None = None,
-    token: str | None = None,
     tqdm_class: type | None = None,
 ) -> Fetched:
     """`repo` from the Hugging Face hub (or its cache), every failure one line."""
@@ -63,7 +63,6 @@ def fetch_hf(
             repo_type=repo_type,
             revision=revision,
             local_dir=str(target) if target else None,
-            token=token,
             tqdm_class=tqdm_class,
             # Offline, look only on disk: otherwise a commit-hash revision still asks the hub for its
             # file list and fails although the snapshot is cached.

@@ -23,14 +23,10 @@ from pathlib import Path
 from satori_cli import models
 from satori_cli.config import DEFAULT_DATASET, DEFAULT_MODEL
 from satori_cli.errors import SatoriError, require
-from satori_cli.hf_download import Fetched, Kind, fetch_hf, first_line
+from satori_cli.hf_download import Fetched, Kind, fetch_hf, first_line, manual_hint
 
 SOURCES = ("hf", "modelscope")
 ALIASES = {**models.ALIASES, "vqa-verify": DEFAULT_DATASET}
-
-
-def default_repo(kind: Kind) -> str:
-    return DEFAULT_MODEL if kind == "model" else DEFAULT_DATASET
 
 
 def local_folder(kind: Kind, repo: str) -> Path | None:
@@ -55,31 +51,21 @@ def fetch(
     revision: str | None = None,
     local_dir: str | Path | None = None,
     source: str = "hf",
-    token: str | None = None,
     tqdm_class: type | None = None,
 ) -> Fetched:
     """Return the local path of `repo` (a model or dataset), downloading what is missing."""
-    repo = ALIASES.get(repo or "", repo) or default_repo(kind)
+    repo = ALIASES.get(repo or "", repo) or (DEFAULT_MODEL if kind == "model" else DEFAULT_DATASET)
     if source not in SOURCES:
         raise SatoriError(f"unknown --source '{source}'", hint=f"choose one of: {', '.join(SOURCES)}")
     folder = local_folder(kind, repo)
     if folder is not None:
         return Fetched(repo, folder, "local")
     if source == "modelscope":
-        return _fetch_modelscope(kind, repo, revision, local_dir, token)
-    return fetch_hf(kind, repo, revision, local_dir, token, tqdm_class)
+        return _fetch_modelscope(kind, repo, revision, local_dir)
+    return fetch_hf(kind, repo, revision, local_dir, tqdm_class)
 
 
 MODELSCOPE_PROBE_S = 4.0  # seconds to wait for ModelScope to answer before saying it cannot be reached
-
-
-def modelscope_hint(kind: Kind, repo: str, revision: str | None) -> str:
-    rev = f" --revision {revision}" if revision else ""
-    return (
-        f"on a machine with network run `modelscope download {repo} --repo-type "
-        f"{'model' if kind == 'model' else 'dataset'}{rev} --local-dir DIR`, copy DIR here and pass it "
-        f"instead of the repo id: `satori download {kind} DIR`"
-    )
 
 
 def modelscope_endpoints() -> list[str]:
@@ -111,13 +97,13 @@ def _unreachable(endpoint: str) -> str | None:
     return None
 
 
-def _fetch_modelscope(kind, repo, revision, local_dir, token) -> Fetched:
+def _fetch_modelscope(kind, repo, revision, local_dir) -> Fetched:
     require("modelscope", "train", "--source modelscope")
     from modelscope.hub.snapshot_download import dataset_snapshot_download, snapshot_download
 
     target = Path(local_dir).expanduser().resolve() if local_dir else None
     created = target is not None and not target.exists()  # only a folder satori made is removed
-    kwargs = {"local_dir": str(target) if target else None, "token": token}
+    kwargs = {"local_dir": str(target) if target else None}
     if revision:
         kwargs["revision"] = revision
     try:
@@ -132,18 +118,14 @@ def _fetch_modelscope(kind, repo, revision, local_dir, token) -> Fetched:
         if all(reasons):
             raise SatoriError(
                 f"cannot reach ModelScope ({', '.join(endpoints)}) to download {repo}: {reasons[0]}",
-                hint=modelscope_hint(kind, repo, revision),
+                hint=manual_hint(kind, repo, revision, "modelscope"),
             )
         try:
-            if kind == "model":
-                path = snapshot_download(repo, **kwargs)
-            else:
-                path = dataset_snapshot_download(repo, **kwargs)
+            path = (snapshot_download if kind == "model" else dataset_snapshot_download)(repo, **kwargs)
         except Exception as exc:  # modelscope raises plain Exceptions for network and not-found errors
-            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise SatoriError(
-                f"cannot download {repo} from ModelScope: {reason}",
-                hint=modelscope_hint(kind, repo, revision),
+                f"cannot download {repo} from ModelScope: {first_line(exc)}",
+                hint=manual_hint(kind, repo, revision, "modelscope"),
             ) from exc
     except BaseException:
         if created:

@@ -198,7 +198,7 @@ def test_inspect_counts_every_broken_line_and_never_raises(tmp_path: Path, data)
     assert stats.lines == expected and stats.rows + stats.bad_rows == expected
     assert sum(stats.problems.values()) >= stats.bad_rows
     assert all(places for places in stats.examples.values())
-    from satori_cli.data.report import inspect_table
+    from satori_cli.commands.data import inspect_table
 
     inspect_table(stats)  # renders whatever was counted
     if rows:

@@ -14,6 +14,7 @@ read stops the run with one line.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tarfile
 import zipfile
 from collections.abc import Callable
@@ -39,13 +40,13 @@ def _gib(n: int) -> str:
 
 
 class _Reader:
-    """The regular-file members of one archive by normalized relative name, and their sizes."""
+    """The regular-file members of one archive by normalized relative name (in archive order),
+    their sizes, and what has been written of the `limit`."""
 
-    def __init__(self, archive: Path, root: Path) -> None:
-        self.archive, self.root = archive, root
+    def __init__(self, archive: Path, root: Path, limit: int) -> None:
+        self.archive, self.root, self.limit, self.written = archive, root, limit, 0
         self.members: dict[str, object] = {}
         self.sizes: dict[str, int] = {}
-        self.order: dict[str, int] = {}
         self.handle: zipfile.ZipFile | tarfile.TarFile
         try:
             if archive.name.lower().endswith(".zip"):
@@ -56,7 +57,7 @@ class _Reader:
                 entries = [(m.name, m, m.isdir(), m.isfile(), m.size) for m in self.handle.getmembers()]
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise SatoriError(f"{archive}: cannot read the archive ({one_line(exc, 160)})") from exc
-        for n, (name, member, is_dir, is_file, size) in enumerate(entries):
+        for name, member, is_dir, is_file, size in entries:
             try:
                 target = (root / name).resolve()
             except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a name too long
@@ -66,19 +67,24 @@ class _Reader:
             if is_dir or not is_file or target == root:
                 continue  # folders are made as needed; links and devices are never extracted
             key = target.relative_to(root).as_posix()
-            self.members[key], self.sizes[key], self.order[key] = member, size, n
+            self.members.pop(key, None)  # a repeated name: the last one wins, at its place
+            self.members[key], self.sizes[key] = member, size
 
     def close(self) -> None:
         self.handle.close()
 
-    def extract(self, keys: list[str], budget: list[int], limit: int) -> dict[str, str]:
+    def extract(self, keys: set[str]) -> dict[str, str]:
         """Write `keys` under root (in archive order: a .tar.gz is read forward once);
-        returns {key: why not} for members that could not be read."""
+        returns {key: why not} for members that could not be read.
+
+        The cap is checked against the sizes the archive declares: zipfile and tarfile never
+        give more bytes than that (a zip member that inflates further fails its CRC check)."""
         problems: dict[str, str] = {}
-        for key in sorted(keys, key=self.order.__getitem__):
-            if budget[0] + self.sizes[key] > limit:
+        for key in (k for k in self.members if k in keys):
+            self.written += self.sizes[key]
+            if self.written > self.limit:
                 raise SatoriError(
-                    f"{self.archive}: unpacking would write more than {_gib(limit)}",
+                    f"{self.archive}: unpacking would write more than {_gib(self.limit)}",
                     hint="the cap is 20x the archive's size (at least 2 GiB); if you trust this archive, "
                     "raise it with --max-extract-gb",
                 )
@@ -86,15 +92,7 @@ class _Reader:
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with self._open(key) as src, open(target, "wb") as dst:
-                    while chunk := src.read(CHUNK):
-                        budget[0] += len(chunk)
-                        if budget[0] > limit:  # a member larger than its header said
-                            raise SatoriError(
-                                f"{self.archive}: unpacking would write more than {_gib(limit)}"
-                            )
-                        dst.write(chunk)
-            except SatoriError:
-                raise
+                    shutil.copyfileobj(src, dst, CHUNK)
             except OSError as exc:
                 if exc.filename is not None and Path(exc.filename) == target:
                     raise  # writing failed (disk full): a run-level error, not this member's fault
@@ -106,13 +104,10 @@ class _Reader:
         return problems
 
     def _open(self, key: str):
-        member = self.members[key]
+        member = self.members[key]  # a regular file (see __init__): a tar never gives None for it
         if isinstance(self.handle, zipfile.ZipFile):
             return self.handle.open(member)
-        fh = self.handle.extractfile(member)
-        if fh is None:
-            raise OSError("not a regular file")
-        return fh
+        return self.handle.extractfile(member)
 
 
 def unpack(
@@ -127,25 +122,22 @@ def unpack(
     """
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
-    limit = default_limit(archive) if limit is None else limit
-    budget = [0]
-    reader = _Reader(archive, root)
+    reader = _Reader(archive, root, default_limit(archive) if limit is None else limit)
     try:
-        data = [k for k in reader.members if _is_data_member(k)]
-        broken = reader.extract(data, budget, limit)
+        data = {k for k in reader.members if _is_data_member(k)}
+        broken = reader.extract(data)
         if broken:
             key, why = next(iter(broken.items()))
             raise SatoriError(f"{archive}: data file {key}: {why}")
         files, _ = readers.data_files(root)
         wanted = references(files, root) & reader.members.keys()
-        problems: dict[str, str] = {}
-        small = []
-        for key in wanted - set(data):
-            if reader.sizes[key] > MAX_IMAGE_MEMBER:
-                problems[key] = f"an archive member of {reader.sizes[key] >> 20} MiB, too large for an image"
-            else:
-                small.append(key)
-        problems.update(reader.extract(small, budget, limit))
+        images = wanted - data
+        problems = {
+            key: f"an archive member of {reader.sizes[key] >> 20} MiB, too large for an image"
+            for key in images
+            if reader.sizes[key] > MAX_IMAGE_MEMBER
+        }
+        problems.update(reader.extract(images - problems.keys()))
     finally:
         with contextlib.suppress(Exception):
             reader.close()

@@ -26,6 +26,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "messages": ("messages", "conversations"),
 }
 FIELDS = tuple(ALIASES)
+# --column also accepts a field under its name in a prepared row
+PREPARED_NAMES = {
+    "image_caption": "caption",
+    "possible_answers": "answer",
+    "answers": "answer",
+    "images": "image",
+}
 
 
 def parse_mapping(items: Iterable[str] | Mapping[str, str] | None) -> dict[str, str]:
@@ -35,12 +42,7 @@ def parse_mapping(items: Iterable[str] | Mapping[str, str] | None) -> dict[str, 
     pairs = items.items() if isinstance(items, Mapping) else (_split(item) for item in items)
     mapping: dict[str, str] = {}
     for field, column in pairs:
-        if field == "caption" or field == "image_caption":
-            field = "caption"
-        elif field in ("possible_answers", "answers"):
-            field = "answer"
-        elif field in ("images",):
-            field = "image"
+        field = PREPARED_NAMES.get(field, field)
         if field not in ALIASES:
             raise SatoriError(
                 f"unknown field '{field}' in --column",
@@ -74,15 +76,9 @@ def check_mapping(mapping: Mapping[str, str], columns: Iterable[str], where: str
 
 def pick(record: Mapping[str, object], mapping: Mapping[str, str]) -> dict[str, object]:
     """The raw value of every field for one record (None where nothing matches)."""
-    out: dict[str, object] = {}
-    for field, names in ALIASES.items():
-        if field in mapping:
-            out[field] = record.get(mapping[field])
-            continue
-        value = None
-        for name in names:
-            value = record.get(name)
-            if value is not None:
-                break
-        out[field] = value
+    out = {
+        field: next((record[name] for name in names if record.get(name) is not None), None)
+        for field, names in ALIASES.items()
+    }
+    out.update((field, record.get(column)) for field, column in mapping.items())
     return out

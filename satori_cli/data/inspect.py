@@ -9,6 +9,8 @@ and only well-formed rows feed the statistics and the sheet.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
 import textwrap
 from collections import Counter
@@ -229,19 +231,15 @@ def _question(row: dict) -> str | None:
 
 def summarize(values: Counter) -> str:
     """'min / median / max' of lengths counted as {length: rows}."""
-    total = sum(values.values())
-    if not total:
+    if not values:
         return "-"
     keys = sorted(values)
-    lows, highs, acc = None, None, 0
-    for k in keys:  # the median of a histogram: the middle one or two values
-        acc += values[k]
-        if lows is None and acc >= (total + 1) // 2:
-            lows = k
-        if acc >= total // 2 + 1:
-            highs = k
-            break
-    median = lows if total % 2 else (lows + highs) / 2
+    upto = list(itertools.accumulate(values[k] for k in keys))  # rows up to each length
+
+    def nth(i: int) -> int:  # the i-th length in sorted order, from 0
+        return keys[bisect.bisect_right(upto, i)]
+
+    median = (nth((upto[-1] - 1) // 2) + nth(upto[-1] // 2)) / 2  # the middle one or two
     return f"{keys[0]} / {median:g} / {keys[-1]}"
 
 

@@ -251,18 +251,15 @@ def prepare_dataset(
             readers.check_readable(path)
             if mapping:
                 cols.check_mapping(mapping, readers.column_names(path), path.name)
-        total = readers.count_rows(files) if progress else None
+        records = readers.iter_records(files, root, jail)
         _write_rows(
-            readers.iter_records(files, root, jail),
+            _converted(records, mapping, images_dir, workers or default_workers()),
             partial["rows"] if val_ratio > 0 else partial[TRAIN],
             partial[REJECTED],
             result,
-            mapping,
-            images_dir,
             strict,
             progress,
-            total,
-            workers or default_workers(),
+            readers.count_rows(files) if progress else None,
         )
         if result.rows_in == 0:
             raise SatoriError(f"no rows found in {src}", hint="the data files are empty")
@@ -271,14 +268,11 @@ def prepare_dataset(
                 partial["rows"], partial[TRAIN], partial[VAL], result.train_rows, val_ratio, seed
             )
         partial[SUMMARY].write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-        # Everything is complete: move it into place (each rename is atomic).
-        outputs.replace(partial[TRAIN], result.train_path)
-        if val_ratio > 0:
-            outputs.replace(partial[VAL], out_dir / VAL)
-        else:
-            outputs.forget(out_dir / VAL)  # a stale split of an earlier run (checked: ours)
-        outputs.replace(partial[REJECTED], result.rejected_path)
-        outputs.replace(partial[SUMMARY], result.summary_path)
+        for name in OUTPUTS:  # everything is complete: move it into place (each rename is atomic)
+            if name == VAL and not val_ratio:
+                outputs.forget(out_dir / VAL)  # a stale split of an earlier run (checked: ours)
+            else:
+                outputs.replace(partial[name], out_dir / name)
     except OSError as exc:  # disk full, a folder removed under us, an input that vanished
         where = f"{exc.filename}: " if exc.filename else ""
         raise SatoriError(
@@ -292,21 +286,18 @@ def prepare_dataset(
 
 
 def _write_rows(
-    records: Iterable[readers.Record],
+    outcomes: Iterable[tuple[readers.Record, dict | v.Rejected]],
     good_path: Path,
     bad_path: Path,
     result: PrepareResult,
-    mapping: Mapping[str, str],
-    images_dir: Path,
     strict: bool,
     progress: Progress | None,
     total: int | None,
-    workers: int,
 ) -> None:
-    """Convert every record; good rows (unique ids, valid UTF-8) to `good_path`, the rest to `bad_path`."""
+    """Good rows (unique ids, valid UTF-8) to `good_path`, the rest to `bad_path`."""
     first_row_of: dict[str, str] = {}  # id -> the row that used it first
     with open(good_path, "wb") as good, open(bad_path, "wb") as bad:
-        for record, outcome in _converted(records, mapping, images_dir, workers):
+        for record, outcome in outcomes:
             result.rows_in += 1
             if isinstance(outcome, dict):
                 outcome, line = _checked(outcome, first_row_of)

@@ -9,6 +9,7 @@ does not stop a run. Archives are unpacked by `archives`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -92,8 +93,7 @@ class Record:
 
 
 def is_archive(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and name.endswith(ARCHIVE_SUFFIXES)
+    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def is_data_name(name: str) -> bool:
@@ -114,8 +114,6 @@ def data_files(src: Path, exclude: tuple[Path, ...] = ()) -> tuple[list[Path], l
                 hint="give a .parquet, .jsonl or .json file, an archive of them, or a folder",
             )
         return [src], []
-    if not src.is_dir():
-        raise SatoriError(f"{src}: not a regular file or folder")
     excluded = {p.resolve() for p in exclude}
     found: list[Path] = []
     skipped: list[Path] = []
@@ -163,12 +161,10 @@ def column_names(path: Path) -> list[str]:
         import pyarrow.parquet as pq
 
         return list(pq.ParquetFile(path).schema_arrow.names)
-    for n, record in enumerate(_iter_file(path, path.parent, None, path.name)):
+    for record in itertools.islice(_iter_file(path, None, path.name), 101):
         if record.data is not None:
             return list(record.data)
-        if n >= 100:  # the first 100 records are all broken: nothing to check against
-            break
-    return []
+    return []  # the first 101 records are all broken: nothing to check against
 
 
 def count_rows(files: list[Path]) -> int | None:
@@ -194,24 +190,20 @@ def count_rows(files: list[Path]) -> int | None:
 
 def iter_records(files: list[Path], root: Path, jail: Unpacked | None = None) -> Iterator[Record]:
     """Every record of every file, in order; row ids are `RELATIVE/PATH.jsonl:INDEX`."""
-    for path in files:
-        try:
-            name = path.relative_to(root).as_posix() if path != root else path.name
-        except ValueError:
-            name = path.name
-        yield from _iter_file(path, path.parent, jail, name)
+    for path in files:  # all under root: `data_files` found them there
+        yield from _iter_file(path, jail, path.relative_to(root).as_posix())
 
 
-def _iter_file(path: Path, base: Path, jail: Unpacked | None, name: str) -> Iterator[Record]:
+def _iter_file(path: Path, jail: Unpacked | None, name: str) -> Iterator[Record]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         rows = _parquet_rows(path)
     elif suffix == ".jsonl":
-        rows = _jsonl_rows(path)
+        rows = (line[1:] for line in jsonl_lines(path))  # without the line number
     else:
         rows = _json_rows(path)
     for index, (data, reason, error) in enumerate(rows):
-        yield Record(f"{name}:{index}", data, base, jail, error, reason)
+        yield Record(f"{name}:{index}", data, path.parent, jail, error, reason)
 
 
 Row = tuple[dict | None, str, str]  # (data, reason, error): data None when it could not be decoded
@@ -243,11 +235,6 @@ def _decoded(value: object) -> Row:
     if isinstance(value, dict):
         return value, "", ""
     return None, "malformed_row", f"a JSON {type(value).__name__}, not an object"
-
-
-def _jsonl_rows(path: Path) -> Iterator[Row]:
-    for _, data, reason, error in jsonl_lines(path):
-        yield data, reason, error
 
 
 def jsonl_lines(path: Path) -> Iterator[tuple[int, dict | None, str, str]]:
@@ -287,7 +274,7 @@ def _json_rows(path: Path, chunk_size: int = 1 << 20) -> Iterator[Row]:
     """
     with open(path, encoding="utf-8-sig", errors="surrogateescape") as fh:
         buf = fh.read(chunk_size)
-        pos = _skip_ws(buf, 0)
+        pos = _WS.match(buf).end()
         if pos >= len(buf):
             return  # an empty file: no rows
         if buf[pos] == "{":
@@ -300,9 +287,7 @@ def _json_rows(path: Path, chunk_size: int = 1 << 20) -> Iterator[Row]:
         pos += 1
         eof = False
         while True:
-            pos = _skip_ws(buf, pos)
-            while pos < len(buf) and buf[pos] == ",":
-                pos = _skip_ws(buf, pos + 1)
+            pos = _GAP.match(buf, pos).end()
             if pos >= len(buf):
                 if eof:
                     yield None, "malformed_row", "the JSON array is truncated (no closing ])"
@@ -356,6 +341,8 @@ def _json_object_rows(path: Path, text: str) -> Iterator[Row]:
         yield obj, "", ""  # one object with row fields is one row
 
 
+_WS = re.compile(r"[ \t\r\n]*")  # JSON's whitespace
+_GAP = re.compile(r"[ \t\r\n,]*")  # what separates array elements (extra commas are skipped)
 # A JSON string, a bracket, or a delimiter: enough to find where a damaged element ends.
 _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|"|[\[\]{},]')
 
@@ -379,9 +366,3 @@ def _element_end(buf: str, pos: int) -> int | None:
         elif depth == 0:  # ","
             return match.start()
     return None
-
-
-def _skip_ws(buf: str, pos: int) -> int:
-    while pos < len(buf) and buf[pos] in " \t\r\n":
-        pos += 1
-    return pos

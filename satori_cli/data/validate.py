@@ -156,8 +156,7 @@ def answers(value: object) -> list[str]:
         if item is None:
             continue
         if isinstance(item, (int, float)) and not isinstance(item, bool):
-            number = finite(item)
-            if number is None:
+            if finite(item) is None:
                 raise Rejected("bad_answer", f"an answer of {show(item)}")
             item = f"{item:g}" if isinstance(item, float) else str(item)
         if not isinstance(item, str):
