@@ -1,6 +1,10 @@
-"""Start, watch and stop the model server child process.
+"""The model server's command line (vLLM, `swift deploy` or the fake), and its child process:
+start, watch, stop.
 
-The server (vLLM, `swift deploy` or the fake) runs in its own process group so that Ctrl-C
+vLLM is never imported: it pins `pillow>=13`, which gradio 6 refuses, so it usually lives in
+its own environment and we only build its argv (`--vllm-bin` points at it).
+
+The server runs in its own process group so that Ctrl-C
 and shutdown reach its workers too, and it is told to stop when satori dies in any way
 (`kill -9`, a closed SSH session). We keep the last lines of its log: when it dies before
 it is healthy, the user sees why, and its exit code is passed through.
@@ -18,11 +22,12 @@ from pathlib import Path
 
 from satori_cli.errors import SatoriError, install_hint
 from satori_cli.http_client import http_ok
-from satori_cli.pixels import PixelBudget
-from satori_cli.process import Command, find_program, spawn, stop_group
-from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
+from satori_cli.pixels import PAPER_BUDGET, PixelBudget
+from satori_cli.process import Command, find_program, flag_args, spawn, stop_group
+from satori_cli.vllm_settings import engine_settings
 
 BACKENDS = ("vllm", "transformers", "fake")
+SERVED_MODEL_NAME = "satori"
 
 
 class ServerDied(SatoriError):
@@ -44,19 +49,45 @@ def root_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+def vllm_command(
+    model: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    budget: PixelBudget = PAPER_BUDGET,
+    api_key: str | None = None,
+    vllm_bin: str = "vllm",
+    gpus: int = 1,
+    max_model_len: int | None = None,  # None: derived (satori_cli/vllm_settings.py)
+) -> Command:
+    """`vllm serve` with the engine settings `satori eval` uses too; dict flags as JSON, as vLLM's
+    parser expects. The API key travels in VLLM_API_KEY, not in argv (`ps` shows argv)."""
+    # One image per prompt, no video: the profiling run then reserves one image only.
+    engine = engine_settings(model, budget, images=1, tensor_parallel=gpus, max_model_len=max_model_len)
+    del engine["model"]  # positional
+    options = {
+        "served_model_name": SERVED_MODEL_NAME,
+        "host": host,
+        "port": port,
+        **engine,
+        "max_num_seqs": 32,
+    }
+    env = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
+    return Command([vllm_bin, "serve", model, *flag_args(options, style="kebab")], env=env)
+
+
 def swift_command(
     model: str,
     host: str,
     port: int,
     budget: PixelBudget,
     api_key: str | None = None,
-    max_new_tokens: int = 512,
-    swift_bin: str = "swift",
     model_type: str | None = None,
 ) -> Command:
     """`swift deploy` over transformers: ms-swift's maintained OpenAI-compatible server, CPU-capable."""
     argv = [
-        swift_bin,
+        "swift",
         "deploy",
         "--model",
         model,
@@ -73,7 +104,7 @@ def swift_command(
         "--served_model_name",
         SERVED_MODEL_NAME,
         "--max_new_tokens",
-        str(max_new_tokens),
+        "512",
         "--use_hf",
         "true",
         "--verbose",

@@ -23,7 +23,7 @@ from satori_cli.errors import SatoriError
 from satori_cli.grammar import Completion, Grammar, get_grammar, parse
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget, clamp_box
 from satori_cli.prompts import load_prompt
-from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
+from satori_cli.serve.backends import SERVED_MODEL_NAME
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -27,8 +27,8 @@ from satori_cli.serve.backends import (
     resolve_program,
     root_url,
     swift_command,
+    vllm_command,
 )
-from satori_cli.serve.vllm_command import VllmSettings, vllm_command
 
 REDACTED = "***"
 
@@ -130,10 +130,7 @@ def plan_server(
             )
         command = swift_command(model.path, host, port, budget, api_key, model_type=model.model_type)
     else:
-        settings = VllmSettings(
-            model=model.path, host=host, port=port, gpus=gpus, max_model_len=max_model_len, budget=budget
-        )
-        command = vllm_command(settings, vllm_bin, api_key)
+        command = vllm_command(model.path, host, port, budget, api_key, vllm_bin, gpus, max_model_len)
     if resolve:
         command = resolve_program(command, backend)
         models.check_reachable(model)  # a hub model the server downloads: cached, or not offline
