@@ -128,13 +128,11 @@ def fake_command(host: str, port: int, budget: PixelBudget, api_key: str | None 
 
 
 def resolve_program(command: Command, backend: str) -> Command:
-    """Replace argv[0] by its absolute path, or explain how to install it."""
+    """Replace argv[0] (vllm or swift) by its absolute path, or explain how to install it."""
     hints = {
         "vllm": f"{install_hint('gpu')}, or pass --vllm-bin /path/to/a/vllm-env/bin/vllm",
         "transformers": f"install the train extra: {install_hint('train')}",
     }
-    if backend == "fake":
-        return command
     program = find_program(command.program, hints[backend])
     return Command([program, *command.argv[1:]], dict(command.env), command.cwd)
 

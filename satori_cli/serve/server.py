@@ -80,16 +80,6 @@ def pick_backend(backend: str, vllm_bin: str) -> str:
     return "vllm"
 
 
-def served_model(model: str | None, backend: str, resolve: bool) -> Model:
-    """The model to serve (a run folder: its last checkpoint, with the run's budget).
-
-    A dry run (`resolve=False`) builds nothing; a hub id is checked later (`plan_server`). The
-    fake backend serves no model, but a run named with it still sets the budget of the canned
-    answers and the demo.
-    """
-    return models.resolve(model, build=resolve and backend != "fake")
-
-
 def budget_model(model: str | None) -> Model | None:
     """The model named beside a server that runs elsewhere: only a run's (local) budget is used."""
     return models.resolve(model, hub="keep") if model else None
@@ -105,7 +95,7 @@ def pixel_budget(model: Model | None = None) -> PixelBudget:
 def plan_server(
     *,
     backend: str,
-    model: Model | None,
+    model: Model,
     host: str,
     port: int,
     gpus: int,
@@ -117,10 +107,10 @@ def plan_server(
 ) -> ServerPlan:
     """Everything about the server to start, checked. `resolve=False` (dry run) touches nothing.
 
-    `model` comes from `served_model`; `host` and `port` are checked by the caller (`check_ports`).
+    `backend` is picked already (`pick_backend`); `host` and `port` are checked by the caller
+    (`check_ports`).
     """
-    backend = pick_backend(backend, vllm_bin)
-    if backend == "fake" or model is None:
+    if backend == "fake":
         command = fake_command(host, port, budget, api_key)
         return ServerPlan(backend, "(none: canned answers)", command, host, port, api_key)
     if backend == "transformers":
