@@ -147,11 +147,6 @@ def start_server(plan: ServerPlan, timeout: float) -> ServerProcess:
     return server
 
 
-def check_port_number(port: int, flag: str) -> None:
-    if not 0 <= port <= 65535:
-        raise SatoriError(f"{flag} {port} is not a port number (1-65535, or 0 for a free one)")
-
-
 def _address(host: str, port: int) -> tuple[socket.AddressFamily, tuple]:
     """What `host` resolves to for a server socket, or a one-line error."""
     try:
@@ -174,7 +169,8 @@ def check_ports(host: str, ports: list[tuple[int, str]], probe: bool = True) -> 
     as one line. `probe=False` (a dry run) checks only the numbers and the host name.
     """
     for port, flag in ports:
-        check_port_number(port, flag)
+        if not 0 <= port <= 65535:
+            raise SatoriError(f"{flag} {port} is not a port number (1-65535, or 0 for a free one)")
     if not probe:
         _address(host, 0)
         return [port for port, _ in ports]
