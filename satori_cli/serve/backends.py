@@ -86,36 +86,23 @@ def swift_command(
     model_type: str | None = None,
 ) -> Command:
     """`swift deploy` over transformers: ms-swift's maintained OpenAI-compatible server, CPU-capable."""
-    argv = [
-        "swift",
-        "deploy",
-        "--model",
-        model,
-        "--model_type",
-        model_type or "qwen2_5_vl",  # from config.json when known (a hub id: SATORI's)
-        "--template",
-        model_type or "qwen2_5_vl",
-        "--infer_backend",
-        "transformers",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--served_model_name",
-        SERVED_MODEL_NAME,
-        "--max_new_tokens",
-        "512",
-        "--use_hf",
-        "true",
-        "--verbose",
-        "false",
-        "--log_interval",
-        "-1",
-    ]
-    if api_key:
-        argv += ["--api_key", api_key]
+    template = model_type or "qwen2_5_vl"  # from config.json when known (a hub id: SATORI's)
+    options = {
+        "model": model,
+        "model_type": template,
+        "template": template,
+        "infer_backend": "transformers",
+        "host": host,
+        "port": port,
+        "served_model_name": SERVED_MODEL_NAME,
+        "max_new_tokens": 512,
+        "use_hf": True,
+        "verbose": False,
+        "log_interval": -1,
+        "api_key": api_key or None,  # none: an open server
+    }
     # ms-swift's Qwen2.5-VL template reads the budget from MIN_PIXELS / MAX_PIXELS.
-    return Command(argv, env=budget.env())
+    return Command(["swift", "deploy", *flag_args(options)], env=budget.env())
 
 
 def fake_command(host: str, port: int, budget: PixelBudget, api_key: str | None = None) -> Command:

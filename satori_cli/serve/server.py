@@ -274,21 +274,18 @@ def hold_server(plan: ServerPlan, timeout: float, on_ready: Callable[[ServerProc
     rollout`): a death before or after it is healthy shows its last lines and passes its exit
     code on; Ctrl-C (and SIGTERM/SIGHUP, see `satori_cli.signals`) stops its whole process group.
     """
+    server = None
     try:
-        server = start_server(plan, timeout)
-    except ServerDied as exc:
-        print_tail(exc)
-        raise
-    try:
+        server = start_server(plan, timeout)  # stops the server itself if it fails
         on_ready(server)
-        code = server.wait()
-        if code != 0:
+        if server.wait() != 0:
             raise server.died()
     except ServerDied as exc:
         print_tail(exc)
         raise
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
 
 
 def print_tail(exc: ServerDied) -> None:
