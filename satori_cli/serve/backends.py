@@ -127,11 +127,11 @@ def resolve_program(command: Command, backend: str) -> Command:
 class ServerProcess:
     """A server child process: its log tail, health wait, and clean shutdown."""
 
-    def __init__(self, command: Command, name: str, log_path: Path | None = None, tail: int = 30) -> None:
+    def __init__(self, command: Command, name: str, log_path: Path | None = None) -> None:
         self.command = command
         self.name = name
         self.log_path = log_path
-        self._tail: collections.deque[str] = collections.deque(maxlen=tail)
+        self._tail: collections.deque[str] = collections.deque(maxlen=30)
         self.proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
 
@@ -160,15 +160,12 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def tail(self) -> list[str]:
-        if self._reader is not None:
-            self._reader.join(timeout=2.0)
-        return list(self._tail)
-
     def died(self) -> ServerDied:
-        assert self.proc is not None
+        """Its exit as an error, with the last lines it wrote (once the reader has drained them)."""
+        assert self.proc is not None and self._reader is not None
         code = self.proc.wait()
-        return ServerDied(self.name, code, self.tail(), self.log_path)
+        self._reader.join(timeout=2.0)
+        return ServerDied(self.name, code, list(self._tail), self.log_path)
 
     def wait_healthy(self, url: str, timeout: float, on_tick: Callable[[float], None] | None = None) -> None:
         """Poll `url` until it answers 200. Raises ServerDied or a timeout SatoriError."""
