@@ -4,10 +4,10 @@ start, watch, stop.
 vLLM is never imported: it pins `pillow>=13`, which gradio 6 refuses, so it usually lives in
 its own environment and we only build its argv (`--vllm-bin` points at it).
 
-The server runs in its own process group so that Ctrl-C
-and shutdown reach its workers too, and it is told to stop when satori dies in any way
-(`kill -9`, a closed SSH session). We keep the last lines of its log: when it dies before
-it is healthy, the user sees why, and its exit code is passed through.
+The server runs in its own process group so that Ctrl-C and shutdown reach its workers too,
+and it is told to stop when satori dies in any way (`kill -9`, a closed SSH session). We keep
+the last lines of its log: when it dies before it is healthy, the user sees why, and its exit
+code is passed through.
 """
 
 from __future__ import annotations
