@@ -69,8 +69,12 @@ def client(base_url: str, *, api_key: str | None = None, timeout: float = 30.0) 
     if not timeout > 0:
         raise SatoriError(f"a timeout must be a positive number of seconds, not {timeout}")
     check_api_key(api_key)
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in base_url):
+    try:
+        parts = urlsplit(base_url)
+        usable = parts.scheme in ("http", "https") and parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        usable = False
+    if not usable or any(c.isspace() for c in base_url):
         raise SatoriError(
             f"not an http(s) address: {one_line(base_url, 100)}", hint="e.g. http://127.0.0.1:8000/v1"
         )
