@@ -33,14 +33,10 @@ class PreparedImage:
 
     @property
     def data_url(self) -> str:
-        return data_url(self.resized)
-
-
-def data_url(image: Image.Image) -> str:
-    """An image as a `data:` URL (PNG: lossless, so the model sees exactly the resized pixels)."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        """The resized image as a `data:` URL (PNG: lossless, so the model sees exactly its pixels)."""
+        buf = io.BytesIO()
+        self.resized.save(buf, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def prepare_image(image: Image.Image, budget: PixelBudget = PAPER_BUDGET) -> PreparedImage:

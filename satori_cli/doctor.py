@@ -112,18 +112,20 @@ def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
     """Whether the Hugging Face hub (or HF_ENDPOINT) answers, honouring HF_HUB_OFFLINE."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
         return False, "HF_HUB_OFFLINE is set"
-    import urllib.error
-    import urllib.request
+    import httpx
+
+    from satori_cli.errors import SatoriError
+    from satori_cli.http_client import client, one_line
 
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     try:
-        with urllib.request.urlopen(f"{endpoint}/api/models?limit=1", timeout=timeout):
-            return True, endpoint
-    except urllib.error.HTTPError:
-        return True, endpoint  # it answered, even if with an error status
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return False, f"{endpoint} unreachable ({reason})"
+        with client(endpoint, timeout=timeout) as http:
+            http.get(f"{endpoint}/api/models?limit=1")  # any status: it answered
+        return True, endpoint
+    except SatoriError as exc:  # HF_ENDPOINT is not an http(s) address
+        return False, f"{endpoint} unreachable ({exc.message})"
+    except httpx.HTTPError as exc:
+        return False, f"{endpoint} unreachable ({one_line(exc)})"
 
 
 def diagnose(home: Path, check_hub: bool = True) -> Report:

@@ -69,8 +69,12 @@ def client(base_url: str, *, api_key: str | None = None, timeout: float = 30.0) 
     if not timeout > 0:
         raise SatoriError(f"a timeout must be a positive number of seconds, not {timeout}")
     check_api_key(api_key)
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in base_url):
+    try:
+        parts = urlsplit(base_url)
+        usable = parts.scheme in ("http", "https") and parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        usable = False
+    if not usable or any(c.isspace() for c in base_url):
         raise SatoriError(
             f"not an http(s) address: {one_line(base_url, 100)}", hint="e.g. http://127.0.0.1:8000/v1"
         )
@@ -83,10 +87,8 @@ def client(base_url: str, *, api_key: str | None = None, timeout: float = 30.0) 
     )
 
 
-def explain(exc: Exception, url: str, timeout: float | None = None) -> SatoriError:
+def explain(exc: httpx.HTTPError, url: str, timeout: float | None = None) -> SatoriError:
     """One line for a transport failure of a request to `url`."""
-    if isinstance(exc, SatoriError):
-        return exc
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         return SatoriError(f"cannot reach the server at {url}", exit_code=1, hint=SERVE_HINT)
     if isinstance(exc, httpx.TimeoutException):
@@ -97,7 +99,7 @@ def explain(exc: Exception, url: str, timeout: float | None = None) -> SatoriErr
             f"the connection to {url} broke before the answer was complete ({one_line(exc, 120)})",
             exit_code=1,
         )
-    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+    if isinstance(exc, httpx.UnsupportedProtocol):
         return SatoriError(f"not an http(s) address: {url}", hint="e.g. http://127.0.0.1:8000/v1")
     return SatoriError(f"request to {url} failed: {type(exc).__name__}: {one_line(exc)}", exit_code=1)
 
@@ -126,7 +128,7 @@ def _error_message(body: bytes) -> str:
     """The message of an OpenAI-style error body (`{"error": {"message": ...}}`, FastAPI's `detail`)."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return one_line(body.decode("utf-8", "replace")) or "(no message)"
     for key in ("message", "detail", "error"):
         value = data.get(key) if isinstance(data, dict) else None
@@ -154,12 +156,32 @@ def _json(response: httpx.Response, body: bytes, url: str) -> Any:
     kind = response.headers.get("content-type", "").split(";")[0].strip() or "no content type"
     try:
         return json.loads(body)
+    except RecursionError:
+        raise SatoriError(f"the answer from {url} is nested too deeply", exit_code=1) from None
     except ValueError:  # UnicodeDecodeError is a ValueError too
         raise SatoriError(
             f"the server at {url} did not answer JSON (it sent {one_line(kind, 60)}, {len(body)} bytes)",
             exit_code=1,
             hint="is --base-url an OpenAI-compatible API? It ends in /v1",
         ) from None
+
+
+@contextmanager
+def _exchange(
+    method: str, url: str, payload: Any, api_key: str | None, timeout: float, http: httpx.Client | None
+) -> Iterator[httpx.Response]:
+    """The streamed response to one request (on `http`, else on a client of its own); a transport
+    failure, while it is sent or while the caller reads it, becomes one SatoriError line."""
+    own = http is None
+    http = http or client(url, api_key=api_key, timeout=timeout)
+    try:
+        with http.stream(method, url, json=payload) as response:
+            yield response
+    except httpx.HTTPError as exc:
+        raise explain(exc, url, timeout) from None
+    finally:
+        if own:
+            http.close()
 
 
 def request_json(
@@ -172,24 +194,14 @@ def request_json(
     http: httpx.Client | None = None,
 ) -> Any:
     """Send a request and return the decoded JSON answer, or raise a one-line SatoriError."""
-    own = http is None
-    http = http or client(url, api_key=api_key, timeout=timeout)
-    try:
-        with http.stream(method, url, json=payload) as response:
-            body = _read(response, url)
-        if response.status_code >= 400:
-            raise _status_error(response, body, url)
-        if response.status_code >= 300:
-            where = response.headers.get("location", "")
-            raise SatoriError(f"the server at {url} redirects to {one_line(where, 100)}", exit_code=1)
-        return _json(response, body, url)
-    except (httpx.HTTPError, RecursionError) as exc:
-        if isinstance(exc, RecursionError):
-            raise SatoriError(f"the answer from {url} is nested too deeply", exit_code=1) from None
-        raise explain(exc, url, timeout) from None
-    finally:
-        if own:
-            http.close()
+    with _exchange(method, url, payload, api_key, timeout, http) as response:
+        body = _read(response, url)
+    if response.status_code >= 400:
+        raise _status_error(response, body, url)
+    if response.status_code >= 300:
+        where = response.headers.get("location", "")
+        raise SatoriError(f"the server at {url} redirects to {one_line(where, 100)}", exit_code=1)
+    return _json(response, body, url)
 
 
 @contextmanager
@@ -206,29 +218,17 @@ def open_events(
     Stops at `data: [DONE]` or the end of the body; a body that is not an event stream (an
     error status, a plain JSON answer, HTML) becomes the same one-line errors as request_json.
     """
-    own = http is None
-    http = http or client(url, api_key=api_key, timeout=timeout)
-    try:
-        with http.stream("POST", url, json=payload) as response:
-            kind = response.headers.get("content-type", "")
-            if response.status_code >= 400:
-                raise _status_error(response, _read(response, url), url)
-            if not kind.startswith("text/event-stream"):
-                body = _read(response, url)
-                _json(response, body, url)  # raises for non-JSON
-                raise SatoriError(
-                    f"the server at {url} answered a stream request with a single JSON body",
-                    exit_code=1,
-                    hint="it does not look like an OpenAI-compatible chat server",
-                )
-            yield _events(response, url)
-    except (httpx.HTTPError, RecursionError) as exc:
-        if isinstance(exc, RecursionError):
-            raise SatoriError(f"an event from {url} is nested too deeply", exit_code=1) from None
-        raise explain(exc, url, timeout) from None
-    finally:
-        if own:
-            http.close()
+    with _exchange("POST", url, payload, api_key, timeout, http) as response:
+        if response.status_code >= 400:
+            raise _status_error(response, _read(response, url), url)
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            _json(response, _read(response, url), url)  # raises for non-JSON
+            raise SatoriError(
+                f"the server at {url} answered a stream request with a single JSON body",
+                exit_code=1,
+                hint="it does not look like an OpenAI-compatible chat server",
+            )
+        yield _events(response, url)
 
 
 def _events(response: httpx.Response, url: str) -> Iterator[dict[str, Any]]:
@@ -242,6 +242,8 @@ def _events(response: httpx.Response, url: str) -> Iterator[dict[str, Any]]:
             return
         try:
             event = json.loads(data)
+        except RecursionError:
+            raise SatoriError(f"an event from {url} is nested too deeply", exit_code=1) from None
         except ValueError:
             raise SatoriError(f"the server at {url} sent an event that is not JSON", exit_code=1) from None
         if not isinstance(event, dict):

@@ -142,3 +142,36 @@ def test_gpu_detection_parses_nvidia_smi_and_honours_visible_devices():
     ]
     assert [g.index for g in parse_nvidia_smi(out, visible="1")] == [1]
     assert parse_nvidia_smi(out, visible="") == []
+
+
+def test_doctor_hub_check_counts_any_answer_and_names_a_failure(monkeypatch, satori_home):
+    """Any HTTP answer (a 404 too) means the endpoint is reachable; a closed port is one reason."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from satori_cli.doctor import hub_reachable
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint + "/")
+    assert hub_reachable() == (True, endpoint)
+    server.shutdown()
+    server.server_close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", closed)
+    ok, detail = hub_reachable()
+    assert not ok and detail.startswith(f"{closed} unreachable (") and "refused" in detail
+    monkeypatch.setenv("HF_ENDPOINT", "ftp://mirror")
+    assert hub_reachable() == (False, "ftp://mirror unreachable (not an http(s) address: ftp://mirror)")

@@ -210,7 +210,7 @@ def test_loopback_never_goes_through_a_proxy_other_addresses_do(fake, monkeypatc
         monkeypatch.delenv(var, raising=False)
     assert http_ok(fake.root + "/health") and http_ok(f"http://localhost:{fake.port}/health")
     assert served_models(fake.base_url) == ["satori"]
-    assert SatoriClient(fake.base_url).models() == ["satori"]
+    assert [m["id"] for m in SatoriClient(fake.base_url).served()] == ["satori"]
     assert not seen
     assert not http_ok("http://satori.example/health")  # elsewhere: through the proxy, as curl does
     assert seen and seen[0].startswith(b"GET http://satori.example/health")

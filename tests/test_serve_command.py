@@ -16,9 +16,8 @@ from PIL import Image
 from satori_cli.errors import SatoriError
 from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
 from satori_cli.process import Command, wait_until
-from satori_cli.serve.backends import ServerDied, ServerProcess
+from satori_cli.serve.backends import ServerDied, ServerProcess, vllm_command
 from satori_cli.serve.client import BOX_COLORS
-from satori_cli.serve.vllm_command import VllmSettings, vllm_args, vllm_command
 from tests.conftest import REPO, satori_env
 from tests.serve_helpers import CASES, FakeServer, listening, red_box_image, serving
 
@@ -28,7 +27,7 @@ def option(argv: list[str], flag: str) -> str:
 
 
 def test_vllm_argv_carries_the_recipe():
-    argv = vllm_command(VllmSettings(model="justairr/SATORI", gpus=4, port=9000)).argv
+    argv = vllm_command("justairr/SATORI", port=9000, gpus=4).argv
     assert argv[:3] == ["vllm", "serve", "justairr/SATORI"]
     assert option(argv, "--served-model-name") == "satori"
     assert option(argv, "--tensor-parallel-size") == "4"
@@ -54,19 +53,20 @@ def test_the_context_length_follows_from_the_paper_recipe():
     assert context_length(PAPER_BUDGET, paper["max_completion_length"]) == paper["max_length"]
     bigger = PixelBudget(PAPER_MIN_PIXELS, 4 * PAPER_MAX_PIXELS)  # a run with a larger budget needs more
     assert context_length(bigger, 2048) == PROMPT_TEXT_TOKENS + 4 * visual + 2048
-    argv = vllm_command(VllmSettings(model="m/x", budget=bigger, max_model_len=9999)).argv
+    argv = vllm_command("m/x", budget=bigger, max_model_len=9999).argv
     assert option(argv, "--max-model-len") == "9999"  # --max-model-len still wins
 
 
 def test_vllm_api_key_goes_in_the_environment_not_argv():
-    command = vllm_command(VllmSettings(model="m/x"), api_key="s3cret")
+    command = vllm_command("m/x", api_key="s3cret")
     assert "s3cret" not in command.argv
     assert command.env["VLLM_API_KEY"] == "s3cret"
 
 
 def test_vllm_argv_against_vllm_parser_or_dry_run(satori):
     """With vLLM installed, its own parser must accept our flags; without it, the dry run shows them."""
-    settings = VllmSettings(model="justairr/SATORI", gpus=2)
+    argv = vllm_command("justairr/SATORI", gpus=2).argv
+    assert argv[:3] == ["vllm", "serve", "justairr/SATORI"]
     if importlib.util.find_spec("vllm") is not None:  # a GPU machine with vLLM in this environment
         try:  # where vLLM 0.33 keeps the `vllm serve` parser
             from vllm.entrypoints.common.cli_args import make_arg_parser
@@ -74,8 +74,7 @@ def test_vllm_argv_against_vllm_parser_or_dry_run(satori):
             from vllm.entrypoints.openai.cli_args import make_arg_parser
         from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-        argv = ["justairr/SATORI", *vllm_args(settings)]
-        parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+        parsed = make_arg_parser(FlexibleArgumentParser()).parse_args(argv[2:])
         assert parsed.model_tag == "justairr/SATORI"
         assert parsed.tensor_parallel_size == 2
         assert parsed.max_model_len == 3584
@@ -89,7 +88,7 @@ def test_vllm_argv_against_vllm_parser_or_dry_run(satori):
     words = shlex.split(line)
     assert "VLLM_API_KEY=***" in words and "s3cret" not in result.stdout
     start = words.index("vllm")
-    assert words[start:] == ["vllm", "serve", "justairr/SATORI", *vllm_args(settings)]
+    assert words[start:] == argv
     assert "demo on http://127.0.0.1:7860" in result.stdout
 
 

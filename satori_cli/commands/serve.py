@@ -148,6 +148,7 @@ def predict(
     from satori_cli.console import console
     from satori_cli.serve.client import SatoriClient, draw_boxes, load_image
     from satori_cli.serve.server import budget_model, pixel_budget
+    from satori_cli.train.runinfo import model_grammar
 
     check_number(timeout, "--timeout", positive=True)
     check_number(wait, "--wait")
@@ -158,11 +159,9 @@ def predict(
 
         outputs.check_folder(save.parent, "--out")
         outputs.check_target(save, overwrite, "--out")
-    served = budget_model(model)
-    budget = pixel_budget(served)
-    if grammar is None and served is not None and served.run is not None:
-        grammar = served.run.grammar  # the served run answers in its own grammar
+    budget = pixel_budget(budget_model(model))
     picture = load_image(image)
+    grammar = model_grammar(grammar, model)  # the served run answers in its own grammar
     client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout, grammar=grammar)
     if wait > 0:
         from satori_cli.http_client import http_ok

@@ -2,12 +2,13 @@
 that keeps box coordinates honest, and a Gradio demo that draws the boxes where they belong.
 
 Module map:
-- `vllm_command` / `backends`: build and supervise the server child process.
+- `backends`: build the server's command line (vLLM, `swift deploy`, the fake) and supervise its
+  child process.
 - `plan`: `satori serve`'s options checked, planned, then printed (dry run) or run.
 - `server`: check addresses, plan the server, run it (and the demo) until stopped.
 - `client`: pre-resize to the pixel budget, call the API (`satori_cli.http_client`), parse, map
   boxes back, draw.
-- `ui`: the Gradio demo on top of `client`.
+- `demo`: the Gradio demo on top of `client`.
 - `fake_server`: `--backend fake`, a small OpenAI-compatible server with canned SATORI answers,
   for trying the demo with no model (tests add their hooks in `tests/serve_helpers.py`).
 """

@@ -1,9 +1,13 @@
-"""Start, watch and stop the model server child process.
+"""The model server's command line (vLLM, `swift deploy` or the fake), and its child process:
+start, watch, stop.
 
-The server (vLLM, `swift deploy` or the fake) runs in its own process group so that Ctrl-C
-and shutdown reach its workers too, and it is told to stop when satori dies in any way
-(`kill -9`, a closed SSH session). We keep the last lines of its log: when it dies before
-it is healthy, the user sees why, and its exit code is passed through.
+vLLM is never imported: it pins `pillow>=13`, which gradio 6 refuses, so it usually lives in
+its own environment and we only build its argv (`--vllm-bin` points at it).
+
+The server runs in its own process group so that Ctrl-C and shutdown reach its workers too,
+and it is told to stop when satori dies in any way (`kill -9`, a closed SSH session). We keep
+the last lines of its log: when it dies before it is healthy, the user sees why, and its exit
+code is passed through.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from pathlib import Path
 
 from satori_cli.errors import SatoriError, install_hint
 from satori_cli.http_client import http_ok
-from satori_cli.pixels import PixelBudget
-from satori_cli.process import Command, find_program, spawn, stop_group
-from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
+from satori_cli.pixels import PAPER_BUDGET, PixelBudget
+from satori_cli.process import Command, find_program, flag_args, spawn, stop_group
+from satori_cli.vllm_settings import engine_settings
 
 BACKENDS = ("vllm", "transformers", "fake")
+SERVED_MODEL_NAME = "satori"
 
 
 class ServerDied(SatoriError):
@@ -44,47 +49,60 @@ def root_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+def vllm_command(
+    model: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    budget: PixelBudget = PAPER_BUDGET,
+    api_key: str | None = None,
+    vllm_bin: str = "vllm",
+    gpus: int = 1,
+    max_model_len: int | None = None,  # None: derived (satori_cli/vllm_settings.py)
+) -> Command:
+    """`vllm serve` with the engine settings `satori eval` uses too; dict flags as JSON, as vLLM's
+    parser expects. The API key travels in VLLM_API_KEY, not in argv (`ps` shows argv)."""
+    # One image per prompt, no video: the profiling run then reserves one image only.
+    engine = engine_settings(model, budget, images=1, tensor_parallel=gpus, max_model_len=max_model_len)
+    del engine["model"]  # positional
+    options = {
+        "served_model_name": SERVED_MODEL_NAME,
+        "host": host,
+        "port": port,
+        **engine,
+        "max_num_seqs": 32,
+    }
+    env = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
+    return Command([vllm_bin, "serve", model, *flag_args(options, style="kebab")], env=env)
+
+
 def swift_command(
     model: str,
     host: str,
     port: int,
     budget: PixelBudget,
     api_key: str | None = None,
-    max_new_tokens: int = 512,
-    swift_bin: str = "swift",
     model_type: str | None = None,
 ) -> Command:
     """`swift deploy` over transformers: ms-swift's maintained OpenAI-compatible server, CPU-capable."""
-    argv = [
-        swift_bin,
-        "deploy",
-        "--model",
-        model,
-        "--model_type",
-        model_type or "qwen2_5_vl",  # from config.json when known (a hub id: SATORI's)
-        "--template",
-        model_type or "qwen2_5_vl",
-        "--infer_backend",
-        "transformers",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--served_model_name",
-        SERVED_MODEL_NAME,
-        "--max_new_tokens",
-        str(max_new_tokens),
-        "--use_hf",
-        "true",
-        "--verbose",
-        "false",
-        "--log_interval",
-        "-1",
-    ]
-    if api_key:
-        argv += ["--api_key", api_key]
+    template = model_type or "qwen2_5_vl"  # from config.json when known (a hub id: SATORI's)
+    options = {
+        "model": model,
+        "model_type": template,
+        "template": template,
+        "infer_backend": "transformers",
+        "host": host,
+        "port": port,
+        "served_model_name": SERVED_MODEL_NAME,
+        "max_new_tokens": 512,
+        "use_hf": True,
+        "verbose": False,
+        "log_interval": -1,
+        "api_key": api_key or None,  # none: an open server
+    }
     # ms-swift's Qwen2.5-VL template reads the budget from MIN_PIXELS / MAX_PIXELS.
-    return Command(argv, env=budget.env())
+    return Command(["swift", "deploy", *flag_args(options)], env=budget.env())
 
 
 def fake_command(host: str, port: int, budget: PixelBudget, api_key: str | None = None) -> Command:
@@ -97,13 +115,11 @@ def fake_command(host: str, port: int, budget: PixelBudget, api_key: str | None 
 
 
 def resolve_program(command: Command, backend: str) -> Command:
-    """Replace argv[0] by its absolute path, or explain how to install it."""
+    """Replace argv[0] (vllm or swift) by its absolute path, or explain how to install it."""
     hints = {
         "vllm": f"{install_hint('gpu')}, or pass --vllm-bin /path/to/a/vllm-env/bin/vllm",
         "transformers": f"install the train extra: {install_hint('train')}",
     }
-    if backend == "fake":
-        return command
     program = find_program(command.program, hints[backend])
     return Command([program, *command.argv[1:]], dict(command.env), command.cwd)
 
@@ -111,11 +127,11 @@ def resolve_program(command: Command, backend: str) -> Command:
 class ServerProcess:
     """A server child process: its log tail, health wait, and clean shutdown."""
 
-    def __init__(self, command: Command, name: str, log_path: Path | None = None, tail: int = 30) -> None:
+    def __init__(self, command: Command, name: str, log_path: Path | None = None) -> None:
         self.command = command
         self.name = name
         self.log_path = log_path
-        self._tail: collections.deque[str] = collections.deque(maxlen=tail)
+        self._tail: collections.deque[str] = collections.deque(maxlen=30)
         self.proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
 
@@ -144,15 +160,12 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def tail(self) -> list[str]:
-        if self._reader is not None:
-            self._reader.join(timeout=2.0)
-        return list(self._tail)
-
     def died(self) -> ServerDied:
-        assert self.proc is not None
+        """Its exit as an error, with the last lines it wrote (once the reader has drained them)."""
+        assert self.proc is not None and self._reader is not None
         code = self.proc.wait()
-        return ServerDied(self.name, code, self.tail(), self.log_path)
+        self._reader.join(timeout=2.0)
+        return ServerDied(self.name, code, list(self._tail), self.log_path)
 
     def wait_healthy(self, url: str, timeout: float, on_tick: Callable[[float], None] | None = None) -> None:
         """Poll `url` until it answers 200. Raises ServerDied or a timeout SatoriError."""

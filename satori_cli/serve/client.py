@@ -23,7 +23,7 @@ from satori_cli.errors import SatoriError
 from satori_cli.grammar import Completion, Grammar, get_grammar, parse
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget, clamp_box
 from satori_cli.prompts import load_prompt
-from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
+from satori_cli.serve.backends import SERVED_MODEL_NAME
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -76,10 +76,6 @@ class Prediction:
     height: int
     boxes: tuple[tuple[int, int, int, int], ...] = field(default=())
 
-    @property
-    def raw(self) -> str:
-        return self.completion.raw
-
     def labels(self) -> list[str]:
         return [f"box {i + 1}" for i in range(len(self.boxes))]
 
@@ -97,10 +93,6 @@ class Prediction:
             return f"boxes unreadable: {c.box_error}"
         return None
 
-    @property
-    def well_formed(self) -> bool:
-        return self.problem is None
-
     def to_json(self) -> dict[str, Any]:
         c = self.completion
         return {
@@ -111,7 +103,7 @@ class Prediction:
             "thinking": c.thinking,
             "grammar": c.grammar,
             "image_size": [self.width, self.height],
-            "well_formed": self.well_formed,
+            "well_formed": self.problem is None,
             "problem": self.problem,
             "raw": c.raw,
         }
@@ -192,20 +184,16 @@ class SatoriClient:
         self,
         base_url: str = DEFAULT_BASE_URL,
         api_key: str | None = None,
-        model: str = SERVED_MODEL_NAME,
         budget: PixelBudget = PAPER_BUDGET,
         timeout: float = 120.0,
         grammar: str | Grammar | None = None,
     ) -> None:
         self.grammar = get_grammar(grammar)
         self.base_url = base_url.rstrip("/")
-        self.model = model
+        self.chat_url = self.base_url + "/chat/completions"
         self.budget = budget
         self.timeout = timeout
         self._http = http_client.client(self.base_url, api_key=api_key, timeout=timeout)
-
-    def close(self) -> None:
-        self._http.close()
 
     def served(self) -> list[dict[str, Any]]:
         """The server's /v1/models entries (a cheap liveness and API-key check)."""
@@ -217,10 +205,6 @@ class SatoriClient:
             raise SatoriError(f"the server at {self.base_url} did not list its models", exit_code=1)
         return [m for m in data if isinstance(m, dict) and "id" in m]
 
-    def models(self) -> list[str]:
-        """The model names the server offers."""
-        return [http_client.one_line(m["id"], 80) for m in self.served()]
-
     def payload(
         self, prepared: PreparedImage, question: str, temperature: float, max_tokens: int, stream: bool
     ) -> dict[str, Any]:
@@ -229,11 +213,7 @@ class SatoriClient:
             raise SatoriError("ask a question about the image")
         decoding = Decoding(temperature=temperature, max_new_tokens=max_tokens)
         system = load_prompt("system", grammar=self.grammar)
-        return chat.request(self.model, system, [prepared, question], decoding, self.budget, stream)
-
-    @property
-    def chat_url(self) -> str:
-        return self.base_url + "/chat/completions"
+        return chat.request(SERVED_MODEL_NAME, system, [prepared, question], decoding, self.budget, stream)
 
     def stream(
         self, prepared: PreparedImage, question: str, temperature: float = 0.0, max_tokens: int = 512

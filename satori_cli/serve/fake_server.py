@@ -28,10 +28,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from satori_cli.chat import prepare_image
+from satori_cli.errors import SatoriError
 from satori_cli.grammar import GRAMMARS, Grammar, format_completion, get_grammar
 from satori_cli.pixels import PixelBudget
+from satori_cli.serve.backends import SERVED_MODEL_NAME
 from satori_cli.serve.client import CANNED_OWNER, MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
-from satori_cli.serve.vllm_command import SERVED_MODEL_NAME
 
 MAX_REQUEST_BYTES = 2 * MAX_UPLOAD_BYTES  # one base64 image (4/3 of its bytes) and the text
 MAX_TOKENS_LIMIT = 32768
@@ -80,23 +82,6 @@ def find_box(image: Any) -> tuple[list[int], str]:
         if len(xs):
             return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1], what
     return [0, 0, image.width, image.height], "blank"
-
-
-def answer_for(
-    image: Any, budget: PixelBudget, grammar: str | Grammar | None = None
-) -> tuple[str, tuple[int, int]]:
-    """The completion for an image in a grammar, with its box in the budget-resized pixels."""
-    from PIL import Image
-
-    try:
-        size = budget.resized_wh(image.width, image.height)
-    except ValueError as exc:  # e.g. an aspect ratio over 200
-        raise BadRequest(f"cannot use this image: {exc}") from None
-    seen = image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
-    box, what = find_box(seen)
-    caption = f"a {seen.width}x{seen.height} picture with a {what} region"
-    thinking = f"the region at {box} is {what}"
-    return format_completion(caption, [box], what, grammar, thinking=thinking), seen.size
 
 
 def grammar_asked(body: dict[str, Any]) -> Grammar:
@@ -152,8 +137,15 @@ class CannedModel:
 
     def reply(self, body: dict[str, Any], image: Any) -> str:
         """The completion for a validated request (`body` as sent) and its decoded image, in the
-        grammar the request asks for."""
-        return answer_for(image, self.budget, grammar_asked(body))[0]
+        grammar the request asks for, with its box in the budget-resized pixels."""
+        try:
+            seen = prepare_image(image, self.budget).resized
+        except SatoriError as exc:  # e.g. an aspect ratio over 200
+            raise BadRequest(exc.message) from None
+        box, what = find_box(seen)
+        caption = f"a {seen.width}x{seen.height} picture with a {what} region"
+        thinking = f"the region at {box} is {what}"
+        return format_completion(caption, [box], what, grammar_asked(body), thinking=thinking)
 
 
 def _validation_message(exc: ValidationError) -> str:

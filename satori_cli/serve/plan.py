@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from satori_cli import models
 from satori_cli.console import console
 from satori_cli.errors import SatoriError
 from satori_cli.http_client import check_api_key
@@ -23,7 +24,6 @@ from satori_cli.serve.server import (
     plan_server,
     run_demo,
     run_server,
-    served_model,
 )
 from satori_cli.train.runinfo import model_grammar
 
@@ -71,7 +71,10 @@ def serve(opts: ServeOptions) -> None:
         model = budget_model(opts.model)
     else:
         backend = pick_backend(backend, opts.vllm_bin)
-        model = served_model(opts.model, backend, resolve=not opts.dry_run)
+        # A run folder: its last checkpoint, with the run's budget. A dry run builds nothing (a hub
+        # id is checked in plan_server); the fake backend serves no model, but a run named with it
+        # still sets the budget of the canned answers and the demo.
+        model = models.resolve(opts.model, build=not opts.dry_run and backend != "fake")
     budget = pixel_budget(model)
 
     def plan(port: int) -> ServerPlan:

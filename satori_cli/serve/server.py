@@ -27,8 +27,8 @@ from satori_cli.serve.backends import (
     resolve_program,
     root_url,
     swift_command,
+    vllm_command,
 )
-from satori_cli.serve.vllm_command import VllmSettings, vllm_command
 
 REDACTED = "***"
 
@@ -80,16 +80,6 @@ def pick_backend(backend: str, vllm_bin: str) -> str:
     return "vllm"
 
 
-def served_model(model: str | None, backend: str, resolve: bool) -> Model:
-    """The model to serve (a run folder: its last checkpoint, with the run's budget).
-
-    A dry run (`resolve=False`) builds nothing; a hub id is checked later (`plan_server`). The
-    fake backend serves no model, but a run named with it still sets the budget of the canned
-    answers and the demo.
-    """
-    return models.resolve(model, build=resolve and backend != "fake")
-
-
 def budget_model(model: str | None) -> Model | None:
     """The model named beside a server that runs elsewhere: only a run's (local) budget is used."""
     return models.resolve(model, hub="keep") if model else None
@@ -105,7 +95,7 @@ def pixel_budget(model: Model | None = None) -> PixelBudget:
 def plan_server(
     *,
     backend: str,
-    model: Model | None,
+    model: Model,
     host: str,
     port: int,
     gpus: int,
@@ -117,10 +107,10 @@ def plan_server(
 ) -> ServerPlan:
     """Everything about the server to start, checked. `resolve=False` (dry run) touches nothing.
 
-    `model` comes from `served_model`; `host` and `port` are checked by the caller (`check_ports`).
+    `backend` is picked already (`pick_backend`); `host` and `port` are checked by the caller
+    (`check_ports`).
     """
-    backend = pick_backend(backend, vllm_bin)
-    if backend == "fake" or model is None:
+    if backend == "fake":
         command = fake_command(host, port, budget, api_key)
         return ServerPlan(backend, "(none: canned answers)", command, host, port, api_key)
     if backend == "transformers":
@@ -130,10 +120,7 @@ def plan_server(
             )
         command = swift_command(model.path, host, port, budget, api_key, model_type=model.model_type)
     else:
-        settings = VllmSettings(
-            model=model.path, host=host, port=port, gpus=gpus, max_model_len=max_model_len, budget=budget
-        )
-        command = vllm_command(settings, vllm_bin, api_key)
+        command = vllm_command(model.path, host, port, budget, api_key, vllm_bin, gpus, max_model_len)
     if resolve:
         command = resolve_program(command, backend)
         models.check_reachable(model)  # a hub model the server downloads: cached, or not offline
@@ -160,11 +147,6 @@ def start_server(plan: ServerPlan, timeout: float) -> ServerProcess:
     return server
 
 
-def check_port_number(port: int, flag: str) -> None:
-    if not 0 <= port <= 65535:
-        raise SatoriError(f"{flag} {port} is not a port number (1-65535, or 0 for a free one)")
-
-
 def _address(host: str, port: int) -> tuple[socket.AddressFamily, tuple]:
     """What `host` resolves to for a server socket, or a one-line error."""
     try:
@@ -187,7 +169,8 @@ def check_ports(host: str, ports: list[tuple[int, str]], probe: bool = True) -> 
     as one line. `probe=False` (a dry run) checks only the numbers and the host name.
     """
     for port, flag in ports:
-        check_port_number(port, flag)
+        if not 0 <= port <= 65535:
+            raise SatoriError(f"{flag} {port} is not a port number (1-65535, or 0 for a free one)")
     if not probe:
         _address(host, 0)
         return [port for port, _ in ports]
@@ -291,21 +274,18 @@ def hold_server(plan: ServerPlan, timeout: float, on_ready: Callable[[ServerProc
     rollout`): a death before or after it is healthy shows its last lines and passes its exit
     code on; Ctrl-C (and SIGTERM/SIGHUP, see `satori_cli.signals`) stops its whole process group.
     """
+    server = None
     try:
-        server = start_server(plan, timeout)
-    except ServerDied as exc:
-        print_tail(exc)
-        raise
-    try:
+        server = start_server(plan, timeout)  # stops the server itself if it fails
         on_ready(server)
-        code = server.wait()
-        if code != 0:
+        if server.wait() != 0:
             raise server.died()
     except ServerDied as exc:
         print_tail(exc)
         raise
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
 
 
 def print_tail(exc: ServerDied) -> None:
