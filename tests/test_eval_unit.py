@@ -71,7 +71,7 @@ def test_local_tsv_path_is_read_where_it_is_and_nothing_is_written(tmp_path):
 def test_a_run_with_a_local_tsv_reads_from_its_own_data_folder(tmp_path):
     """The user's TSV and the official TSVs data_dir holds are linked into WORK_DIR/data, which
     is the launches' LMUData; data_dir gets nothing, a missing official TSV is not linked."""
-    from satori_cli.evaluation.launch import prepare_work_dir
+    from satori_cli.evaluation.orchestrate import prepare_work_dir
     from satori_cli.evaluation.plan import SATORI_NAME, EvalPlan, ModelSpec
 
     src = write_tiny_bench(tmp_path / "mine" / "MyBench.tsv")
