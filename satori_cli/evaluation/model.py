@@ -20,7 +20,6 @@ from satori_cli.decoding import Decoding
 from satori_cli.errors import SatoriError
 from satori_cli.evaluation import records
 from satori_cli.evaluation.batching import DEFAULT_WINDOW, LookAhead, RankItems
-from satori_cli.evaluation.placement import model_device
 from satori_cli.evaluation.progress import ItemCounter
 from satori_cli.evaluation.prompting import (
     PromptStyle,
@@ -65,6 +64,13 @@ def load_processor(model_path: str, budget: PixelBudget) -> Any:
             f"instead of {budget.min_pixels}-{budget.max_pixels}"
         )
     return processor
+
+
+def model_device() -> str:
+    """The current CUDA device (the worker made it this rank's GPU), else the CPU."""
+    import torch
+
+    return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
 
 
 def explicit_generation_config(checkpoint: Any, decoding: Decoding) -> Any:
