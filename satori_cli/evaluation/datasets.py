@@ -94,18 +94,18 @@ def resolve_grounding(requested: str, taken: list[str] | tuple[str, ...] = ()) -
     return Benchmark(requested, name, note, path, local=True, kind=GROUNDING, rows=rows)
 
 
-def resolve(requested: str, data_dir: Path) -> Benchmark:
+def resolve(requested: str, data_dir: Path, taken: list[str] | tuple[str, ...] = ()) -> Benchmark:
     """Map one `--data` item to a Benchmark.
 
     - `MMBench`, `MMStar` and friends (any case) map to scorable VLMEvalKit names (with a note).
     - A path to an existing `.tsv` becomes a custom benchmark named after the file; when the
       run starts it is linked into the run's own data folder (`run_data_dir`), never into
       `data_dir`, so a same-named file of another run can neither clash nor lend its images.
-    - A `.jsonl` or a folder is a grounding benchmark (`resolve_grounding`).
+    - A `.jsonl` or a folder is a grounding benchmark (`resolve_grounding`), named apart from `taken`.
     - Anything else passes through as a VLMEvalKit name (official or a TSV in `data_dir`).
     """
     if is_grounding(requested):
-        return resolve_grounding(requested)
+        return resolve_grounding(requested, taken)
     as_path = Path(requested).expanduser()
     if requested.lower().endswith(".tsv") or os.sep in requested:
         if not as_path.is_file():
@@ -159,14 +159,10 @@ def resolve_all(requested: list[str], data_dir: Path) -> list[Benchmark]:
     """Resolve every name, dropping duplicates (e.g. `MMBench MMBench_DEV_EN`) in order."""
     out: list[Benchmark] = []
     for item in requested:
-        if is_grounding(item):
-            path, _ = grounding.data_file(Path(item))
-            if any(b.grounding and b.tsv == path for b in out):
-                continue  # the same file twice (e.g. as a folder and as its val.jsonl)
-            out.append(resolve_grounding(item, [b.name for b in out]))
-            continue
-        bench = resolve(item, data_dir)
-        same = next((b for b in out if b.name == bench.name), None)
+        bench = resolve(item, data_dir, [b.name for b in out])
+        # a grounding file is named apart from the others: the same file twice (e.g. as a
+        # folder and as its val.jsonl) is found by its path
+        same = next((b for b in out if b.name == bench.name or (b.grounding and b.tsv == bench.tsv)), None)
         if same is None:
             out.append(bench)
         elif (same.given_path or bench.given_path) and same.tsv != bench.tsv:

@@ -25,8 +25,8 @@ from satori_cli.evaluation.prompting import (
     PromptStyle,
     api_payload,
     chat_messages,
+    image_paths,
     prediction_record,
-    split_items,
     vllm_engine_kwargs,
 )
 from satori_cli.models import QWEN_VL_CLASSES, model_type, read_config
@@ -239,7 +239,7 @@ class SatoriVLM(_SatoriModel):
     def _prompt(self, message: list[dict[str, str]]) -> tuple[str, list[Any], list[str]]:
         from PIL import Image
 
-        paths, _ = split_items(message)
+        paths = image_paths(message)
         images = [Image.open(p).convert("RGB") for p in paths]
         text = self.processor.apply_chat_template(
             chat_messages(message, self.style), tokenize=False, add_generation_prompt=True
@@ -347,7 +347,7 @@ class SatoriAPI(_SatoriModel):
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> Any:
         payload, images = api_payload(message, self.style, self.served_model, self.budget, self.decoding)
         rows = []
-        for source, image in zip(split_items(message)[0], images, strict=True):
+        for source, image in zip(image_paths(message), images, strict=True):
             hw = (image.resized.height, image.resized.width)
             rows.append(
                 _input_row(source, image.original, hw, visual_tokens(hw, self.budget.factor), "sent resized")

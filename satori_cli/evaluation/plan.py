@@ -80,7 +80,6 @@ class EvalPlan:
             "record_dir": str(self.record_dir(model)),
         }
         if self.backend == "api":
-            assert self.base_url is not None
             return {
                 "class": "SatoriAPI",
                 "base_url": self.base_url,
