@@ -12,6 +12,7 @@ run time; no VLMEvalKit file is edited.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -97,14 +98,9 @@ def register(spec: dict[str, Any]) -> None:
 
 def launched_models(args: list[str]) -> list[str]:
     """The `--model` names of VLMEvalKit's arguments (one per launch: satori runs a launch per model)."""
-    if "--model" not in args:
-        return []
-    names = []
-    for arg in args[args.index("--model") + 1 :]:
-        if arg.startswith("--"):
-            break
-        names.append(arg)
-    return names
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # `--mode` is not `--model`
+    parser.add_argument("--model", nargs="+", default=[])
+    return parser.parse_known_args(args)[0].model
 
 
 def register_grounding(spec: dict[str, Any], models: list[str]) -> None:
