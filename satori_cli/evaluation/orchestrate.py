@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -347,11 +348,10 @@ def resolved_lines(resolved: dict, outcomes: list[Outcome]) -> list[str]:
     for name, got in resolved.items():
         if not got:
             continue
-        sizes: dict[str, int] = {}
+        sizes: Counter[str] = Counter()
         for o in outcomes:
             if o.model == name and o.inputs:
-                for size, n in o.inputs["input_wh"].items():
-                    sizes[size] = sizes.get(size, 0) + n
+                sizes.update(o.inputs["input_wh"])
         seen = ", ".join(f"{size} x{n}" for size, n in sizes.items())
         devices = ", ".join(f"rank {r}: {d}" for r, d in (got.get("devices") or {}).items())
         lines.append(
