@@ -195,12 +195,6 @@ class SatoriVLM(_SatoriModel):
         }
         self._record_runtime(row)
 
-    def _mismatch(self, path: str, got: tuple[int, int], want: tuple[int, int]) -> RuntimeError:
-        return RuntimeError(
-            f"{path}: the model received a {got[1]}x{got[0]} image, but the pixel budget "
-            f"{self.budget.min_pixels}-{self.budget.max_pixels} gives {want[1]}x{want[0]}"
-        )
-
     def _check_grids(self, paths: list[str], images: list[Any], grids: list[list[int]]) -> None:
         """Each image's size as the model received it (image_grid_thw) must be the budget's."""
         patch = int(self.processor.image_processor.patch_size)
@@ -209,7 +203,10 @@ class SatoriVLM(_SatoriModel):
         for path, image, (t, gh, gw) in zip(paths, images, grids, strict=True):
             got, want = (gh * patch, gw * patch), self.budget.resized_hw(image.height, image.width)
             if got != want:
-                raise self._mismatch(path, got, want)
+                raise RuntimeError(
+                    f"{path}: the model received a {got[1]}x{got[0]} image, but the pixel budget "
+                    f"{self.budget.min_pixels}-{self.budget.max_pixels} gives {want[1]}x{want[0]}"
+                )
             tokens = t * gh * gw // (merge * merge)
             rows.append(_input_row(path, image, got, tokens, "image_grid_thw"))
         self._record_inputs(self.dataset_name, rows)
