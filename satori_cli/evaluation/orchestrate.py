@@ -3,23 +3,31 @@ models and data into a plan, launch VLMEvalKit once per model, judge and print t
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rich.markup import escape
+from rich.table import Table
+
 from satori_cli import models
+from satori_cli.config import DEFAULT_MODEL, paths
+from satori_cli.console import console
 from satori_cli.decoding import Decoding
 from satori_cli.errors import Interrupted, SatoriError
 from satori_cli.evaluation import datasets, records
 from satori_cli.evaluation.grounding import SOURCE_PREFIX
 from satori_cli.evaluation.judge import check_judge
 from satori_cli.evaluation.plan import BACKENDS, BASELINE_NAME, SATORI_NAME, EvalPlan, ModelSpec
+from satori_cli.evaluation.progress import EvalProgress
 from satori_cli.evaluation.results import GROUNDING_SCORER, Outcome, collect, table_rows, write_summary
 from satori_cli.grammar import get_grammar
 from satori_cli.http_client import served_models
 from satori_cli.models import Model, settle_budget
+from satori_cli.outputs import check_folder
 from satori_cli.process import run
 
 
@@ -58,8 +66,6 @@ def _validate(req: EvalRequest) -> Decoding:
     if req.baseline_prompt not in ("stock", "satori"):
         raise SatoriError("--baseline-prompt must be 'stock' or 'satori'")
     if req.grammar is not None:
-        from satori_cli.grammar import get_grammar
-
         get_grammar(req.grammar)  # an unknown name stops here, before anything is written
     names = [n for item in req.data for n in item.split(",") if n.strip()]
     if not names:
@@ -73,8 +79,6 @@ def _validate(req: EvalRequest) -> Decoding:
 
 
 def build_plan(req: EvalRequest) -> EvalPlan:
-    from satori_cli.config import DEFAULT_MODEL, paths
-
     decoding = _validate(req)
     check_judge(req.judge, req.judge_url, req.judge_key, reach=not req.dry_run)  # a dry run stays offline
     data_dir = (req.data_dir or datasets.default_data_dir()).expanduser().resolve()
@@ -113,8 +117,6 @@ WORK_DIR_MARKS = ("satori_eval_spec.json", "eval.log", "summary.json")
 def check_work_dir(work_dir: Path) -> None:
     """--out is a folder that is new, empty, or an earlier evaluation's (whose results
     --overwrite replaces): never a file, and never a folder of something else."""
-    from satori_cli.outputs import check_folder
-
     if check_folder(work_dir, "--out") and not any((work_dir / m).exists() for m in WORK_DIR_MARKS):
         raise SatoriError(
             f"--out {work_dir} is not empty and holds no satori evaluation: satori will not write there",
@@ -233,9 +235,6 @@ def execute(plan: EvalPlan) -> tuple[int, float]:
     the worker (`[satori] ...`) are printed, VLMEvalKit's log only with --verbose.
     Returns (first non-zero exit code or 0, seconds). Ctrl-C (130) stops before the next model.
     """
-    from satori_cli.console import console
-    from satori_cli.evaluation.progress import EvalProgress
-
     plan.write_spec()
     log_path = plan.work_dir / "eval.log"
     started = time.monotonic()
@@ -263,24 +262,19 @@ def execute(plan: EvalPlan) -> tuple[int, float]:
     return first_error, time.monotonic() - started
 
 
-def failure_report(outcomes: list[Outcome], code: int, log: Path) -> SatoriError | None:
-    """One SatoriError (exit 1) naming each failed benchmark, or None when all scored."""
+def check_outcomes(outcomes: list[Outcome], code: int, log: Path) -> None:
+    """Raise one SatoriError (exit 1) naming each failed benchmark, unless all scored."""
     failed = [o for o in outcomes if not o.ok]
-    if not failed and code == 0:
-        return None
-    if not failed:
-        return SatoriError(f"VLMEvalKit exited with code {code}", exit_code=1, hint=f"see {log}")
-    reasons = "; ".join(f"{o.model} on {o.benchmark}: {o.error}" for o in failed)
-    message = f"{len(failed)} of {len(outcomes)} evaluations failed: {reasons}"
-    return SatoriError(message, exit_code=1, hint=f"log: {log}")
+    if failed:
+        reasons = "; ".join(f"{o.model} on {o.benchmark}: {o.error}" for o in failed)
+        message = f"{len(failed)} of {len(outcomes)} evaluations failed: {reasons}"
+        raise SatoriError(message, exit_code=1, hint=f"log: {log}")
+    if code != 0:
+        raise SatoriError(f"VLMEvalKit exited with code {code}", exit_code=1, hint=f"see {log}")
 
 
 def evaluate(req: EvalRequest) -> list[Outcome]:
     """Run the evaluation and print the table; raise SatoriError (exit 1) if anything failed."""
-    from rich.markup import escape
-
-    from satori_cli.console import console
-
     plan = build_plan(req)
     out = console()
     for bench in plan.benchmarks:
@@ -303,8 +297,6 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
         f"judge {plan.judge}, backend {plan.backend} x{plan.procs}; grammar: {grammars}[/]"
     )
     if req.dry_run:
-        import json
-
         out.print(json.dumps(plan.spec()["models"], indent=2), markup=False, highlight=False)
         for _, command in plan.commands():  # one launch per model, one after the other
             out.print(command.display(), markup=False, highlight=False, soft_wrap=True)
@@ -327,9 +319,7 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
     rate = f", {items / seconds:.2f} items/s" if items and seconds > 0 else ""
     out.print(f"[dim]{items} items in {seconds:.0f} s{rate} (model loading included)[/]")
     out.print(f"summary: {json_path} and {csv_path}")
-    error = failure_report(outcomes, code, plan.work_dir / "eval.log")
-    if error is not None:
-        raise error
+    check_outcomes(outcomes, code, plan.work_dir / "eval.log")
     return outcomes
 
 
@@ -363,11 +353,6 @@ def resolved_lines(resolved: dict, outcomes: list[Outcome]) -> list[str]:
 
 
 def print_table(plan: EvalPlan, outcomes: list[Outcome]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from satori_cli.console import console
-
     models = [m.name for m in plan.models]
     for bench in plan.benchmarks:
         rows = [r for r in table_rows(outcomes, models) if r[0] == bench.name and shown(bench, r[1])]
