@@ -71,12 +71,6 @@ def default_data_dir() -> Path:
     return paths().data / "vlmeval"
 
 
-def run_data_dir(work_dir: Path) -> Path:
-    """The run's own data folder: VLMEvalKit's LMUData for a run that evaluates a TSV given by
-    path (its link, and the images VLMEvalKit decodes from it, stay with the run's results)."""
-    return work_dir / "data"
-
-
 def is_grounding(requested: str) -> bool:
     """A prepared SATORI JSONL, or a folder (holding its `val.jsonl`)."""
     if requested.lower().endswith(".jsonl"):
@@ -99,7 +93,7 @@ def resolve(requested: str, data_dir: Path, taken: list[str] | tuple[str, ...] =
 
     - `MMBench`, `MMStar` and friends (any case) map to scorable VLMEvalKit names (with a note).
     - A path to an existing `.tsv` becomes a custom benchmark named after the file; when the
-      run starts it is linked into the run's own data folder (`run_data_dir`), never into
+      run starts it is linked into the run's own data folder (`EvalPlan.lmu_dir`), never into
       `data_dir`, so a same-named file of another run can neither clash nor lend its images.
     - A `.jsonl` or a folder is a grounding benchmark (`resolve_grounding`), named apart from `taken`.
     - Anything else passes through as a VLMEvalKit name (official or a TSV in `data_dir`).
