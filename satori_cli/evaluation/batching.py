@@ -79,7 +79,6 @@ class LookAhead:
         pos = self._position(key)
         batch = [message]
         if pos is not None:
-            assert self.items is not None
             end = min(pos + self.window, len(self.items))
             batch += [self.items[i] for i in range(pos + 1, end)]
             self.cursor = end
