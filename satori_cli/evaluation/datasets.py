@@ -40,7 +40,6 @@ class Benchmark:
     name: str
     note: str | None
     tsv: Path  # the data file: a VLMEvalKit TSV, or the prepared JSONL of a grounding benchmark
-    local: bool  # a user TSV (passed as a path, or a name VLMEvalKit does not know) vs official
     kind: str = "vlmeval"  # or GROUNDING: a prepared SATORI JSONL scored with the rewards
     rows: int | None = None  # rows of a grounding benchmark (checked before anything runs)
     given_path: bool = False  # `tsv` is the user's own file, linked into the run's data folder
@@ -85,7 +84,7 @@ def resolve_grounding(requested: str, taken: list[str] | tuple[str, ...] = ()) -
     rows = len(grounding.read_rows(path))
     name = grounding.benchmark_name(path, taken)
     note = f"grounding: {rows} rows of " + (picked or str(path))
-    return Benchmark(requested, name, note, path, local=True, kind=GROUNDING, rows=rows)
+    return Benchmark(requested, name, note, path, kind=GROUNDING, rows=rows)
 
 
 def resolve(requested: str, data_dir: Path, taken: list[str] | tuple[str, ...] = ()) -> Benchmark:
@@ -106,18 +105,18 @@ def resolve(requested: str, data_dir: Path, taken: list[str] | tuple[str, ...] =
             raise SatoriError(f"benchmark file not found: {as_path}")
         check_tsv_columns(as_path)
         name, note = as_path.stem, f"local TSV {as_path} as '{as_path.stem}'"
-        return Benchmark(requested, name, note, as_path.resolve(), local=True, given_path=True)
+        return Benchmark(requested, name, note, as_path.resolve(), given_path=True)
     alias = ALIASES.get(requested.lower())
     if alias is not None:
         name, note = alias
-        return Benchmark(requested, name, note, data_dir / f"{name}.tsv", local=False)
+        return Benchmark(requested, name, note, data_dir / f"{name}.tsv")
     if requested in UNSCORABLE:
         raise SatoriError(
             f"{requested} has no public answers and cannot be scored locally",
             hint=f"use {requested.replace('_TEST_', '_DEV_')}",
         )
     tsv = data_dir / f"{requested}.tsv"
-    return Benchmark(requested, requested, None, tsv, local=tsv.is_file())
+    return Benchmark(requested, requested, None, tsv)
 
 
 def check_tsv_columns(path: Path) -> None:
