@@ -340,7 +340,7 @@ def test_metrics_per_source_and_the_rows_the_table_shows(tmp_path):
     m = grounding.metrics(scored)
     assert list(m)[:6] == list(METRICS) and m["box_iou"] == 0.5
     assert m["source/a/box_iou"] == 1.0 and m["source/b/caption"] == 0.0 and "source/None/format" not in m
-    bench = datasets.Benchmark("x.jsonl", "grounding_x", None, tmp_path / "x.jsonl", True, kind="grounding")
+    bench = datasets.Benchmark("x.jsonl", "grounding_x", None, tmp_path / "x.jsonl", kind="grounding")
     assert [k for k in m if shown(bench, k)] == [*METRICS, "source/a/box_iou", "source/a/answer",
                                                  "source/b/box_iou", "source/b/answer"]  # fmt: skip
 

@@ -13,8 +13,9 @@ import types
 import pytest
 import torch
 
-from satori_cli.evaluation import placement, worker
+from satori_cli.evaluation import worker
 from satori_cli.evaluation.batching import LookAhead
+from satori_cli.evaluation.model import model_device
 
 NARROWING_RUN = """
 import os
@@ -90,7 +91,7 @@ def test_rank_is_placed_after_vlmeval_narrows_the_gpus(rank1_of_2):
     assert cuda.calls[0] == "narrow"  # no CUDA call before VLMEvalKit's narrowing
     assert device == "cuda:0" and "set_device:0" in cuda.calls
     assert cuda.gpu_in_use() == "1"  # rank 1 runs on the machine's GPU 1, not GPU 0
-    assert placement.model_device() == "cuda:0"
+    assert model_device() == "cuda:0"
 
 
 def test_rank_finds_its_gpu_even_if_cuda_started_before_the_narrowing(rank1_of_2):
@@ -98,7 +99,7 @@ def test_rank_finds_its_gpu_even_if_cuda_started_before_the_narrowing(rank1_of_2
     assert torch.cuda.is_available()  # something touched CUDA first: it enumerates GPUs 0 and 1
     device = worker.start_process()
     assert device == "cuda:1" and cuda.gpu_in_use() == "1"
-    assert placement.model_device() == "cuda:1"
+    assert model_device() == "cuda:1"
 
 
 @pytest.mark.parametrize(
@@ -113,7 +114,7 @@ def test_rank_finds_its_gpu_even_if_cuda_started_before_the_narrowing(rank1_of_2
     ],
 )
 def test_device_index(before, now, count, index):
-    assert placement.device_index(before, now, count) == index
+    assert worker.device_index(before, now, count) == index
 
 
 # -- look-ahead batching ----------------------------------------------------------------------

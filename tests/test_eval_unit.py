@@ -41,7 +41,7 @@ def test_user_names_map_to_scorable_splits(tmp_path, typed, name):
     bench = datasets.resolve(typed, tmp_path)
     assert bench.name == name
     assert bench.tsv == tmp_path / f"{name}.tsv"
-    assert not bench.local
+    assert not bench.given_path
 
 
 def test_mmbench_mapping_says_why(tmp_path):
@@ -63,7 +63,7 @@ def test_local_tsv_path_is_read_where_it_is_and_nothing_is_written(tmp_path):
     src = write_tiny_bench(tmp_path / "mine" / "MyBench.tsv")
     data_dir = tmp_path / "lmu"
     bench = datasets.resolve(str(src), data_dir)
-    assert bench.name == "MyBench" and bench.local and bench.present and bench.given_path
+    assert bench.name == "MyBench" and bench.present and bench.given_path
     assert bench.tsv == src.resolve()
     assert not data_dir.exists()  # resolving (and a dry run) writes nothing
 
@@ -71,7 +71,7 @@ def test_local_tsv_path_is_read_where_it_is_and_nothing_is_written(tmp_path):
 def test_a_run_with_a_local_tsv_reads_from_its_own_data_folder(tmp_path):
     """The user's TSV and the official TSVs data_dir holds are linked into WORK_DIR/data, which
     is the launches' LMUData; data_dir gets nothing, a missing official TSV is not linked."""
-    from satori_cli.evaluation.launch import prepare_work_dir
+    from satori_cli.evaluation.orchestrate import prepare_work_dir
     from satori_cli.evaluation.plan import SATORI_NAME, EvalPlan, ModelSpec
 
     src = write_tiny_bench(tmp_path / "mine" / "MyBench.tsv")

@@ -24,7 +24,7 @@ def message_key(message: Message) -> str:
     return json.dumps(message, sort_keys=True, default=str)
 
 
-class RankItems:
+class RankItems(Sequence[Message]):
     """This rank's items of a VLMEvalKit dataset, as the messages `infer_data` would build."""
 
     def __init__(self, dataset: Any, model: Any, rank: int, world_size: int) -> None:
@@ -36,7 +36,7 @@ class RankItems:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def message(self, i: int) -> Message:
+    def __getitem__(self, i: int) -> Message:  # an index, never a slice
         line = self.dataset.data.iloc[self.rows[i]]
         if getattr(self.dataset, "force_use_dataset_prompt", False):
             struct = self.dataset.build_prompt(line)
@@ -53,12 +53,12 @@ class LookAhead:
     def __init__(self, run_batch: Callable[[list[Message]], list[Any]], window: int = DEFAULT_WINDOW) -> None:
         self.run_batch = run_batch
         self.window = max(1, window)
-        self.items: Sequence[Message] | RankItems | None = None
+        self.items: Sequence[Message] | None = None
         self.cursor = 0
         self.ready: dict[str, Any] = {}
         self.calls = 0  # engine calls so far (for tests and the benchmark)
 
-    def bind(self, items: Sequence[Message] | RankItems | None) -> None:
+    def bind(self, items: Sequence[Message] | None) -> None:
         """The items VLMEvalKit is about to ask for, in order (None: no look-ahead)."""
         self.items, self.cursor, self.ready = items, 0, {}
 
@@ -68,13 +68,9 @@ class LookAhead:
             return None
         n = len(self.items)
         for i in [*range(self.cursor, n), *range(0, min(self.cursor, n))]:
-            if message_key(self._message(i)) == key:
+            if message_key(self.items[i]) == key:
                 return i
         return None
-
-    def _message(self, i: int) -> Message:
-        assert self.items is not None
-        return self.items.message(i) if isinstance(self.items, RankItems) else self.items[i]
 
     def answer(self, message: Message) -> Any:
         key = message_key(message)
@@ -83,9 +79,8 @@ class LookAhead:
         pos = self._position(key)
         batch = [message]
         if pos is not None:
-            assert self.items is not None
             end = min(pos + self.window, len(self.items))
-            batch += [self._message(i) for i in range(pos + 1, end)]
+            batch += [self.items[i] for i in range(pos + 1, end)]
             self.cursor = end
         results = self.run_batch(batch)
         self.calls += 1

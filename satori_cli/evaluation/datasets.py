@@ -40,7 +40,6 @@ class Benchmark:
     name: str
     note: str | None
     tsv: Path  # the data file: a VLMEvalKit TSV, or the prepared JSONL of a grounding benchmark
-    local: bool  # a user TSV (passed as a path, or a name VLMEvalKit does not know) vs official
     kind: str = "vlmeval"  # or GROUNDING: a prepared SATORI JSONL scored with the rewards
     rows: int | None = None  # rows of a grounding benchmark (checked before anything runs)
     given_path: bool = False  # `tsv` is the user's own file, linked into the run's data folder
@@ -71,12 +70,6 @@ def default_data_dir() -> Path:
     return paths().data / "vlmeval"
 
 
-def run_data_dir(work_dir: Path) -> Path:
-    """The run's own data folder: VLMEvalKit's LMUData for a run that evaluates a TSV given by
-    path (its link, and the images VLMEvalKit decodes from it, stay with the run's results)."""
-    return work_dir / "data"
-
-
 def is_grounding(requested: str) -> bool:
     """A prepared SATORI JSONL, or a folder (holding its `val.jsonl`)."""
     if requested.lower().endswith(".jsonl"):
@@ -91,39 +84,39 @@ def resolve_grounding(requested: str, taken: list[str] | tuple[str, ...] = ()) -
     rows = len(grounding.read_rows(path))
     name = grounding.benchmark_name(path, taken)
     note = f"grounding: {rows} rows of " + (picked or str(path))
-    return Benchmark(requested, name, note, path, local=True, kind=GROUNDING, rows=rows)
+    return Benchmark(requested, name, note, path, kind=GROUNDING, rows=rows)
 
 
-def resolve(requested: str, data_dir: Path) -> Benchmark:
+def resolve(requested: str, data_dir: Path, taken: list[str] | tuple[str, ...] = ()) -> Benchmark:
     """Map one `--data` item to a Benchmark.
 
     - `MMBench`, `MMStar` and friends (any case) map to scorable VLMEvalKit names (with a note).
     - A path to an existing `.tsv` becomes a custom benchmark named after the file; when the
-      run starts it is linked into the run's own data folder (`run_data_dir`), never into
+      run starts it is linked into the run's own data folder (`EvalPlan.lmu_dir`), never into
       `data_dir`, so a same-named file of another run can neither clash nor lend its images.
-    - A `.jsonl` or a folder is a grounding benchmark (`resolve_grounding`).
+    - A `.jsonl` or a folder is a grounding benchmark (`resolve_grounding`), named apart from `taken`.
     - Anything else passes through as a VLMEvalKit name (official or a TSV in `data_dir`).
     """
     if is_grounding(requested):
-        return resolve_grounding(requested)
+        return resolve_grounding(requested, taken)
     as_path = Path(requested).expanduser()
     if requested.lower().endswith(".tsv") or os.sep in requested:
         if not as_path.is_file():
             raise SatoriError(f"benchmark file not found: {as_path}")
         check_tsv_columns(as_path)
         name, note = as_path.stem, f"local TSV {as_path} as '{as_path.stem}'"
-        return Benchmark(requested, name, note, as_path.resolve(), local=True, given_path=True)
+        return Benchmark(requested, name, note, as_path.resolve(), given_path=True)
     alias = ALIASES.get(requested.lower())
     if alias is not None:
         name, note = alias
-        return Benchmark(requested, name, note, data_dir / f"{name}.tsv", local=False)
+        return Benchmark(requested, name, note, data_dir / f"{name}.tsv")
     if requested in UNSCORABLE:
         raise SatoriError(
             f"{requested} has no public answers and cannot be scored locally",
             hint=f"use {requested.replace('_TEST_', '_DEV_')}",
         )
     tsv = data_dir / f"{requested}.tsv"
-    return Benchmark(requested, requested, None, tsv, local=tsv.is_file())
+    return Benchmark(requested, requested, None, tsv)
 
 
 def check_tsv_columns(path: Path) -> None:
@@ -159,14 +152,10 @@ def resolve_all(requested: list[str], data_dir: Path) -> list[Benchmark]:
     """Resolve every name, dropping duplicates (e.g. `MMBench MMBench_DEV_EN`) in order."""
     out: list[Benchmark] = []
     for item in requested:
-        if is_grounding(item):
-            path, _ = grounding.data_file(Path(item))
-            if any(b.grounding and b.tsv == path for b in out):
-                continue  # the same file twice (e.g. as a folder and as its val.jsonl)
-            out.append(resolve_grounding(item, [b.name for b in out]))
-            continue
-        bench = resolve(item, data_dir)
-        same = next((b for b in out if b.name == bench.name), None)
+        bench = resolve(item, data_dir, [b.name for b in out])
+        # a grounding file is named apart from the others: the same file twice (e.g. as a
+        # folder and as its val.jsonl) is found by its path
+        same = next((b for b in out if b.name == bench.name or (b.grounding and b.tsv == bench.tsv)), None)
         if same is None:
             out.append(bench)
         elif (same.given_path or bench.given_path) and same.tsv != bench.tsv:

@@ -19,13 +19,13 @@ anything, and the worker's dataset class (`grounding_dataset`) reads and scores 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from satori_cli.data.validate import IMAGE_TAG, finite, show
 from satori_cli.errors import SatoriError
 from satori_cli.pixels import PixelBudget
 
@@ -34,7 +34,6 @@ PRIMARY = "box_iou"  # the metric that says a grounding benchmark was scored
 IOU_HIT = 0.5
 SOURCE_PREFIX = "source/"
 FOLDER_FILE = "val.jsonl"  # what `--data FOLDER` evaluates (the held-out split of `satori data prepare`)
-IMAGE_TAG = "<image>"
 MAX_LISTED = 5  # malformed lines named in the error
 
 
@@ -138,13 +137,9 @@ def _size(obj: dict[str, Any], key: str) -> int:
     value = obj.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadRow(f"'{key}' is missing or not a number")
-    if not math.isfinite(value) or value <= 0 or value != int(value):
-        raise BadRow(f"'{key}' = {value!r} is not a positive whole number")
+    if finite(value) is None or value <= 0 or value != int(value):
+        raise BadRow(f"'{key}' = {show(value)} is not a positive whole number")
     return int(value)
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _boxes(value: object) -> list[list[float]]:
@@ -154,7 +149,7 @@ def _boxes(value: object) -> list[list[float]]:
         raise BadRow("'bboxs' is missing or empty (a list of [x1, y1, x2, y2] boxes)")
     out = []
     for i, box in enumerate(value):
-        if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)):
+        if not (isinstance(box, list) and len(box) == 4 and all(finite(v) is not None for v in box)):
             raise BadRow(f"box {i} of 'bboxs' is not 4 finite numbers: {str(box)[:60]}")
         out.append([float(v) for v in box])
     return out

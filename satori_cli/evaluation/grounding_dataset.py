@@ -33,16 +33,6 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def rows_file(eval_file: str | Path) -> Path:
-    eval_file = Path(eval_file)
-    return eval_file.with_name(f"{eval_file.stem}_grounding.jsonl")
-
-
-def acc_file(eval_file: str | Path) -> Path:
-    eval_file = Path(eval_file)
-    return eval_file.with_name(f"{eval_file.stem}_acc.csv")
-
-
 class SatoriGroundingDataset(ImageBaseDataset):
     """Rows of a prepared SATORI JSONL: image + question in, rewards as metrics out."""
 
@@ -103,11 +93,12 @@ class SatoriGroundingDataset(ImageBaseDataset):
             raw = _text(pred.get("extra_records"))  # the raw output; `prediction` is the answer only
             outputs.append(raw if raw is not None else (_text(pred.get("prediction")) or ""))
         scored = grounding.score(rows, outputs, self.budget, self.GRAMMAR)
-        with open(rows_file(eval_file), "w", encoding="utf-8") as fh:
+        stem = Path(eval_file).with_suffix("")  # <model>_<bench>, as VLMEvalKit names its files
+        with open(f"{stem}_grounding.jsonl", "w", encoding="utf-8") as fh:
             for item in scored:
                 fh.write(json.dumps(item, ensure_ascii=False) + "\n")
         metrics = grounding.metrics(scored)
-        with open(acc_file(eval_file), "w", newline="", encoding="utf-8") as fh:
+        with open(f"{stem}_acc.csv", "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["split", *metrics])
             writer.writerow(["none", *metrics.values()])

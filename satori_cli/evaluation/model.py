@@ -20,14 +20,13 @@ from satori_cli.decoding import Decoding
 from satori_cli.errors import SatoriError
 from satori_cli.evaluation import records
 from satori_cli.evaluation.batching import DEFAULT_WINDOW, LookAhead, RankItems
-from satori_cli.evaluation.placement import model_device
 from satori_cli.evaluation.progress import ItemCounter
 from satori_cli.evaluation.prompting import (
     PromptStyle,
     api_payload,
     chat_messages,
+    image_paths,
     prediction_record,
-    split_items,
     vllm_engine_kwargs,
 )
 from satori_cli.models import QWEN_VL_CLASSES, model_type, read_config
@@ -67,6 +66,13 @@ def load_processor(model_path: str, budget: PixelBudget) -> Any:
     return processor
 
 
+def model_device() -> str:
+    """The current CUDA device (the worker made it this rank's GPU), else the CPU."""
+    import torch
+
+    return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+
+
 def explicit_generation_config(checkpoint: Any, decoding: Decoding) -> Any:
     """A GenerationConfig with every decoding field set by us and only token ids from the checkpoint.
 
@@ -80,16 +86,15 @@ def explicit_generation_config(checkpoint: Any, decoding: Decoding) -> Any:
     return GenerationConfig(**ids, **decoding.transformers_kwargs())
 
 
-class SatoriVLM(BaseModel):
-    """A local Qwen2.5-VL checkpoint through transformers (CPU or GPU) or vLLM (GPU)."""
+class _SatoriModel(BaseModel):
+    """What both model classes share: the constructor arguments of the spec, the prompt style,
+    pixel budget and decoding, progress lines and the records of what ran."""
 
     INSTALL_REQ = False
     INTERLEAVE = True
 
     def __init__(
         self,
-        model_path: str,
-        backend: str = "transformers",
         prompt: str = "satori",
         grammar: str = "satori",
         min_pixels: int | None = None,
@@ -99,19 +104,51 @@ class SatoriVLM(BaseModel):
         top_p: float = 1.0,
         top_k: int = 0,
         repetition_penalty: float = 1.0,
-        tensor_parallel: int = 1,
         record_dir: str | None = None,
-        window: int = DEFAULT_WINDOW,
         **kwargs: Any,  # VLMEvalKit passes e.g. use_vllm= to some names; ignored on purpose
     ) -> None:
         super().__init__()
         self.items = ItemCounter()  # progress lines for `satori eval` (evaluation/progress.py)
-        self.model_path = str(model_path)
-        self.backend = backend
         self.style = PromptStyle.named(prompt, grammar)
         self.budget = PixelBudget(min_pixels, max_pixels) if min_pixels else PixelBudget.from_env()
         self.decoding = Decoding(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
         self.record_dir = Path(record_dir) if record_dir else None
+
+    def set_dump_image(self, dump_image_func: Any) -> None:
+        """VLMEvalKit calls this before a benchmark's items (its dataset's bound `dump_image`)."""
+        super().set_dump_image(dump_image_func)
+        self.items.start(getattr(dump_image_func, "__self__", None))
+
+    def generate(self, message: Any, dataset: str | None = None) -> Any:
+        answer = super().generate(message, dataset=dataset)
+        self.items.item_done()
+        return answer
+
+    def _record_runtime(self, row: dict[str, Any]) -> None:
+        if self.record_dir is not None:
+            records.append(self.record_dir / records.RUNTIME_FILE, {"rank": records.rank(), **row})
+
+    def _record_inputs(self, dataset: str | None, rows: list[dict[str, Any]]) -> None:
+        if self.record_dir is not None:
+            path = records.inputs_file(self.record_dir, dataset or "unnamed")
+            for row in rows:
+                records.append(path, row)
+
+
+class SatoriVLM(_SatoriModel):
+    """A local Qwen2.5-VL checkpoint through transformers (CPU or GPU) or vLLM (GPU)."""
+
+    def __init__(
+        self,
+        model_path: str,
+        backend: str = "transformers",
+        tensor_parallel: int = 1,
+        window: int = DEFAULT_WINDOW,
+        **kwargs: Any,  # the shared arguments of _SatoriModel
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_path = str(model_path)
+        self.backend = backend
         self.dataset_name: str | None = None
         # The architecture comes from config.json (never from the folder name); satori checked it.
         kind = model_type(read_config(self.model_path)) or ""
@@ -126,7 +163,7 @@ class SatoriVLM(BaseModel):
             self.device = "vllm"
             self.llm = LLM(**vllm_engine_kwargs(self.model_path, self.budget, self.decoding, tensor_parallel))
             self.lookahead = LookAhead(self._generate_batch, window)
-            self._record_runtime(self.decoding.vllm_kwargs())
+            self._record_engine(self.decoding.vllm_kwargs())
             return
         if backend != "transformers":
             raise ValueError(f"unknown backend {backend!r}")
@@ -142,15 +179,12 @@ class SatoriVLM(BaseModel):
         # Nothing of the checkpoint's generation_config.json is left to be merged in.
         self.model.generation_config = self.generation_config
         fields = self.decoding.transformers_kwargs()
-        self._record_runtime({k: getattr(self.generation_config, k) for k in fields})
+        self._record_engine({k: getattr(self.generation_config, k) for k in fields})
 
-    # -- records ---------------------------------------------------------------------------
-    def _record_runtime(self, decoding: dict[str, Any]) -> None:
-        if self.record_dir is None:
-            return
+    def _record_engine(self, decoding: dict[str, Any]) -> None:
+        """The budget the loaded processor resolved and the decoding the engine got."""
         min_px, max_px = resolved_budget(self.processor)
         row = {
-            "rank": records.rank(),
             "pid": os.getpid(),
             "backend": self.backend,
             "device": self.device,
@@ -159,19 +193,7 @@ class SatoriVLM(BaseModel):
             "max_pixels": max_px,
             "decoding": decoding,
         }
-        records.append(self.record_dir / records.RUNTIME_FILE, row)
-
-    def _record_inputs(self, rows: list[dict[str, Any]]) -> None:
-        if self.record_dir is not None:
-            path = records.inputs_file(self.record_dir, self.dataset_name or "unnamed")
-            for row in rows:
-                records.append(path, row)
-
-    def _mismatch(self, path: str, got: tuple[int, int], want: tuple[int, int]) -> RuntimeError:
-        return RuntimeError(
-            f"{path}: the model received a {got[1]}x{got[0]} image, but the pixel budget "
-            f"{self.budget.min_pixels}-{self.budget.max_pixels} gives {want[1]}x{want[0]}"
-        )
+        self._record_runtime(row)
 
     def _check_grids(self, paths: list[str], images: list[Any], grids: list[list[int]]) -> None:
         """Each image's size as the model received it (image_grid_thw) must be the budget's."""
@@ -181,16 +203,19 @@ class SatoriVLM(BaseModel):
         for path, image, (t, gh, gw) in zip(paths, images, grids, strict=True):
             got, want = (gh * patch, gw * patch), self.budget.resized_hw(image.height, image.width)
             if got != want:
-                raise self._mismatch(path, got, want)
+                raise RuntimeError(
+                    f"{path}: the model received a {got[1]}x{got[0]} image, but the pixel budget "
+                    f"{self.budget.min_pixels}-{self.budget.max_pixels} gives {want[1]}x{want[0]}"
+                )
             tokens = t * gh * gw // (merge * merge)
             rows.append(_input_row(path, image, got, tokens, "image_grid_thw"))
-        self._record_inputs(rows)
+        self._record_inputs(self.dataset_name, rows)
 
     def _check_tokens(self, paths: list[str], images: list[Any], prompt_ids: list[int] | None) -> None:
         """vLLM does not say what size it fed; its visual token count must be the budget's."""
         factor = self.budget.factor
         sizes = [self.budget.resized_hw(im.height, im.width) for im in images]
-        want = sum(h * w // (factor * factor) for h, w in sizes)
+        want = sum(visual_tokens(hw, factor) for hw in sizes)
         seen = None if prompt_ids is None else sum(1 for t in prompt_ids if t == self.image_pad_id)
         if seen is not None and seen not in (want, len(images)):  # len(images): placeholders not expanded
             raise RuntimeError(
@@ -200,17 +225,18 @@ class SatoriVLM(BaseModel):
         checked = seen == want
         source = "vllm visual tokens" if checked else "budget (not reported by vllm)"
         self._record_inputs(
+            self.dataset_name,
             [
                 _input_row(p, im, hw, visual_tokens(hw, factor) if checked else None, source)
                 for p, im, hw in zip(paths, images, sizes, strict=True)
-            ]
+            ],
         )
 
     # -- generation ------------------------------------------------------------------------
     def _prompt(self, message: list[dict[str, str]]) -> tuple[str, list[Any], list[str]]:
         from PIL import Image
 
-        paths, _ = split_items(message)
+        paths = image_paths(message)
         images = [Image.open(p).convert("RGB") for p in paths]
         text = self.processor.apply_chat_template(
             chat_messages(message, self.style), tokenize=False, add_generation_prompt=True
@@ -218,11 +244,10 @@ class SatoriVLM(BaseModel):
         return text, images, paths
 
     def set_dump_image(self, dump_image_func: Any) -> None:
-        """VLMEvalKit calls this before a benchmark's items: the vLLM backend looks ahead in them."""
+        """The vLLM backend looks ahead in the benchmark's items."""
         super().set_dump_image(dump_image_func)
-        dataset = getattr(dump_image_func, "__self__", None)  # the dataset whose method it is
-        self.items.start(dataset)
         if self.backend == "vllm":
+            dataset = getattr(dump_image_func, "__self__", None)  # the dataset whose method it is
             if dataset is None or not hasattr(dataset, "data"):
                 self.lookahead.bind(None)
                 return
@@ -230,11 +255,6 @@ class SatoriVLM(BaseModel):
 
             rank, world = get_rank_and_world_size()
             self.lookahead.bind(RankItems(dataset, self, rank, world))
-
-    def generate(self, message: Any, dataset: str | None = None) -> Any:
-        answer = super().generate(message, dataset=dataset)
-        self.items.item_done()
-        return answer
 
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> dict[str, str]:
         self.dataset_name = dataset
@@ -288,60 +308,32 @@ def _input_row(path: str, image: Any, hw: tuple[int, int], tokens: int | None, s
     }
 
 
-class SatoriAPI(BaseModel):
+class SatoriAPI(_SatoriModel):
     """A model behind an OpenAI-compatible server (`satori serve`, vLLM): threads, no GPU here."""
 
     is_api = True
-    INSTALL_REQ = False
-    INTERLEAVE = True
 
     def __init__(
         self,
         base_url: str,
         served_model: str,
-        prompt: str = "satori",
-        grammar: str = "satori",
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
-        max_new_tokens: int = 2048,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        top_k: int = 0,
-        repetition_penalty: float = 1.0,
         api_key: str = "EMPTY",
         timeout: float = 600.0,
         retry: int = 3,
-        record_dir: str | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # the shared arguments of _SatoriModel
     ) -> None:
-        super().__init__()
-        self.items = ItemCounter()  # progress lines for `satori eval` (evaluation/progress.py)
+        super().__init__(**kwargs)
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.served_model = served_model
-        self.style = PromptStyle.named(prompt, grammar)
-        self.budget = PixelBudget(min_pixels, max_pixels) if min_pixels else PixelBudget.from_env()
-        self.decoding = Decoding(temperature, top_p, top_k, repetition_penalty, max_new_tokens)
         self.api_key = api_key
         self.timeout = timeout
         self.retry = max(1, retry)
         self._lock = threading.Lock()
         self.last_error: str | None = None
-        self.record_dir = Path(record_dir) if record_dir else None
-        if self.record_dir is not None:  # images are sent resized to this budget (satori_cli/chat.py)
-            standard, extra = self.decoding.openai_fields()
-            row = {"rank": records.rank(), "backend": "api", "device": self.url}
-            row |= self.budget.processor_kwargs() | {"decoding": standard | extra}
-            records.append(self.record_dir / records.RUNTIME_FILE, row)
-
-    def set_dump_image(self, dump_image_func: Any) -> None:
-        """VLMEvalKit calls this before a benchmark's items (its dataset's bound `dump_image`)."""
-        super().set_dump_image(dump_image_func)
-        self.items.start(getattr(dump_image_func, "__self__", None))
-
-    def generate(self, message: Any, dataset: str | None = None) -> Any:
-        answer = super().generate(message, dataset=dataset)
-        self.items.item_done()
-        return answer
+        # images are sent resized to this budget (satori_cli/chat.py)
+        standard, extra = self.decoding.openai_fields()
+        row = {"backend": "api", "device": self.url, **self.budget.processor_kwargs()}
+        self._record_runtime(row | {"decoding": standard | extra})
 
     def _post(self, payload: dict[str, Any]) -> str:
         from satori_cli.http_client import chat_text, request_json
@@ -351,13 +343,13 @@ class SatoriAPI(BaseModel):
 
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> Any:
         payload, images = api_payload(message, self.style, self.served_model, self.budget, self.decoding)
-        if self.record_dir is not None:
-            path = records.inputs_file(self.record_dir, dataset or "unnamed")
-            factor = self.budget.factor
-            for source, image in zip(split_items(message)[0], images, strict=True):
-                hw = (image.resized.height, image.resized.width)
-                row = _input_row(source, image.original, hw, visual_tokens(hw, factor), "sent resized")
-                records.append(path, row)
+        rows = []
+        for source, image in zip(image_paths(message), images, strict=True):
+            hw = (image.resized.height, image.resized.width)
+            rows.append(
+                _input_row(source, image.original, hw, visual_tokens(hw, self.budget.factor), "sent resized")
+            )
+        self._record_inputs(dataset, rows)
         for attempt in range(self.retry):
             try:
                 return prediction_record(self._post(payload))

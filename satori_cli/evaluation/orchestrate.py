@@ -1,19 +1,34 @@
-"""From the user's request to a printed, honest result (the body of `satori eval`)."""
+"""From the user's request to a printed, honest result (the body of `satori eval`): resolve
+models and data into a plan, launch VLMEvalKit once per model, judge and print the outcome."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rich.markup import escape
+from rich.table import Table
+
+from satori_cli import models
+from satori_cli.config import DEFAULT_MODEL, paths
+from satori_cli.console import console
 from satori_cli.decoding import Decoding
 from satori_cli.errors import Interrupted, SatoriError
-from satori_cli.evaluation import datasets, launch
+from satori_cli.evaluation import datasets, records
 from satori_cli.evaluation.grounding import SOURCE_PREFIX
 from satori_cli.evaluation.judge import check_judge
-from satori_cli.evaluation.plan import BACKENDS, EvalPlan
-from satori_cli.evaluation.results import GROUNDING_SCORER, Outcome, table_rows, write_summary
-from satori_cli.models import settle_budget
+from satori_cli.evaluation.plan import BACKENDS, BASELINE_NAME, SATORI_NAME, EvalPlan, ModelSpec
+from satori_cli.evaluation.progress import EvalProgress
+from satori_cli.evaluation.results import GROUNDING_SCORER, Outcome, collect, table_rows, write_summary
+from satori_cli.grammar import get_grammar
+from satori_cli.http_client import served_models
+from satori_cli.models import Model, settle_budget
+from satori_cli.outputs import check_folder
+from satori_cli.process import run
 
 
 @dataclass
@@ -51,8 +66,6 @@ def _validate(req: EvalRequest) -> Decoding:
     if req.baseline_prompt not in ("stock", "satori"):
         raise SatoriError("--baseline-prompt must be 'stock' or 'satori'")
     if req.grammar is not None:
-        from satori_cli.grammar import get_grammar
-
         get_grammar(req.grammar)  # an unknown name stops here, before anything is written
     names = [n for item in req.data for n in item.split(",") if n.strip()]
     if not names:
@@ -66,14 +79,12 @@ def _validate(req: EvalRequest) -> Decoding:
 
 
 def build_plan(req: EvalRequest) -> EvalPlan:
-    from satori_cli.config import DEFAULT_MODEL, paths
-
     decoding = _validate(req)
     check_judge(req.judge, req.judge_url, req.judge_key, reach=not req.dry_run)  # a dry run stays offline
     data_dir = (req.data_dir or datasets.default_data_dir()).expanduser().resolve()
     benchmarks = datasets.resolve_all(req.data, data_dir)
     model = req.model or ("" if req.backend == "api" else DEFAULT_MODEL)
-    specs, resolved = launch.resolve_models(
+    specs, resolved = resolve_models(
         model, req.baseline, req.backend, req.base_url, req.baseline_prompt, req.grammar, dry_run=req.dry_run
     )
     # A run's model is scored in the budget it was trained in (a contradicting flag is refused).
@@ -106,8 +117,6 @@ WORK_DIR_MARKS = ("satori_eval_spec.json", "eval.log", "summary.json")
 def check_work_dir(work_dir: Path) -> None:
     """--out is a folder that is new, empty, or an earlier evaluation's (whose results
     --overwrite replaces): never a file, and never a folder of something else."""
-    from satori_cli.outputs import check_folder
-
     if check_folder(work_dir, "--out") and not any((work_dir / m).exists() for m in WORK_DIR_MARKS):
         raise SatoriError(
             f"--out {work_dir} is not empty and holds no satori evaluation: satori will not write there",
@@ -115,12 +124,157 @@ def check_work_dir(work_dir: Path) -> None:
         )
 
 
+def resolve_models(
+    model: str,
+    baseline: str | None,
+    backend: str,
+    base_url: str | None,
+    baseline_prompt: str,
+    grammar: str | None = None,
+    *,
+    dry_run: bool = False,
+) -> tuple[list[ModelSpec], list[Model]]:
+    """What each launch runs, and the resolved models whose runs set the pixel budget.
+
+    Local backends get checkpoint folders: a run folder's last checkpoint, a hub model from the
+    cache or downloaded, `tiny` built; a dry run downloads and builds nothing. With `--backend
+    api` the names are served model names; a `--model` that is a local run folder (or one of its
+    checkpoints) names the served model's budget and grammar, and the server's first model is
+    asked. `grammar` (--grammar) is the evaluated model's, else the one its run recorded, else
+    satori; the baseline keeps its own run's grammar, if any, else shares the evaluated model's.
+    """
+    if backend == "api":
+        if not base_url:
+            raise SatoriError("--backend api needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        offered = served_models(base_url)
+        local = models.resolve(model, hub="keep") if model and Path(model).expanduser().exists() else None
+        name = (None if local else model) or (offered[0] if offered else None)
+        if not name:
+            raise SatoriError(f"the server at {base_url} lists no models; pass --model NAME")
+        main = _grammar(grammar, local)
+        specs = [ModelSpec(SATORI_NAME, model or name, name, "satori", main, run=_run(local))]
+        if baseline:
+            specs.append(ModelSpec(BASELINE_NAME, baseline, baseline, baseline_prompt, main))
+        return specs, [local] if local else []
+    if base_url:
+        raise SatoriError("--base-url is only used with --backend api")
+    hub = "keep" if dry_run else "download"
+    found = models.resolve(model, flag="--model", hub=hub, build=not dry_run)
+    main = _grammar(grammar, found)
+    specs = [ModelSpec(SATORI_NAME, model, found.path, "satori", main, run=_run(found))]
+    resolved = [found]
+    if baseline:
+        base = models.resolve(baseline, flag="--baseline-model", hub=hub, build=not dry_run)
+        own = _grammar(None, base, main)
+        specs.append(ModelSpec(BASELINE_NAME, baseline, base.path, baseline_prompt, own, run=_run(base)))
+        resolved.append(base)
+    return specs, resolved
+
+
+def _grammar(chosen: str | None, model: Model | None, default: str | None = None) -> str:
+    """--grammar if given, else the one the model's run recorded, else `default` (satori)."""
+    recorded = model.run.grammar if model is not None and model.run is not None else None
+    return get_grammar(chosen or recorded or default).name
+
+
+def _run(model: Model | None) -> str | None:
+    return str(model.run.folder) if model is not None and model.run is not None else None
+
+
+def prepare_work_dir(plan: EvalPlan, overwrite: bool) -> None:
+    """VLMEvalKit silently reuses old predictions (and decoded images) in its work dir: refuse,
+    or clear on request. Then make the launches' data folder (LMUData), which must exist:
+    VLMEvalKit falls back to ~/LMUData otherwise."""
+    ours = [plan.work_dir / m.name for m in plan.models]
+    if plan.lmu_dir != plan.data_dir:
+        ours.append(plan.lmu_dir)
+    stale = [folder for folder in ours if folder.exists() or folder.is_symlink()]
+    if stale and not overwrite:
+        raise SatoriError(
+            f"{plan.work_dir} already holds results ({stale[0].name}/)",
+            hint="choose a new --out, or pass --overwrite to replace them",
+        )
+    for folder in stale:
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        else:
+            folder.unlink()
+    plan.work_dir.mkdir(parents=True, exist_ok=True)
+    plan.data_dir.mkdir(parents=True, exist_ok=True)
+    if plan.lmu_dir != plan.data_dir:
+        datasets.link_run_data(plan.benchmarks, plan.data_dir, plan.lmu_dir)
+
+
+def settings_of(plan: EvalPlan) -> dict:
+    """What was asked for, and (`resolved`) what each model's processes recorded they really used."""
+    return {
+        "backend": plan.backend,
+        "procs": plan.procs,
+        "min_pixels": plan.budget.min_pixels,
+        "max_pixels": plan.budget.max_pixels,
+        "max_new_tokens": plan.decoding.max_new_tokens,
+        "judge": plan.judge,
+        "judge_url": plan.judge_url,
+        "limit": plan.limit,
+        "decoding": plan.decoding.record(),
+        "resolved": {m.name: records.runtime(plan.record_dir(m)) for m in plan.models},
+        "models": [asdict(m) for m in plan.models],
+        "benchmarks": [
+            {"requested": b.requested, "name": b.name, "kind": b.kind, "tsv": str(b.tsv), "rows": b.rows}
+            for b in plan.benchmarks
+        ],
+        "data_dir": str(plan.data_dir),
+        "lmu_data": str(plan.lmu_dir),
+    }
+
+
+def execute(plan: EvalPlan) -> tuple[int, float]:
+    """Launch VLMEvalKit once per model, one after the other; stream the log to `eval.log`.
+
+    Shows items done / total per benchmark (`progress.EvalProgress`); satori's own notes from
+    the worker (`[satori] ...`) are printed, VLMEvalKit's log only with --verbose.
+    Returns (first non-zero exit code or 0, seconds). Ctrl-C (130) stops before the next model.
+    """
+    plan.write_spec()
+    log_path = plan.work_dir / "eval.log"
+    started = time.monotonic()
+    first_error = 0
+    out = console()
+    with EvalProgress(out) as progress:
+        for model, command in plan.commands():
+            progress.start_model(model.name)
+
+            def on_line(line: str) -> None:
+                if progress.feed(line):
+                    return
+                if plan.verbose:
+                    out.print(line, markup=False, highlight=False)
+                elif "[satori]" in line:
+                    out.print(line.strip(), markup=False, highlight=False)
+
+            with open(log_path, "a", encoding="utf-8") as log:
+                log.write(f"===== satori: {model.name} ({model.source}) =====\n")
+            code = run(command, on_line=on_line, log_path=log_path)
+            progress.end_model()
+            first_error = first_error or code
+            if code == 130:
+                break
+    return first_error, time.monotonic() - started
+
+
+def check_outcomes(outcomes: list[Outcome], code: int, log: Path) -> None:
+    """Raise one SatoriError (exit 1) naming each failed benchmark, unless all scored."""
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        reasons = "; ".join(f"{o.model} on {o.benchmark}: {o.error}" for o in failed)
+        message = f"{len(failed)} of {len(outcomes)} evaluations failed: {reasons}"
+        raise SatoriError(message, exit_code=1, hint=f"log: {log}")
+    if code != 0:
+        raise SatoriError(f"VLMEvalKit exited with code {code}", exit_code=1, hint=f"see {log}")
+
+
 def evaluate(req: EvalRequest) -> list[Outcome]:
     """Run the evaluation and print the table; raise SatoriError (exit 1) if anything failed."""
-    from rich.markup import escape
-
-    from satori_cli.console import console
-
     plan = build_plan(req)
     out = console()
     for bench in plan.benchmarks:
@@ -143,19 +297,17 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
         f"judge {plan.judge}, backend {plan.backend} x{plan.procs}; grammar: {grammars}[/]"
     )
     if req.dry_run:
-        import json
-
         out.print(json.dumps(plan.spec()["models"], indent=2), markup=False, highlight=False)
         for _, command in plan.commands():  # one launch per model, one after the other
             out.print(command.display(), markup=False, highlight=False, soft_wrap=True)
         return []
 
-    launch.prepare_work_dir(plan, req.overwrite)
-    code, seconds = launch.execute(plan)
+    prepare_work_dir(plan, req.overwrite)
+    code, seconds = execute(plan)
     if code == 130:  # Ctrl-C: VLMEvalKit was stopped; what it wrote so far stays in the work dir
         raise Interrupted(f"evaluation stopped; partial results in {plan.work_dir}")
-    outcomes = launch.outcomes_of(plan)
-    settings = launch.settings_of(plan) | {"seconds": round(seconds, 1)}
+    outcomes = [collect(plan.work_dir, m.name, b, plan.judge) for b in plan.benchmarks for m in plan.models]
+    settings = settings_of(plan) | {"seconds": round(seconds, 1)}
     json_path, csv_path = write_summary(plan.work_dir, outcomes, settings)
     print_table(plan, outcomes)
     for line in resolved_lines(settings["resolved"], outcomes):
@@ -167,9 +319,7 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
     rate = f", {items / seconds:.2f} items/s" if items and seconds > 0 else ""
     out.print(f"[dim]{items} items in {seconds:.0f} s{rate} (model loading included)[/]")
     out.print(f"summary: {json_path} and {csv_path}")
-    error = launch.failure_report(outcomes, code, plan.work_dir / "eval.log")
-    if error is not None:
-        raise error
+    check_outcomes(outcomes, code, plan.work_dir / "eval.log")
     return outcomes
 
 
@@ -188,11 +338,10 @@ def resolved_lines(resolved: dict, outcomes: list[Outcome]) -> list[str]:
     for name, got in resolved.items():
         if not got:
             continue
-        sizes: dict[str, int] = {}
+        sizes: Counter[str] = Counter()
         for o in outcomes:
             if o.model == name and o.inputs:
-                for size, n in o.inputs["input_wh"].items():
-                    sizes[size] = sizes.get(size, 0) + n
+                sizes.update(o.inputs["input_wh"])
         seen = ", ".join(f"{size} x{n}" for size, n in sizes.items())
         devices = ", ".join(f"rank {r}: {d}" for r, d in (got.get("devices") or {}).items())
         lines.append(
@@ -204,11 +353,6 @@ def resolved_lines(resolved: dict, outcomes: list[Outcome]) -> list[str]:
 
 
 def print_table(plan: EvalPlan, outcomes: list[Outcome]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from satori_cli.console import console
-
     models = [m.name for m in plan.models]
     for bench in plan.benchmarks:
         rows = [r for r in table_rows(outcomes, models) if r[0] == bench.name and shown(bench, r[1])]

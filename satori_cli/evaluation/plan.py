@@ -17,7 +17,7 @@ from typing import Any
 
 from satori_cli.decoding import Decoding
 from satori_cli.errors import install_hint
-from satori_cli.evaluation.datasets import Benchmark, run_data_dir
+from satori_cli.evaluation.datasets import Benchmark
 from satori_cli.pixels import PixelBudget
 from satori_cli.process import Command, find_program
 
@@ -59,10 +59,11 @@ class EvalPlan:
 
     @property
     def lmu_dir(self) -> Path:
-        """VLMEvalKit's LMUData for the launches: `data_dir`, or the run's own data folder when a
-        TSV was given by path (`datasets.run_data_dir`)."""
+        """VLMEvalKit's LMUData for the launches: `data_dir`, or, when a TSV was given by path, the
+        run's own `data` folder (its link, and the images VLMEvalKit decodes from it, stay with the
+        run's results)."""
         if any(b.given_path for b in self.benchmarks):
-            return run_data_dir(self.work_dir)
+            return self.work_dir / "data"
         return self.data_dir
 
     @property
@@ -80,7 +81,6 @@ class EvalPlan:
             "record_dir": str(self.record_dir(model)),
         }
         if self.backend == "api":
-            assert self.base_url is not None
             return {
                 "class": "SatoriAPI",
                 "base_url": self.base_url,

@@ -87,7 +87,6 @@ class ItemCounter:
 
     def _send(self) -> None:
         self._last = time.monotonic()
-        assert self.dataset is not None
         self._emit(progress_line(self.dataset, self.rank, self.world, self.done, self.total))
 
 

@@ -49,11 +49,9 @@ class PromptStyle:
         raise ValueError(f"unknown prompt style {name!r} (satori or stock)")
 
 
-def split_items(message: Sequence[Mapping[str, str]]) -> tuple[list[str], list[str]]:
-    """VLMEvalKit's `[{'type': 'image'|'text', 'value': ...}]` -> (image paths, texts)."""
-    images = [m["value"] for m in message if m["type"] == "image"]
-    texts = [m["value"] for m in message if m["type"] == "text"]
-    return images, texts
+def image_paths(message: Sequence[Mapping[str, str]]) -> list[str]:
+    """The images of VLMEvalKit's `[{'type': 'image'|'text', 'value': ...}]`, in order."""
+    return [m["value"] for m in message if m["type"] == "image"]
 
 
 def chat_messages(message: Sequence[Mapping[str, str]], style: PromptStyle) -> list[dict[str, Any]]:
@@ -105,7 +103,7 @@ def api_payload(
     """
     from PIL import Image
 
-    images = [prepare_image(Image.open(p).convert("RGB"), budget) for p in split_items(message)[0]]
+    images = [prepare_image(Image.open(p).convert("RGB"), budget) for p in image_paths(message)]
     sent = iter(images)
     content: list[str | PreparedImage] = []
     for part in chat_messages(message, style)[-1]["content"]:

@@ -12,6 +12,7 @@ run time; no VLMEvalKit file is edited.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -97,14 +98,9 @@ def register(spec: dict[str, Any]) -> None:
 
 def launched_models(args: list[str]) -> list[str]:
     """The `--model` names of VLMEvalKit's arguments (one per launch: satori runs a launch per model)."""
-    if "--model" not in args:
-        return []
-    names = []
-    for arg in args[args.index("--model") + 1 :]:
-        if arg.startswith("--"):
-            break
-        names.append(arg)
-    return names
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # `--mode` is not `--model`
+    parser.add_argument("--model", nargs="+", default=[])
+    return parser.parse_known_args(args)[0].model
 
 
 def register_grounding(spec: dict[str, Any], models: list[str]) -> None:
@@ -126,21 +122,44 @@ def register_grounding(spec: dict[str, Any], models: list[str]) -> None:
         vlmeval.dataset.DATASET_CLASSES.insert(0, SatoriGroundingDataset)
 
 
+def _ids(value: str | None) -> list[str]:
+    return [x.strip() for x in (value or "").split(",") if x.strip()]
+
+
+def device_index(visible_before: str | None, visible_now: str | None, device_count: int) -> int:
+    """The CUDA ordinal, in this process, of the first GPU in `visible_now` (this rank's slice).
+
+    If the runtime started after the narrowing it enumerates only the slice: ordinal 0. If
+    something started it earlier it still enumerates `visible_before` (all GPUs when unset), so
+    the rank's GPU is found in that list.
+    """
+    before, now = _ids(visible_before), _ids(visible_now)
+    if not now or device_count <= len(now) or now == before:
+        return 0
+    if before:
+        return before.index(now[0]) if now[0] in before else 0
+    return int(now[0]) if now[0].isdigit() and int(now[0]) < device_count else 0
+
+
 def start_process() -> str:
     """Place this rank on its GPU before anything touches CUDA; return the device ("cpu" without CUDA).
 
-    Order matters: `import vlmeval.run` narrows CUDA_VISIBLE_DEVICES to this rank's GPUs, and the
-    CUDA runtime reads it at its first call, so no CUDA call may come before that import.
+    Order matters: under torchrun, `import vlmeval.run` narrows CUDA_VISIBLE_DEVICES to this
+    rank's GPUs, and the CUDA runtime reads it once, at its first call (`torch.cuda.is_available()`
+    is one), so a CUDA call before that import would put every rank on GPU 0. The rank's GPU
+    becomes the current device, where the model class puts the model (`model.model_device`).
     """
     visible_before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    import torch
     import vlmeval.run  # noqa: F401  (narrows CUDA_VISIBLE_DEVICES per local rank at import)
 
-    from satori_cli.evaluation.placement import bind_device
-
-    device = bind_device(visible_before)
-    if device == "cpu":
+    if not torch.cuda.is_available():
         _force_gloo()
-    return device
+        return "cpu"
+    count = torch.cuda.device_count()
+    index = device_index(visible_before, os.environ.get("CUDA_VISIBLE_DEVICES"), count)
+    torch.cuda.set_device(index)
+    return f"cuda:{index}"
 
 
 def main(argv: list[str] | None = None) -> None:
