@@ -15,7 +15,6 @@ import torch
 
 from satori_cli.evaluation import worker
 from satori_cli.evaluation.batching import LookAhead
-from satori_cli.evaluation.model import model_device
 
 NARROWING_RUN = """
 import os
@@ -66,6 +65,18 @@ class FakeCuda:
 
 
 @pytest.fixture
+def model_device():
+    """The model class's device lookup, imported before VLMEvalKit is faked.
+
+    Importing `evaluation.model` loads the real VLMEvalKit (about 10 s), so it is done here, by the
+    tests that need it, not when every test file is collected.
+    """
+    from satori_cli.evaluation.model import model_device
+
+    return model_device
+
+
+@pytest.fixture
 def rank1_of_2(monkeypatch, tmp_path):
     """Local rank 1 of 2 on a 2-GPU machine, VLMEvalKit's run module faked, CUDA faked."""
     calls: list[str] = []
@@ -85,7 +96,7 @@ def rank1_of_2(monkeypatch, tmp_path):
     return cuda
 
 
-def test_rank_is_placed_after_vlmeval_narrows_the_gpus(rank1_of_2):
+def test_rank_is_placed_after_vlmeval_narrows_the_gpus(model_device, rank1_of_2):
     cuda = rank1_of_2
     device = worker.start_process()
     assert cuda.calls[0] == "narrow"  # no CUDA call before VLMEvalKit's narrowing
@@ -94,7 +105,7 @@ def test_rank_is_placed_after_vlmeval_narrows_the_gpus(rank1_of_2):
     assert model_device() == "cuda:0"
 
 
-def test_rank_finds_its_gpu_even_if_cuda_started_before_the_narrowing(rank1_of_2):
+def test_rank_finds_its_gpu_even_if_cuda_started_before_the_narrowing(model_device, rank1_of_2):
     cuda = rank1_of_2
     assert torch.cuda.is_available()  # something touched CUDA first: it enumerates GPUs 0 and 1
     device = worker.start_process()
