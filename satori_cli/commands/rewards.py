@@ -158,7 +158,6 @@ def score(
             normalized_vqa=normalized_vqa,
             on_progress=lambda line: progress.update(task, completed=line),
             data_rows=data_rows,
-            overwrite=overwrite,
             grammar=chosen,
             boxes=boxes,
         )

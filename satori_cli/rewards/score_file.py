@@ -16,6 +16,8 @@ into place at the end, never over an existing file unless `overwrite`.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -159,12 +161,12 @@ def score_jsonl(
     normalized_vqa: bool = False,
     on_progress: Callable[[int], None] | None = None,
     data_rows: Mapping[str, dict] | None = None,
-    overwrite: bool = False,
     grammar: str | Grammar | None = None,
     boxes: str = "resized",
 ) -> ScoreReport:
-    """Score every row of `path` with the rewards of `grammar` (default `satori`: the paper's
-    four), write per-row scores to `out_path` (if given), return the summary.
+    """Score every row of the file `path` with the rewards of `grammar` (default `satori`: the
+    paper's four), write per-row scores to `out_path` (if given; `check_out_path` first), return
+    the summary.
 
     `on_progress` gets the number of the last line scored. `data_rows` maps a row id to its
     data set row: reward columns a completion row lacks are taken from the row its
@@ -172,54 +174,27 @@ def score_jsonl(
     each completion, and `satori train` puts the row id there. `boxes`: where the completions'
     boxes are, "resized" (the model's input, mapped with `budget`) or "original" (no mapping).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SatoriError(f"no such file: {path}", hint="pass a JSONL file of completions")
-    if out_path is not None:
-        out_path = Path(out_path)
-        check_out_path(out_path, path, overwrite)
     budget = budget or PixelBudget.from_env()
-    names = list(rewards_for(grammar))
-    if normalized_vqa:
-        names.append("external_vqa_norm_acc")
+    names = [*rewards_for(grammar), *(["external_vqa_norm_acc"] if normalized_vqa else [])]
     summaries = {name: RewardSummary(name) for name in names}
     malformed: list[tuple[int, str]] = []
     rows = 0
-    partial = None
+    items = _read_rows(path)
+    if data_rows is not None:
+        items = ((n, None if row is None else _with_data_columns(row, data_rows), e) for n, row, e in items)
     try:
-        out = None
         if out_path is not None:
             outputs.ensure_dir(out_path.parent, "--out")
             outputs.clean_stale(out_path.parent)
-            partial = outputs.scratch_name(out_path)
-            out = partial.open("x", encoding="utf-8")
-        try:
-            chunk: list[tuple[int, dict | None, str | None]] = []
-            for item in _read_rows(path):
-                if data_rows is not None and item[1] is not None:
-                    item = (item[0], _with_data_columns(item[1], data_rows), item[2])
-                chunk.append(item)
-                if len(chunk) >= CHUNK:
-                    rows += _score_chunk(chunk, names, budget, summaries, malformed, out, boxes)
-                    if on_progress:
-                        on_progress(chunk[-1][0])
-                    chunk = []
-            if chunk:
+        # written to a scratch file, renamed into place at the end and remembered as ours
+        with outputs.atomic_file(out_path) if out_path is not None else contextlib.nullcontext() as out:
+            while chunk := list(itertools.islice(items, CHUNK)):
                 rows += _score_chunk(chunk, names, budget, summaries, malformed, out, boxes)
                 if on_progress:
                     on_progress(chunk[-1][0])
-        finally:
-            if out is not None:
-                out.close()
-        if partial is not None:
-            outputs.replace(partial, out_path)  # remembered as ours: a rerun may replace it
-            partial = None
     except OSError as exc:
         where = f" or write {out_path}" if out_path else ""
         raise SatoriError(f"cannot read {path}{where}: {exc.strerror or exc}") from exc
-    finally:
-        if partial is not None:
-            partial.unlink(missing_ok=True)
     return ScoreReport(rows=rows, out_path=out_path, rewards=summaries, malformed=malformed)
 
 
