@@ -331,13 +331,6 @@ def _run_checkpoint(run: Run, flag: str) -> Path:
     )
 
 
-def _adapter_error(folder: Path, flag: str) -> SatoriError:
-    return SatoriError(
-        f"{_named(flag, folder)} is a LoRA adapter, not a whole model",
-        hint=f"merge it first: swift export --adapters {folder} --merge_lora true, then pass {folder}-merged",
-    )
-
-
 def _local_model(source: str, folder: Path, flag: str) -> Model:
     run: Run | None = None
     kind: Kind = "folder"
@@ -348,7 +341,11 @@ def _local_model(source: str, folder: Path, flag: str) -> Model:
         run = read_run(owner)  # a checkpoint of a run was trained in the run's frame too
     if not (folder / "config.json").is_file():
         if (folder / "adapter_config.json").is_file():
-            raise _adapter_error(folder, flag)
+            raise SatoriError(
+                f"{_named(flag, folder)} is a LoRA adapter, not a whole model",
+                hint=f"merge it first: swift export --adapters {folder} --merge_lora true, "
+                f"then pass {folder}-merged",
+            )
         latest = last_checkpoint(folder)
         raise SatoriError(
             f"{_named(flag, folder)} has no config.json: not a model checkpoint",
