@@ -62,16 +62,7 @@ SERVE_BACKEND_NEEDS = {
 UI_NEEDS = ["gradio"]
 
 NEEDS = {
-    "train": [
-        "torch",
-        "transformers",
-        "ms-swift",
-        "msgspec",
-        "qwen-vl-utils",
-        "nltk",
-        "rouge-score",
-        "shapely",
-    ],
+    "train": [name for name, _, extra in PACKAGES if extra in ("train", "rewards")],
     "train on GPU (paper preset)": ["gpu", "deepspeed"],
     "train with vLLM rollouts (fast preset)": ["gpu", "vllm"],
     "eval": ["torch", "transformers", "ms-vlmeval"],
