@@ -123,8 +123,7 @@ def score(
     from satori_cli.errors import SatoriError, install_hint
     from satori_cli.rewards import BY_NAME, missing_libraries
     from satori_cli.rewards.reward_functions import BOX_SPACES
-    from satori_cli.rewards.score_file import check_out_path, count_lines, score_jsonl
-    from satori_cli.rewards.scoring_input import scoring_input
+    from satori_cli.rewards.score_file import check_out_path, count_lines, score_jsonl, scoring_input
     from satori_cli.train.runinfo import model_grammar
 
     if boxes not in BOX_SPACES:

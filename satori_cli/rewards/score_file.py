@@ -11,7 +11,12 @@ a row lacks is null for that row. Time is linear in the file: each line is read 
 each text is capped (`grammar.MAX_CHARS`, `MAX_CAPTION_CHARS`).
 
 Per-row scores are written only where the caller says, through a temporary file renamed
-into place at the end, never over an existing file unless `overwrite`.
+into place at the end, never over an existing file unless --overwrite (`check_out_path`).
+
+A `satori train` run folder is scored from its own log (the newest `completions.jsonl`), joined
+by row id to the data it trained on (images and ground truth), in the run's own pixel budget:
+the budget its boxes were predicted in. A plain file is scored in --min/--max-pixels, else the
+environment's, else the paper's budget.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from satori_cli import outputs
 from satori_cli.errors import SatoriError
@@ -33,6 +38,7 @@ from satori_cli.rewards.table import BY_NAME, REWARDS, rewards_for
 
 DATA_COLUMNS = sorted({c for r in REWARDS for c in r.columns})
 COMPLETION_KEYS = ("completion", "response")
+_GIVEN = "--min-pixels/--max-pixels"
 CHUNK = 1024
 # Characters of one line that are read; a longer line is rejected. ms-swift logs a whole
 # step per line (the paper's 512 completions of up to 512 tokens: a few MB).
@@ -60,6 +66,38 @@ class ScoreReport:
     out_path: Path | None
     rewards: dict[str, RewardSummary]
     malformed: list[tuple[int, str]]  # (1-based line number, why)
+
+
+@dataclass(frozen=True)
+class ScoringInput:
+    file: Path  # the JSONL of completions
+    budget: PixelBudget  # the pixels the completions' boxes are in
+    data_rows: dict[str, dict[str, Any]] | None  # a run's training rows by id (None: a plain file)
+
+
+def scoring_input(path: Path, min_pixels: int | None, max_pixels: int | None) -> ScoringInput:
+    """The completions at `path` (a file or a run folder) and the budget to score them in."""
+    rows = None
+    if path.is_dir():
+        from satori_cli.models import run_budget, run_for
+        from satori_cli.train.report import dataset_rows
+        from satori_cli.train.runinfo import read_run_json
+        from satori_cli.train.runlogs import swift_dirs
+
+        logged = [d / "completions.jsonl" for d in swift_dirs(path) if (d / "completions.jsonl").is_file()]
+        if not logged:
+            raise SatoriError(f"{path} has no completions.jsonl", hint="train with log_completions on")
+        run, rows = run_for(path), dataset_rows(read_run_json(path), path)
+        if run is not None:
+            return ScoringInput(logged[-1], run_budget(run, str(path), min_pixels, max_pixels, _GIVEN), rows)
+        path = logged[-1]  # logged completions without run.json: scored like a plain file, with its rows
+    try:
+        env = PixelBudget.from_env()  # a bad MIN_PIXELS/MAX_PIXELS is one line too
+        return ScoringInput(
+            path, PixelBudget(min_pixels or env.min_pixels, max_pixels or env.max_pixels), rows
+        )
+    except ValueError as exc:
+        raise SatoriError(str(exc), hint=f"check {_GIVEN}") from exc
 
 
 def check_out_path(out_path: Path, input_path: Path, overwrite: bool) -> None:
