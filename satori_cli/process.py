@@ -81,11 +81,6 @@ class Command:
             line = f"cd {shlex.quote(str(self.cwd))} && {line}"
         return f"{prefix} {line}" if prefix else line
 
-    def full_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = dict(os.environ if base is None else base)
-        env.update(self.env)
-        return env
-
 
 def find_program(name: str, hint: str) -> str:
     """Absolute path of an executable, or a one-line error saying how to get it."""
@@ -144,7 +139,7 @@ def spawn(
     try:
         return subprocess.Popen(
             command.argv,
-            env=command.full_env(),
+            env={**os.environ, **command.env},
             cwd=command.cwd,
             stdout=stdout,
             stderr=stderr,

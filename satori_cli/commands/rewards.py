@@ -168,16 +168,9 @@ def score(
     )
     summary = f"{file.name}: {report.rows} rows, grammar {chosen.name}, {where}"
     console().print(escape(summary), style="italic")
-    table = Table()
-    for col, justify in (
-        ("reward", "left"),
-        ("logged as", "left"),
-        ("mean", "right"),
-        ("=1", "right"),
-        ("=0", "right"),
-        ("rows scored", "right"),
-    ):
-        table.add_column(col, justify=justify)
+    table = Table("reward", "logged as")
+    for col in ("mean", "=1", "=0", "rows scored"):
+        table.add_column(col, justify="right")
     for name, s in report.rewards.items():
         mean = f"{s.mean:.4f}" if s.scored else "-"
         table.add_row(name, BY_NAME[name].class_name, mean, str(s.full), str(s.zero), str(s.scored))

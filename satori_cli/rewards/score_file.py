@@ -194,8 +194,8 @@ def _completion(row: dict) -> str:
 
 def score_jsonl(
     path: Path,
-    out_path: Path | None = None,
-    budget: PixelBudget | None = None,
+    out_path: Path | None,
+    budget: PixelBudget,
     normalized_vqa: bool = False,
     on_progress: Callable[[int], None] | None = None,
     data_rows: Mapping[str, dict] | None = None,
@@ -212,7 +212,6 @@ def score_jsonl(
     each completion, and `satori train` puts the row id there. `boxes`: where the completions'
     boxes are, "resized" (the model's input, mapped with `budget`) or "original" (no mapping).
     """
-    budget = budget or PixelBudget.from_env()
     names = [*rewards_for(grammar), *(["external_vqa_norm_acc"] if normalized_vqa else [])]
     summaries = {name: RewardSummary(name) for name in names}
     malformed: list[tuple[int, str]] = []
