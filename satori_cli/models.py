@@ -176,11 +176,6 @@ def read_run(folder: Path) -> Run:
     )
 
 
-def is_complete(checkpoint: Path) -> bool:
-    """Saved to the end: the trainer writes `trainer_state.json` after the weights, and every shard exists."""
-    return (checkpoint / "trainer_state.json").is_file() and _layout_problem(checkpoint) is None
-
-
 def _weights(folder: Path) -> list[Path]:
     """The weights files (not `training_args.bin`, which every checkpoint has)."""
     return [p for p in folder.iterdir() if _is_weights(p.name) and p.is_file()]
@@ -286,10 +281,12 @@ def _torch_file_problem(path: Path) -> str | None:
 
 
 def last_checkpoint(run_folder: Path) -> Path | None:
-    """The complete checkpoint with the highest step (swift's `vN-...` subfolders included)."""
+    """The complete checkpoint with the highest step (swift's `vN-...` subfolders included): saved
+    to the end (the trainer writes `trainer_state.json`, which `checkpoints` requires, after the
+    weights) with every shard there."""
     from satori_cli.train.runlogs import checkpoints
 
-    complete = [c for c in checkpoints(run_folder) if is_complete(c)]
+    complete = [c for c in checkpoints(run_folder) if _layout_problem(c) is None]
     return complete[-1] if complete else None
 
 
