@@ -26,6 +26,11 @@ class Check:
     hint: str = ""
 
 
+def _check(name: str, ok: bool, detail: str, hint: str) -> Check:
+    """A check whose hint shows only when it fails."""
+    return Check(name, ok, detail, "" if ok else hint)
+
+
 @dataclass(frozen=True)
 class Report:
     checks: list[Check]
@@ -97,11 +102,6 @@ def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return False, f"{endpoint} unreachable ({reason})"
-
-
-def _check(name: str, ok: bool, detail: str, hint: str) -> Check:
-    """A check whose hint shows only when it fails."""
-    return Check(name, ok, detail, "" if ok else hint)
 
 
 def diagnose(home: Path, check_hub: bool = True) -> Report:

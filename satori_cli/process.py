@@ -206,18 +206,11 @@ def run(
             log.close()
 
 
-def wait_until(
-    predicate: Callable[[], bool],
-    timeout: float,
-    interval: float = 0.5,
-    alive: Callable[[], bool] | None = None,
-) -> bool:
-    """Poll `predicate` until it is true, `alive` turns false, or `timeout` seconds pass."""
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+    """Poll `predicate` until it is true or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
-        if alive is not None and not alive():
-            return False
         time.sleep(interval)
     return predicate()
