@@ -74,8 +74,7 @@ class Model:
     def describe(self) -> str:
         if self.run is None:
             return self.path
-        budget = self.run.budget
-        return f"{self.path} (run {self.run.folder}, budget {budget.min_pixels}-{budget.max_pixels} px)"
+        return f"{self.path} (run {self.run.folder}, budget {_px(self.run.budget)})"
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -248,15 +247,10 @@ def _safetensors_problem(path: Path) -> str | None:
         return "has a corrupt header (not a safetensors file)"
     if not isinstance(header, dict):
         return "has a corrupt header"
-    ends = [
-        v["data_offsets"][1]
-        for k, v in header.items()
-        if k != "__metadata__"
-        and isinstance(v, dict)
-        and isinstance(v.get("data_offsets"), list)
-        and len(v["data_offsets"]) == 2
-        and isinstance(v["data_offsets"][1], int)
+    offsets = [
+        v.get("data_offsets") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
     ]
+    ends = [o[1] for o in offsets if isinstance(o, list) and len(o) == 2 and isinstance(o[1], int)]
     needed = 8 + length + max(ends, default=0)
     if size < needed:
         return f"is truncated ({size} of {needed} bytes)"
