@@ -271,7 +271,4 @@ def ensure_tiny_model(path: str | Path | None = None) -> Path:
     """The tiny model at `path` (default: under SATORI_HOME), built on first use."""
     from satori_cli.config import paths
 
-    target = Path(path) if path else paths().tiny_model
-    if is_tiny_model(target):
-        return target.resolve()
-    return build_tiny_model(target)
+    return build_tiny_model(path or paths().tiny_model)  # an existing one is returned as it is
