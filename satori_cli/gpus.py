@@ -32,15 +32,12 @@ class Gpu:
 
 
 def _row(line: str) -> Gpu | None:
-    """`index, name, MiB` or `index, uuid, name, MiB` (nvidia-smi csv,noheader,nounits)."""
+    """`index, uuid, name, MiB` (`QUERY` in nvidia-smi's csv,noheader,nounits)."""
     parts = [p.strip() for p in line.split(",")]
-    if len(parts) not in (3, 4) or not parts[0].isdigit():
-        return None
-    uuid = parts[1] if len(parts) == 4 else ""
-    if len(parts) == 4 and not uuid.startswith(("GPU-", "MIG-")):
+    if len(parts) != 4 or not parts[0].isdigit() or not parts[1].startswith(("GPU-", "MIG-")):
         return None
     try:
-        return Gpu(int(parts[0]), parts[-2], float(parts[-1]) / 1024, uuid)
+        return Gpu(int(parts[0]), parts[2], float(parts[3]) / 1024, parts[1])
     except ValueError:
         return None
 
