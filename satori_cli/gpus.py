@@ -32,12 +32,15 @@ class Gpu:
 
 
 def _row(line: str) -> Gpu | None:
-    """`index, uuid, name, MiB` (`QUERY` in nvidia-smi's csv,noheader,nounits)."""
+    """`index, name, MiB` or `index, uuid, name, MiB` (nvidia-smi csv,noheader,nounits)."""
     parts = [p.strip() for p in line.split(",")]
-    if len(parts) != 4 or not parts[0].isdigit() or not parts[1].startswith(("GPU-", "MIG-")):
+    if len(parts) not in (3, 4) or not parts[0].isdigit():
+        return None
+    uuid = parts[1] if len(parts) == 4 else ""
+    if len(parts) == 4 and not uuid.startswith(("GPU-", "MIG-")):
         return None
     try:
-        return Gpu(int(parts[0]), parts[2], float(parts[3]) / 1024, parts[1])
+        return Gpu(int(parts[0]), parts[-2], float(parts[-1]) / 1024, uuid)
     except ValueError:
         return None
 

@@ -134,14 +134,11 @@ def test_satori_home_and_overrides(monkeypatch, tmp_path):
 def test_gpu_detection_parses_nvidia_smi_and_honours_visible_devices():
     from satori_cli.gpus import Gpu, parse_nvidia_smi
 
-    out = (
-        "0, GPU-0a, NVIDIA H100 80GB HBM3, 81559\n1, GPU-1b, NVIDIA H100 80GB HBM3, 81559\n"
-        "2, GPU-2c, bad, line\n3, no-uuid, NVIDIA H100 80GB HBM3, 81559\n"
-    )
+    out = "0, NVIDIA H100 80GB HBM3, 81559\n1, NVIDIA H100 80GB HBM3, 81559\n2, bad, line, here\n"
     gpus = parse_nvidia_smi(out)
     assert gpus == [
-        Gpu(0, "NVIDIA H100 80GB HBM3", 81559 / 1024, "GPU-0a"),
-        Gpu(1, "NVIDIA H100 80GB HBM3", 81559 / 1024, "GPU-1b"),
+        Gpu(0, "NVIDIA H100 80GB HBM3", 81559 / 1024),
+        Gpu(1, "NVIDIA H100 80GB HBM3", 81559 / 1024),
     ]
     assert [g.index for g in parse_nvidia_smi(out, visible="1")] == [1]
     assert parse_nvidia_smi(out, visible="") == []
