@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from satori_cli.errors import install_hint
+from satori_cli.errors import SatoriError, install_hint
 from satori_cli.gpus import Gpu, detect_gpus
 
 
@@ -24,6 +24,11 @@ class Check:
     ok: bool
     detail: str
     hint: str = ""
+
+
+def _check(name: str, ok: bool, detail: str, hint: str) -> Check:
+    """A check whose hint shows only when it fails."""
+    return Check(name, ok, detail, "" if ok else hint)
 
 
 @dataclass(frozen=True)
@@ -62,16 +67,7 @@ SERVE_BACKEND_NEEDS = {
 UI_NEEDS = ["gradio"]
 
 NEEDS = {
-    "train": [
-        "torch",
-        "transformers",
-        "ms-swift",
-        "msgspec",
-        "qwen-vl-utils",
-        "nltk",
-        "rouge-score",
-        "shapely",
-    ],
+    "train": [name for name, _, extra in PACKAGES if extra in ("train", "rewards")],
     "train on GPU (paper preset)": ["gpu", "deepspeed"],
     "train with vLLM rollouts (fast preset)": ["gpu", "vllm"],
     "eval": ["torch", "transformers", "ms-vlmeval"],
@@ -88,24 +84,6 @@ def serve_needs(auto_backend: str) -> dict[str, list[str]]:
         f"serve (auto: {auto_backend})": backend,
         f"serve --ui (auto: {auto_backend})": [*UI_NEEDS, *backend],
     }
-
-
-def program(name: str) -> str | None:
-    """Where `satori serve` would find an executable (beside this Python first, then PATH)."""
-    from satori_cli.errors import SatoriError
-    from satori_cli.process import find_program
-
-    try:
-        return find_program(name, "")
-    except SatoriError:
-        return None
-
-
-def package_version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
@@ -129,55 +107,38 @@ def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
 
 
 def diagnose(home: Path, check_hub: bool = True) -> Report:
+    from satori_cli.process import find_program
+    from satori_cli.serve.server import pick_backend
+
     checks = [Check("python", sys.version_info >= (3, 10), f"{platform.python_version()} ({sys.executable})")]
-    present: set[str] = set()
     for name, dist, extra in PACKAGES:
-        version = package_version(dist)
-        if version:
-            present.add(name)
-        checks.append(
-            Check(
-                name,
-                version is not None,
-                version or "not installed",
-                "" if version else (extra if " " in extra else install_hint(extra)),
-            )
-        )
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = None
+        hint = extra if " " in extra else install_hint(extra)
+        checks.append(_check(name, version is not None, version or "not installed", hint))
     for exe, hint in (
         ("vllm", f"{install_hint('gpu')}, or serve with --vllm-bin PATH to a vLLM elsewhere"),
         ("swift", f"{install_hint('train')} (the transformers backend is `swift deploy`)"),
     ):
-        where = program(exe)
-        if where:
-            present.add(f"{exe} executable")
-        found = Check(f"{exe} executable", where is not None, where or "not found", "" if where else hint)
-        checks.append(found)
+        try:  # where `satori serve` would find it: beside this Python first, then PATH
+            where = find_program(exe, "")
+        except SatoriError:
+            where = None
+        checks.append(_check(f"{exe} executable", where is not None, where or "not found", hint))
     gpus = detect_gpus()
-    if gpus:
-        present.add("gpu")
-        detail = "; ".join(f"{g.name} ({g.memory_gib:.0f} GiB)" for g in gpus)
-        checks.append(Check("GPUs", True, f"{len(gpus)}: {detail}"))
-    else:
-        checks.append(
-            Check(
-                "GPUs", False, "none found (nvidia-smi)", "CPU-only: use the smoke preset and the tiny model"
-            )
-        )
+    found = f"{len(gpus)}: " + "; ".join(f"{g.name} ({g.memory_gib:.0f} GiB)" for g in gpus)
+    cpu_only = "CPU-only: use the smoke preset and the tiny model"
+    checks.append(_check("GPUs", bool(gpus), found if gpus else "none found (nvidia-smi)", cpu_only))
     probe = home if home.exists() else next((p for p in home.parents if p.exists()), Path("/"))
     free_gib = shutil.disk_usage(probe).free / 2**30
-    checks.append(
-        Check(
-            "disk",
-            free_gib >= 20,
-            f"{free_gib:.0f} GiB free at {probe}",
-            "" if free_gib >= 20 else "the 3B model and VQA-Verify need about 20 GiB",
-        )
-    )
+    space = "the 3B model and VQA-Verify need about 20 GiB"
+    checks.append(_check("disk", free_gib >= 20, f"{free_gib:.0f} GiB free at {probe}", space))
     if check_hub:
         ok, detail = hub_reachable()
         checks.append(Check("hub", ok, detail, "" if ok else "download elsewhere and pass local folders"))
-    from satori_cli.serve.server import pick_backend
-
+    present = {c.name for c in checks if c.ok} | ({"gpu"} if gpus else set())
     needs = NEEDS | serve_needs(pick_backend("auto", "vllm"))
     jobs = {job: [need for need in wanted if need not in present] for job, wanted in needs.items()}
     return Report(checks=checks, gpus=gpus, jobs=jobs)

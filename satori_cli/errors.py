@@ -56,8 +56,6 @@ class MissingDependency(SatoriError):
             exit_code=2,
             hint=f"install it with: {install_hint(extra)}",
         )
-        self.package = package
-        self.extra = extra
 
 
 def require(module: str, extra: str, purpose: str, package: str | None = None):

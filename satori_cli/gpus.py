@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 QUERY = "--query-gpu=index,uuid,name,memory.total"
 
@@ -64,7 +64,7 @@ def parse_nvidia_smi(output: str, visible: str | None = None) -> list[Gpu]:
         if match is None:
             break  # CUDA ignores everything from the first entry it cannot resolve
         if all(p.index != match.index for p in pool):
-            pool.append(Gpu(match.index, match.name, match.memory_gib, match.uuid, token))
+            pool.append(replace(match, visible_id=token))
     return pool
 
 

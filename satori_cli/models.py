@@ -53,9 +53,6 @@ class Run:
     budget: PixelBudget  # the pixel budget it was trained in
     grammar: str | None = None  # the output grammar, where the run recorded one
     status: str | None = None  # running, ok, failed, interrupted
-    stage: str = "grpo"  # runs from before training stages existed are GRPO
-    preset: str | None = None
-    base_model: str | None = None  # the model it started from
 
 
 @dataclass(frozen=True)
@@ -77,8 +74,7 @@ class Model:
     def describe(self) -> str:
         if self.run is None:
             return self.path
-        budget = self.run.budget
-        return f"{self.path} (run {self.run.folder}, budget {budget.min_pixels}-{budget.max_pixels} px)"
+        return f"{self.path} (run {self.run.folder}, budget {_px(self.run.budget)})"
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -176,33 +172,35 @@ def read_run(folder: Path) -> Run:
         budget=budget,
         grammar=grammar if isinstance(grammar, str) else None,
         status=info.get("status"),
-        stage=str(info.get("stage") or "grpo"),
-        preset=recipe.get("preset"),
-        base_model=info.get("base_model") or info.get("model"),
     )
 
 
-def is_complete(checkpoint: Path) -> bool:
-    """Saved to the end: the trainer writes `trainer_state.json` after the weights, and every shard exists."""
-    if not (checkpoint / "trainer_state.json").is_file():
-        return False
-    if not ((checkpoint / "config.json").is_file() or (checkpoint / "adapter_config.json").is_file()):
-        return False
-    for index in checkpoint.glob("*.index.json"):
-        try:
-            shards = set(read_json(index).get("weight_map", {}).values())
-        except SatoriError:
-            return False
-        if not shards or not all((checkpoint / shard).is_file() for shard in shards):
-            return False
-    return any(_is_weights(p.name) and p.is_file() for p in checkpoint.iterdir())
+def _weights(folder: Path) -> list[Path]:
+    """The weights files (not `training_args.bin`, which every checkpoint has)."""
+    return [p for p in folder.iterdir() if _is_weights(p.name) and p.is_file()]
 
 
 def _is_weights(name: str) -> bool:
-    """A weights file (not `training_args.bin`, which every checkpoint has)."""
     return name.endswith(".safetensors") or (
         name.endswith(".bin") and name.startswith(("pytorch_model", "adapter_model"))
     )
+
+
+def _layout_problem(folder: Path) -> str | None:
+    """A config, every indexed shard and some weights are there (nothing is read but the indexes)."""
+    if not any((folder / name).is_file() for name in ("config.json", "adapter_config.json")):
+        return "no config.json"
+    for index in folder.glob("*.index.json"):
+        try:
+            shards = set(read_json(index).get("weight_map", {}).values())
+        except SatoriError:
+            return f"{index.name} cannot be read"
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing or not shards:
+            return f"{index.name} names missing shard(s): {', '.join(missing[:3]) or 'none listed'}"
+    if not _weights(folder):
+        return "no weights (*.safetensors, pytorch_model*.bin, adapter_model*)"
+    return None
 
 
 def checkpoint_problem(folder: Path, *, resume: bool = False) -> str | None:
@@ -222,22 +220,12 @@ def checkpoint_problem(folder: Path, *, resume: bool = False) -> str | None:
             return f"{state.name} cannot be read ({type(exc).__name__})"
         if not isinstance(steps, int):
             return f"{state.name} records no global_step"
-    if not any((folder / name).is_file() for name in ("config.json", "adapter_config.json")):
-        return "no config.json"
-    for index in folder.glob("*.index.json"):
-        try:
-            shards = set(read_json(index).get("weight_map", {}).values())
-        except SatoriError:
-            return f"{index.name} cannot be read"
-        missing = sorted(s for s in shards if not (folder / s).is_file())
-        if missing or not shards:
-            return f"{index.name} names missing shard(s): {', '.join(missing[:3]) or 'none listed'}"
-    weights = [p for p in folder.iterdir() if _is_weights(p.name) and p.is_file()]
-    if not weights:
-        return "no weights (*.safetensors, pytorch_model*.bin, adapter_model*)"
+    problem = _layout_problem(folder)
+    if problem:
+        return problem
     torch_files = [p for p in folder.iterdir() if p.suffix in (".pt", ".pth", ".bin") and p.is_file()]
     torch_files += list(folder.glob("global_step*/*.pt"))  # DeepSpeed's optimizer shards
-    for path in sorted(set(weights) | set(torch_files)):
+    for path in sorted(set(_weights(folder)) | set(torch_files)):
         problem = _safetensors_problem(path) if path.suffix == ".safetensors" else _torch_file_problem(path)
         if problem:
             return f"{path.name} {problem}"
@@ -259,15 +247,10 @@ def _safetensors_problem(path: Path) -> str | None:
         return "has a corrupt header (not a safetensors file)"
     if not isinstance(header, dict):
         return "has a corrupt header"
-    ends = [
-        v["data_offsets"][1]
-        for k, v in header.items()
-        if k != "__metadata__"
-        and isinstance(v, dict)
-        and isinstance(v.get("data_offsets"), list)
-        and len(v["data_offsets"]) == 2
-        and isinstance(v["data_offsets"][1], int)
+    offsets = [
+        v.get("data_offsets") for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
     ]
+    ends = [o[1] for o in offsets if isinstance(o, list) and len(o) == 2 and isinstance(o[1], int)]
     needed = 8 + length + max(ends, default=0)
     if size < needed:
         return f"is truncated ({size} of {needed} bytes)"
@@ -292,10 +275,12 @@ def _torch_file_problem(path: Path) -> str | None:
 
 
 def last_checkpoint(run_folder: Path) -> Path | None:
-    """The complete checkpoint with the highest step (swift's `vN-...` subfolders included)."""
+    """The complete checkpoint with the highest step (swift's `vN-...` subfolders included): saved
+    to the end (the trainer writes `trainer_state.json`, which `checkpoints` requires, after the
+    weights) with every shard there."""
     from satori_cli.train.runlogs import checkpoints
 
-    complete = [c for c in checkpoints(run_folder) if is_complete(c)]
+    complete = [c for c in checkpoints(run_folder) if _layout_problem(c) is None]
     return complete[-1] if complete else None
 
 
@@ -322,25 +307,18 @@ def run_for(model: str | Path | None) -> Run | None:
     return read_run(owner) if owner is not None else None
 
 
-def _run_checkpoint(folder: Path, flag: str) -> Path:
-    found = last_checkpoint(folder)
+def _run_checkpoint(run: Run, flag: str) -> Path:
+    found = last_checkpoint(run.folder)
     if found is not None:
         return found
     from satori_cli.train.runlogs import swift_dirs
 
+    folder = run.folder
     written = [p for d in swift_dirs(folder) for p in d.iterdir() if _CHECKPOINT.match(p.name) and p.is_dir()]
-    status = read_json(folder / RUN_JSON).get("status")
     detail = f"{len(written)} incomplete" if written else "none saved"
     raise SatoriError(
-        f"{_named(flag, folder)}: the run has no complete checkpoint ({detail}; run status: {status})",
+        f"{_named(flag, folder)}: the run has no complete checkpoint ({detail}; run status: {run.status})",
         hint="a run saves one every save_steps steps and at its end; pass a checkpoint folder instead",
-    )
-
-
-def _adapter_error(folder: Path, flag: str) -> SatoriError:
-    return SatoriError(
-        f"{_named(flag, folder)} is a LoRA adapter, not a whole model",
-        hint=f"merge it first: swift export --adapters {folder} --merge_lora true, then pass {folder}-merged",
     )
 
 
@@ -349,12 +327,16 @@ def _local_model(source: str, folder: Path, flag: str) -> Model:
     kind: Kind = "folder"
     if not (folder / "config.json").is_file() and is_run_folder(folder):
         run, kind = read_run(folder), "run"
-        folder = _run_checkpoint(folder, flag)
+        folder = _run_checkpoint(run, flag)
     elif (owner := run_of(folder)) is not None:
         run = read_run(owner)  # a checkpoint of a run was trained in the run's frame too
     if not (folder / "config.json").is_file():
         if (folder / "adapter_config.json").is_file():
-            raise _adapter_error(folder, flag)
+            raise SatoriError(
+                f"{_named(flag, folder)} is a LoRA adapter, not a whole model",
+                hint=f"merge it first: swift export --adapters {folder} --merge_lora true, "
+                f"then pass {folder}-merged",
+            )
         latest = last_checkpoint(folder)
         raise SatoriError(
             f"{_named(flag, folder)} has no config.json: not a model checkpoint",
@@ -458,11 +440,10 @@ def resolve(
 
 
 def _tiny(source: str, build: bool) -> Model:
-    if build:
-        from satori_cli.tiny_model import ensure_tiny_model
+    from satori_cli.tiny_model import ensure_tiny_model
 
-        return Model(source, str(ensure_tiny_model()), "tiny", True, "qwen2_5_vl")
-    return Model(source, str(paths().tiny_model), "tiny", True, "qwen2_5_vl")
+    folder = ensure_tiny_model() if build else paths().tiny_model
+    return Model(source, str(folder), "tiny", True, "qwen2_5_vl")
 
 
 # -- the budget ----------------------------------------------------------------------------------
@@ -477,17 +458,16 @@ def settle_budget(
     A run's model is served and scored in the budget it was trained in: a bound the user gives
     that contradicts it is refused (one line), and so are two runs trained in different budgets.
     """
-    runs = [m for m in models if m.budget is not None]
-    for other in runs[1:]:
-        if other.budget != runs[0].budget:
+    runs = [(m.source, m.run) for m in models if m.run is not None]
+    for source, run in runs[1:]:
+        if run.budget != runs[0][1].budget:
             raise SatoriError(
-                f"{runs[0].source} and {other.source} were trained in different pixel budgets "
-                f"({_px(runs[0].budget)} and {_px(other.budget)}); both would be run in one",
+                f"{runs[0][0]} and {source} were trained in different pixel budgets "
+                f"({_px(runs[0][1].budget)} and {_px(run.budget)}); both would be run in one",
                 hint="compare models trained in the same budget",
             )
     if runs:
-        assert runs[0].run is not None
-        return run_budget(runs[0].run, runs[0].source, min_pixels, max_pixels, given_by)
+        return run_budget(runs[0][1], runs[0][0], min_pixels, max_pixels, given_by)
     try:
         return PixelBudget(min_pixels or PAPER_MIN_PIXELS, max_pixels or PAPER_MAX_PIXELS)
     except ValueError as exc:
@@ -512,8 +492,7 @@ def run_budget(
     return trained
 
 
-def _px(budget: PixelBudget | None) -> str:
-    assert budget is not None
+def _px(budget: PixelBudget) -> str:
     return f"{budget.min_pixels}-{budget.max_pixels} px"
 
 

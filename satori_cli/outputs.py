@@ -251,7 +251,7 @@ def clean_stale(folder: Path) -> list[Path]:
             continue
         found = match.groupdict()
         pid = int(found["pid"] or found["image_pid"])
-        if found.get("host", _HOST) not in (None, _HOST) or _alive(pid):
+        if found.get("host", _HOST) != _HOST or _alive(pid):  # another host's, or still running
             continue
         path = Path(entry.path)
         with contextlib.suppress(OSError):

@@ -29,11 +29,6 @@ PAPER_MAX_PIXELS = 512 * FACTOR * FACTOR  # 401408
 Box = tuple[float, float, float, float]
 
 
-def _round_half_even(x: float) -> int:
-    # Python's round() is banker's rounding, which is what Qwen's reference code uses.
-    return int(round(x))
-
-
 def smart_resize(
     height: int,
     width: int,
@@ -58,8 +53,9 @@ def smart_resize(
             f"absolute aspect ratio must be smaller than {MAX_RATIO}, "
             f"got {max(height, width) / min(height, width)}"
         )
-    h_bar = max(factor, _round_half_even(height / factor) * factor)
-    w_bar = max(factor, _round_half_even(width / factor) * factor)
+    # round() is banker's rounding, as in Qwen's reference code
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
     if h_bar * w_bar > max_pixels:
         beta = math.sqrt((height * width) / max_pixels)
         h_bar = max(factor, math.floor(height / beta / factor) * factor)

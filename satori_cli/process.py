@@ -30,42 +30,28 @@ def _format_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value) if not value.is_integer() or abs(value) >= 1e16 else str(int(value))
-    if isinstance(value, (dict,)):
+    if isinstance(value, dict):
         import json
 
         return json.dumps(value, separators=(",", ":"))
     return str(value)
 
 
-def flag_args(
-    options: Mapping[str, Any],
-    style: Literal["snake", "kebab"] = "snake",
-    bools: Literal["value", "switch"] = "value",
-) -> list[str]:
+def flag_args(options: Mapping[str, Any], style: Literal["snake", "kebab"] = "snake") -> list[str]:
     """Turn `{"learning_rate": 1e-6, "reward_funcs": ["a", "b"]}` into argv items.
 
     - `style="snake"` gives `--learning_rate` (ms-swift), `"kebab"` gives `--learning-rate` (vLLM).
-    - `bools="value"` gives `--use_vllm true` (ms-swift); `"switch"` gives `--enforce-eager`
-      for True and nothing for False (argparse store_true flags).
+    - Booleans give a value: `--use_vllm true` (ms-swift).
     - Lists and tuples give one flag followed by each item; dicts are JSON; None is skipped.
     """
     argv: list[str] = []
     for key, value in options.items():
-        if value is None:
-            continue
-        name = key.replace("-", "_") if style == "snake" else key.replace("_", "-")
-        flag = f"--{name}"
-        if isinstance(value, bool) and bools == "switch":
-            if value:
-                argv.append(flag)
-            continue
+        flag = "--" + (key.replace("-", "_") if style == "snake" else key.replace("_", "-"))
         if isinstance(value, (list, tuple)):
-            if not value:
-                continue
-            argv.append(flag)
-            argv.extend(_format_value(v) for v in value)
-            continue
-        argv.extend([flag, _format_value(value)])
+            if value:  # an empty list gives nothing
+                argv += [flag, *map(_format_value, value)]
+        elif value is not None:
+            argv += [flag, _format_value(value)]
     return argv
 
 
@@ -94,11 +80,6 @@ class Command:
         if self.cwd is not None:
             line = f"cd {shlex.quote(str(self.cwd))} && {line}"
         return f"{prefix} {line}" if prefix else line
-
-    def full_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = dict(os.environ if base is None else base)
-        env.update(self.env)
-        return env
 
 
 def find_program(name: str, hint: str) -> str:
@@ -158,7 +139,7 @@ def spawn(
     try:
         return subprocess.Popen(
             command.argv,
-            env=command.full_env(),
+            env={**os.environ, **command.env},
             cwd=command.cwd,
             stdout=stdout,
             stderr=stderr,
@@ -225,18 +206,11 @@ def run(
             log.close()
 
 
-def wait_until(
-    predicate: Callable[[], bool],
-    timeout: float,
-    interval: float = 0.5,
-    alive: Callable[[], bool] | None = None,
-) -> bool:
-    """Poll `predicate` until it is true, `alive` turns false, or `timeout` seconds pass."""
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+    """Poll `predicate` until it is true or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
-        if alive is not None and not alive():
-            return False
         time.sleep(interval)
     return predicate()

@@ -57,18 +57,7 @@ def _read(path: Path, strip: bool) -> str:
     return text.strip() if strip else text
 
 
-def load_prompt(
-    name: str = "system", path: str | Path | None = None, grammar: str | Grammar | None = None
-) -> str:
+def load_prompt(name: str = "system", grammar: str | Grammar | None = None) -> str:
     """The prompt text of a grammar (default `satori`). `system` is stripped; `eval_suffix` is
-    verbatim (it starts with " \\n").
-
-    `path` overrides the bundled file, for users with their own prompt.
-    """
-    if path is not None:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise SatoriError(f"prompt file not found: {p}")
-    else:
-        p = prompt_path(name, grammar)
-    return _read(p.resolve(), strip=(name == "system"))
+    verbatim (it starts with " \\n")."""
+    return _read(prompt_path(name, grammar).resolve(), strip=(name == "system"))

@@ -39,7 +39,6 @@ they were read from public copies, each cross-checked):
 from __future__ import annotations
 
 import base64
-import dataclasses
 import functools
 import importlib.util
 import itertools
@@ -128,26 +127,11 @@ def _merge_pair(token: bytes, rank: int, ranks: dict[bytes, int]) -> tuple[bytes
     return parts[0], parts[1]
 
 
-@dataclasses.dataclass(frozen=True)
-class TokenizerFiles:
-    """Qwen2's tokenizer as the three files the real checkpoint ships."""
-
-    tokenizer_json: str
-    vocab_json: str
-    merges_txt: str
-
-    def write(self, folder: Path) -> None:
-        for name, text in (
-            ("tokenizer.json", self.tokenizer_json),
-            ("vocab.json", self.vocab_json),
-            ("merges.txt", self.merges_txt),
-        ):
-            (folder / name).write_text(text, encoding="utf-8")
-
-
 @functools.lru_cache(maxsize=1)
-def qwen2_tokenizer_files() -> TokenizerFiles:
-    """Qwen2's tokenizer from its BPE ranks: vocab, merges, pre-tokenizer and special tokens.
+def qwen2_tokenizer_files() -> dict[str, str]:
+    """Qwen2's tokenizer from its BPE ranks, as the three files the real checkpoint ships
+    (`tokenizer.json`, `vocab.json`, `merges.txt`: name -> text): vocab, merges, pre-tokenizer
+    and special tokens.
 
     One merge per multi-byte token, in rank order, recovered by merging its bytes with the
     lower ranks: this reproduces Qwen's merges.txt (151,387 merges, 1,671,853 bytes) and
@@ -180,11 +164,11 @@ def qwen2_tokenizer_files() -> TokenizerFiles:
         (backend.add_special_tokens if spec["special"] else backend.add_tokens)([token])
         if backend.token_to_id(spec["content"]) != token_id:
             raise SatoriError(f"the tokenizer put {spec['content']} at another id than {token_id}", 1)
-    return TokenizerFiles(
-        tokenizer_json=backend.to_str(),
-        vocab_json=json.dumps(vocab, indent=2, ensure_ascii=False),
-        merges_txt="\n".join(["#version: 0.2", *(f"{a} {b}" for a, b in merges)]) + "\n",
-    )
+    return {
+        "tokenizer.json": backend.to_str(),
+        "vocab.json": json.dumps(vocab, indent=2, ensure_ascii=False),
+        "merges.txt": "\n".join(["#version: 0.2", *(f"{a} {b}" for a, b in merges)]) + "\n",
+    }
 
 
 def _mrope_section(head_dim: int) -> list[int]:
@@ -263,7 +247,8 @@ def build_tiny_model(
         _write_json(tmp / "config.json", config)
         for name in COPIED_FILES:
             shutil.copyfile(REFERENCE_DIR / name, tmp / name)
-        tokenizer.write(tmp)
+        for name, text in tokenizer.items():
+            (tmp / name).write_text(text, encoding="utf-8")
         meta = {
             "kind": "tiny-qwen2_5_vl",
             "mirrors": "Qwen/Qwen2.5-VL-3B-Instruct",
@@ -286,7 +271,4 @@ def ensure_tiny_model(path: str | Path | None = None) -> Path:
     """The tiny model at `path` (default: under SATORI_HOME), built on first use."""
     from satori_cli.config import paths
 
-    target = Path(path) if path else paths().tiny_model
-    if is_tiny_model(target):
-        return target.resolve()
-    return build_tiny_model(target)
+    return build_tiny_model(path or paths().tiny_model)  # an existing one is returned as it is

@@ -11,6 +11,7 @@ Remove an entry here, and its note, in the release after the one that renamed it
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 
 # {command path: {old name: new name}}
@@ -55,26 +56,20 @@ def rewrite(
     valued = set(takes_value) | {aliases.get(name, name) for name in takes_value}
     out: list[str] = []
     notes: list[str] = []
-    items = list(args)
-    i = 0
-    while i < len(items):
-        token = items[i]
-        i += 1
+    items = iter(args)
+    for token in items:
         if token == "--":
-            out.extend(items[i - 1 :])
+            out += [token, *items]
             break
         name, value = _split(token, aliases, valued)
         if name in aliases:
             new = aliases[name]
-            line = note(name, new)
-            if line not in notes:
-                notes.append(line)
-            name = new
-            token = new if value is None else f"{new}={value}"
+            if note(name, new) not in notes:
+                notes.append(note(name, new))
+            name, token = new, new if value is None else f"{new}={value}"
         out.append(token)
-        if value is None and name in valued and i < len(items):
-            out.append(items[i])  # the option's value, as given
-            i += 1
+        if value is None and name in valued:
+            out += itertools.islice(items, 1)  # the option's value, as given
     return out, notes
 
 

@@ -32,19 +32,17 @@ def test_flag_args_snake_with_value_bools():
     ]  # fmt: skip
 
 
-def test_flag_args_kebab_with_switches_and_json():
+def test_flag_args_kebab_with_json():
     argv = flag_args(
-        {
-            "served_model_name": "satori",
-            "enforce_eager": True,
-            "trust_remote_code": False,
-            "mm_processor_kwargs": {"min_pixels": 1, "max_pixels": 2},
-        },
+        {"served_model_name": "satori", "mm_processor_kwargs": {"min_pixels": 1, "max_pixels": 2}},
         style="kebab",
-        bools="switch",
     )
-    assert argv == ["--served-model-name", "satori", "--enforce-eager",
-                    "--mm-processor-kwargs", '{"min_pixels":1,"max_pixels":2}']  # fmt: skip
+    assert argv == [
+        "--served-model-name",
+        "satori",
+        "--mm-processor-kwargs",
+        '{"min_pixels":1,"max_pixels":2}',
+    ]
 
 
 def test_display_is_the_same_argv_a_shell_would_run():

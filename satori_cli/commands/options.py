@@ -117,6 +117,6 @@ def check_number(value: float, flag: str, positive: bool = False) -> None:
     """A finite number >= 0 (> 0 when `positive`), else one line and exit 2."""
     from satori_cli.errors import SatoriError
 
-    if math.isnan(value) or math.isinf(value) or value < 0 or (positive and value == 0):
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
         need = "a positive number" if positive else "a number >= 0"
         raise SatoriError(f"{flag} must be {need}, not {value}")

@@ -123,8 +123,7 @@ def score(
     from satori_cli.errors import SatoriError, install_hint
     from satori_cli.rewards import BY_NAME, missing_libraries
     from satori_cli.rewards.reward_functions import BOX_SPACES
-    from satori_cli.rewards.score_file import check_out_path, count_lines, score_jsonl
-    from satori_cli.rewards.scoring_input import scoring_input
+    from satori_cli.rewards.score_file import check_out_path, count_lines, score_jsonl, scoring_input
     from satori_cli.train.runinfo import model_grammar
 
     if boxes not in BOX_SPACES:
@@ -158,7 +157,6 @@ def score(
             normalized_vqa=normalized_vqa,
             on_progress=lambda line: progress.update(task, completed=line),
             data_rows=data_rows,
-            overwrite=overwrite,
             grammar=chosen,
             boxes=boxes,
         )
@@ -170,16 +168,9 @@ def score(
     )
     summary = f"{file.name}: {report.rows} rows, grammar {chosen.name}, {where}"
     console().print(escape(summary), style="italic")
-    table = Table()
-    for col, justify in (
-        ("reward", "left"),
-        ("logged as", "left"),
-        ("mean", "right"),
-        ("=1", "right"),
-        ("=0", "right"),
-        ("rows scored", "right"),
-    ):
-        table.add_column(col, justify=justify)
+    table = Table("reward", "logged as")
+    for col in ("mean", "=1", "=0", "rows scored"):
+        table.add_column(col, justify="right")
     for name, s in report.rewards.items():
         mean = f"{s.mean:.4f}" if s.scored else "-"
         table.add_row(name, BY_NAME[name].class_name, mean, str(s.full), str(s.zero), str(s.scored))

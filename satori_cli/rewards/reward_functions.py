@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from satori_cli.grammar import Grammar, parse, parse_boxes
-from satori_cli.pixels import PixelBudget, smart_resize
+from satori_cli.pixels import PixelBudget
 
 MAX_ABS_COORD = 1e6  # pixels; a box coordinate beyond this scores 0 (absurd, and guards overflow)
 MAX_IMAGE_SIDE = 1_000_000  # pixels; a larger width or height in the data scores 0
@@ -153,15 +153,12 @@ def box_score(
         return 0.0
     if not (0 < w <= MAX_IMAGE_SIDE and 0 < h <= MAX_IMAGE_SIDE):
         return 0.0
-    if boxes == "original":
-        in_h, in_w = h, w
-    else:
+    mapped: Sequence[Sequence[float]] = pred
+    if boxes != "original":
         try:
-            in_h, in_w = smart_resize(h, w, min_pixels=budget.min_pixels, max_pixels=budget.max_pixels)
+            mapped = budget.to_original(pred, w, h)
         except (ValueError, OverflowError, ZeroDivisionError):
             return 0.0  # e.g. aspect ratio above 200: the original raised and stopped training
-    sx, sy = w / in_w, h / in_h
-    mapped = [(x1 * sx, y1 * sy, x2 * sx, y2 * sy) for x1, y1, x2, y2 in pred]
     return min(max(union_iou(mapped, gt), 0.0), 1.0)
 
 

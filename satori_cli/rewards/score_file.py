@@ -11,17 +11,24 @@ a row lacks is null for that row. Time is linear in the file: each line is read 
 each text is capped (`grammar.MAX_CHARS`, `MAX_CAPTION_CHARS`).
 
 Per-row scores are written only where the caller says, through a temporary file renamed
-into place at the end, never over an existing file unless `overwrite`.
+into place at the end, never over an existing file unless --overwrite (`check_out_path`).
+
+A `satori train` run folder is scored from its own log (the newest `completions.jsonl`), joined
+by row id to the data it trained on (images and ground truth), in the run's own pixel budget:
+the budget its boxes were predicted in. A plain file is scored in --min/--max-pixels, else the
+environment's, else the paper's budget.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from satori_cli import outputs
 from satori_cli.errors import SatoriError
@@ -31,6 +38,7 @@ from satori_cli.rewards.table import BY_NAME, REWARDS, rewards_for
 
 DATA_COLUMNS = sorted({c for r in REWARDS for c in r.columns})
 COMPLETION_KEYS = ("completion", "response")
+_GIVEN = "--min-pixels/--max-pixels"
 CHUNK = 1024
 # Characters of one line that are read; a longer line is rejected. ms-swift logs a whole
 # step per line (the paper's 512 completions of up to 512 tokens: a few MB).
@@ -58,6 +66,38 @@ class ScoreReport:
     out_path: Path | None
     rewards: dict[str, RewardSummary]
     malformed: list[tuple[int, str]]  # (1-based line number, why)
+
+
+@dataclass(frozen=True)
+class ScoringInput:
+    file: Path  # the JSONL of completions
+    budget: PixelBudget  # the pixels the completions' boxes are in
+    data_rows: dict[str, dict[str, Any]] | None  # a run's training rows by id (None: a plain file)
+
+
+def scoring_input(path: Path, min_pixels: int | None, max_pixels: int | None) -> ScoringInput:
+    """The completions at `path` (a file or a run folder) and the budget to score them in."""
+    rows = None
+    if path.is_dir():
+        from satori_cli.models import run_budget, run_for
+        from satori_cli.train.report import dataset_rows
+        from satori_cli.train.runinfo import read_run_json
+        from satori_cli.train.runlogs import swift_dirs
+
+        logged = [d / "completions.jsonl" for d in swift_dirs(path) if (d / "completions.jsonl").is_file()]
+        if not logged:
+            raise SatoriError(f"{path} has no completions.jsonl", hint="train with log_completions on")
+        run, rows = run_for(path), dataset_rows(read_run_json(path), path)
+        if run is not None:
+            return ScoringInput(logged[-1], run_budget(run, str(path), min_pixels, max_pixels, _GIVEN), rows)
+        path = logged[-1]  # logged completions without run.json: scored like a plain file, with its rows
+    try:
+        env = PixelBudget.from_env()  # a bad MIN_PIXELS/MAX_PIXELS is one line too
+        return ScoringInput(
+            path, PixelBudget(min_pixels or env.min_pixels, max_pixels or env.max_pixels), rows
+        )
+    except ValueError as exc:
+        raise SatoriError(str(exc), hint=f"check {_GIVEN}") from exc
 
 
 def check_out_path(out_path: Path, input_path: Path, overwrite: bool) -> None:
@@ -154,17 +194,17 @@ def _completion(row: dict) -> str:
 
 def score_jsonl(
     path: Path,
-    out_path: Path | None = None,
-    budget: PixelBudget | None = None,
+    out_path: Path | None,
+    budget: PixelBudget,
     normalized_vqa: bool = False,
     on_progress: Callable[[int], None] | None = None,
     data_rows: Mapping[str, dict] | None = None,
-    overwrite: bool = False,
     grammar: str | Grammar | None = None,
     boxes: str = "resized",
 ) -> ScoreReport:
-    """Score every row of `path` with the rewards of `grammar` (default `satori`: the paper's
-    four), write per-row scores to `out_path` (if given), return the summary.
+    """Score every row of the file `path` with the rewards of `grammar` (default `satori`: the
+    paper's four), write per-row scores to `out_path` (if given; `check_out_path` first), return
+    the summary.
 
     `on_progress` gets the number of the last line scored. `data_rows` maps a row id to its
     data set row: reward columns a completion row lacks are taken from the row its
@@ -172,54 +212,26 @@ def score_jsonl(
     each completion, and `satori train` puts the row id there. `boxes`: where the completions'
     boxes are, "resized" (the model's input, mapped with `budget`) or "original" (no mapping).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SatoriError(f"no such file: {path}", hint="pass a JSONL file of completions")
-    if out_path is not None:
-        out_path = Path(out_path)
-        check_out_path(out_path, path, overwrite)
-    budget = budget or PixelBudget.from_env()
-    names = list(rewards_for(grammar))
-    if normalized_vqa:
-        names.append("external_vqa_norm_acc")
+    names = [*rewards_for(grammar), *(["external_vqa_norm_acc"] if normalized_vqa else [])]
     summaries = {name: RewardSummary(name) for name in names}
     malformed: list[tuple[int, str]] = []
     rows = 0
-    partial = None
+    items = _read_rows(path)
+    if data_rows is not None:
+        items = ((n, None if row is None else _with_data_columns(row, data_rows), e) for n, row, e in items)
     try:
-        out = None
         if out_path is not None:
             outputs.ensure_dir(out_path.parent, "--out")
             outputs.clean_stale(out_path.parent)
-            partial = outputs.scratch_name(out_path)
-            out = partial.open("x", encoding="utf-8")
-        try:
-            chunk: list[tuple[int, dict | None, str | None]] = []
-            for item in _read_rows(path):
-                if data_rows is not None and item[1] is not None:
-                    item = (item[0], _with_data_columns(item[1], data_rows), item[2])
-                chunk.append(item)
-                if len(chunk) >= CHUNK:
-                    rows += _score_chunk(chunk, names, budget, summaries, malformed, out, boxes)
-                    if on_progress:
-                        on_progress(chunk[-1][0])
-                    chunk = []
-            if chunk:
+        # written to a scratch file, renamed into place at the end and remembered as ours
+        with outputs.atomic_file(out_path) if out_path is not None else contextlib.nullcontext() as out:
+            while chunk := list(itertools.islice(items, CHUNK)):
                 rows += _score_chunk(chunk, names, budget, summaries, malformed, out, boxes)
                 if on_progress:
                     on_progress(chunk[-1][0])
-        finally:
-            if out is not None:
-                out.close()
-        if partial is not None:
-            outputs.replace(partial, out_path)  # remembered as ours: a rerun may replace it
-            partial = None
     except OSError as exc:
         where = f" or write {out_path}" if out_path else ""
         raise SatoriError(f"cannot read {path}{where}: {exc.strerror or exc}") from exc
-    finally:
-        if partial is not None:
-            partial.unlink(missing_ok=True)
     return ScoreReport(rows=rows, out_path=out_path, rewards=summaries, malformed=malformed)
 
 
