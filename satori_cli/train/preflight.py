@@ -21,20 +21,11 @@ from satori_cli.errors import SatoriError, install_hint
 from satori_cli.gpus import Gpu
 from satori_cli.pixels import PixelBudget
 from satori_cli.train.devices import DeviceSplit, split_devices
-from satori_cli.train.plan import TrainPlan, generation_batch_check
+from satori_cli.train.plan import TRACKERS, TrainPlan, generation_batch_check
 from satori_cli.train.resources import memory_shortfall, model_size
 
-# What each `needs:` entry of a recipe means: importable module and the extra that installs it.
-NEEDS = {
-    "deepspeed": ("deepspeed", "gpu", "ZeRO (--deepspeed)"),
-    "vllm": ("vllm", "gpu", "vLLM rollouts (--use_vllm)"),
-}
-# Experiment trackers (`--report-to`): the module transformers' callback imports, and how to get it.
-TRACKERS = {
-    "tensorboard": ("tensorboard", install_hint("train")),
-    "wandb": ("wandb", "pip install wandb"),
-    "swanlab": ("swanlab", "pip install swanlab"),
-}
+# What each `needs:` entry of a recipe (an importable module) is for, and the extra that installs it.
+NEEDS = {"deepspeed": ("gpu", "ZeRO (--deepspeed)"), "vllm": ("gpu", "vLLM rollouts (--use_vllm)")}
 
 
 def check_budget(budget: PixelBudget) -> None:
@@ -79,23 +70,22 @@ def check_batch(plan: TrainPlan) -> None:
 
 def check_needs(plan: TrainPlan) -> None:
     needs = list(plan.recipe.needs)
-    swift = plan.swift_args()
-    if swift.get("deepspeed") and "deepspeed" not in needs:
+    if plan.swift_args().get("deepspeed") and "deepspeed" not in needs:
         needs.append("deepspeed")
-    if str(swift.get("use_vllm", "false")).lower() == "true" and "vllm" not in needs:
+    if plan.uses_vllm and "vllm" not in needs:
         needs.append("vllm")  # server mode too: the trainer syncs weights through vLLM's NCCL client
     for need in needs:
-        module, extra, purpose = NEEDS.get(need, (need, "train", need))
-        if importlib.util.find_spec(module) is None:
+        extra, purpose = NEEDS.get(need, ("train", need))
+        if importlib.util.find_spec(need) is None:
             raise SatoriError(
-                f"{purpose} needs the Python package '{module}', which is not installed",
+                f"{purpose} needs the Python package '{need}', which is not installed",
                 hint=f"{install_hint(extra)}, or a preset without it (--preset lora or smoke)",
             )
     for tracker in plan.report_to:
-        module, how = TRACKERS.get(tracker, (None, ""))
-        if module is not None and importlib.util.find_spec(module) is None:
+        how = TRACKERS.get(tracker)
+        if how is not None and importlib.util.find_spec(tracker) is None:
             raise SatoriError(
-                f"--report-to {tracker} needs the Python package '{module}', which is not installed",
+                f"--report-to {tracker} needs the Python package '{tracker}', which is not installed",
                 hint=f"{how}, or --report-to none",
             )
 

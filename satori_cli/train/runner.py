@@ -15,7 +15,8 @@ import re
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +107,6 @@ def resolve_output_and_resume(
         run_dir = output or default_output(recipe.preset)
         joining = opts.nodes > 1 and (opts.node_rank or 0) > 0
         return run_dir, None, None if joining else runfolder.claim_new(run_dir, opts.overwrite)
-    run_dir, checkpoint = _resume_point(opts)
-    runfolder.check_resumable(checkpoint, recipe.swift)
-    return run_dir, checkpoint, None
-
-
-def _resume_point(opts: TrainOptions) -> tuple[Path, Path]:
-    output = Path(opts.output).expanduser().resolve() if opts.output else None
-    assert opts.resume is not None
     if opts.resume != "latest":
         checkpoint = Path(opts.resume).expanduser().resolve()
         if not (checkpoint / "trainer_state.json").is_file():
@@ -122,25 +115,25 @@ def _resume_point(opts: TrainOptions) -> tuple[Path, Path]:
                 raise SatoriError(f"--resume {opts.resume}: no checkpoint there (no trainer_state.json)")
             checkpoint = latest
         run_dir = output or runlogs.run_dir_of(checkpoint)
-        return run_dir, checkpoint
-    run_dir = output or _latest_run_with_checkpoint()
-    if run_dir is None:
-        raise SatoriError("--resume: no earlier run with a checkpoint found", hint="pass --out RUN_DIR")
-    checkpoint = runlogs.latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise SatoriError(
-            f"--resume: {run_dir} has no checkpoint yet",
-            hint="a run saves every save_steps steps; start without --resume",
-        )
-    return run_dir, checkpoint
+    else:
+        run_dir = output or _latest_run_with_checkpoint()
+        if run_dir is None:
+            raise SatoriError("--resume: no earlier run with a checkpoint found", hint="pass --out RUN_DIR")
+        checkpoint = runlogs.latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise SatoriError(
+                f"--resume: {run_dir} has no checkpoint yet",
+                hint="a run saves every save_steps steps; start without --resume",
+            )
+    runfolder.check_resumable(checkpoint, recipe.swift)
+    return run_dir, checkpoint, None
 
 
-def _prepare(src: Path, out_dir: Path) -> tuple[Path, Path | None]:
+def _prepare(src: Path, out_dir: Path) -> Path:
+    """A raw source prepared into `out_dir` (no val split): its training JSONL."""
     from satori_cli.data.prepare import prepare_dataset
 
-    result = prepare_dataset(src, out_dir)
-    val = getattr(result, "val_path", None)
-    return Path(result.train_path), Path(val) if val else None
+    return prepare_dataset(src, out_dir).train_path
 
 
 def resolve_data(recipe: Recipe, run_dir: Path) -> tuple[Path, Path | None]:
@@ -154,12 +147,12 @@ def resolve_data(recipe: Recipe, run_dir: Path) -> tuple[Path, Path | None]:
         from satori_cli.data.sample import write_sample
 
         raw = write_sample(run_dir / "data" / "sample", SAMPLE_ROWS, 0)
-        train, _ = _prepare(Path(raw), run_dir / "data" / "prepared")
+        train = _prepare(Path(raw), run_dir / "data" / "prepared")
     else:
         source = Path(recipe.data).expanduser().resolve()
         if not source.exists():
             raise SatoriError(f"training data {recipe.data} not found")
-        train = source if is_prepared_jsonl(source) else _prepare(source, run_dir / "data" / "prepared")[0]
+        train = source if is_prepared_jsonl(source) else _prepare(source, run_dir / "data" / "prepared")
     val = None
     if recipe.val_data:
         val = Path(recipe.val_data).expanduser().resolve()
@@ -178,18 +171,13 @@ def tag_rows(src: Path, dest: Path) -> Path:
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Written beside and renamed over: a reader (another node, a resumed run) never sees half a file.
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with open(src, "rb") as fin, open(tmp, "w", encoding="utf-8") as fout:
-            for n, line in enumerate(fin):
-                if not line.strip():
-                    continue
-                row = _prepared_row(line, src, n + 1)
-                row.setdefault("solution", str(row.get("id", n)))
-                fout.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open(src, "rb") as fin, outputs.atomic_file(dest, remember=False) as fout:
+        for n, line in enumerate(fin):
+            if not line.strip():
+                continue
+            row = _prepared_row(line, src, n + 1)
+            row.setdefault("solution", str(row.get("id", n)))
+            fout.write(json.dumps(row, ensure_ascii=False) + "\n")
     return dest
 
 
@@ -228,19 +216,19 @@ def stage_data(
 ) -> tuple[Path, Path | None]:
     """The files swift reads, in the run folder: GRPO rows tagged with their id (`tag_rows`), or,
     for SFT, the same rows with their gold completion as the assistant turn (`targets`)."""
-    folder = run_dir / "data"
+    write = tag_rows
     if stage == "sft":
         from satori_cli.train.targets import write_sft_jsonl
 
-        return (
-            write_sft_jsonl(train, folder / "sft_train.jsonl", budget, grammar),
-            write_sft_jsonl(val, folder / "sft_val.jsonl", budget, grammar) if val else None,
-        )
-    return tag_rows(train, folder / "train.jsonl"), tag_rows(val, folder / "val.jsonl") if val else None
+        write = partial(write_sft_jsonl, budget=budget, grammar=grammar)
+    dest, val_dest = stage_files(stage, run_dir)
+    return write(train, dest), write(val, val_dest) if val else None
 
 
-def stage_file_names(stage: str) -> tuple[str, str]:
-    return ("sft_train.jsonl", "sft_val.jsonl") if stage == "sft" else ("train.jsonl", "val.jsonl")
+def stage_files(stage: str, run_dir: Path) -> tuple[Path, Path]:
+    """Where a stage's training and validation files go in the run folder."""
+    prefix = "sft_" if stage == "sft" else ""
+    return run_dir / "data" / f"{prefix}train.jsonl", run_dir / "data" / f"{prefix}val.jsonl"
 
 
 def check_stage(recipe: Recipe, opts: TrainOptions) -> None:
@@ -287,12 +275,6 @@ def launch_settings(opts: TrainOptions, gpus: int) -> Launch:
     return launch
 
 
-def check_report_to(value: str | None) -> str | None:
-    if value is not None and value not in TRACKERS:
-        raise SatoriError(f"--report-to {value!r} is not one of {', '.join(TRACKERS)}")
-    return value
-
-
 def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     """Resolve recipe, model, data, output and resume into a plan (prepares data if needed).
 
@@ -305,7 +287,9 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     from satori_cli.train.rollout import base_url
 
     swift_overrides = parse_passthrough(opts.extra)
-    if check_report_to(opts.report_to) is not None:
+    if opts.report_to is not None:
+        if opts.report_to not in TRACKERS:
+            raise SatoriError(f"--report-to {opts.report_to!r} is not one of {', '.join(TRACKERS)}")
         swift_overrides["report_to"] = opts.report_to
     if opts.rollout_gpus:  # a rollout server of its own: server mode
         swift_overrides = {"use_vllm": True, "vllm_mode": "server", **swift_overrides}
@@ -331,8 +315,7 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         recipe.grammar = resumed_grammar(run_dir, opts.grammar, recipe.grammar)
     grammar = get_grammar(recipe.grammar)
     check_stage(recipe, opts)
-    names = stage_file_names(opts.stage)
-    tagged_path, tagged_val_path = run_dir / "data" / names[0], run_dir / "data" / names[1]
+    tagged_path, tagged_val_path = stage_files(opts.stage, run_dir)
     made = None
     if prepare_data:
         if claim is not None:
@@ -512,7 +495,6 @@ class ProgressFeed:
         self.display = display
         self.tail: deque[str] = deque(maxlen=40)
         self.last: dict[str, Any] | None = None
-        self.start = time.monotonic()
 
     def __call__(self, line: str) -> None:
         self.tail.append(line)
@@ -576,7 +558,7 @@ def run_plan(
         "started": runinfo.now(),
         "status": "running",
         "stage": plan.stage,
-        "recipe": plan.recipe.to_dict(),
+        "recipe": asdict(plan.recipe),
         "grammar": plan.recipe.grammar,  # what `satori eval/serve/rewards score` follow for this run
         "model": plan.model,
         "resume_from": str(plan.resume) if plan.resume else None,
@@ -639,11 +621,9 @@ def run_plan(
                 f"ms-swift refused an argument: {refused}",
                 hint="`swift rlhf --help` lists them; nothing was trained",
             )
-        tail = "\n".join(feed.tail)
-        if code != 130:
-            console().print(tail, markup=False, highlight=False)
         if code == 130:
             raise Interrupted(f"swift {command.argv[1]} stopped", hint=f"full log: {log_path}")
+        console().print("\n".join(feed.tail), markup=False, highlight=False)
         raise SatoriError(
             f"swift {command.argv[1]} failed with exit code {code}", exit_code=1, hint=f"full log: {log_path}"
         )
