@@ -115,8 +115,8 @@ def _problem(run_dir: Path, record: dict[str, Any], source: dict[str, Any]) -> s
 
 def wait_for_data(
     run_dir: Path, source: dict[str, Any], timeout: float = DEFAULT_TIMEOUT, interval: float = 1.0
-) -> tuple[Path, Path | None, dict[str, Any]]:
-    """Nodes 1..N-1: wait until node 0 has published this node's data, verified; its (train, val, record).
+) -> tuple[Path, Path | None]:
+    """Nodes 1..N-1: wait until node 0 has published this node's data, verified; its (train, val).
 
     A record from an earlier run with other data is waited past (node 0 may not have replaced it
     yet); at the deadline the last reason is the one-line error.
@@ -131,7 +131,7 @@ def wait_for_data(
             if not problem:
                 val = record.get("val")
                 train = Path(run_dir) / record["train"]["path"]
-                return train, Path(run_dir) / val["path"] if val else None, record
+                return train, Path(run_dir) / val["path"] if val else None
         if time.monotonic() >= deadline:
             raise SatoriError(
                 f"waited {timeout:g} s for node 0's data: {problem}",

@@ -163,6 +163,18 @@ def check_memory(plan: TrainPlan, found: list[Gpu]) -> None:
         )
 
 
+def choose_devices(
+    plan: TrainPlan, pool: list[Gpu], rollout_here: int, environ: Mapping[str, str] = os.environ
+) -> DeviceSplit:
+    """Split this machine's GPUs (`split_devices`) and give the training processes theirs in
+    `plan.launch`: the real run and the dry run split alike."""
+    pinned = bool(environ.get("CUDA_VISIBLE_DEVICES", "").strip())
+    managed = plan.managed_rollout is not None
+    split = split_devices(pool, plan.launch.gpus, rollout_here, pinned=pinned, managed=managed)
+    plan.launch = dataclasses.replace(plan.launch, devices=split.train)
+    return split
+
+
 def preflight(
     plan: TrainPlan,
     found: list[Gpu],
@@ -183,11 +195,8 @@ def preflight(
     split = DeviceSplit()
     if this_node:
         check_token_env(plan.recipe.budget, environ)
-        managed = plan.managed_rollout is not None
-        rollout_here = plan.managed_rollout.gpus if managed else check_rollout_servers(plan)
-        pinned = bool(environ.get("CUDA_VISIBLE_DEVICES", "").strip())
-        split = split_devices(found, plan.launch.gpus, rollout_here, pinned=pinned, managed=managed)
-        plan.launch = dataclasses.replace(plan.launch, devices=split.train)
+        rollout_here = plan.managed_rollout.gpus if plan.managed_rollout else check_rollout_servers(plan)
+        split = choose_devices(plan, found, rollout_here, environ)
         check_needs(plan)
     check_model(plan.model)
     check_data(plan.train_path, plan.val_path)

@@ -310,12 +310,11 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     run_dir, resume, claim = resolve_output_and_resume(opts, recipe)
     # Cheap and offline (a hub id is checked by the preflight); the tiny model is built after the data.
     model = models.resolve(recipe.model)
-    recipe = inherit_run(recipe, model, opts)
+    recipe = inherit_run(recipe, model, opts.config, opts.grammar)
     if resume is not None:
         recipe.grammar = resumed_grammar(run_dir, opts.grammar, recipe.grammar)
     grammar = get_grammar(recipe.grammar)
     check_stage(recipe, opts)
-    tagged_path, tagged_val_path = stage_files(opts.stage, run_dir)
     made = None
     if prepare_data:
         if claim is not None:
@@ -325,26 +324,22 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         try:
             source = datasync.source_of(recipe.data, recipe.val_data) if launch.nodes > 1 else {}
             if launch.nodes > 1 and (launch.node_rank or 0) > 0:
-                tagged, tagged_val, _ = datasync.wait_for_data(run_dir, source, opts.data_timeout)
-                train, val = tagged, tagged_val
+                train, val = tagged, tagged_val = datasync.wait_for_data(run_dir, source, opts.data_timeout)
             else:
                 train, val = resolve_data(recipe, run_dir)
                 tagged, tagged_val = stage_data(opts.stage, train, val, run_dir, recipe.budget, grammar.name)
                 if launch.nodes > 1:
                     datasync.publish(run_dir, source, tagged, tagged_val)
+            if model.kind == "tiny":  # built after the data: the cheap checks come first
+                model = models.resolve(recipe.model, build=True)
         except BaseException:
             runfolder.abandon(made, claim)  # a failure before training leaves no run folder behind
             raise
     else:
-        train = Path(recipe.data or tagged_path).expanduser().resolve()
+        tagged, tagged_val = stage_files(opts.stage, run_dir)
+        train = Path(recipe.data or tagged).expanduser().resolve()
         val = Path(recipe.val_data).expanduser().resolve() if recipe.val_data else None
-        tagged, tagged_val = tagged_path, (tagged_val_path if val else None)
-    if model.kind == "tiny" and prepare_data:  # built after the data: the cheap checks come first
-        try:
-            model = models.resolve(recipe.model, build=True)
-        except BaseException:
-            runfolder.abandon(made, claim)
-            raise
+        tagged_val = tagged_val if val else None
     plan = TrainPlan(
         recipe=recipe,
         model=model.path,
@@ -361,8 +356,8 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         stage=opts.stage,
         made_dir=made,
         claim=claim,
+        data_sources=(train, val),
     )
-    plan.data_sources = (train, val)
     if plan.server_mode and not rollout_urls:
         plan_managed_rollout(plan, dry_run=not prepare_data)
     return plan
@@ -437,7 +432,9 @@ def start_rollout(plan: TrainPlan, split: DeviceSplit, swift_bin: str, timeout: 
         raise
 
 
-def inherit_run(recipe: Recipe, model: models.Model, opts: TrainOptions) -> Recipe:
+def inherit_run(
+    recipe: Recipe, model: models.Model, config: Path | None, grammar: str | None = None
+) -> Recipe:
     """Training on from a run keeps the run's pixel budget (the frame its boxes are in) and,
     unless --grammar or the --config file names one, its grammar.
 
@@ -445,9 +442,8 @@ def inherit_run(recipe: Recipe, model: models.Model, opts: TrainOptions) -> Reci
     """
     if model.run is None:
         return recipe
-    config = opts.config
     given = read_recipe_file(config) if config else {}
-    if model.run.grammar and opts.grammar is None and not given.get("grammar"):
+    if model.run.grammar and grammar is None and not given.get("grammar"):
         recipe.grammar = get_grammar(model.run.grammar).name
     low, high = (int(given[k]) if given.get(k) is not None else None for k in ("min_pixels", "max_pixels"))
     budget = models.settle_budget([model], low, high, f"--config {config}")
@@ -553,7 +549,7 @@ def run_plan(
     rank = plan.launch.node_rank or 0
     log_path = run_dir / ("train.log" if rank == 0 else f"train-node{rank}.log")
     swift_args = plan.swift_args()
-    train_src, val_src = plan.data_sources if plan.data_sources[0] else (plan.train_path, plan.val_path)
+    train_src, val_src = plan.data_sources
     info: dict[str, Any] = {
         "started": runinfo.now(),
         "status": "running",
