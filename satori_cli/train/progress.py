@@ -52,6 +52,9 @@ class PlainLines:
     def start(self) -> None:
         self.console.print("loading model and data ...", markup=False, highlight=False)
 
+    def stop(self) -> None:
+        pass
+
     def update(self, step: int, total: int, description: str) -> None:
         left = eta_text(self.eta(step, total))
         self.console.print(
@@ -99,14 +102,9 @@ class LiveLine:
 @contextmanager
 def progress_display(console: Any) -> Iterator[PlainLines | LiveLine]:
     """The live line in a terminal, plain lines anywhere else."""
-    if not console.is_terminal:
-        display = PlainLines(console)
-        display.start()
-        yield display
-        return
-    live = LiveLine(console)
-    live.start()
+    display = LiveLine(console) if console.is_terminal else PlainLines(console)
+    display.start()
     try:
-        yield live
+        yield display
     finally:
-        live.stop()
+        display.stop()

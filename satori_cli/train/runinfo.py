@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from satori_cli import __version__
+from satori_cli.models import RUN_JSON
 from satori_cli.process import Command
 
-RUN_JSON = "run.json"
 PACKAGES = ("ms-swift", "torch", "transformers", "trl", "deepspeed", "vllm")
 
 
