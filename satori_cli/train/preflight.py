@@ -41,9 +41,8 @@ def check_budget(budget: PixelBudget) -> None:
             )
 
 
-def check_token_env(budget: PixelBudget, environ: Mapping[str, str] | None = None) -> None:
+def check_token_env(budget: PixelBudget, environ: Mapping[str, str] = os.environ) -> None:
     """A user's IMAGE_*_TOKEN_NUM that disagrees with the recipe's budget is refused, not overridden."""
-    environ = os.environ if environ is None else environ
     for key, value in budget.env().items():
         mine = environ.get(key, "").strip()
         if not key.startswith("IMAGE_") or not mine or mine == value:  # swift ignores an empty one
@@ -179,30 +178,25 @@ def preflight(
     plan: TrainPlan,
     found: list[Gpu],
     *,
-    this_node: bool = True,
     memory: bool = True,
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] = os.environ,
 ) -> DeviceSplit:
     """Run every check in order of cost; the first failure raises a one-line SatoriError.
 
-    On this node it also chooses the GPUs (`found` is the pool): the training processes' go into
+    It also chooses this machine's GPUs (`found` is the pool): the training processes' go into
     `plan.launch.devices`; a rollout server satori starts takes the returned split's `rollout`.
-    `this_node=False` (a dry run for other nodes) skips the checks about this machine.
     """
-    environ = os.environ if environ is None else environ
     check_batch(plan)
     check_budget(plan.recipe.budget)
-    split = DeviceSplit()
-    if this_node:
-        check_token_env(plan.recipe.budget, environ)
-        rollout_here = plan.managed_rollout.gpus if plan.managed_rollout else check_rollout_servers(plan)
-        split = choose_devices(plan, found, rollout_here, environ)
-        check_needs(plan)
+    check_token_env(plan.recipe.budget, environ)
+    rollout_here = plan.managed_rollout.gpus if plan.managed_rollout else check_rollout_servers(plan)
+    split = choose_devices(plan, found, rollout_here, environ)
+    check_needs(plan)
     check_model(plan.model)
     check_data(plan.train_path, plan.val_path)
     check_output(plan.output_dir)
     if plan.resume is not None:
         check_resume(plan.resume)
-    if this_node and memory:
+    if memory:
         check_memory(plan, list(split.train))
     return split
