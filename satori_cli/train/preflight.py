@@ -20,9 +20,9 @@ from pathlib import Path
 from satori_cli.errors import SatoriError, install_hint
 from satori_cli.gpus import Gpu
 from satori_cli.pixels import PixelBudget
-from satori_cli.train.devices import DeviceSplit, split_devices
+from satori_cli.train.devices import DeviceSplit, is_this_machine, split_devices, url_host
 from satori_cli.train.plan import TRACKERS, TrainPlan, generation_batch_check
-from satori_cli.train.resources import memory_shortfall, model_size
+from satori_cli.train.resources import memory_shortfall, model_config, model_size
 
 # What each `needs:` entry of a recipe (an importable module) is for, and the extra that installs it.
 NEEDS = {"deepspeed": ("gpu", "ZeRO (--deepspeed)"), "vllm": ("gpu", "vLLM rollouts (--use_vllm)")}
@@ -96,8 +96,6 @@ def check_rollout_servers(plan: TrainPlan, timeout: float = 10.0) -> int:
     training must leave to them.
     """
     from satori_cli.console import console
-    from satori_cli.train.devices import is_this_machine, url_host
-    from satori_cli.train.resources import model_config
     from satori_cli.train.rollout import check_same_model, probe_rollout
 
     here = 0

@@ -22,7 +22,6 @@ from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
 DEFAULT_PRESET = "smoke"
 # Each stage's recipe key: `swift rlhf --rlhf_type grpo` reads `swift:`, `swift sft` reads `sft:`.
 STAGE_KEYS = {"grpo": "swift", "sft": "sft"}
-STAGES = tuple(STAGE_KEYS)
 # The ms-swift arguments satori itself reads before launching (the preflight's batch, memory and
 # resume checks, the rollout server's context), with swift's types: a value that is not one is
 # refused in one line here. Every other argument is checked by swift's own parser, whose message

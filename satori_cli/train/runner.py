@@ -30,7 +30,7 @@ from satori_cli.train import datasync, runfolder, runinfo, runlogs
 from satori_cli.train.datasync import DEFAULT_TIMEOUT as DEFAULT_DATA_TIMEOUT
 from satori_cli.train.devices import DeviceSplit
 from satori_cli.train.plan import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
-from satori_cli.train.recipe import Recipe, parse_passthrough, read_recipe_file, resolve_recipe
+from satori_cli.train.recipe import STAGE_KEYS, Recipe, parse_passthrough, read_recipe_file, resolve_recipe
 
 SAMPLE_ROWS = 8
 SWIFT_HINT = f"install the training extra: {install_hint('train')}"
@@ -186,8 +186,6 @@ PREPARE_HINT = "make it with `satori data prepare SRC --out DIR`, or pass the ra
 
 def _prepared_row(line: bytes, src: Path, number: int) -> dict[str, Any]:
     """One line of a prepared JSONL as a row, or a one-line error naming the line."""
-    from satori_cli.outputs import one_line
-
     try:
         row = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -199,7 +197,7 @@ def _prepared_row(line: bytes, src: Path, number: int) -> dict[str, Any]:
         raise SatoriError(f"{src} line {number} is not valid JSON: {why}", hint=PREPARE_HINT) from None
     except (ValueError, RecursionError) as exc:
         raise SatoriError(
-            f"{src} line {number} is not valid JSON: {one_line(exc, 120)}", hint=PREPARE_HINT
+            f"{src} line {number} is not valid JSON: {outputs.one_line(exc, 120)}", hint=PREPARE_HINT
         ) from None
     if not isinstance(row, dict):
         raise SatoriError(f"{src} line {number} is not a JSON object", hint=PREPARE_HINT)
@@ -234,10 +232,8 @@ def stage_files(stage: str, run_dir: Path) -> tuple[Path, Path]:
 def check_stage(recipe: Recipe, opts: TrainOptions) -> None:
     """The SFT stage needs the recipe's `sft:` arguments, gold completions in its grammar, and
     rollouts exist only in GRPO."""
-    from satori_cli.train.recipe import STAGES
-
-    if opts.stage not in STAGES:
-        raise SatoriError(f"unknown --stage '{opts.stage}'", hint=f"choose one of: {', '.join(STAGES)}")
+    if opts.stage not in STAGE_KEYS:
+        raise SatoriError(f"unknown --stage '{opts.stage}'", hint=f"choose one of: {', '.join(STAGE_KEYS)}")
     if opts.stage != "sft":
         return
     if not recipe.sft:
@@ -283,7 +279,6 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     """
     from satori_cli.prompts import prompt_path
     from satori_cli.rewards import plugin_path
-    from satori_cli.train.recipe import STAGE_KEYS
     from satori_cli.train.rollout import base_url
 
     swift_overrides = parse_passthrough(opts.extra)
