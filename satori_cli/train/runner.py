@@ -13,7 +13,6 @@ import json
 import os
 import re
 import time
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -478,52 +477,6 @@ def parser_error(lines: Iterable[str]) -> str | None:
     return None
 
 
-class ProgressFeed:
-    """Turns swift's output lines into progress (`satori_cli.train.progress`), keeping the last
-    lines for errors."""
-
-    def __init__(self, display: Any) -> None:
-        self.display = display
-        self.tail: deque[str] = deque(maxlen=40)
-        self.last: dict[str, Any] | None = None
-
-    def __call__(self, line: str) -> None:
-        self.tail.append(line)
-        metrics = runlogs.parse_metrics_line(line)
-        if metrics is None or "train_runtime" in metrics:
-            return
-        step = runlogs.parse_step(metrics.get(runlogs.STEP_KEY))
-        if step is None:
-            return
-        self.last = metrics
-        self.display.update(step[0], step[1], describe(metrics))
-
-
-def describe(metrics: dict[str, Any]) -> str:
-    """`reward 1.20 [format 0.70 bbox 0.49 ...] kl 0.0001 len 16`: one line per logging step."""
-    parts = []
-    if isinstance(metrics.get("reward"), float):
-        parts.append(f"reward {metrics['reward']:.3f}")
-    comps = {
-        key.split("/")[1]: value
-        for key, value in metrics.items()
-        if key.startswith("rewards/") and key.endswith("/mean") and isinstance(value, float)
-    }
-    prefix = os.path.commonprefix(list(comps)) if len(comps) > 1 else ""  # noqa: RUF071 - names, not paths
-    comps = [f"{name[len(prefix) :] or name} {value:.2f}" for name, value in comps.items()]
-    if comps:
-        parts.append("[" + ", ".join(comps) + "]")
-    if isinstance(metrics.get("kl"), float):
-        parts.append(f"kl {metrics['kl']:.4g}")
-    if isinstance(metrics.get("completions/mean_length"), float):
-        parts.append(f"len {metrics['completions/mean_length']:.0f}")
-    if not parts:  # SFT: the loss and how many target tokens it predicts right
-        for key, label in (("loss", "loss"), ("token_acc", "token acc")):
-            if isinstance(metrics.get(key), float):
-                parts.append(f"{label} {metrics[key]:.3g}")
-    return " ".join(parts) or "training"
-
-
 def run_plan(
     plan: TrainPlan,
     command: Command,
@@ -538,7 +491,7 @@ def run_plan(
     command of a server satori started for this run (recorded with the rest).
     """
     from satori_cli.console import console
-    from satori_cli.train.progress import progress_display
+    from satori_cli.train.progress import ProgressFeed, progress_display
 
     run_dir = plan.output_dir
     rank = plan.launch.node_rank or 0
