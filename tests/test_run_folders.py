@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from satori_cli.train import runlogs
-from satori_cli.train.progress import Eta, LiveLine, PlainLines, eta_text
+from satori_cli.train.progress import Eta, LiveLine, PlainLines, ProgressFeed, eta_text
 from satori_cli.train.runfolder import RunComplete, check_resumable
-from satori_cli.train.runner import ProgressFeed
 
 SMOKE = {"preset": "smoke", "min_pixels": 3136, "max_pixels": 12544}
 

@@ -4,6 +4,7 @@ rollout server, a key the trainer cannot send, a wrong GPU split): one line and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -159,7 +160,10 @@ def test_node_0_prepares_the_data_once_and_node_1_waits_and_verifies_it(tmp_path
     # Node 1 read the very file node 0 wrote (same inode, untouched) and checked its hash.
     assert (one["ino"], one["mtime_ns"]) == (zero["ino"], zero["mtime_ns"])
     assert record["train"]["sha256"] == datasync.fingerprint(run / "data" / "train.jsonl")["sha256"]
-    assert record["train"]["rows"] == 50 and record["source"]["data"]["sha256"] == datasync._sha256(data)
+    assert (
+        record["train"]["rows"] == 50
+        and record["source"]["data"]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    )
     assert all(json.loads(line)["solution"].startswith("r") for line in (run / "data" / "train.jsonl").open())
 
 

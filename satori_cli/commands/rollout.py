@@ -78,14 +78,14 @@ def rollout(
     from satori_cli.train.preflight import check_budget, check_token_env
     from satori_cli.train.recipe import parse_passthrough, resolve_recipe
     from satori_cli.train.rollout import RolloutSpec, rollout_args, rollout_command
-    from satori_cli.train.runner import TrainOptions, inherit_run
+    from satori_cli.train.runner import inherit_run
 
     if not startup_timeout > 0:
         raise SatoriError(f"--startup-timeout must be a positive number, not {startup_timeout}")
     recipe = resolve_recipe(preset or ("server" if config is None else None), config, {"model": model})
     # The model train would start from (a run folder: its last checkpoint, in the run's pixel budget).
     resolved = models.resolve(recipe.model, build=not dry_run)
-    recipe = inherit_run(recipe, resolved, TrainOptions(config=config))
+    recipe = inherit_run(recipe, resolved, config)
     count = gpus if gpus is not None else (recipe.rollout_gpus or 1)
     spec = RolloutSpec(gpus=count, tensor_parallel=tensor_parallel, host=host, port=port)
     check_budget(recipe.budget)

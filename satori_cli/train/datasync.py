@@ -9,13 +9,13 @@ nodes wait for it, check that they were given the same data, and check the files
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from satori_cli import outputs
 from satori_cli.errors import SatoriError
 from satori_cli.train.runinfo import fingerprint
 
@@ -27,14 +27,6 @@ def ready_path(run_dir: Path) -> Path:
     return Path(run_dir) / "data" / READY
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def source_of(data: str | None, val_data: str | None) -> dict[str, Any]:
     """What a node was told to train on: each file's path and sha256 (a folder: its path)."""
 
@@ -44,7 +36,7 @@ def source_of(data: str | None, val_data: str | None) -> dict[str, Any]:
         path = Path(name).expanduser().resolve()
         found: dict[str, Any] = {"path": str(path)}
         if path.is_file():
-            found["sha256"] = _sha256(path)
+            found["sha256"] = fingerprint(path)["sha256"]
         return found
 
     return {"data": one(data) or {"path": "(the built-in sample set)"}, "val": one(val_data)}
@@ -66,14 +58,6 @@ def _describe(source: dict[str, Any] | None) -> str:
     return f"{source.get('path')}{sha}"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` in one step: a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _entry(run_dir: Path, path: Path | None) -> dict[str, Any] | None:
     """A prepared file by its place in the run folder (mount points may differ between nodes)."""
     found = fingerprint(path)
@@ -92,7 +76,8 @@ def publish(run_dir: Path, source: dict[str, Any], train: Path, val: Path | None
         "written_by": {"node_rank": 0, "host": os.uname().nodename, "pid": os.getpid()},
     }
     path = ready_path(run_dir)
-    write_atomic(path, json.dumps(record, indent=2) + "\n")
+    with outputs.atomic_file(path, remember=False) as handle:  # readers see all of it or none
+        handle.write(json.dumps(record, indent=2) + "\n")
     return path
 
 
@@ -130,8 +115,8 @@ def _problem(run_dir: Path, record: dict[str, Any], source: dict[str, Any]) -> s
 
 def wait_for_data(
     run_dir: Path, source: dict[str, Any], timeout: float = DEFAULT_TIMEOUT, interval: float = 1.0
-) -> tuple[Path, Path | None, dict[str, Any]]:
-    """Nodes 1..N-1: wait until node 0 has published this node's data, verified; its (train, val, record).
+) -> tuple[Path, Path | None]:
+    """Nodes 1..N-1: wait until node 0 has published this node's data, verified; its (train, val).
 
     A record from an earlier run with other data is waited past (node 0 may not have replaced it
     yet); at the deadline the last reason is the one-line error.
@@ -146,7 +131,7 @@ def wait_for_data(
             if not problem:
                 val = record.get("val")
                 train = Path(run_dir) / record["train"]["path"]
-                return train, Path(run_dir) / val["path"] if val else None, record
+                return train, Path(run_dir) / val["path"] if val else None
         if time.monotonic() >= deadline:
             raise SatoriError(
                 f"waited {timeout:g} s for node 0's data: {problem}",

@@ -9,29 +9,16 @@ first, training next.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import shlex
 from urllib.parse import urlsplit
 
 from satori_cli.errors import SatoriError
 from satori_cli.gpus import detect_gpus
 from satori_cli.grammar import get_grammar
-from satori_cli.train.devices import DeviceSplit, assumed_pool, is_this_machine, split_devices, url_host
+from satori_cli.train.devices import DeviceSplit, assumed_pool, is_this_machine, url_host
 from satori_cli.train.plan import TrainPlan, build_commands
-from satori_cli.train.preflight import check_batch, check_budget
+from satori_cli.train.preflight import check_batch, check_budget, choose_devices
 from satori_cli.train.runner import TrainOptions, build_plan, swift_program
-
-
-def _split(plan: TrainPlan, rollout_gpus: int) -> DeviceSplit:
-    if plan.launch.gpus == 0:
-        return DeviceSplit()
-    wanted = plan.launch.gpus + rollout_gpus
-    pool = detect_gpus() or assumed_pool(wanted)
-    pinned = bool(os.environ.get("CUDA_VISIBLE_DEVICES", "").strip())
-    return split_devices(
-        pool, plan.launch.gpus, rollout_gpus, pinned=pinned, managed=plan.managed_rollout is not None
-    )
 
 
 def rollout_lines(plan: TrainPlan, opts: TrainOptions, program: str, split: DeviceSplit) -> list[str]:
@@ -93,8 +80,8 @@ def dry_run_text(opts: TrainOptions) -> str:
     local_rollout = plan.managed_rollout.gpus if plan.managed_rollout else 0
     if launch.nodes == 1 and any(is_this_machine(url_host(u)) for u in plan.rollout_urls):
         local_rollout = plan.recipe.rollout_gpus
-    split = _split(plan, local_rollout)
-    plan.launch = dataclasses.replace(launch, devices=split.train)
+    pool = (detect_gpus() or assumed_pool(launch.gpus + local_rollout)) if launch.gpus else []
+    split = choose_devices(plan, pool, local_rollout)
     shape = (
         "1 CPU process"
         if launch.gpus == 0

@@ -16,13 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from satori_cli.errors import SatoriError
+from satori_cli.errors import SatoriError, install_hint
 from satori_cli.gpus import Gpu, visible_env
 from satori_cli.process import Command, flag_args
 from satori_cli.train.recipe import Recipe
 
 DEFAULT_MASTER_PORT = 29500
-TRACKERS = ("tensorboard", "wandb", "swanlab", "none")
+# `--report-to` choices, each with how to install the module transformers' callback imports
+# (named as the tracker); `none` logs only to swift's logging.jsonl.
+TRACKERS = {
+    "tensorboard": install_hint("train"),
+    "wandb": "pip install wandb",
+    "swanlab": "pip install swanlab",
+    "none": None,
+}
 
 if TYPE_CHECKING:
     from satori_cli.train.rollout import RolloutSpec
@@ -171,9 +178,12 @@ class TrainPlan:
         return [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
 
     @property
+    def uses_vllm(self) -> bool:
+        return str(self.swift_args().get("use_vllm", "false")).lower() == "true"
+
+    @property
     def server_mode(self) -> bool:
-        swift = self.swift_args()
-        return str(swift.get("use_vllm", "false")).lower() == "true" and swift.get("vllm_mode") == "server"
+        return self.uses_vllm and self.swift_args().get("vllm_mode") == "server"
 
     @property
     def evaluating(self) -> bool:

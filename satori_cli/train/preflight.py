@@ -20,21 +20,12 @@ from pathlib import Path
 from satori_cli.errors import SatoriError, install_hint
 from satori_cli.gpus import Gpu
 from satori_cli.pixels import PixelBudget
-from satori_cli.train.devices import DeviceSplit, split_devices
-from satori_cli.train.plan import TrainPlan, generation_batch_check
-from satori_cli.train.resources import memory_shortfall, model_size
+from satori_cli.train.devices import DeviceSplit, is_this_machine, split_devices, url_host
+from satori_cli.train.plan import TRACKERS, TrainPlan, generation_batch_check
+from satori_cli.train.resources import memory_shortfall, model_config, model_size
 
-# What each `needs:` entry of a recipe means: importable module and the extra that installs it.
-NEEDS = {
-    "deepspeed": ("deepspeed", "gpu", "ZeRO (--deepspeed)"),
-    "vllm": ("vllm", "gpu", "vLLM rollouts (--use_vllm)"),
-}
-# Experiment trackers (`--report-to`): the module transformers' callback imports, and how to get it.
-TRACKERS = {
-    "tensorboard": ("tensorboard", install_hint("train")),
-    "wandb": ("wandb", "pip install wandb"),
-    "swanlab": ("swanlab", "pip install swanlab"),
-}
+# What each `needs:` entry of a recipe (an importable module) is for, and the extra that installs it.
+NEEDS = {"deepspeed": ("gpu", "ZeRO (--deepspeed)"), "vllm": ("gpu", "vLLM rollouts (--use_vllm)")}
 
 
 def check_budget(budget: PixelBudget) -> None:
@@ -50,9 +41,8 @@ def check_budget(budget: PixelBudget) -> None:
             )
 
 
-def check_token_env(budget: PixelBudget, environ: Mapping[str, str] | None = None) -> None:
+def check_token_env(budget: PixelBudget, environ: Mapping[str, str] = os.environ) -> None:
     """A user's IMAGE_*_TOKEN_NUM that disagrees with the recipe's budget is refused, not overridden."""
-    environ = os.environ if environ is None else environ
     for key, value in budget.env().items():
         mine = environ.get(key, "").strip()
         if not key.startswith("IMAGE_") or not mine or mine == value:  # swift ignores an empty one
@@ -79,23 +69,22 @@ def check_batch(plan: TrainPlan) -> None:
 
 def check_needs(plan: TrainPlan) -> None:
     needs = list(plan.recipe.needs)
-    swift = plan.swift_args()
-    if swift.get("deepspeed") and "deepspeed" not in needs:
+    if plan.swift_args().get("deepspeed") and "deepspeed" not in needs:
         needs.append("deepspeed")
-    if str(swift.get("use_vllm", "false")).lower() == "true" and "vllm" not in needs:
+    if plan.uses_vllm and "vllm" not in needs:
         needs.append("vllm")  # server mode too: the trainer syncs weights through vLLM's NCCL client
     for need in needs:
-        module, extra, purpose = NEEDS.get(need, (need, "train", need))
-        if importlib.util.find_spec(module) is None:
+        extra, purpose = NEEDS.get(need, ("train", need))
+        if importlib.util.find_spec(need) is None:
             raise SatoriError(
-                f"{purpose} needs the Python package '{module}', which is not installed",
+                f"{purpose} needs the Python package '{need}', which is not installed",
                 hint=f"{install_hint(extra)}, or a preset without it (--preset lora or smoke)",
             )
     for tracker in plan.report_to:
-        module, how = TRACKERS.get(tracker, (None, ""))
-        if module is not None and importlib.util.find_spec(module) is None:
+        how = TRACKERS.get(tracker)
+        if how is not None and importlib.util.find_spec(tracker) is None:
             raise SatoriError(
-                f"--report-to {tracker} needs the Python package '{module}', which is not installed",
+                f"--report-to {tracker} needs the Python package '{tracker}', which is not installed",
                 hint=f"{how}, or --report-to none",
             )
 
@@ -107,8 +96,6 @@ def check_rollout_servers(plan: TrainPlan, timeout: float = 10.0) -> int:
     training must leave to them.
     """
     from satori_cli.console import console
-    from satori_cli.train.devices import is_this_machine, url_host
-    from satori_cli.train.resources import model_config
     from satori_cli.train.rollout import check_same_model, probe_rollout
 
     here = 0
@@ -173,37 +160,41 @@ def check_memory(plan: TrainPlan, found: list[Gpu]) -> None:
         )
 
 
+def choose_devices(
+    plan: TrainPlan, pool: list[Gpu], rollout_here: int, environ: Mapping[str, str] = os.environ
+) -> DeviceSplit:
+    """Split this machine's GPUs (`split_devices`) and give the training processes theirs in
+    `plan.launch`: the real run and the dry run split alike."""
+    pinned = bool(environ.get("CUDA_VISIBLE_DEVICES", "").strip())
+    managed = plan.managed_rollout is not None
+    split = split_devices(pool, plan.launch.gpus, rollout_here, pinned=pinned, managed=managed)
+    plan.launch = dataclasses.replace(plan.launch, devices=split.train)
+    return split
+
+
 def preflight(
     plan: TrainPlan,
     found: list[Gpu],
     *,
-    this_node: bool = True,
     memory: bool = True,
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] = os.environ,
 ) -> DeviceSplit:
     """Run every check in order of cost; the first failure raises a one-line SatoriError.
 
-    On this node it also chooses the GPUs (`found` is the pool): the training processes' go into
+    It also chooses this machine's GPUs (`found` is the pool): the training processes' go into
     `plan.launch.devices`; a rollout server satori starts takes the returned split's `rollout`.
-    `this_node=False` (a dry run for other nodes) skips the checks about this machine.
     """
-    environ = os.environ if environ is None else environ
     check_batch(plan)
     check_budget(plan.recipe.budget)
-    split = DeviceSplit()
-    if this_node:
-        check_token_env(plan.recipe.budget, environ)
-        managed = plan.managed_rollout is not None
-        rollout_here = plan.managed_rollout.gpus if managed else check_rollout_servers(plan)
-        pinned = bool(environ.get("CUDA_VISIBLE_DEVICES", "").strip())
-        split = split_devices(found, plan.launch.gpus, rollout_here, pinned=pinned, managed=managed)
-        plan.launch = dataclasses.replace(plan.launch, devices=split.train)
-        check_needs(plan)
+    check_token_env(plan.recipe.budget, environ)
+    rollout_here = plan.managed_rollout.gpus if plan.managed_rollout else check_rollout_servers(plan)
+    split = choose_devices(plan, found, rollout_here, environ)
+    check_needs(plan)
     check_model(plan.model)
     check_data(plan.train_path, plan.val_path)
     check_output(plan.output_dir)
     if plan.resume is not None:
         check_resume(plan.resume)
-    if this_node and memory:
+    if memory:
         check_memory(plan, list(split.train))
     return split

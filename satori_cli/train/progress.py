@@ -1,4 +1,4 @@
-"""The training progress line: one live line in a terminal, one plain line per step in a log.
+"""The training progress line from swift's output: live in a terminal, one plain line per step in a log.
 
 In a terminal the line always shows the step, the total and the time left; what does not fit
 is cut from the end of the metrics (`reward ... [components] kl ... len ...`), never those
@@ -8,10 +8,14 @@ file, so each logged step prints a line of its own instead.
 
 from __future__ import annotations
 
+import os
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from satori_cli.train import runlogs
 
 
 def eta_text(seconds: float | None) -> str:
@@ -51,6 +55,9 @@ class PlainLines:
 
     def start(self) -> None:
         self.console.print("loading model and data ...", markup=False, highlight=False)
+
+    def stop(self) -> None:
+        pass
 
     def update(self, step: int, total: int, description: str) -> None:
         left = eta_text(self.eta(step, total))
@@ -99,14 +106,54 @@ class LiveLine:
 @contextmanager
 def progress_display(console: Any) -> Iterator[PlainLines | LiveLine]:
     """The live line in a terminal, plain lines anywhere else."""
-    if not console.is_terminal:
-        display = PlainLines(console)
-        display.start()
-        yield display
-        return
-    live = LiveLine(console)
-    live.start()
+    display = LiveLine(console) if console.is_terminal else PlainLines(console)
+    display.start()
     try:
-        yield live
+        yield display
     finally:
-        live.stop()
+        display.stop()
+
+
+class ProgressFeed:
+    """Turns swift's output lines into progress on `display`, keeping the last lines for errors."""
+
+    def __init__(self, display: Any) -> None:
+        self.display = display
+        self.tail: deque[str] = deque(maxlen=40)
+        self.last: dict[str, Any] | None = None
+
+    def __call__(self, line: str) -> None:
+        self.tail.append(line)
+        metrics = runlogs.parse_metrics_line(line)
+        if metrics is None or "train_runtime" in metrics:
+            return
+        step = runlogs.parse_step(metrics.get(runlogs.STEP_KEY))
+        if step is None:
+            return
+        self.last = metrics
+        self.display.update(step[0], step[1], describe(metrics))
+
+
+def describe(metrics: dict[str, Any]) -> str:
+    """`reward 1.20 [format 0.70 bbox 0.49 ...] kl 0.0001 len 16`: one line per logging step."""
+    parts = []
+    if isinstance(metrics.get("reward"), float):
+        parts.append(f"reward {metrics['reward']:.3f}")
+    comps = {
+        key.split("/")[1]: value
+        for key, value in metrics.items()
+        if key.startswith("rewards/") and key.endswith("/mean") and isinstance(value, float)
+    }
+    prefix = os.path.commonprefix(list(comps)) if len(comps) > 1 else ""  # noqa: RUF071 - names, not paths
+    comps = [f"{name[len(prefix) :] or name} {value:.2f}" for name, value in comps.items()]
+    if comps:
+        parts.append("[" + ", ".join(comps) + "]")
+    if isinstance(metrics.get("kl"), float):
+        parts.append(f"kl {metrics['kl']:.4g}")
+    if isinstance(metrics.get("completions/mean_length"), float):
+        parts.append(f"len {metrics['completions/mean_length']:.0f}")
+    if not parts:  # SFT: the loss and how many target tokens it predicts right
+        for key, label in (("loss", "loss"), ("token_acc", "token acc")):
+            if isinstance(metrics.get(key), float):
+                parts.append(f"{label} {metrics[key]:.3g}")
+    return " ".join(parts) or "training"

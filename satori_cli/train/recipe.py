@@ -10,7 +10,7 @@ all read the same source.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from satori_cli.grammar import DEFAULT_GRAMMAR, get_grammar
 from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
 
 DEFAULT_PRESET = "smoke"
-STAGES = ("grpo", "sft")  # `swift rlhf --rlhf_type grpo` (the `swift:` arguments), `swift sft` (`sft:`)
+# Each stage's recipe key: `swift rlhf --rlhf_type grpo` reads `swift:`, `swift sft` reads `sft:`.
 STAGE_KEYS = {"grpo": "swift", "sft": "sft"}
 # The ms-swift arguments satori itself reads before launching (the preflight's batch, memory and
 # resume checks, the rollout server's context), with swift's types: a value that is not one is
@@ -40,24 +40,6 @@ SWIFT_NUMBERS: dict[str, type] = {
 }  # fmt: skip
 # Recipe keys that name something (a model, a file, a grammar): text, not numbers or lists.
 TEXT_KEYS = ("preset", "description", "model", "data", "val_data", "grammar")
-# Keys a preset or a --config file may carry; anything else is a typo worth an error.
-RECIPE_KEYS = frozenset(
-    {
-        "preset",
-        "description",
-        "model",
-        "gpus",
-        "rollout_gpus",
-        "needs",
-        "min_pixels",
-        "max_pixels",
-        "swift",
-        "sft",
-        "data",
-        "val_data",
-        "grammar",
-    }
-)
 
 
 @dataclass
@@ -88,32 +70,15 @@ class Recipe:
         """The ms-swift arguments of a stage: `swift:` for GRPO, `sft:` for SFT."""
         return self.sft if stage == "sft" else self.swift
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "preset": self.preset,
-            "description": self.description,
-            "model": self.model,
-            "gpus": self.gpus,
-            "rollout_gpus": self.rollout_gpus,
-            "needs": list(self.needs),
-            "min_pixels": self.min_pixels,
-            "max_pixels": self.max_pixels,
-            "swift": copy.deepcopy(self.swift),
-            "sft": copy.deepcopy(self.sft),
-            "data": self.data,
-            "val_data": self.val_data,
-            "grammar": self.grammar,
-        }
+
+# Keys a preset or a --config file may carry; anything else is a typo worth an error.
+RECIPE_KEYS = frozenset(f.name for f in fields(Recipe))
 
 
 def list_presets() -> list[str]:
     """Names of the bundled presets (the `*.yaml` files in `satori_cli/presets`)."""
     folder = resources.files("satori_cli.presets")
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def preset_path(name: str) -> Path:
-    return Path(str(resources.files("satori_cli.presets") / f"{name}.yaml"))
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
@@ -188,7 +153,7 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
 def load_preset(name: str) -> dict[str, Any]:
     if name not in list_presets():
         raise SatoriError(f"unknown preset '{name}'", hint=f"choose one of: {', '.join(list_presets())}")
-    return _read_yaml(preset_path(name), "preset")
+    return _read_yaml(Path(str(resources.files("satori_cli.presets") / f"{name}.yaml")), "preset")
 
 
 def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -161,11 +161,7 @@ def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
     written = []
     panels = [
-        (
-            "rewards.png",
-            "reward",
-            reward_series(rows),
-        ),
+        ("rewards.png", "reward", reward_series(rows)),
         ("kl.png", "KL to the reference policy", [("kl", "kl")]),
         (
             "completion_length.png",
@@ -183,11 +179,9 @@ def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         data = {label: _series(rows, key) for key, label in series}
         data = {label: xy for label, xy in data.items() if xy[0]}
         notes = series_notes({label: ys for label, (_, ys) in data.items()})
-        drawn = bool(data)
-        legend = []
-        for i, (label, (xs, ys)) in enumerate(data.items()):
+        legend = [f"{label} ({notes[label]})" if label in notes else label for label in data]
+        for i, ((xs, ys), shown) in enumerate(zip(data.values(), legend, strict=True)):
             style, marker = STYLES[i % len(STYLES)]
-            shown = f"{label} ({notes[label]})" if label in notes else label
             ax.plot(
                 xs,
                 ys,
@@ -198,14 +192,13 @@ def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
                 fillstyle="none" if i else "full",
                 label=shown,
             )
-            legend.append(shown)
-        if not drawn:
+        if not data:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if drawn:
+        if data:
             ax.legend(fontsize=8)
         fig.tight_layout()
         path = out_dir / name

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from satori_cli.errors import SatoriError
 from satori_cli.gpus import Gpu
 
 GIB = 1024**3
@@ -103,7 +104,6 @@ def size_from_config(config: dict[str, Any]) -> ModelSize | None:
 def _read_json(path: Path) -> dict[str, Any]:
     """A JSON file through the one reader (`satori_cli.models`); {} when unreadable: the estimate
     then falls back to the weights' bytes or the name, and the model's own checks speak for it."""
-    from satori_cli.errors import SatoriError
     from satori_cli.models import read_json
 
     try:

@@ -141,17 +141,10 @@ def _count(pattern: re.Pattern[str], keys: list[str]) -> int | None:
     return max(found) + 1 if found else None
 
 
-def _get(url: str, timeout: float) -> Any:
-    try:
-        return request_json("GET", url, timeout=timeout)
-    except SatoriError as exc:
-        raise SatoriError(exc.message, hint=exc.hint) from None  # a preflight failure: exit 2
-
-
 def probe_rollout(url: str, timeout: float = 10.0) -> RolloutServer:
     """Ask the server at `url` what it is; one-line errors (exit 2) when it is down or not swift rollout."""
     try:
-        _get(f"{url}/health", timeout)
+        request_json("GET", f"{url}/health", timeout=timeout)
     except SatoriError as exc:
         raise SatoriError(f"no rollout server answers at {url} ({exc.message})", hint=START_HINT) from None
     try:
@@ -171,7 +164,10 @@ def probe_rollout(url: str, timeout: float = 10.0) -> RolloutServer:
         raise SatoriError(
             f"the server at {url} is not a `swift rollout` server (no world size)", hint=START_HINT
         )
-    answer = _get(f"{url}/get_model_state_keys/", timeout)
+    try:
+        answer = request_json("GET", f"{url}/get_model_state_keys/", timeout=timeout)
+    except SatoriError as exc:
+        raise SatoriError(exc.message, hint=exc.hint) from None  # a preflight failure: exit 2
     keys = answer.get("keys") if isinstance(answer, dict) else None
     names = tuple(k for k in keys if isinstance(k, str)) if isinstance(keys, list) else ()
     return RolloutServer(url, size, names)

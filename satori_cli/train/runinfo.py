@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from satori_cli import __version__
+from satori_cli.models import RUN_JSON, run_for
 from satori_cli.process import Command
 
-RUN_JSON = "run.json"
 PACKAGES = ("ms-swift", "torch", "transformers", "trl", "deepspeed", "vllm")
 
 
@@ -100,8 +100,6 @@ def recorded_grammar(model: str | Path | None) -> str | None:
     `model` is a run folder or a checkpoint inside one (`satori_cli.models.run_for`, the one
     reader of run folders); anything else (a hub id, a served name) has none.
     """
-    from satori_cli.models import run_for
-
     run = run_for(model)
     return run.grammar if run is not None else None
 

@@ -25,10 +25,9 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 def swift_dirs(run_dir: Path) -> list[Path]:
     """The folder(s) swift wrote into: the run folder, then any `vN-...` subfolders, oldest first."""
     run_dir = Path(run_dir)
-    found = [run_dir] if run_dir.is_dir() else []
-    if run_dir.is_dir():
-        found += sorted(p for p in run_dir.iterdir() if p.is_dir() and _VERSION_DIR.match(p.name))
-    return found
+    if not run_dir.is_dir():
+        return []
+    return [run_dir, *sorted(p for p in run_dir.iterdir() if p.is_dir() and _VERSION_DIR.match(p.name))]
 
 
 def run_dir_of(checkpoint: Path) -> Path:

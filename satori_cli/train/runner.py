@@ -13,9 +13,9 @@ import json
 import os
 import re
 import time
-from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from satori_cli.train import datasync, runfolder, runinfo, runlogs
 from satori_cli.train.datasync import DEFAULT_TIMEOUT as DEFAULT_DATA_TIMEOUT
 from satori_cli.train.devices import DeviceSplit
 from satori_cli.train.plan import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
-from satori_cli.train.recipe import Recipe, parse_passthrough, read_recipe_file, resolve_recipe
+from satori_cli.train.recipe import STAGE_KEYS, Recipe, parse_passthrough, read_recipe_file, resolve_recipe
 
 SAMPLE_ROWS = 8
 SWIFT_HINT = f"install the training extra: {install_hint('train')}"
@@ -106,14 +106,6 @@ def resolve_output_and_resume(
         run_dir = output or default_output(recipe.preset)
         joining = opts.nodes > 1 and (opts.node_rank or 0) > 0
         return run_dir, None, None if joining else runfolder.claim_new(run_dir, opts.overwrite)
-    run_dir, checkpoint = _resume_point(opts)
-    runfolder.check_resumable(checkpoint, recipe.swift)
-    return run_dir, checkpoint, None
-
-
-def _resume_point(opts: TrainOptions) -> tuple[Path, Path]:
-    output = Path(opts.output).expanduser().resolve() if opts.output else None
-    assert opts.resume is not None
     if opts.resume != "latest":
         checkpoint = Path(opts.resume).expanduser().resolve()
         if not (checkpoint / "trainer_state.json").is_file():
@@ -122,25 +114,25 @@ def _resume_point(opts: TrainOptions) -> tuple[Path, Path]:
                 raise SatoriError(f"--resume {opts.resume}: no checkpoint there (no trainer_state.json)")
             checkpoint = latest
         run_dir = output or runlogs.run_dir_of(checkpoint)
-        return run_dir, checkpoint
-    run_dir = output or _latest_run_with_checkpoint()
-    if run_dir is None:
-        raise SatoriError("--resume: no earlier run with a checkpoint found", hint="pass --out RUN_DIR")
-    checkpoint = runlogs.latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise SatoriError(
-            f"--resume: {run_dir} has no checkpoint yet",
-            hint="a run saves every save_steps steps; start without --resume",
-        )
-    return run_dir, checkpoint
+    else:
+        run_dir = output or _latest_run_with_checkpoint()
+        if run_dir is None:
+            raise SatoriError("--resume: no earlier run with a checkpoint found", hint="pass --out RUN_DIR")
+        checkpoint = runlogs.latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise SatoriError(
+                f"--resume: {run_dir} has no checkpoint yet",
+                hint="a run saves every save_steps steps; start without --resume",
+            )
+    runfolder.check_resumable(checkpoint, recipe.swift)
+    return run_dir, checkpoint, None
 
 
-def _prepare(src: Path, out_dir: Path) -> tuple[Path, Path | None]:
+def _prepare(src: Path, out_dir: Path) -> Path:
+    """A raw source prepared into `out_dir` (no val split): its training JSONL."""
     from satori_cli.data.prepare import prepare_dataset
 
-    result = prepare_dataset(src, out_dir)
-    val = getattr(result, "val_path", None)
-    return Path(result.train_path), Path(val) if val else None
+    return prepare_dataset(src, out_dir).train_path
 
 
 def resolve_data(recipe: Recipe, run_dir: Path) -> tuple[Path, Path | None]:
@@ -154,12 +146,12 @@ def resolve_data(recipe: Recipe, run_dir: Path) -> tuple[Path, Path | None]:
         from satori_cli.data.sample import write_sample
 
         raw = write_sample(run_dir / "data" / "sample", SAMPLE_ROWS, 0)
-        train, _ = _prepare(Path(raw), run_dir / "data" / "prepared")
+        train = _prepare(Path(raw), run_dir / "data" / "prepared")
     else:
         source = Path(recipe.data).expanduser().resolve()
         if not source.exists():
             raise SatoriError(f"training data {recipe.data} not found")
-        train = source if is_prepared_jsonl(source) else _prepare(source, run_dir / "data" / "prepared")[0]
+        train = source if is_prepared_jsonl(source) else _prepare(source, run_dir / "data" / "prepared")
     val = None
     if recipe.val_data:
         val = Path(recipe.val_data).expanduser().resolve()
@@ -178,18 +170,13 @@ def tag_rows(src: Path, dest: Path) -> Path:
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Written beside and renamed over: a reader (another node, a resumed run) never sees half a file.
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with open(src, "rb") as fin, open(tmp, "w", encoding="utf-8") as fout:
-            for n, line in enumerate(fin):
-                if not line.strip():
-                    continue
-                row = _prepared_row(line, src, n + 1)
-                row.setdefault("solution", str(row.get("id", n)))
-                fout.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open(src, "rb") as fin, outputs.atomic_file(dest, remember=False) as fout:
+        for n, line in enumerate(fin):
+            if not line.strip():
+                continue
+            row = _prepared_row(line, src, n + 1)
+            row.setdefault("solution", str(row.get("id", n)))
+            fout.write(json.dumps(row, ensure_ascii=False) + "\n")
     return dest
 
 
@@ -198,8 +185,6 @@ PREPARE_HINT = "make it with `satori data prepare SRC --out DIR`, or pass the ra
 
 def _prepared_row(line: bytes, src: Path, number: int) -> dict[str, Any]:
     """One line of a prepared JSONL as a row, or a one-line error naming the line."""
-    from satori_cli.outputs import one_line
-
     try:
         row = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -211,7 +196,7 @@ def _prepared_row(line: bytes, src: Path, number: int) -> dict[str, Any]:
         raise SatoriError(f"{src} line {number} is not valid JSON: {why}", hint=PREPARE_HINT) from None
     except (ValueError, RecursionError) as exc:
         raise SatoriError(
-            f"{src} line {number} is not valid JSON: {one_line(exc, 120)}", hint=PREPARE_HINT
+            f"{src} line {number} is not valid JSON: {outputs.one_line(exc, 120)}", hint=PREPARE_HINT
         ) from None
     if not isinstance(row, dict):
         raise SatoriError(f"{src} line {number} is not a JSON object", hint=PREPARE_HINT)
@@ -228,28 +213,26 @@ def stage_data(
 ) -> tuple[Path, Path | None]:
     """The files swift reads, in the run folder: GRPO rows tagged with their id (`tag_rows`), or,
     for SFT, the same rows with their gold completion as the assistant turn (`targets`)."""
-    folder = run_dir / "data"
+    write = tag_rows
     if stage == "sft":
         from satori_cli.train.targets import write_sft_jsonl
 
-        return (
-            write_sft_jsonl(train, folder / "sft_train.jsonl", budget, grammar),
-            write_sft_jsonl(val, folder / "sft_val.jsonl", budget, grammar) if val else None,
-        )
-    return tag_rows(train, folder / "train.jsonl"), tag_rows(val, folder / "val.jsonl") if val else None
+        write = partial(write_sft_jsonl, budget=budget, grammar=grammar)
+    dest, val_dest = stage_files(stage, run_dir)
+    return write(train, dest), write(val, val_dest) if val else None
 
 
-def stage_file_names(stage: str) -> tuple[str, str]:
-    return ("sft_train.jsonl", "sft_val.jsonl") if stage == "sft" else ("train.jsonl", "val.jsonl")
+def stage_files(stage: str, run_dir: Path) -> tuple[Path, Path]:
+    """Where a stage's training and validation files go in the run folder."""
+    prefix = "sft_" if stage == "sft" else ""
+    return run_dir / "data" / f"{prefix}train.jsonl", run_dir / "data" / f"{prefix}val.jsonl"
 
 
 def check_stage(recipe: Recipe, opts: TrainOptions) -> None:
     """The SFT stage needs the recipe's `sft:` arguments, gold completions in its grammar, and
     rollouts exist only in GRPO."""
-    from satori_cli.train.recipe import STAGES
-
-    if opts.stage not in STAGES:
-        raise SatoriError(f"unknown --stage '{opts.stage}'", hint=f"choose one of: {', '.join(STAGES)}")
+    if opts.stage not in STAGE_KEYS:
+        raise SatoriError(f"unknown --stage '{opts.stage}'", hint=f"choose one of: {', '.join(STAGE_KEYS)}")
     if opts.stage != "sft":
         return
     if not recipe.sft:
@@ -287,12 +270,6 @@ def launch_settings(opts: TrainOptions, gpus: int) -> Launch:
     return launch
 
 
-def check_report_to(value: str | None) -> str | None:
-    if value is not None and value not in TRACKERS:
-        raise SatoriError(f"--report-to {value!r} is not one of {', '.join(TRACKERS)}")
-    return value
-
-
 def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     """Resolve recipe, model, data, output and resume into a plan (prepares data if needed).
 
@@ -301,11 +278,12 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     """
     from satori_cli.prompts import prompt_path
     from satori_cli.rewards import plugin_path
-    from satori_cli.train.recipe import STAGE_KEYS
     from satori_cli.train.rollout import base_url
 
     swift_overrides = parse_passthrough(opts.extra)
-    if check_report_to(opts.report_to) is not None:
+    if opts.report_to is not None:
+        if opts.report_to not in TRACKERS:
+            raise SatoriError(f"--report-to {opts.report_to!r} is not one of {', '.join(TRACKERS)}")
         swift_overrides["report_to"] = opts.report_to
     if opts.rollout_gpus:  # a rollout server of its own: server mode
         swift_overrides = {"use_vllm": True, "vllm_mode": "server", **swift_overrides}
@@ -326,13 +304,11 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     run_dir, resume, claim = resolve_output_and_resume(opts, recipe)
     # Cheap and offline (a hub id is checked by the preflight); the tiny model is built after the data.
     model = models.resolve(recipe.model)
-    recipe = inherit_run(recipe, model, opts)
+    recipe = inherit_run(recipe, model, opts.config, opts.grammar)
     if resume is not None:
         recipe.grammar = resumed_grammar(run_dir, opts.grammar, recipe.grammar)
     grammar = get_grammar(recipe.grammar)
     check_stage(recipe, opts)
-    names = stage_file_names(opts.stage)
-    tagged_path, tagged_val_path = run_dir / "data" / names[0], run_dir / "data" / names[1]
     made = None
     if prepare_data:
         if claim is not None:
@@ -342,26 +318,22 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         try:
             source = datasync.source_of(recipe.data, recipe.val_data) if launch.nodes > 1 else {}
             if launch.nodes > 1 and (launch.node_rank or 0) > 0:
-                tagged, tagged_val, _ = datasync.wait_for_data(run_dir, source, opts.data_timeout)
-                train, val = tagged, tagged_val
+                train, val = tagged, tagged_val = datasync.wait_for_data(run_dir, source, opts.data_timeout)
             else:
                 train, val = resolve_data(recipe, run_dir)
                 tagged, tagged_val = stage_data(opts.stage, train, val, run_dir, recipe.budget, grammar.name)
                 if launch.nodes > 1:
                     datasync.publish(run_dir, source, tagged, tagged_val)
+            if model.kind == "tiny":  # built after the data: the cheap checks come first
+                model = models.resolve(recipe.model, build=True)
         except BaseException:
             runfolder.abandon(made, claim)  # a failure before training leaves no run folder behind
             raise
     else:
-        train = Path(recipe.data or tagged_path).expanduser().resolve()
+        tagged, tagged_val = stage_files(opts.stage, run_dir)
+        train = Path(recipe.data or tagged).expanduser().resolve()
         val = Path(recipe.val_data).expanduser().resolve() if recipe.val_data else None
-        tagged, tagged_val = tagged_path, (tagged_val_path if val else None)
-    if model.kind == "tiny" and prepare_data:  # built after the data: the cheap checks come first
-        try:
-            model = models.resolve(recipe.model, build=True)
-        except BaseException:
-            runfolder.abandon(made, claim)
-            raise
+        tagged_val = tagged_val if val else None
     plan = TrainPlan(
         recipe=recipe,
         model=model.path,
@@ -378,8 +350,8 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         stage=opts.stage,
         made_dir=made,
         claim=claim,
+        data_sources=(train, val),
     )
-    plan.data_sources = (train, val)
     if plan.server_mode and not rollout_urls:
         plan_managed_rollout(plan, dry_run=not prepare_data)
     return plan
@@ -454,7 +426,9 @@ def start_rollout(plan: TrainPlan, split: DeviceSplit, swift_bin: str, timeout: 
         raise
 
 
-def inherit_run(recipe: Recipe, model: models.Model, opts: TrainOptions) -> Recipe:
+def inherit_run(
+    recipe: Recipe, model: models.Model, config: Path | None, grammar: str | None = None
+) -> Recipe:
     """Training on from a run keeps the run's pixel budget (the frame its boxes are in) and,
     unless --grammar or the --config file names one, its grammar.
 
@@ -462,9 +436,8 @@ def inherit_run(recipe: Recipe, model: models.Model, opts: TrainOptions) -> Reci
     """
     if model.run is None:
         return recipe
-    config = opts.config
     given = read_recipe_file(config) if config else {}
-    if model.run.grammar and opts.grammar is None and not given.get("grammar"):
+    if model.run.grammar and grammar is None and not given.get("grammar"):
         recipe.grammar = get_grammar(model.run.grammar).name
     low, high = (int(given[k]) if given.get(k) is not None else None for k in ("min_pixels", "max_pixels"))
     budget = models.settle_budget([model], low, high, f"--config {config}")
@@ -504,53 +477,6 @@ def parser_error(lines: Iterable[str]) -> str | None:
     return None
 
 
-class ProgressFeed:
-    """Turns swift's output lines into progress (`satori_cli.train.progress`), keeping the last
-    lines for errors."""
-
-    def __init__(self, display: Any) -> None:
-        self.display = display
-        self.tail: deque[str] = deque(maxlen=40)
-        self.last: dict[str, Any] | None = None
-        self.start = time.monotonic()
-
-    def __call__(self, line: str) -> None:
-        self.tail.append(line)
-        metrics = runlogs.parse_metrics_line(line)
-        if metrics is None or "train_runtime" in metrics:
-            return
-        step = runlogs.parse_step(metrics.get(runlogs.STEP_KEY))
-        if step is None:
-            return
-        self.last = metrics
-        self.display.update(step[0], step[1], describe(metrics))
-
-
-def describe(metrics: dict[str, Any]) -> str:
-    """`reward 1.20 [format 0.70 bbox 0.49 ...] kl 0.0001 len 16`: one line per logging step."""
-    parts = []
-    if isinstance(metrics.get("reward"), float):
-        parts.append(f"reward {metrics['reward']:.3f}")
-    comps = {
-        key.split("/")[1]: value
-        for key, value in metrics.items()
-        if key.startswith("rewards/") and key.endswith("/mean") and isinstance(value, float)
-    }
-    prefix = os.path.commonprefix(list(comps)) if len(comps) > 1 else ""  # noqa: RUF071 - names, not paths
-    comps = [f"{name[len(prefix) :] or name} {value:.2f}" for name, value in comps.items()]
-    if comps:
-        parts.append("[" + ", ".join(comps) + "]")
-    if isinstance(metrics.get("kl"), float):
-        parts.append(f"kl {metrics['kl']:.4g}")
-    if isinstance(metrics.get("completions/mean_length"), float):
-        parts.append(f"len {metrics['completions/mean_length']:.0f}")
-    if not parts:  # SFT: the loss and how many target tokens it predicts right
-        for key, label in (("loss", "loss"), ("token_acc", "token acc")):
-            if isinstance(metrics.get(key), float):
-                parts.append(f"{label} {metrics[key]:.3g}")
-    return " ".join(parts) or "training"
-
-
 def run_plan(
     plan: TrainPlan,
     command: Command,
@@ -565,18 +491,18 @@ def run_plan(
     command of a server satori started for this run (recorded with the rest).
     """
     from satori_cli.console import console
-    from satori_cli.train.progress import progress_display
+    from satori_cli.train.progress import ProgressFeed, progress_display
 
     run_dir = plan.output_dir
     rank = plan.launch.node_rank or 0
     log_path = run_dir / ("train.log" if rank == 0 else f"train-node{rank}.log")
     swift_args = plan.swift_args()
-    train_src, val_src = plan.data_sources if plan.data_sources[0] else (plan.train_path, plan.val_path)
+    train_src, val_src = plan.data_sources
     info: dict[str, Any] = {
         "started": runinfo.now(),
         "status": "running",
         "stage": plan.stage,
-        "recipe": plan.recipe.to_dict(),
+        "recipe": asdict(plan.recipe),
         "grammar": plan.recipe.grammar,  # what `satori eval/serve/rewards score` follow for this run
         "model": plan.model,
         "resume_from": str(plan.resume) if plan.resume else None,
@@ -639,11 +565,9 @@ def run_plan(
                 f"ms-swift refused an argument: {refused}",
                 hint="`swift rlhf --help` lists them; nothing was trained",
             )
-        tail = "\n".join(feed.tail)
-        if code != 130:
-            console().print(tail, markup=False, highlight=False)
         if code == 130:
             raise Interrupted(f"swift {command.argv[1]} stopped", hint=f"full log: {log_path}")
+        console().print("\n".join(feed.tail), markup=False, highlight=False)
         raise SatoriError(
             f"swift {command.argv[1]} failed with exit code {code}", exit_code=1, hint=f"full log: {log_path}"
         )

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from satori_cli import outputs
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import Grammar, format_completion, get_grammar
 from satori_cli.pixels import PixelBudget
@@ -67,25 +68,20 @@ def write_sft_jsonl(src: Path, dest: Path, budget: PixelBudget, grammar: str | G
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(f".{dest.name}.partial")
     written = 0
-    try:
-        with open(src, encoding="utf-8") as fin, open(partial, "w", encoding="utf-8") as fout:
-            for number, line in enumerate(fin, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = sft_row(json.loads(line), budget, grammar)
-                except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-                    raise SatoriError(
-                        f"{src} line {number} is not a prepared row ({type(exc).__name__}: {exc})",
-                        hint="prepare the data first: satori data prepare SRC --out DIR",
-                    ) from exc
-                fout.write(json.dumps(row, ensure_ascii=False) + "\n")
-                written += 1
+    with open(src, encoding="utf-8") as fin, outputs.atomic_file(dest, remember=False) as fout:
+        for number, line in enumerate(fin, 1):
+            if not line.strip():
+                continue
+            try:
+                row = sft_row(json.loads(line), budget, grammar)
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+                raise SatoriError(
+                    f"{src} line {number} is not a prepared row ({type(exc).__name__}: {exc})",
+                    hint="prepare the data first: satori data prepare SRC --out DIR",
+                ) from exc
+            fout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            written += 1
         if not written:
             raise SatoriError(f"{src} holds no rows")
-        partial.replace(dest)
-    finally:
-        partial.unlink(missing_ok=True)
     return dest
