@@ -8,7 +8,6 @@ not fit wraps inside its table instead of being cut off.
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -43,26 +42,15 @@ def err_console() -> Console:
     return _make(stderr=True)
 
 
-# Terminal escape sequences (CSI `ESC [ ... letter`, OSC `ESC ] ... BEL/ST`, two-byte `ESC x`).
-_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
-
-
-def printable(text: str) -> str:
-    """`text` as one plain line: escape sequences removed, control characters (newlines too)
-    turned into spaces. Error messages carry file names, file contents and server replies; none
-    of them may recolour, retitle or clear the user's terminal, or break the one-line rule."""
-    text = _ESCAPES.sub("", str(text))
-    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
-
-
 def print_error(exc: SatoriError) -> None:
     """`error: message (hint)` on one line of stderr (`interrupted ...` for Ctrl-C)."""
     from rich.markup import escape
 
-    from satori_cli.errors import Interrupted
+    from satori_cli.errors import Interrupted, one_line
 
-    message = escape(printable(exc.message))
+    # Messages carry file names, file contents and server replies: one line, no escapes, whole.
+    message = escape(one_line(exc.message, None))
     text = message if isinstance(exc, Interrupted) else f"[bold red]error:[/] {message}"
     if exc.hint:
-        text += f" [dim]({escape(printable(exc.hint))})[/]"
+        text += f" [dim]({escape(one_line(exc.hint, None))})[/]"
     err_console().print(text, soft_wrap=True)

@@ -92,8 +92,8 @@ def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
         return False, "HF_HUB_OFFLINE is set"
     import httpx
 
-    from satori_cli.errors import SatoriError
-    from satori_cli.http_client import client, one_line
+    from satori_cli.errors import SatoriError, one_line
+    from satori_cli.http_client import client
 
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     try:
@@ -103,7 +103,7 @@ def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
     except SatoriError as exc:  # HF_ENDPOINT is not an http(s) address
         return False, f"{endpoint} unreachable ({exc.message})"
     except httpx.HTTPError as exc:
-        return False, f"{endpoint} unreachable ({one_line(exc)})"
+        return False, f"{endpoint} unreachable ({one_line(exc, 200)})"
 
 
 def diagnose(home: Path, check_hub: bool = True) -> Report:

@@ -7,6 +7,18 @@ from __future__ import annotations
 DIST = "satori-r1"
 
 
+def one_line(text: object, limit: int | None = 300) -> str:
+    """An exception or a value from a file or a server as one printable line, cut to `limit`.
+
+    Messages must stay one line, and such text must never reach a terminal as an escape
+    sequence: every character that is not printable (ESC, C1 codes, NUL, CR, newlines, bidi
+    controls) becomes a space, which leaves what follows an ESC inert, visible text.
+    """
+    raw = str(text) if limit is None else str(text)[: 4 * limit]
+    flat = " ".join("".join(c if c.isprintable() else " " for c in raw).split())
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def install_hint(extra: str) -> str:
     """The pip command that adds an extra to this installation.
 

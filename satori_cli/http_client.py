@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from satori_cli.errors import SatoriError
+from satori_cli.errors import SatoriError, one_line
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # far beyond any chat answer; a bigger body is not one
 MAX_EVENT_BYTES = 1024 * 1024  # one server-sent event line
@@ -41,12 +41,6 @@ def is_loopback(url: str) -> bool:
     except ValueError:
         return False
     return address.is_loopback or address.is_unspecified  # 0.0.0.0 reaches this machine too
-
-
-def one_line(text: object, limit: int = 200) -> str:
-    """Server-supplied text made safe for one terminal line: no control characters, bounded."""
-    flat = " ".join(printable(str(text)).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def printable(text: str) -> str:
@@ -101,7 +95,7 @@ def explain(exc: httpx.HTTPError, url: str, timeout: float | None = None) -> Sat
         )
     if isinstance(exc, httpx.UnsupportedProtocol):
         return SatoriError(f"not an http(s) address: {url}", hint="e.g. http://127.0.0.1:8000/v1")
-    return SatoriError(f"request to {url} failed: {type(exc).__name__}: {one_line(exc)}", exit_code=1)
+    return SatoriError(f"request to {url} failed: {type(exc).__name__}: {one_line(exc, 200)}", exit_code=1)
 
 
 class HTTPStatusError(SatoriError):
@@ -129,14 +123,14 @@ def _error_message(body: bytes) -> str:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
-        return one_line(body.decode("utf-8", "replace")) or "(no message)"
+        return one_line(body.decode("utf-8", "replace"), 200) or "(no message)"
     for key in ("message", "detail", "error"):
         value = data.get(key) if isinstance(data, dict) else None
         if isinstance(value, dict):
             value = value.get("message")
         if isinstance(value, str) and value.strip():
-            return one_line(value)
-    return one_line(body.decode("utf-8", "replace"))
+            return one_line(value, 200)
+    return one_line(body.decode("utf-8", "replace"), 200)
 
 
 def _read(response: httpx.Response, url: str) -> bytes:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from satori_cli.config import BASE_MODEL, DEFAULT_MODEL, paths
 from satori_cli.errors import SatoriError
-from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
+from satori_cli.pixels import PixelBudget, given_budget
 
 ALIASES = {"satori": DEFAULT_MODEL, "base": BASE_MODEL}
 TINY = "tiny"
@@ -74,7 +74,7 @@ class Model:
     def describe(self) -> str:
         if self.run is None:
             return self.path
-        return f"{self.path} (run {self.run.folder}, budget {_px(self.run.budget)})"
+        return f"{self.path} (run {self.run.folder}, budget {self.run.budget})"
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -463,15 +463,12 @@ def settle_budget(
         if run.budget != runs[0][1].budget:
             raise SatoriError(
                 f"{runs[0][0]} and {source} were trained in different pixel budgets "
-                f"({_px(runs[0][1].budget)} and {_px(run.budget)}); both would be run in one",
+                f"({runs[0][1].budget} and {run.budget}); both would be run in one",
                 hint="compare models trained in the same budget",
             )
     if runs:
         return run_budget(runs[0][1], runs[0][0], min_pixels, max_pixels, given_by)
-    try:
-        return PixelBudget(min_pixels or PAPER_MIN_PIXELS, max_pixels or PAPER_MAX_PIXELS)
-    except ValueError as exc:
-        raise SatoriError(str(exc), hint=f"check {given_by}") from exc
+    return given_budget(min_pixels, max_pixels, given_by)
 
 
 def run_budget(
@@ -487,24 +484,6 @@ def run_budget(
             raise SatoriError(
                 f"{given_by} sets {name} {given}, but {who} was trained with {name} {want} "
                 f"({run.folder / RUN_JSON}): a run is served and scored in its own budget",
-                hint=f"drop {given_by}; the run's budget {_px(trained)} is used",
+                hint=f"drop {given_by}; the run's budget {trained} is used",
             )
     return trained
-
-
-def _px(budget: PixelBudget) -> str:
-    return f"{budget.min_pixels}-{budget.max_pixels} px"
-
-
-def env_bounds() -> tuple[int | None, int | None]:
-    """MIN_PIXELS / MAX_PIXELS from the environment (None when unset); a bad value is one line."""
-    bounds: list[int | None] = []
-    for var in ("MIN_PIXELS", "MAX_PIXELS"):
-        value = os.environ.get(var, "").strip()
-        try:
-            bounds.append(int(value) if value else None)
-        except ValueError:
-            raise SatoriError(
-                f"invalid {var}={value!r} in the environment", hint="unset it or give a whole number"
-            ) from None
-    return bounds[0], bounds[1]

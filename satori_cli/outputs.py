@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from satori_cli.errors import SatoriError
+from satori_cli.errors import SatoriError, one_line
 
 MANIFEST = ".satori-outputs.json"
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "", socket.gethostname())[:64] or "host"
@@ -45,14 +45,6 @@ def tag() -> str:
 
 def scratch_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial-{tag()}")
-
-
-def one_line(text: object, limit: int = 300) -> str:
-    """An exception or user value as one short printable line (messages must stay one line,
-    and user data must not reach a terminal as escape sequences)."""
-    raw = str(text)[: 4 * limit]
-    flat = " ".join("".join(c if c.isprintable() else " " for c in raw).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def missing_root(path: Path) -> Path | None:

@@ -20,6 +20,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from satori_cli.errors import SatoriError
+
 FACTOR = 28  # patch_size (14) x spatial_merge_size (2) for Qwen2-VL and Qwen2.5-VL
 MAX_RATIO = 200  # Qwen refuses images whose long side exceeds 200x the short side
 
@@ -81,6 +83,10 @@ class PixelBudget:
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
 
+    def __str__(self) -> str:
+        """How messages name a budget: `200704-401408 px`."""
+        return f"{self.min_pixels}-{self.max_pixels} px"
+
     # -- sizes -------------------------------------------------------------------------
     def resized_hw(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) of the model input for an original image of that size."""
@@ -129,15 +135,40 @@ class PixelBudget:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PixelBudget:
-        """The budget set by MIN_PIXELS / MAX_PIXELS, else the paper's."""
-        environ = os.environ if environ is None else environ
+        """The budget set by MIN_PIXELS / MAX_PIXELS, else the paper's; a bad value is one line."""
+        return given_budget(*env_bounds(environ), "MIN_PIXELS/MAX_PIXELS in the environment")
+
+
+def env_bounds(environ: Mapping[str, str] | None = None) -> tuple[int | None, int | None]:
+    """MIN_PIXELS / MAX_PIXELS from the environment, None for one unset or empty.
+
+    A value that is set but not a positive whole number (0, -1, `lots`, `1e6`) is refused in one
+    line, never ignored: the user meant a budget, and another one would score and draw boxes in
+    the wrong frame. There is no upper bound: a larger max_pixels only means less downscaling.
+    """
+    environ = os.environ if environ is None else environ
+    bounds: list[int | None] = []
+    for var in ("MIN_PIXELS", "MAX_PIXELS"):
+        value = environ.get(var, "").strip()
         try:
-            return cls(
-                min_pixels=int(environ.get("MIN_PIXELS", PAPER_MIN_PIXELS)),
-                max_pixels=int(environ.get("MAX_PIXELS", PAPER_MAX_PIXELS)),
+            number = int(value) if value else None
+        except ValueError:  # not a number, or one of more than 4300 digits
+            number = 0
+        if number is not None and number <= 0:
+            raise SatoriError(
+                f"invalid {var}={value[:60]!r} in the environment",
+                hint="unset it or give a positive whole number of pixels",
             )
-        except ValueError as exc:
-            raise ValueError(f"invalid MIN_PIXELS/MAX_PIXELS in the environment: {exc}") from exc
+        bounds.append(number)
+    return bounds[0], bounds[1]
+
+
+def given_budget(min_pixels: int | None, max_pixels: int | None, given_by: str) -> PixelBudget:
+    """The budget with the bounds given (the paper's for one not given); min above max is one line."""
+    try:
+        return PixelBudget(min_pixels or PAPER_MIN_PIXELS, max_pixels or PAPER_MAX_PIXELS)
+    except ValueError as exc:
+        raise SatoriError(str(exc), hint=f"check {given_by}") from exc
 
 
 PAPER_BUDGET = PixelBudget()

@@ -9,6 +9,7 @@ from importlib import metadata
 from satori_cli import __version__
 from satori_cli.config import paths
 from satori_cli.doctor import diagnose
+from satori_cli.errors import one_line
 
 HEAVY = ("torch", "swift", "vlmeval", "gradio", "vllm", "transformers", "openai", "pandas", "matplotlib")
 
@@ -175,3 +176,12 @@ def test_doctor_hub_check_counts_any_answer_and_names_a_failure(monkeypatch, sat
     assert not ok and detail.startswith(f"{closed} unreachable (") and "refused" in detail
     monkeypatch.setenv("HF_ENDPOINT", "ftp://mirror")
     assert hub_reachable() == (False, "ftp://mirror unreachable (not an http(s) address: ftp://mirror)")
+
+
+def test_text_from_files_and_servers_is_one_inert_line():
+    # ESC, BEL, the C1 CSI, CR/LF, a bidi override and NUL become spaces: what follows is plain text.
+    hostile = "evil\x1b[2J\x1b]0;pwned\x07\x9b31m\r\nnext\u202eline\x00"
+    assert one_line(hostile, None) == "evil [2J ]0;pwned 31m next line"
+    assert one_line("x" * 1000, 10) == "xxxxxxx..."
+    assert len(one_line(ValueError("y" * 10_000))) == 300  # the default cap
+    assert one_line("short", 10) == "short"

@@ -254,15 +254,6 @@ def test_without_a_run_the_budget_is_given_or_the_papers():
         models.settle_budget([], 500000, 1000)
 
 
-def test_budget_from_the_environment(monkeypatch):
-    assert models.env_bounds() == (None, None)  # the tests unset MIN_PIXELS / MAX_PIXELS
-    monkeypatch.setenv("MAX_PIXELS", "12544")
-    assert models.env_bounds() == (None, 12544)
-    monkeypatch.setenv("MIN_PIXELS", "lots")
-    with pytest.raises(SatoriError, match="invalid MIN_PIXELS='lots'"):
-        models.env_bounds()
-
-
 def test_the_tiny_models_folder_copied_into_a_run_is_a_model(tiny_model, tmp_path):
     """A real checkpoint's files (the tiny model's), not only a hand-written config."""
     run = run_folder(tmp_path / "run")

@@ -8,12 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from satori_cli.errors import SatoriError
 from satori_cli.pixels import (
     PAPER_BUDGET,
     PAPER_MAX_PIXELS,
     PAPER_MIN_PIXELS,
     PixelBudget,
     clamp_box,
+    env_bounds,
     smart_resize,
 )
 
@@ -102,7 +104,41 @@ def test_budget_travels_through_the_environment():
     budget = PixelBudget(3136, 50176)
     assert PixelBudget.from_env(budget.env()) == budget
     assert PixelBudget.from_env({}) == PAPER_BUDGET
-    with pytest.raises(ValueError):
-        PixelBudget.from_env({"MAX_PIXELS": "lots"})
+    assert PixelBudget.from_env({"MIN_PIXELS": " ", "MAX_PIXELS": ""}) == PAPER_BUDGET  # empty is unset
+    assert PixelBudget.from_env({"MAX_PIXELS": "12544", "MIN_PIXELS": "3136"}) == PixelBudget(3136, 12544)
+    with pytest.raises(SatoriError, match="must not exceed"):
+        PixelBudget.from_env({"MAX_PIXELS": "12544"})  # the paper's min is above it
     with pytest.raises(ValueError):
         PixelBudget(500, 100)
+
+
+def test_environment_bounds(monkeypatch):
+    assert env_bounds() == (None, None)  # the tests unset MIN_PIXELS / MAX_PIXELS
+    monkeypatch.setenv("MAX_PIXELS", "12544")
+    assert env_bounds() == (None, 12544)
+    huge = 10**15  # no upper bound: a larger max only means less downscaling
+    assert env_bounds({"MIN_PIXELS": " 3136 ", "MAX_PIXELS": str(huge)}) == (3136, huge)
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-3136", "1e6", "12.5", "9" * 5000])
+def test_a_bad_environment_bound_is_one_line_never_ignored(value):
+    for var in ("MIN_PIXELS", "MAX_PIXELS"):
+        with pytest.raises(SatoriError, match=f"invalid {var}=") as caught:
+            env_bounds({var: value})
+        assert caught.value.exit_code == 2 and len(str(caught.value)) < 200
+        with pytest.raises(SatoriError, match=f"invalid {var}="):
+            PixelBudget.from_env({var: value})
+
+
+def test_a_budget_names_itself():
+    assert str(PixelBudget(3136, 12544)) == "3136-12544 px"
+
+
+def test_a_bad_environment_bound_ends_the_cli_in_one_line(satori):
+    for command in (("serve", "--backend", "fake", "--dry-run"), ("rewards", "score", "nothing.jsonl")):
+        done = satori(*command, env={"MIN_PIXELS": "0"})
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            "error: invalid MIN_PIXELS='0' in the environment "
+            "(unset it or give a positive whole number of pixels)"
+        ]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from satori_cli.commands.options import OUT, ROWS, Overwrite, Seed
+from satori_cli.errors import one_line
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -226,10 +227,10 @@ def _sigterm_as_error() -> Iterator[None]:
 
 # -- the tables (rich is imported only when one is drawn) --
 def printable(text: str) -> str:
-    """User text made safe for the terminal: no control characters (escape sequences), no markup."""
+    """User text as one line of a table cell: no control characters (escape sequences), no markup."""
     from rich.markup import escape
 
-    return escape("".join(c if c.isprintable() or c == "\n" else "?" for c in text))
+    return escape(one_line(text, None))
 
 
 def prepare_table(result: PrepareResult) -> Table:
@@ -272,14 +273,15 @@ def inspect_table(stats: Stats, top: int = 6) -> Table:
     if stats.bad_rows:
         table.add_row(
             "[yellow]rows with problems[/]",
-            printable(
-                "\n".join(
-                    [f"{stats.bad_rows} of {stats.lines} lines (not counted above)"]
-                    + [
+            "\n".join(
+                printable(line)
+                for line in [
+                    f"{stats.bad_rows} of {stats.lines} lines (not counted above)",
+                    *(
                         f"{kind}: {count} (e.g. {'; '.join(stats.examples[kind])})"
                         for kind, count in stats.problems.most_common()
-                    ]
-                )
+                    ),
+                ]
             ),
         )
     table.add_row("sources", mix(stats.sources))

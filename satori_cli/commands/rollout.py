@@ -128,7 +128,7 @@ def rollout(
         console().print(
             f"# swift rollout of {chosen}: {spec.data_parallel} vLLM engine(s) x "
             f"{spec.tensor_parallel} GPU(s), "
-            f"budget {recipe.budget.min_pixels}-{recipe.budget.max_pixels} px (preset {recipe.preset})",
+            f"budget {recipe.budget} (preset {recipe.preset})",
             markup=False,
             highlight=False,
             soft_wrap=True,

@@ -21,8 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from satori_cli.data import readers
-from satori_cli.errors import SatoriError
-from satori_cli.outputs import one_line
+from satori_cli.errors import SatoriError, one_line
 
 MIN_LIMIT = 2 << 30
 LIMIT_RATIO = 20

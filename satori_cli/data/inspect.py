@@ -20,7 +20,7 @@ from pathlib import Path
 from satori_cli import outputs
 from satori_cli.data import readers
 from satori_cli.data.validate import IMAGE_TAG, MAX_ID_CHARS, finite
-from satori_cli.errors import SatoriError
+from satori_cli.errors import SatoriError, one_line
 from satori_cli.rewards.reward_functions import MAX_IMAGE_SIDE
 
 BOX_COLOR = (255, 0, 255)  # magenta: no colour of the synthetic shapes, visible on photos
@@ -109,7 +109,7 @@ def inspect_dataset(target: str | Path, samples: int = 8, seed: int = 0) -> tupl
                     if j < samples:
                         chosen[j] = row
         except OSError as exc:
-            raise SatoriError(f"{path}: cannot read ({outputs.one_line(exc.strerror or exc)})") from exc
+            raise SatoriError(f"{path}: cannot read ({one_line(exc.strerror or exc)})") from exc
     if not stats.lines:
         raise SatoriError(f"{target}: the prepared set is empty")
     return stats, chosen

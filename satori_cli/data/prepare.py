@@ -31,7 +31,7 @@ from satori_cli import outputs
 from satori_cli.data import archives, images, readers
 from satori_cli.data import columns as cols
 from satori_cli.data import validate as v
-from satori_cli.errors import SatoriError
+from satori_cli.errors import SatoriError, one_line
 
 TRAIN, VAL, REJECTED, SUMMARY = "train.jsonl", "val.jsonl", "rejected.jsonl", readers.PREPARED_MARKER
 OUTPUTS = (TRAIN, VAL, REJECTED, SUMMARY)
@@ -275,9 +275,7 @@ def prepare_dataset(
                 outputs.replace(partial[name], out_dir / name)
     except OSError as exc:  # disk full, a folder removed under us, an input that vanished
         where = f"{exc.filename}: " if exc.filename else ""
-        raise SatoriError(
-            f"prepare failed: {where}{outputs.one_line(exc.strerror or exc)}", exit_code=1
-        ) from exc
+        raise SatoriError(f"prepare failed: {where}{one_line(exc.strerror or exc)}", exit_code=1) from exc
     finally:
         for path in partial.values():
             path.unlink(missing_ok=True)

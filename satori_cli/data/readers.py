@@ -19,8 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from satori_cli.errors import SatoriError
-from satori_cli.outputs import one_line
+from satori_cli.errors import SatoriError, one_line
 
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")

@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from satori_cli.outputs import one_line
+from satori_cli.errors import one_line
 from satori_cli.pixels import MAX_RATIO, smart_resize
 from satori_cli.rewards import MAX_GT_BOXES
 

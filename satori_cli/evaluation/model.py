@@ -29,7 +29,7 @@ from satori_cli.evaluation.prompting import (
     prediction_record,
     vllm_engine_kwargs,
 )
-from satori_cli.models import QWEN_VL_CLASSES, model_type, read_config
+from satori_cli.models import QWEN_VL_CLASSES, checked_type
 from satori_cli.pixels import PixelBudget
 
 FAIL_MSG = "Failed to obtain answer via API."  # VLMEvalKit's marker of a failed item
@@ -151,9 +151,7 @@ class SatoriVLM(_SatoriModel):
         self.backend = backend
         self.dataset_name: str | None = None
         # The architecture comes from config.json (never from the folder name); satori checked it.
-        kind = model_type(read_config(self.model_path)) or ""
-        if kind not in QWEN_VL_CLASSES:
-            raise ValueError(f"{self.model_path} is a '{kind}' model, not Qwen2.5-VL or Qwen2-VL")
+        kind = checked_type(Path(self.model_path), "")
 
         self.processor = load_processor(self.model_path, self.budget)
         self.image_pad_id = self.processor.tokenizer.convert_tokens_to_ids(IMAGE_PAD)

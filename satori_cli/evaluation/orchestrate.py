@@ -293,7 +293,7 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
         f"{m.name} {m.grammar}" + (" (stock prompt)" if m.prompt == "stock" else "") for m in plan.models
     )
     out.print(
-        f"[dim]budget {plan.budget.min_pixels}-{plan.budget.max_pixels} px, {plan.decoding.describe()}, "
+        f"[dim]budget {plan.budget}, {plan.decoding.describe()}, "
         f"judge {plan.judge}, backend {plan.backend} x{plan.procs}; grammar: {grammars}[/]"
     )
     if req.dry_run:

@@ -33,7 +33,7 @@ from typing import IO, Any
 from satori_cli import outputs
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import Grammar
-from satori_cli.pixels import PixelBudget
+from satori_cli.pixels import PixelBudget, env_bounds, given_budget
 from satori_cli.rewards.table import BY_NAME, REWARDS, rewards_for
 
 DATA_COLUMNS = sorted({c for r in REWARDS for c in r.columns})
@@ -91,13 +91,9 @@ def scoring_input(path: Path, min_pixels: int | None, max_pixels: int | None) ->
         if run is not None:
             return ScoringInput(logged[-1], run_budget(run, str(path), min_pixels, max_pixels, _GIVEN), rows)
         path = logged[-1]  # logged completions without run.json: scored like a plain file, with its rows
-    try:
-        env = PixelBudget.from_env()  # a bad MIN_PIXELS/MAX_PIXELS is one line too
-        return ScoringInput(
-            path, PixelBudget(min_pixels or env.min_pixels, max_pixels or env.max_pixels), rows
-        )
-    except ValueError as exc:
-        raise SatoriError(str(exc), hint=f"check {_GIVEN}") from exc
+    low, high = env_bounds()  # a bad MIN_PIXELS/MAX_PIXELS is one line
+    budget = given_budget(min_pixels or low, max_pixels or high, f"{_GIVEN} and MIN_PIXELS/MAX_PIXELS")
+    return ScoringInput(path, budget, rows)
 
 
 def check_out_path(out_path: Path, input_path: Path, overwrite: bool) -> None:

@@ -18,7 +18,7 @@ from satori_cli import models
 from satori_cli.config import paths
 from satori_cli.errors import SatoriError
 from satori_cli.models import Model
-from satori_cli.pixels import PixelBudget
+from satori_cli.pixels import PixelBudget, env_bounds
 from satori_cli.process import Command, find_program
 from satori_cli.serve.backends import (
     ServerDied,
@@ -87,7 +87,7 @@ def budget_model(model: str | None) -> Model | None:
 
 def pixel_budget(model: Model | None = None) -> PixelBudget:
     """The run's budget; else MIN_PIXELS / MAX_PIXELS; else the paper's. A contradiction is one line."""
-    low, high = models.env_bounds()
+    low, high = env_bounds()
     named = [model] if model is not None else []
     return models.settle_budget(named, low, high, "MIN_PIXELS/MAX_PIXELS in the environment")
 
