@@ -120,7 +120,7 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
 
 
 def _shown(value: Any) -> str:
-    from satori_cli.outputs import one_line
+    from satori_cli.errors import one_line
 
     return f"{type(value).__name__} {one_line(repr(value), 60)}"
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from satori_cli.errors import SatoriError
+from satori_cli.errors import SatoriError, one_line
 from satori_cli.gpus import Gpu, visible_env
-from satori_cli.http_client import HTTPStatusError, one_line, request_json
+from satori_cli.http_client import HTTPStatusError, request_json
 from satori_cli.pixels import PixelBudget
 from satori_cli.process import Command, flag_args
 from satori_cli.train.recipe import Recipe

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from satori_cli import outputs
-from satori_cli.errors import SatoriError
+from satori_cli.errors import SatoriError, one_line
 from satori_cli.models import RUN_JSON, is_run_folder
 from satori_cli.train import runinfo, runlogs
 
@@ -133,7 +133,7 @@ def trainer_state(checkpoint: Path) -> dict[str, Any]:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise SatoriError(
-            f"cannot resume from {checkpoint}: {path.name} cannot be read ({outputs.one_line(exc, 120)})",
+            f"cannot resume from {checkpoint}: {path.name} cannot be read ({one_line(exc, 120)})",
             hint="resume from an earlier one (--resume-from RUN/checkpoint-N), or start over (--overwrite)",
         ) from exc
     if not isinstance(state, dict):

@@ -21,7 +21,7 @@ from typing import Any
 
 from satori_cli import models, outputs
 from satori_cli.config import paths
-from satori_cli.errors import Interrupted, SatoriError, install_hint
+from satori_cli.errors import Interrupted, SatoriError, install_hint, one_line
 from satori_cli.grammar import get_grammar
 from satori_cli.pixels import PixelBudget
 from satori_cli.process import Command, find_program, run
@@ -196,7 +196,7 @@ def _prepared_row(line: bytes, src: Path, number: int) -> dict[str, Any]:
         raise SatoriError(f"{src} line {number} is not valid JSON: {why}", hint=PREPARE_HINT) from None
     except (ValueError, RecursionError) as exc:
         raise SatoriError(
-            f"{src} line {number} is not valid JSON: {outputs.one_line(exc, 120)}", hint=PREPARE_HINT
+            f"{src} line {number} is not valid JSON: {one_line(exc, 120)}", hint=PREPARE_HINT
         ) from None
     if not isinstance(row, dict):
         raise SatoriError(f"{src} line {number} is not a JSON object", hint=PREPARE_HINT)
