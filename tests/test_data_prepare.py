@@ -173,6 +173,22 @@ def test_strict_fails_on_the_first_bad_row_and_writes_nothing(tmp_path: Path) ->
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["images"]  # and no scratch
 
 
+def test_a_failed_prepare_stops_its_converter_threads_before_it_raises(tmp_path: Path) -> None:
+    """The caller's cleanup (train removes the run folder it made) must not race image
+    conversions still running: the pool is shut down before the error leaves prepare."""
+    import threading
+
+    rows = [good_row(0, bboxs="nonsense"), *(good_row(i) for i in range(1, 64))]
+    raw = write_jsonl(tmp_path / "raw", rows)
+    Image.open(io.BytesIO(png())).save(tmp_path / "raw" / "img.png")
+    before = set(threading.enumerate())
+    with pytest.raises(SatoriError, match="rejected") as caught:  # held, as a caller's handler holds it
+        prepare_dataset(raw, tmp_path / "out", strict=True, workers=2)
+    assert not [t.name for t in set(threading.enumerate()) - before if t.name.startswith("satori-prepare")], (
+        caught
+    )
+
+
 def test_column_mapping_and_unknown_columns(tmp_path: Path) -> None:
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "pic.png").write_bytes(png())

@@ -17,6 +17,7 @@ A prepared row (the contract with training and the rewards)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -252,15 +253,18 @@ def prepare_dataset(
             if mapping:
                 cols.check_mapping(mapping, readers.column_names(path), path.name)
         records = readers.iter_records(files, root, jail)
-        _write_rows(
-            _converted(records, mapping, images_dir, workers or default_workers()),
-            partial["rows"] if val_ratio > 0 else partial[TRAIN],
-            partial[REJECTED],
-            result,
-            strict,
-            progress,
-            readers.count_rows(files) if progress else None,
-        )
+        converted = _converted(records, mapping, images_dir, workers or default_workers())
+        # closed here, not when the error's traceback is freed: no conversion outlives a failure
+        with contextlib.closing(converted):
+            _write_rows(
+                converted,
+                partial["rows"] if val_ratio > 0 else partial[TRAIN],
+                partial[REJECTED],
+                result,
+                strict,
+                progress,
+                readers.count_rows(files) if progress else None,
+            )
         if result.rows_in == 0:
             raise SatoriError(f"no rows found in {src}", hint="the data files are empty")
         if val_ratio > 0:
