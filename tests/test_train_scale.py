@@ -362,3 +362,23 @@ def test_not_swift_rollout_is_told_by_the_status_not_by_digits_in_the_address():
         server.shutdown()
         server.server_close()
     assert "is not a `swift rollout` server" in caught.value.message, caught.value.message
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 20])
+def test_fingerprint_reads_in_chunks_and_counts_like_lines(tmp_path, chunk):
+    """The data fingerprint hashes in fixed chunks (a raw parquet file may have no newline for
+    hundreds of megabytes) and still counts the non-blank lines a line-by-line read counts."""
+    import random
+
+    from satori_cli.train.runinfo import fingerprint
+
+    rng = random.Random(chunk)
+    for case in range(40):
+        data = bytes(rng.choice(b"ab \t\r\n\n") for _ in range(rng.randrange(0, 60)))
+        path = tmp_path / f"case{case}.jsonl"
+        path.write_bytes(data)
+        with open(path, "rb") as handle:
+            expected_rows = sum(bool(line.strip()) for line in handle)
+        got = fingerprint(path, chunk=chunk)
+        assert got["sha256"] == hashlib.sha256(data).hexdigest()
+        assert got["rows"] == expected_rows, data
