@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import re
+
 # The distribution's name on PyPI (the import package is satori_cli, the command `satori`);
 # "satori-cli" there is an unrelated project.
 DIST = "satori-r1"
+
+
+# Terminal escape sequences: CSI (`ESC [` or the C1 byte 0x9b, then parameters and a letter), OSC
+# (`ESC ]` up to BEL or `ESC \\`) and the two-character `ESC x`.
+_ESCAPES = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|\x1b(?:\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 
 
 def one_line(text: object, limit: int | None = 300) -> str:
     """An exception or a value from a file or a server as one printable line, cut to `limit`.
 
     Messages must stay one line, and such text must never reach a terminal as an escape
-    sequence: every character that is not printable (ESC, C1 codes, NUL, CR, newlines, bidi
-    controls) becomes a space, which leaves what follows an ESC inert, visible text.
+    sequence: whole escape sequences are dropped, and every other character that is not
+    printable (C1 codes, NUL, CR, newlines, bidi controls) becomes a space.
     """
     raw = str(text) if limit is None else str(text)[: 4 * limit]
-    flat = " ".join("".join(c if c.isprintable() else " " for c in raw).split())
+    flat = " ".join("".join(c if c.isprintable() else " " for c in _ESCAPES.sub("", raw)).split())
     return flat if limit is None or len(flat) <= limit else flat[: limit - 3] + "..."
 
 

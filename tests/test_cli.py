@@ -179,9 +179,10 @@ def test_doctor_hub_check_counts_any_answer_and_names_a_failure(monkeypatch, sat
 
 
 def test_text_from_files_and_servers_is_one_inert_line():
-    # ESC, BEL, the C1 CSI, CR/LF, a bidi override and NUL become spaces: what follows is plain text.
-    hostile = "evil\x1b[2J\x1b]0;pwned\x07\x9b31m\r\nnext\u202eline\x00"
-    assert one_line(hostile, None) == "evil [2J ]0;pwned 31m next line"
+    # Whole escape sequences (clear screen, set title, the C1 CSI colour) go; CR/LF, a bidi
+    # override, NUL and a lone ESC become spaces: nothing can drive the terminal.
+    hostile = "evil\x1b[2J\x1b]0;pwned\x07\x9b31m\r\nnext\u202eline\x00 \x1b"
+    assert one_line(hostile, None) == "evil next line"
     assert one_line("x" * 1000, 10) == "xxxxxxx..."
     assert len(one_line(ValueError("y" * 10_000))) == 300  # the default cap
     assert one_line("short", 10) == "short"
