@@ -65,8 +65,8 @@ def client(base_url: str, *, api_key: str | None = None, timeout: float = 30.0) 
     check_api_key(api_key)
     try:
         parts = urlsplit(base_url)
-        usable = parts.scheme in ("http", "https") and parts.hostname
-    except ValueError:  # e.g. an unclosed IPv6 bracket
+        usable = parts.scheme in ("http", "https") and parts.hostname and parts.port != 0
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number or out of range
         usable = False
     if not usable or any(c.isspace() for c in base_url):
         raise SatoriError(

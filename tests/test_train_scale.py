@@ -329,7 +329,14 @@ def test_wrong_gpu_split_with_a_rollout_server_on_this_machine(tmp_path, tiny_mo
 
 
 def test_a_bad_rollout_url_is_one_line(satori, tmp_path):
-    for url in ("10.0.0.9:8000", "http://10.0.0.9", "http://10.0.0.9:8000/v1", "ftp://x:1"):
+    for url in (
+        "10.0.0.9:8000",
+        "http://10.0.0.9",
+        "http://10.0.0.9:8000/v1",
+        "ftp://x:1",
+        "http://[::1",
+        "http://h:abc",
+    ):
         result = satori("train", "--preset", "server", "--rollout-url", url, "--dry-run")
         one_line_error(result, "is not http://HOST:PORT")
 

@@ -106,11 +106,11 @@ def rollout_command(
 def base_url(url: str) -> str:
     """A rollout URL as ms-swift's client wants it: `http://host:port`, no trailing slash."""
     text = url.strip().rstrip("/")
-    parts = urlsplit(text)
     try:
+        parts = urlsplit(text)
         port = parts.port
-    except ValueError:
-        port = None
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
+        parts, port = urlsplit(""), None
     if parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path:
         raise SatoriError(
             f"--rollout-url {one_line(url, 100)} is not http://HOST:PORT",
