@@ -61,6 +61,7 @@ def test_train_config_that_is_binary_or_the_wrong_shape(tmp_path):
         ("swift: {num_generations: many}\n", "num_generations must be a whole number, not str 'many'"),
         ("gpus: [1]\n", "invalid recipe"),
         ("[" * 5000 + "\n", "config file"),
+        ("swift: {max_steps: " + "9" * 5000 + "}\n", "has a number too long to read"),
     ):
         config = tmp_path / "recipe.yaml"
         config.write_text(text)
