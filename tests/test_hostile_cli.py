@@ -20,8 +20,10 @@ def files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def refused(*args: str, match: str, code: int = 2, cwd: Path | None = None) -> str:
-    done = run_satori(*args, cwd=cwd, timeout=300)
+def refused(
+    *args: str, match: str, code: int = 2, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> str:
+    done = run_satori(*args, cwd=cwd, env=env, timeout=300)
     out = done.stdout + done.stderr
     assert done.returncode == code, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
     assert "Traceback" not in out, done.stderr
@@ -199,6 +201,27 @@ def test_report_out_over_a_users_file(home, tmp_path):
         assert not [p for p in home.iterdir() if p.name.startswith(".")]  # no scratch left behind
     finally:
         (home / "rewards.png").unlink()
+
+
+# -- environment variables satori reads -----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("env", "args", "match"),
+    [
+        (
+            {"MASTER_PORT": "\u00b2"},
+            ["train", "--dry-run"],
+            "MASTER_PORT='\u00b2' in the environment is not a port",
+        ),
+        ({"MASTER_PORT": "9" * 5000}, ["train", "--dry-run"], "MASTER_PORT='999"),
+        (
+            {"MASTER_PORT": "70000"},
+            ["train", "--dry-run"],
+            "MASTER_PORT=70000 in the environment is not a port",
+        ),
+    ],
+)
+def test_environment_variables_with_garbage(env, args, match):
+    refused(*args, env=env, match=match)
 
 
 # -- what error lines may carry --------------------------------------------------------------------
