@@ -203,6 +203,23 @@ def test_report_out_over_a_users_file(home, tmp_path):
         (home / "rewards.png").unlink()
 
 
+# -- paths the filesystem refuses before any command's own check -----------------------------------
+@pytest.mark.parametrize(
+    ("option", "value", "match"),
+    [
+        ("--model", "x" * 300, "file name too long: "),
+        ("--out", "x" * 300, "file name too long: "),
+        ("--resume-from", "x" * 300, "file name too long: "),
+        ("--data", "~no-such-user-satori/train.jsonl", "a path starts with ~ but that user"),
+        ("--out", "~no-such-user-satori/run", "a path starts with ~ but that user"),
+    ],
+)
+def test_train_paths_the_filesystem_refuses(tmp_path, option, value, match):
+    refused(
+        "train", option, str(tmp_path / value) if value.startswith("x") else value, "--dry-run", match=match
+    )
+
+
 # -- environment variables satori reads -----------------------------------------------------------
 @pytest.mark.parametrize(
     ("env", "args", "match"),
