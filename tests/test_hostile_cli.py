@@ -203,6 +203,11 @@ def test_report_out_over_a_users_file(home, tmp_path):
         (home / "rewards.png").unlink()
 
 
+@pytest.mark.parametrize("value", ["nan", "-1", "0"])
+def test_train_dry_run_refuses_a_data_timeout_a_real_run_would(value):
+    refused("train", "--data-timeout", value, "--dry-run", match="--data-timeout must be a positive number")
+
+
 # -- paths the filesystem refuses before any command's own check -----------------------------------
 @pytest.mark.parametrize(
     ("option", "value", "match"),
