@@ -174,6 +174,8 @@ def test_predict_refuses_bad_numbers_and_never_saves_over_a_users_file(home, tmp
     fifo = tmp_path / "fifo.png"
     os.mkfifo(fifo)
     refused("predict", str(image), "q", *no_server, "--out", str(fifo), "--overwrite", match="not a regular")
+    # a file that exists but whose read fails (EIO here; EACCES for a user who is not root)
+    refused("predict", "/proc/self/mem", "q", *no_server, match="cannot read image /proc/self/mem")
 
 
 def test_rewards_score_out_over_a_users_file(home):
