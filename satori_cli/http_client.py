@@ -58,11 +58,8 @@ def check_api_key(api_key: str | None) -> None:
         raise SatoriError("the API key must be printable ASCII without spaces (it is sent in an HTTP header)")
 
 
-def client(base_url: str, *, api_key: str | None = None, timeout: float = 30.0) -> httpx.Client:
-    """An httpx client for one server: proxy policy, timeouts and the Bearer key set once."""
-    if not timeout > 0:
-        raise SatoriError(f"a timeout must be a positive number of seconds, not {timeout}")
-    check_api_key(api_key)
+def check_base_url(base_url: str) -> None:
+    """An http(s) address with a host and a usable port, or one line saying so."""
     try:
         parts = urlsplit(base_url)
         usable = parts.scheme in ("http", "https") and parts.hostname and parts.port != 0
@@ -72,6 +69,14 @@ def client(base_url: str, *, api_key: str | None = None, timeout: float = 30.0) 
         raise SatoriError(
             f"not an http(s) address: {one_line(base_url, 100)}", hint="e.g. http://127.0.0.1:8000/v1"
         )
+
+
+def client(base_url: str, *, api_key: str | None = None, timeout: float = 30.0) -> httpx.Client:
+    """An httpx client for one server: proxy policy, timeouts and the Bearer key set once."""
+    if not timeout > 0:
+        raise SatoriError(f"a timeout must be a positive number of seconds, not {timeout}")
+    check_api_key(api_key)
+    check_base_url(base_url)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     return httpx.Client(
         headers=headers,
