@@ -192,6 +192,15 @@ def test_rewards_score_out_over_a_users_file(home):
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [(["rewards", "score", "/proc/self/mem"], "cannot read /proc/self/mem: Input/output error")],
+)
+def test_a_file_whose_read_fails(args, match):
+    """A file that exists but cannot be read (EIO here; EACCES for a user who is not root)."""
+    refused(*args, match=match)
+
+
 def test_report_out_over_a_users_file(home, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
