@@ -154,6 +154,9 @@ def test_tiny_model_out_that_is_a_file_or_someone_elses_folder(home):
     refused("tiny-model", "--out", str(home / "file.txt"), match="is a file")
     refused("tiny-model", "--out", str(home / "file.txt" / "m"), match="file.txt is a file")
     refused("tiny-model", "--out", str(home), "--overwrite", match="is not a tiny model satori built")
+    refused(
+        "tiny-model", "--out", "/proc/satori-tiny", match="cannot write in /proc"
+    )  # nothing can be made there
 
 
 def test_data_sample_out_under_a_file(home):
