@@ -63,7 +63,8 @@ def check_base_url(base_url: str) -> None:
     try:
         parts = urlsplit(base_url)
         usable = parts.scheme in ("http", "https") and parts.hostname and parts.port != 0
-    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number or out of range
+        httpx.URL(base_url)  # what urlsplit lets through and httpx refuses: over 64 KiB
+    except (ValueError, httpx.InvalidURL):  # an unclosed IPv6 bracket, a port that is not a number
         usable = False
     if not usable or any(c.isspace() for c in base_url):
         raise SatoriError(

@@ -170,6 +170,7 @@ def test_control_characters_from_the_server_never_reach_the_terminal(satori, hos
         (["predict", "IMG", "q", "--base-url", "http://[::1/v1"], "not an http(s) address"),
         (["predict", "IMG", "q", "--base-url", "http://127.0.0.1:abc/v1"], "not an http(s) address"),
         (["predict", "IMG", "q", "--base-url", "http://127.0.0.1:99999/v1"], "not an http(s) address"),
+        (["predict", "IMG", "q", "--base-url", "http://" + "a" * 70000 + "/v1"], "not an http(s) address"),
         (["predict", "IMG", "q", "--api-key", "ключ"], "API key must be printable ASCII"),
         (["predict", "IMG", "q", "--api-key", "a\r\nX-Injected: 1"], "API key must be printable ASCII"),
         (["serve", "--backend", "fake", "--api-key", "ключ"], "API key must be printable ASCII"),
