@@ -6,12 +6,13 @@ import time) may pull in torch, swift, vlmeval, gradio or vllm. A test enforces 
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
 
 from satori_cli import __version__
-from satori_cli.errors import Interrupted, SatoriError
+from satori_cli.errors import Interrupted, SatoriError, one_line
 from satori_cli.help_style import ReadableGroup
 
 
@@ -19,7 +20,9 @@ class _Commands(ReadableGroup):
     """The command group; Ctrl-C inside any command becomes `Interrupted`.
 
     Typer turns a KeyboardInterrupt into a silent exit 130, so without this `main` would never
-    see it and the user would get no word of what happened.
+    see it and the user would get no word of what happened. Two path errors any `Path` call can
+    raise on what a user typed (a name longer than the filesystem allows, `~someone` for no such
+    user) are one line here rather than a guard at every one of the commands' path checks.
     """
 
     def invoke(self, ctx: typer.Context) -> object:
@@ -27,6 +30,14 @@ class _Commands(ReadableGroup):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             raise Interrupted() from None
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            raise SatoriError(f"file name too long: {one_line(exc.filename or exc, 80)}") from None
+        except RuntimeError as exc:
+            if str(exc) != "Could not determine home directory.":  # pathlib's expanduser
+                raise
+            raise SatoriError("a path starts with ~ but that user (or $HOME) does not exist") from None
 
 
 app = typer.Typer(

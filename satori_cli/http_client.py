@@ -58,20 +58,26 @@ def check_api_key(api_key: str | None) -> None:
         raise SatoriError("the API key must be printable ASCII without spaces (it is sent in an HTTP header)")
 
 
-def client(base_url: str, *, api_key: str | None = None, timeout: float = 30.0) -> httpx.Client:
-    """An httpx client for one server: proxy policy, timeouts and the Bearer key set once."""
-    if not timeout > 0:
-        raise SatoriError(f"a timeout must be a positive number of seconds, not {timeout}")
-    check_api_key(api_key)
+def check_base_url(base_url: str) -> None:
+    """An http(s) address with a host and a usable port, or one line saying so."""
     try:
         parts = urlsplit(base_url)
         usable = parts.scheme in ("http", "https") and parts.hostname and parts.port != 0
-    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number or out of range
+        httpx.URL(base_url)  # what urlsplit lets through and httpx refuses: over 64 KiB
+    except (ValueError, httpx.InvalidURL):  # an unclosed IPv6 bracket, a port that is not a number
         usable = False
     if not usable or any(c.isspace() for c in base_url):
         raise SatoriError(
             f"not an http(s) address: {one_line(base_url, 100)}", hint="e.g. http://127.0.0.1:8000/v1"
         )
+
+
+def client(base_url: str, *, api_key: str | None = None, timeout: float = 30.0) -> httpx.Client:
+    """An httpx client for one server: proxy policy, timeouts and the Bearer key set once."""
+    if not timeout > 0:
+        raise SatoriError(f"a timeout must be a positive number of seconds, not {timeout}")
+    check_api_key(api_key)
+    check_base_url(base_url)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     return httpx.Client(
         headers=headers,

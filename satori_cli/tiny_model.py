@@ -236,8 +236,11 @@ def build_tiny_model(
     transformers = require("transformers", "train", "Building the tiny model")
     tokenizer = qwen2_tokenizer_files()  # fails early, before any folder is made
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:  # read-only, not ours, or /proc
+        raise SatoriError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
     try:
         config = _tiny_config(hidden_size, layers)
         _write_json(tmp / "config.json", config)

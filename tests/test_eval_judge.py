@@ -105,6 +105,12 @@ def test_judge_name_the_server_does_not_serve_is_one_line(satori, tmp_path):
         (("--judge", "Qwen/Qwen2.5-7B-Instruct", "--judge-url", "http://127.0.0.1:9/v1"), "contains '/'"),
         (("--judge", "my-judge"), "needs --judge-url"),
         (("--judge-url", "http://127.0.0.1:9/v1"), "--judge-url needs an LLM judge"),
+        (("--judge", "my-judge", "--judge-url", "http://127.0.0.1:abc/v1"), "not an http(s) address"),
+        (("--judge", "my-judge", "--judge-url", "ftp://x/v1"), "not an http(s) address"),
+        (
+            ("--judge", "my-judge", "--judge-url", "http://127.0.0.1:9/v1", "--judge-key", "a b"),
+            "printable ASCII",
+        ),
     ],
 )
 def test_judge_flags_that_cannot_work_are_refused(satori, tmp_path, judge, message):

@@ -20,8 +20,10 @@ def files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def refused(*args: str, match: str, code: int = 2, cwd: Path | None = None) -> str:
-    done = run_satori(*args, cwd=cwd, timeout=300)
+def refused(
+    *args: str, match: str, code: int = 2, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> str:
+    done = run_satori(*args, cwd=cwd, env=env, timeout=300)
     out = done.stdout + done.stderr
     assert done.returncode == code, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
     assert "Traceback" not in out, done.stderr
@@ -61,6 +63,7 @@ def test_train_config_that_is_binary_or_the_wrong_shape(tmp_path):
         ("swift: {num_generations: many}\n", "num_generations must be a whole number, not str 'many'"),
         ("gpus: [1]\n", "invalid recipe"),
         ("[" * 5000 + "\n", "config file"),
+        ("swift: {max_steps: " + "9" * 5000 + "}\n", "has a number too long to read"),
     ):
         config = tmp_path / "recipe.yaml"
         config.write_text(text)
@@ -151,6 +154,9 @@ def test_tiny_model_out_that_is_a_file_or_someone_elses_folder(home):
     refused("tiny-model", "--out", str(home / "file.txt"), match="is a file")
     refused("tiny-model", "--out", str(home / "file.txt" / "m"), match="file.txt is a file")
     refused("tiny-model", "--out", str(home), "--overwrite", match="is not a tiny model satori built")
+    refused(
+        "tiny-model", "--out", "/proc/satori-tiny", match="cannot write in /proc"
+    )  # nothing can be made there
 
 
 def test_data_sample_out_under_a_file(home):
@@ -171,6 +177,8 @@ def test_predict_refuses_bad_numbers_and_never_saves_over_a_users_file(home, tmp
     fifo = tmp_path / "fifo.png"
     os.mkfifo(fifo)
     refused("predict", str(image), "q", *no_server, "--out", str(fifo), "--overwrite", match="not a regular")
+    # a file that exists but whose read fails (EIO here; EACCES for a user who is not root)
+    refused("predict", "/proc/self/mem", "q", *no_server, match="cannot read image /proc/self/mem")
 
 
 def test_rewards_score_out_over_a_users_file(home):
@@ -187,6 +195,15 @@ def test_rewards_score_out_over_a_users_file(home):
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [(["rewards", "score", "/proc/self/mem"], "cannot read /proc/self/mem: Input/output error")],
+)
+def test_a_file_whose_read_fails(args, match):
+    """A file that exists but cannot be read (EIO here; EACCES for a user who is not root)."""
+    refused(*args, match=match)
+
+
 def test_report_out_over_a_users_file(home, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -198,6 +215,49 @@ def test_report_out_over_a_users_file(home, tmp_path):
         assert not [p for p in home.iterdir() if p.name.startswith(".")]  # no scratch left behind
     finally:
         (home / "rewards.png").unlink()
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "0"])
+def test_train_dry_run_refuses_a_data_timeout_a_real_run_would(value):
+    refused("train", "--data-timeout", value, "--dry-run", match="--data-timeout must be a positive number")
+
+
+# -- paths the filesystem refuses before any command's own check -----------------------------------
+@pytest.mark.parametrize(
+    ("option", "value", "match"),
+    [
+        ("--model", "x" * 300, "file name too long: "),
+        ("--out", "x" * 300, "file name too long: "),
+        ("--resume-from", "x" * 300, "file name too long: "),
+        ("--data", "~no-such-user-satori/train.jsonl", "a path starts with ~ but that user"),
+        ("--out", "~no-such-user-satori/run", "a path starts with ~ but that user"),
+    ],
+)
+def test_train_paths_the_filesystem_refuses(tmp_path, option, value, match):
+    refused(
+        "train", option, str(tmp_path / value) if value.startswith("x") else value, "--dry-run", match=match
+    )
+
+
+# -- environment variables satori reads -----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("env", "args", "match"),
+    [
+        (
+            {"MASTER_PORT": "\u00b2"},
+            ["train", "--dry-run"],
+            "MASTER_PORT='\u00b2' in the environment is not a port",
+        ),
+        ({"MASTER_PORT": "9" * 5000}, ["train", "--dry-run"], "MASTER_PORT='999"),
+        (
+            {"MASTER_PORT": "70000"},
+            ["train", "--dry-run"],
+            "MASTER_PORT=70000 in the environment is not a port",
+        ),
+    ],
+)
+def test_environment_variables_with_garbage(env, args, match):
+    refused(*args, env=env, match=match)
 
 
 # -- what error lines may carry --------------------------------------------------------------------

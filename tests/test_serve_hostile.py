@@ -170,6 +170,7 @@ def test_control_characters_from_the_server_never_reach_the_terminal(satori, hos
         (["predict", "IMG", "q", "--base-url", "http://[::1/v1"], "not an http(s) address"),
         (["predict", "IMG", "q", "--base-url", "http://127.0.0.1:abc/v1"], "not an http(s) address"),
         (["predict", "IMG", "q", "--base-url", "http://127.0.0.1:99999/v1"], "not an http(s) address"),
+        (["predict", "IMG", "q", "--base-url", "http://" + "a" * 70000 + "/v1"], "not an http(s) address"),
         (["predict", "IMG", "q", "--api-key", "ключ"], "API key must be printable ASCII"),
         (["predict", "IMG", "q", "--api-key", "a\r\nX-Injected: 1"], "API key must be printable ASCII"),
         (["serve", "--backend", "fake", "--api-key", "ключ"], "API key must be printable ASCII"),
@@ -180,6 +181,9 @@ def test_control_characters_from_the_server_never_reach_the_terminal(satori, hos
         (["serve", "--backend", "fake", "--host", "192.0.2.1"], "--host 192.0.2.1 is not an address of this"),
         (["serve", "--backend", "fake", "--ui", "--ui-port", "70000"], "--ui-port 70000 is not a port"),
         (["serve", "--backend", "fake", "--startup-timeout", "-1"], "--startup-timeout must be a positive"),
+        (["serve", "--ui", "--base-url", "http://127.0.0.1:abc/v1", "--dry-run"], "not an http(s) address"),
+        (["serve", "--ui", "--base-url", "http://[::1", "--dry-run"], "not an http(s) address"),
+        (["serve", "--ui", "--base-url", "", "--dry-run"], "not an http(s) address"),
     ],
 )
 def test_bad_flags_are_one_line_before_any_work(satori, image, args, message):

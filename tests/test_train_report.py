@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 
+import pytest
 from PIL import Image
 
+from satori_cli.errors import SatoriError
 from satori_cli.grammar import format_completion
 from satori_cli.pixels import PixelBudget
 from satori_cli.train import runlogs
@@ -197,3 +200,60 @@ def test_the_report_says_the_reward_trend_that_noisy_steps_hide(tmp_path, satori
         "note: mean reward over the first 3 and the last 3 of 12 steps: total 1.07 -> 1.47, "
         "SatoriFormat 0.53 -> 0.73"
     ) in result.stdout
+
+
+def _edit_row(run, **changes):
+    path = run / "data" / "train.jsonl"
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes) + "\n")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"bboxs": [["a", 1, 2, 3]]},
+        {"bboxs": [[10, 10, 1, 1]]},  # corners in the wrong order
+        {"bboxs": [[1e308, 1, 2, 3]]},
+        {"bboxs": [[[1], 2, 3, 4]]},
+        {"bboxs": 5},
+        {"images": [{"path": 5}]},
+        {"images": 5},
+        {"images": ["FIFO"]},  # opening it would block for ever
+        {"messages": "text", "possible_answers": 7},
+        {"solution": {"not": "hashable"}},
+    ],
+)
+def test_hostile_data_rows_cost_a_card_its_picture_not_the_report(tmp_path, changes):
+    run = make_run(tmp_path)
+    if changes.get("images") == ["FIFO"]:
+        os.mkfifo(tmp_path / "fifo.png")
+        changes = {"images": [str(tmp_path / "fifo.png")]}
+    _edit_row(run, **changes)
+    if "solution" in changes:  # the completion log names the row the same way
+        table = json.loads((run / "completions.jsonl").read_text())
+        (run / "completions.jsonl").write_text(json.dumps(table | {"solution": [changes["solution"]]}) + "\n")
+    write_report(run)
+    assert "step 3" in (run / "report" / "gallery.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("run_json", "match"),
+    [
+        ([1], "does not hold a JSON object"),
+        ({"recipe": "x"}, "records no pixel budget"),
+        ({"recipe": {"min_pixels": "x", "max_pixels": 50176}}, "records no pixel budget"),
+        ({"recipe": {"min_pixels": 10**7, "max_pixels": 10}}, "must not exceed max_pixels"),
+    ],
+)
+def test_a_malformed_run_json_is_one_line(tmp_path, run_json, match):
+    run = make_run(tmp_path)
+    (run / "run.json").write_text(json.dumps(run_json))
+    with pytest.raises(SatoriError, match=match):
+        write_report(run)
+
+
+def test_a_step_of_thousands_of_digits_is_skipped(tmp_path):
+    run = make_run(tmp_path)
+    with (run / "logging.jsonl").open("a") as fh:
+        fh.write(json.dumps({"global_step/max_steps": "9" * 5000 + "/3", "reward": 1}) + "\n")
+        fh.write(json.dumps({"global_step/max_steps": "\u00b2/3", "reward": 1}) + "\n")
+    assert [r["step"] for r in runlogs.read_metrics(run)] == [1, 2, 3]

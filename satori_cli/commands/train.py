@@ -194,6 +194,8 @@ def train(
         report_to=report_to,
         data_timeout=data_timeout,
     )
+    if not data_timeout > 0:
+        raise SatoriError(f"--data-timeout must be a positive number of seconds, not {data_timeout}")
     if dry_run:
         from satori_cli.train.dry_run import dry_run_text
 
@@ -210,8 +212,6 @@ def train(
     from satori_cli.train.plan import build_commands
     from satori_cli.train.preflight import preflight
 
-    if not data_timeout > 0:
-        raise SatoriError(f"--data-timeout must be a positive number of seconds, not {data_timeout}")
     program = swift_program()
     with console().status("preparing the run ..."):
         try:

@@ -53,9 +53,12 @@ def check_judge(name: str, url: str | None, key: str | None, reach: bool = True)
             f"the judge name '{name}' contains '/', which VLMEvalKit puts into a file name",
             hint="serve the judge under a plain name (vllm serve ... --served-model-name my-judge)",
         )
+    from satori_cli.http_client import check_api_key, check_base_url, served_models
+
+    check_base_url(url)  # a dry run too: it makes no request that would find out
+    check_api_key(key)
     if not reach:
         return
-    from satori_cli.http_client import served_models
 
     try:
         offered = served_models(url, key or "EMPTY")

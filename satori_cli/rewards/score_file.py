@@ -177,10 +177,13 @@ def _read_rows(path: Path, limit: int = MAX_LINE_CHARS) -> Iterator[tuple[int, d
 def count_lines(path: Path, chunk: int = 1 << 20) -> int:
     """Lines in a file (for a progress bar), reading it in chunks whatever its line lengths."""
     count, last = 0, b"\n"
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            count += block.count(b"\n")
-            last = block[-1:]
+    try:
+        with path.open("rb") as fh:
+            while block := fh.read(chunk):
+                count += block.count(b"\n")
+                last = block[-1:]
+    except OSError as exc:  # EACCES, EIO: the first read of the file says so
+        raise SatoriError(f"cannot read {path}: {exc.strerror or exc}") from None
     return count + (last != b"\n")
 
 

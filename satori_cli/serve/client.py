@@ -53,7 +53,10 @@ def load_image(source: str | Path | bytes) -> Image.Image:
             raise SatoriError(f"image not found: {path}")
         if path.stat().st_size > MAX_UPLOAD_BYTES:
             raise SatoriError(f"image is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB: {path}")
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:  # EACCES, EIO (/proc/self/mem), a file removed under us
+            raise SatoriError(f"cannot read image {path}: {exc.strerror or exc}") from None
     if len(data) > MAX_UPLOAD_BYTES:
         raise SatoriError(f"image is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
     try:

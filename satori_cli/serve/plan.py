@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from satori_cli import models
 from satori_cli.console import console
 from satori_cli.errors import SatoriError
-from satori_cli.http_client import check_api_key
+from satori_cli.http_client import check_api_key, check_base_url
 from satori_cli.models import Model
 from satori_cli.serve.backends import BACKENDS, root_url
 from satori_cli.serve.server import (
@@ -56,6 +56,8 @@ def serve(opts: ServeOptions) -> None:
         raise SatoriError(
             "--base-url only attaches the demo; add --ui", hint="or drop --base-url to start a server"
         )
+    if opts.base_url is not None:  # checked here too: a dry run makes no client
+        check_base_url(opts.base_url)
     if opts.backend not in (*BACKENDS, "auto"):
         raise SatoriError(f"unknown backend {opts.backend!r}", hint="choose vllm, transformers, fake or auto")
     wanted = [] if opts.base_url else [(opts.port, "--port")]

@@ -94,6 +94,8 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
         raise SatoriError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     except RecursionError:
         raise SatoriError(f"{what} {path} is nested too deeply") from None
+    except ValueError:  # PyYAML converts a 5000-digit integer with int(), which Python refuses
+        raise SatoriError(f"{what} {path} has a number too long to read (over 4300 digits)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

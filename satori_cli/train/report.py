@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,12 +104,12 @@ def trend_note(rows: list[dict[str, Any]], least: int = 8) -> str | None:
     return f"mean reward over the first {k} and the last {k} of {n} steps: " + ", ".join(parts)
 
 
-def _run_budget(run: dict[str, Any]) -> PixelBudget:
-    recipe = run.get("recipe") or {}
-    return PixelBudget(
-        int(recipe.get("min_pixels") or PixelBudget().min_pixels),
-        int(recipe.get("max_pixels") or PixelBudget().max_pixels),
-    )
+def _run_budget(run_dir: Path) -> PixelBudget:
+    """The run's budget through the one checked reader of run.json (a malformed one is one line)."""
+    from satori_cli.models import run_for
+
+    run = run_for(run_dir)
+    return run.budget if run is not None else PixelBudget()
 
 
 def grounding_eval_command(run_dir: Path) -> str | None:
@@ -123,8 +124,8 @@ def grounding_eval_command(run_dir: Path) -> str | None:
     checkpoint = runlogs.latest_checkpoint(run_dir)
     model = shlex.quote(str(checkpoint)) if checkpoint else shlex.quote(str(run_dir)) + "/checkpoint-N"
     command = f"satori eval --data {shlex.quote(str(val))} --model {model}"
+    budget = _run_budget(run_dir)
     run = runinfo.read_run_json(run_dir)
-    budget = _run_budget(run)
     if budget != PixelBudget():
         command += f" --min-pixels {budget.min_pixels} --max-pixels {budget.max_pixels}"
     if isinstance(run.get("model"), str) and run["model"]:  # beside the model the run started from
@@ -212,8 +213,9 @@ def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 def dataset_rows(run: dict[str, Any], run_dir: Path) -> dict[str, dict[str, Any]]:
     """Training rows by their `solution` tag (the row id satori adds), for images and ground truth."""
     files = [Path(run_dir) / "data" / "train.jsonl", Path(run_dir) / "data" / "val.jsonl"]
-    for value in (run.get("swift_args") or {}).get("dataset") or []:
-        files.append(Path(value))
+    swift_args = run.get("swift_args")
+    datasets = swift_args.get("dataset") if isinstance(swift_args, dict) else None
+    files += [Path(v) for v in (datasets if isinstance(datasets, list) else []) if isinstance(v, str)]
     rows: dict[str, dict[str, Any]] = {}
     for path in files:
         for row in runlogs.json_objects(path):
@@ -221,32 +223,50 @@ def dataset_rows(run: dict[str, Any], run_dir: Path) -> dict[str, dict[str, Any]
     return rows
 
 
+def _box(box: Any, width: int, height: int) -> list[float] | None:
+    """Four finite numbers as a rectangle inside the image, corners in order; None for anything else."""
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+        return None
+    x1, y1, x2, y2 = (float(v) for v in box)
+    xs = sorted(min(max(x, 0.0), width) for x in (x1, x2))
+    ys = sorted(min(max(y, 0.0), height) for y in (y1, y2))
+    return [xs[0], ys[0], xs[1], ys[1]]
+
+
 def _draw(row: dict[str, Any], predicted: list, budget: PixelBudget) -> str | None:
-    """The row's image with boxes drawn, as a base64 PNG data URL (None if unreadable)."""
+    """The row's image with boxes drawn, as a base64 PNG data URL (None if unreadable).
+
+    The rows are the run's data files: whatever is in them (a box of text, a FIFO for an image)
+    costs the card its picture, never the report."""
     from PIL import Image, ImageDraw
 
-    images = row.get("images") or []
-    if not images:
+    images = row.get("images")
+    if not isinstance(images, list) or not images:
         return None
     first = images[0]
     path = first.get("path") if isinstance(first, dict) else first
+    if not isinstance(path, str) or not Path(path).is_file():  # not a FIFO: opening one would block
+        return None
     try:
         image = Image.open(path).convert("RGB")
-    except (OSError, TypeError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None
     width, height = image.size
     draw = ImageDraw.Draw(image)
     line = max(2, round(max(width, height) / 200))
-    for box in row.get("bboxs") or []:
-        if isinstance(box, (list, tuple)) and len(box) == 4:
-            draw.rectangle([float(v) for v in box], outline=(0, 200, 0), width=line)
+    truth = row.get("bboxs")
+    for box in truth if isinstance(truth, list) else []:
+        if rect := _box(box, width, height):
+            draw.rectangle(rect, outline=(0, 200, 0), width=line)
     try:
         mapped = budget.to_original(predicted, width, height) if predicted else []
     except ValueError:
         mapped = []
     for box in mapped:
-        x1, y1, x2, y2 = (float(v) for v in box)
-        draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=(230, 0, 0), width=line)
+        if rect := _box(box, width, height):
+            draw.rectangle(rect, outline=(230, 0, 0), width=line)
     if width > THUMB:
         image = image.resize((THUMB, max(1, round(height * THUMB / width))))
     buffer = io.BytesIO()
@@ -261,13 +281,13 @@ def _reward_keys(item: dict[str, Any]) -> list[str]:
 
 def write_gallery(run_dir: Path, out_dir: Path, max_items: int) -> Path:
     """gallery.html: the latest logged completions, newest step first, one card each."""
+    budget = _run_budget(run_dir)
     run = runinfo.read_run_json(run_dir)
-    budget = _run_budget(run)
     dataset = dataset_rows(run, run_dir)
     grammar = runinfo.model_grammar(None, run_dir)  # "well-formed" in the run's own grammar
     seen, items = set(), []
     for item in reversed(runlogs.read_completions(run_dir)):
-        key = (item.get("step"), item.get("completion"), item.get("solution"))
+        key = repr((item.get("step"), item.get("completion"), item.get("solution")))  # may hold dicts
         if key in seen:
             continue
         seen.add(key)
@@ -281,11 +301,13 @@ def write_gallery(run_dir: Path, out_dir: Path, max_items: int) -> Path:
         row = dataset.get(str(item.get("solution")), {})
         image = _draw(row, list(parsed.boxes or ()), budget) if row else None
         question = ""
-        for message in row.get("messages") or []:
-            if message.get("role") == "user":
+        messages = row.get("messages")
+        for message in messages if isinstance(messages, list) else []:
+            if isinstance(message, dict) and message.get("role") == "user":
                 question = str(message.get("content", "")).replace("<image>", "")
         rewards = " · ".join(f"{k} {float(item[k]):.2f}" for k in _reward_keys(item))
-        answers = ", ".join(map(str, row.get("possible_answers") or []))
+        truth = row.get("possible_answers")
+        answers = ", ".join(map(str, truth)) if isinstance(truth, list) else ""
         cards.append(
             "<div class='card'>"
             + (f"<img src='{image}' alt='image'>" if image else "<div class='noimg'>image not found</div>")

@@ -66,7 +66,9 @@ def parse_step(value: Any) -> tuple[int, int] | None:
     if not isinstance(value, str) or "/" not in value:
         return None
     done, _, total = value.partition("/")
-    return (int(done), int(total)) if done.isdigit() and total.isdigit() else None
+    # isascii: int() refuses '²', a digit to isdigit(); and any number of over 4300 digits
+    whole = all(p.isascii() and p.isdigit() and len(p) < 20 for p in (done, total))
+    return (int(done), int(total)) if whole else None
 
 
 def parse_metrics_line(line: str) -> dict[str, Any] | None:

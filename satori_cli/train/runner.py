@@ -255,11 +255,17 @@ def launch_settings(opts: TrainOptions, gpus: int) -> Launch:
     port = opts.master_port
     if port is None:
         exported = os.environ.get("MASTER_PORT", "").strip()
-        if exported and not exported.isdigit():
-            raise SatoriError(f"MASTER_PORT={exported} in the environment is not a port number")
+        # isascii: int() would refuse '²' (a digit to isdigit()); the length: 5000 digits
+        if exported and not (exported.isascii() and exported.isdigit() and len(exported) < 6):
+            raise SatoriError(f"MASTER_PORT={exported[:60]!r} in the environment is not a port number")
         port = int(exported) if exported else DEFAULT_MASTER_PORT
     if not 0 < port < 65536:
-        raise SatoriError(f"--master-port {port} is not a port number (1-65535)")
+        given = (
+            f"--master-port {port}"
+            if opts.master_port is not None
+            else f"MASTER_PORT={port} in the environment"
+        )
+        raise SatoriError(f"{given} is not a port number (1-65535)")
     addr = opts.master_addr or os.environ.get("MASTER_ADDR", "").strip() or None
     launch = Launch(gpus=gpus, nodes=opts.nodes, node_rank=opts.node_rank, master_addr=addr, master_port=port)
     if launch.nodes > 1 and opts.output is None:
