@@ -222,6 +222,7 @@ def _edit_row(run, **changes):
         {"solution": {"not": "hashable"}},
     ],
 )
+@pytest.mark.timeout(60)  # the FIFO row hung the report before it was refused: fail, do not hang
 def test_hostile_data_rows_cost_a_card_its_picture_not_the_report(tmp_path, changes):
     run = make_run(tmp_path)
     if changes.get("images") == ["FIFO"]:
