@@ -213,6 +213,7 @@ def _edit_row(run, **changes):
         {"bboxs": [["a", 1, 2, 3]]},
         {"bboxs": [[10, 10, 1, 1]]},  # corners in the wrong order
         {"bboxs": [[1e308, 1, 2, 3]]},
+        {"bboxs": [[10**400, 1, 2, 3]]},  # too large for a float
         {"bboxs": [[[1], 2, 3, 4]]},
         {"bboxs": 5},
         {"images": [{"path": 5}]},

@@ -13,12 +13,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from satori_cli import outputs
+from satori_cli.data.validate import finite
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import parse
 from satori_cli.pixels import PixelBudget
@@ -227,9 +227,10 @@ def _box(box: Any, width: int, height: int) -> list[float] | None:
     """Four finite numbers as a rectangle inside the image, corners in order; None for anything else."""
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
+    numbers = [finite(v) for v in box]  # a 400-digit integer too: math.isfinite would raise on it
+    if None in numbers:
         return None
-    x1, y1, x2, y2 = (float(v) for v in box)
+    x1, y1, x2, y2 = numbers
     xs = sorted(min(max(x, 0.0), width) for x in (x1, x2))
     ys = sorted(min(max(y, 0.0), height) for y in (y1, y2))
     return [xs[0], ys[0], xs[1], ys[1]]
