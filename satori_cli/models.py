@@ -401,7 +401,7 @@ def _snapshot(repo: str, flag: str) -> Path:
     if hub_offline():
         raise _offline_error(repo, flag)
     from satori_cli.console import err_console
-    from satori_cli.hf_download import fetch_hf
+    from satori_cli.hub import fetch_hf
 
     try:
         with err_console().status(f"downloading {repo} from the Hugging Face hub ..."):
