@@ -440,9 +440,9 @@ def resolve(
 
 
 def _tiny(source: str, build: bool) -> Model:
-    from satori_cli.tiny_model import ensure_tiny_model
+    from satori_cli.tiny_model import build_tiny_model
 
-    folder = ensure_tiny_model() if build else paths().tiny_model
+    folder = build_tiny_model(paths().tiny_model) if build else paths().tiny_model  # built on first use
     return Model(source, str(folder), "tiny", True, "qwen2_5_vl")
 
 

@@ -213,7 +213,7 @@ def build_tiny_model(
     seed: int = 0,
     overwrite: bool = False,
 ) -> Path:
-    """Build and save the tiny model into `out_dir`; return the folder.
+    """Build and save the tiny model into `out_dir` (one already there is kept unless `overwrite`).
 
     The folder is written next to its final place and renamed in, so an interrupted build
     never leaves a half model that later commands would trust.
@@ -265,13 +265,5 @@ def build_tiny_model(
             shutil.rmtree(out)
         tmp.rename(out)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed into place
     return out
-
-
-def ensure_tiny_model(path: str | Path | None = None) -> Path:
-    """The tiny model at `path` (default: under SATORI_HOME), built on first use."""
-    from satori_cli.config import paths
-
-    return build_tiny_model(path or paths().tiny_model)  # an existing one is returned as it is

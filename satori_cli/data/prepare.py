@@ -159,10 +159,6 @@ def _converted(
 ) -> Iterator[tuple[readers.Record, dict | v.Rejected]]:
     """(record, row or Rejected) in input order; conversions run on `workers` threads (PIL
     and zlib release the GIL while decoding) with a bounded window, so memory stays flat."""
-    if workers <= 1:
-        for record in records:
-            yield record, _try_convert(record, mapping, images_dir)
-        return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="satori-prepare")
     window: deque = deque()
     try:
