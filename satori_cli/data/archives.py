@@ -17,10 +17,12 @@ import contextlib
 import shutil
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 
 from satori_cli.data import readers
+from satori_cli.data.images import member_key
+from satori_cli.data.validate import pick
 from satori_cli.errors import SatoriError, one_line
 
 MIN_LIMIT = 2 << 30
@@ -110,15 +112,10 @@ class _Reader:
 
 
 def unpack(
-    archive: Path,
-    dest: Path,
-    limit: int | None,
-    references: Callable[[list[Path], Path], set[str]],
+    archive: Path, dest: Path, limit: int | None, mapping: Mapping[str, str]
 ) -> tuple[list[Path], readers.Unpacked]:
-    """Unpack the data files of `archive` into `dest`, then the members their rows reference.
-
-    `references(files, root)` returns the member names (relative to root) that rows use.
-    """
+    """Unpack the data files of `archive` into `dest`, then the image members their rows
+    reference (columns found as `prepare` finds them, with the user's `mapping`)."""
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     reader = _Reader(archive, root, default_limit(archive) if limit is None else limit)
@@ -129,7 +126,7 @@ def unpack(
             key, why = next(iter(broken.items()))
             raise SatoriError(f"{archive}: data file {key}: {why}")
         files, _ = readers.data_files(root)
-        wanted = references(files, root) & reader.members.keys()
+        wanted = _references(files, root, mapping) & reader.members.keys()
         images = wanted - data
         problems = {
             key: f"an archive member of {reader.sizes[key] >> 20} MiB, too large for an image"
@@ -148,3 +145,14 @@ def _is_data_member(key: str) -> bool:
     if any(p.startswith(".") or p == "images" for p in parts[:-1]):
         return False
     return readers.is_data_name(parts[-1])
+
+
+def _references(files: list[Path], root: Path, mapping: Mapping[str, str]) -> set[str]:
+    """The archive members the rows of `files` use as images (so only those are extracted)."""
+    keys = set()
+    for record in readers.iter_records(files, root):
+        if record.data is not None:
+            key = member_key(pick(record.data, mapping)["image"], record.base_dir, root)
+            if key:
+                keys.add(key)
+    return keys

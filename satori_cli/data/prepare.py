@@ -98,9 +98,7 @@ def convert(record: readers.Record, mapping: Mapping[str, str], images_dir: Path
     declared_w = v.dimension(raw["width"], "width")
     declared_h = v.dimension(raw["height"], "height")
     image = images.resolve(raw["image"], record.base_dir, record.jail, images_dir)
-    v.check_size(declared_w, declared_h, image.width, image.height)
-    v.check_aspect_ratio(image.width, image.height)
-    v.check_boxes_in_image(boxes, image.width, image.height)
+    v.check_image(boxes, declared_w, declared_h, image.width, image.height)
 
     row = {
         "id": ident,
@@ -234,9 +232,7 @@ def prepare_dataset(
     try:
         jail = None
         if readers.is_archive(src):
-            files, jail = archives.unpack(
-                src, scratch, max_extract_bytes, lambda fs, root: _references(fs, root, mapping)
-            )
+            files, jail = archives.unpack(src, scratch, max_extract_bytes, mapping)
             root = jail.root
         else:
             files, result.skipped = readers.data_files(src, exclude=(out_dir,))
@@ -325,17 +321,6 @@ def _checked(row: dict, first_row_of: Mapping[str, str]) -> tuple[dict | v.Rejec
         return row, (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
     except UnicodeEncodeError as exc:
         return v.Rejected("not_utf8", f"a lone surrogate {exc.object[exc.start]!a} in the text"), b""
-
-
-def _references(files: list[Path], root: Path, mapping: Mapping[str, str]) -> set[str]:
-    """The archive members the rows of `files` use as images (so only those are extracted)."""
-    keys = set()
-    for record in readers.iter_records(files, root):
-        if record.data is not None:
-            key = images.member_key(v.pick(record.data, mapping)["image"], record.base_dir, root)
-            if key:
-                keys.add(key)
-    return keys
 
 
 def _rejection(record: readers.Record, rej: v.Rejected) -> bytes:

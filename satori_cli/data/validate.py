@@ -266,7 +266,7 @@ def boxes(value: object) -> list[list[float]]:
 
     A flat list of 4 numbers is one box (the v2 paper figure writes it so); a JSON string
     of either form is decoded. Corner order and area are checked here, the image bounds
-    in `check_boxes_in_image`.
+    in `check_image`.
     """
     if isinstance(value, str):
         try:
@@ -299,22 +299,19 @@ def boxes(value: object) -> list[list[float]]:
     return out
 
 
-def check_boxes_in_image(bxs: Sequence[Sequence[float]], width: int, height: int) -> None:
-    for i, (x1, y1, x2, y2) in enumerate(bxs):
-        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-            raise Rejected("box_outside_image", f"box {i} = {[x1, y1, x2, y2]} in a {width}x{height} image")
-
-
-def check_aspect_ratio(width: int, height: int) -> None:
-    """Qwen's smart_resize raises on such images mid-training; catch them here instead."""
-    try:
-        smart_resize(height, width)
-    except ValueError as exc:
-        raise Rejected("aspect_ratio", f"{width}x{height}") from exc
-
-
-def check_size(declared_w: int | None, declared_h: int | None, width: int, height: int) -> None:
+def check_image(
+    bxs: Sequence[Sequence[float]], declared_w: int | None, declared_h: int | None, width: int, height: int
+) -> None:
+    """The row against its decoded image: the size it declares, an aspect ratio Qwen's smart_resize
+    accepts (it would raise mid-training), and every box inside."""
     if (declared_w is not None and declared_w != width) or (declared_h is not None and declared_h != height):
         raise Rejected(
             "size_mismatch", f"the row says {declared_w}x{declared_h}, the image is {width}x{height}"
         )
+    try:
+        smart_resize(height, width)
+    except ValueError as exc:
+        raise Rejected("aspect_ratio", f"{width}x{height}") from exc
+    for i, (x1, y1, x2, y2) in enumerate(bxs):
+        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+            raise Rejected("box_outside_image", f"box {i} = {[x1, y1, x2, y2]} in a {width}x{height} image")
