@@ -207,8 +207,6 @@ def prepare_dataset(
         raise SatoriError(f"{src}: no such file or folder")
     if not src.is_file() and not src.is_dir():
         raise SatoriError(f"{src}: not a regular file or folder")
-    if not 0.0 <= val_ratio < 1.0:
-        raise SatoriError(f"--val-ratio must be in [0, 1), got {val_ratio}")
     mapping = v.parse_mapping(columns)
     out_dir = outputs.ensure_dir(out_dir)
     if src.is_file() and src.resolve().parent == out_dir.resolve() and src.name in OUTPUTS:
