@@ -16,6 +16,7 @@ huggingface_hub internals; upstream chose process-unique partial files on purpos
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from dataclasses import dataclass
@@ -168,11 +169,12 @@ def fetch_modelscope(
         kwargs["revision"] = revision
     try:
         if kind == "model" and target is None:
-            try:  # in ModelScope's cache already: no network needed
-                cached = snapshot_download(repo, local_files_only=True, **kwargs)
-                return Fetched(repo, Path(cached), "modelscope")
-            except Exception:  # modelscope raises plain Exceptions (not cached, bad id, ...)
-                pass
+            # In ModelScope's cache already: no network needed. It raises plain Exceptions (not
+            # cached, bad id, ...): then the download below says what is wrong.
+            with contextlib.suppress(Exception):
+                return Fetched(
+                    repo, Path(snapshot_download(repo, local_files_only=True, **kwargs)), "modelscope"
+                )
         endpoints = modelscope_endpoints()
         reasons = [_unreachable(endpoint) for endpoint in endpoints]
         if all(reasons):
