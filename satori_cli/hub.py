@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -189,19 +190,11 @@ def fetch_modelscope(
                 f"cannot download {repo} from ModelScope: {first_line(exc)}",
                 hint=manual_hint(kind, repo, revision, "modelscope"),
             ) from exc
-    except BaseException:
-        if created:
-            _remove_if_empty(target)
+    except BaseException:  # the --out folder this run made goes again if no file landed in it
+        if created and target.is_dir() and not any(p.is_file() or p.is_symlink() for p in target.rglob("*")):
+            shutil.rmtree(target, ignore_errors=True)
         raise
     return Fetched(repo, Path(path), "modelscope")
-
-
-def _remove_if_empty(folder: Path) -> None:
-    """Remove `folder` (which this run created) if no file landed in it."""
-    if folder.is_dir() and not any(p.is_file() or p.is_symlink() for p in folder.rglob("*")):
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def rich_tqdm(progress) -> type:

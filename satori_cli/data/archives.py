@@ -36,10 +36,6 @@ def default_limit(archive: Path) -> int:
     return max(MIN_LIMIT, LIMIT_RATIO * archive.stat().st_size)
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.3g} GiB"
-
-
 class _Reader:
     """The regular-file members of one archive by normalized relative name (in archive order),
     their sizes, and what has been written of the `limit`."""
@@ -85,7 +81,7 @@ class _Reader:
             self.written += self.sizes[key]
             if self.written > self.limit:
                 raise SatoriError(
-                    f"{self.archive}: unpacking would write more than {_gib(self.limit)}",
+                    f"{self.archive}: unpacking would write more than {self.limit / 2**30:.3g} GiB",
                     hint="the cap is 20x the archive's size (at least 2 GiB); if you trust this archive, "
                     "raise it with --max-extract-gb",
                 )
