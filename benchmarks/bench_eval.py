@@ -56,12 +56,12 @@ def items_per_second(model_path: str, backend: str, messages: list) -> float:
 
 
 def main() -> int:
-    from satori_cli.tiny_model import ensure_tiny_model
+    from satori_cli.tiny_model import build_tiny_model
 
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         messages = _messages(Path(tmp), ITEMS)
-        tiny = str(ensure_tiny_model(Path(tmp) / "tiny"))
+        tiny = str(build_tiny_model(Path(tmp) / "tiny"))
         rate = items_per_second(tiny, "transformers", messages)
         print(f"transformers, tiny model: {rate:.2f} items/s ({ITEMS} items, {NEW_TOKENS} new tokens)")
         ok &= rate >= TINY_TARGET

@@ -1,11 +1,11 @@
-"""Fetch the SATORI checkpoint, the base model or VQA-Verify, or accept a folder placed by hand.
+"""Downloads from the Hugging Face hub (or its cache) or ModelScope, every failure one line.
 
-Downloads go through `huggingface_hub.snapshot_download` (in `hf_download`; the HF cache,
-`HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`, retries with a Range request when a connection drops,
-Xet's chunk transfer are all native there) or, with `source="modelscope"`, through ModelScope's
-`snapshot_download`. A folder that already exists is used as is, wherever a repo id is
-accepted. With no network and nothing cached, the error is one line that says how to place
-the files by hand.
+Shared by the model resolver (`models`, which downloads a hub model it is asked to open) and by
+`satori download` (which first resolves aliases and local folders); it imports neither.
+`huggingface_hub.snapshot_download` does the work: the HF cache, `HF_ENDPOINT`, `HF_TOKEN`,
+`HF_HUB_OFFLINE`, retries with a Range request when a connection drops and Xet's chunk transfer
+are all native there; ModelScope's `snapshot_download` does it with `source="modelscope"`. With
+no network and nothing cached, the error is one line that says how to place the files by hand.
 
 On Ctrl-C (and SIGTERM / SIGHUP, which `satori download` turns into Ctrl-C) huggingface_hub
 finishes or deletes the files in flight and skips the rest; the next run fetches only what is
@@ -16,53 +16,111 @@ huggingface_hub internals; upstream chose process-unique partial files on purpos
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from satori_cli import models
-from satori_cli.config import DEFAULT_DATASET, DEFAULT_MODEL
 from satori_cli.errors import SatoriError, require
-from satori_cli.hf_download import Fetched, Kind, fetch_hf, first_line, manual_hint
 
+Kind = Literal["model", "data"]
 SOURCES = ("hf", "modelscope")
-ALIASES = {**models.ALIASES, "vqa-verify": DEFAULT_DATASET}
 
 
-def local_folder(kind: Kind, repo: str) -> Path | None:
-    """The folder `repo` names, checked to hold a model or data; None when it is a repo id."""
-    path = models.local_path(repo, kind=kind)
-    if path is None:
-        return None
-    if kind == "model":
-        return Path(models.resolve(str(path), flag="").path)
-    from satori_cli.data.readers import ARCHIVE_SUFFIXES, DATA_SUFFIXES
+@dataclass(frozen=True)
+class Fetched:
+    """Where the files are, and how they got there ("local", "hf" or "modelscope")."""
 
-    suffixes = DATA_SUFFIXES + ARCHIVE_SUFFIXES
-    if not any(p.name.lower().endswith(suffixes) for p in path.rglob("*") if p.is_file()):
-        raise SatoriError(f"{path} holds no .parquet, .jsonl, .json or archive file, so it is not a dataset")
-    return path
+    repo: str
+    path: Path
+    origin: str
 
 
-def fetch(
+def manual_hint(kind: Kind, repo: str, revision: str | None, tool: str = "hf") -> str:
+    """How to place the files by hand with `tool` (`hf` or `modelscope`: same command line)."""
+    repo_type = "model" if kind == "model" else "dataset"
+    rev = f" --revision {revision}" if revision else ""
+    return (
+        f"on a machine with network run `{tool} download {repo} --repo-type {repo_type}{rev} --local-dir "
+        f"DIR`, copy DIR here and pass it instead of the repo id: `satori download {kind} DIR`"
+    )
+
+
+def fetch_hf(
     kind: Kind,
-    repo: str | None = None,
-    *,
+    repo: str,
     revision: str | None = None,
     local_dir: str | Path | None = None,
-    source: str = "hf",
     tqdm_class: type | None = None,
 ) -> Fetched:
-    """Return the local path of `repo` (a model or dataset), downloading what is missing."""
-    repo = ALIASES.get(repo or "", repo) or (DEFAULT_MODEL if kind == "model" else DEFAULT_DATASET)
-    if source not in SOURCES:
-        raise SatoriError(f"unknown --source '{source}'", hint=f"choose one of: {', '.join(SOURCES)}")
-    folder = local_folder(kind, repo)
-    if folder is not None:
-        return Fetched(repo, folder, "local")
-    if source == "modelscope":
-        return _fetch_modelscope(kind, repo, revision, local_dir)
-    return fetch_hf(kind, repo, revision, local_dir, tqdm_class)
+    """`repo` from the Hugging Face hub (or its cache), every failure one line."""
+    import httpx
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo_type = "model" if kind == "model" else "dataset"
+    target = Path(local_dir).expanduser().resolve() if local_dir else None
+    try:
+        path = snapshot_download(
+            repo,
+            repo_type=repo_type,
+            revision=revision,
+            local_dir=str(target) if target else None,
+            tqdm_class=tqdm_class,
+            # Offline, look only on disk: otherwise a commit-hash revision still asks the hub for its
+            # file list and fails although the snapshot is cached.
+            local_files_only=constants.HF_HUB_OFFLINE,
+        )
+    except GatedRepoError as exc:
+        raise SatoriError(
+            f"{repo} is gated on the hub and this token has no access",
+            hint="accept its terms on the repo page and set HF_TOKEN",
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise SatoriError(f"{repo} has no revision '{revision}'") from exc
+    except RepositoryNotFoundError as exc:
+        raise SatoriError(
+            f"{repo_type} {repo} not found on {constants.ENDPOINT} (or it is private)",
+            hint="check the name, or set HF_TOKEN for a private repo",
+        ) from exc
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        why = (
+            "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{constants.ENDPOINT} cannot be reached"
+        )
+        raise SatoriError(
+            f"cannot download {repo}: {why} and it is not in the local cache",
+            hint=manual_hint(kind, repo, revision),
+        ) from exc
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            raise SatoriError(
+                f"the hub refused {repo} (HTTP {status}): the token is missing, wrong or lacks access",
+                hint="set HF_TOKEN to a token that can read this repo",
+            ) from exc
+        raise SatoriError(f"cannot download {repo}: {first_line(exc)}", exit_code=1) from exc
+    except (OSError, httpx.HTTPError) as exc:  # connection lost for good, disk full, a bad size, ...
+        raise SatoriError(
+            f"cannot download {repo}: {first_line(exc)}",
+            exit_code=1,
+            hint="run the same command again: finished files are kept",
+        ) from exc
+    return Fetched(repo, Path(path), "hf")
+
+
+def first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 MODELSCOPE_PROBE_S = 4.0  # seconds to wait for ModelScope to answer before saying it cannot be reached
@@ -97,7 +155,11 @@ def _unreachable(endpoint: str) -> str | None:
     return None
 
 
-def _fetch_modelscope(kind, repo, revision, local_dir) -> Fetched:
+def fetch_modelscope(
+    kind: Kind, repo: str, revision: str | None = None, local_dir: str | Path | None = None
+) -> Fetched:
+    """`repo` from ModelScope (or its cache), every failure one line; an --out folder this run
+    made is removed again when nothing landed in it."""
     require("modelscope", "train", "--source modelscope")
     from modelscope.hub.snapshot_download import dataset_snapshot_download, snapshot_download
 
@@ -108,11 +170,12 @@ def _fetch_modelscope(kind, repo, revision, local_dir) -> Fetched:
         kwargs["revision"] = revision
     try:
         if kind == "model" and target is None:
-            try:  # in ModelScope's cache already: no network needed
-                cached = snapshot_download(repo, local_files_only=True, **kwargs)
-                return Fetched(repo, Path(cached), "modelscope")
-            except Exception:  # modelscope raises plain Exceptions (not cached, bad id, ...)
-                pass
+            # In ModelScope's cache already: no network needed. It raises plain Exceptions (not
+            # cached, bad id, ...): then the download below says what is wrong.
+            with contextlib.suppress(Exception):
+                return Fetched(
+                    repo, Path(snapshot_download(repo, local_files_only=True, **kwargs)), "modelscope"
+                )
         endpoints = modelscope_endpoints()
         reasons = [_unreachable(endpoint) for endpoint in endpoints]
         if all(reasons):
@@ -127,19 +190,11 @@ def _fetch_modelscope(kind, repo, revision, local_dir) -> Fetched:
                 f"cannot download {repo} from ModelScope: {first_line(exc)}",
                 hint=manual_hint(kind, repo, revision, "modelscope"),
             ) from exc
-    except BaseException:
-        if created:
-            _remove_if_empty(target)
+    except BaseException:  # the --out folder this run made goes again if no file landed in it
+        if created and target.is_dir() and not any(p.is_file() or p.is_symlink() for p in target.rglob("*")):
+            shutil.rmtree(target, ignore_errors=True)
         raise
     return Fetched(repo, Path(path), "modelscope")
-
-
-def _remove_if_empty(folder: Path) -> None:
-    """Remove `folder` (which this run created) if no file landed in it."""
-    if folder.is_dir() and not any(p.is_file() or p.is_symlink() for p in folder.rglob("*")):
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def rich_tqdm(progress) -> type:

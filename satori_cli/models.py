@@ -401,7 +401,7 @@ def _snapshot(repo: str, flag: str) -> Path:
     if hub_offline():
         raise _offline_error(repo, flag)
     from satori_cli.console import err_console
-    from satori_cli.hf_download import fetch_hf
+    from satori_cli.hub import fetch_hf
 
     try:
         with err_console().status(f"downloading {repo} from the Hugging Face hub ..."):
@@ -440,9 +440,9 @@ def resolve(
 
 
 def _tiny(source: str, build: bool) -> Model:
-    from satori_cli.tiny_model import ensure_tiny_model
+    from satori_cli.tiny_model import build_tiny_model
 
-    folder = ensure_tiny_model() if build else paths().tiny_model
+    folder = build_tiny_model(paths().tiny_model) if build else paths().tiny_model  # built on first use
     return Model(source, str(folder), "tiny", True, "qwen2_5_vl")
 
 

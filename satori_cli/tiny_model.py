@@ -171,13 +171,6 @@ def qwen2_tokenizer_files() -> dict[str, str]:
     }
 
 
-def _mrope_section(head_dim: int) -> list[int]:
-    """The real split (16, 24, 24 of 64) scaled to `head_dim / 2` (2, 3, 3 for head_dim 16)."""
-    half = head_dim // 2
-    spatial = 3 * half // 8
-    return [half - 2 * spatial, spatial, spatial]
-
-
 def _tiny_config(hidden_size: int, layers: int) -> dict[str, Any]:
     """The real config.json with every size shrunk; ids, rope, dtype and layout stay real."""
     config = reference_file("config.json")
@@ -189,7 +182,9 @@ def _tiny_config(hidden_size: int, layers: int) -> dict[str, Any]:
         num_attention_heads=heads,
         num_key_value_heads=1,
     )
-    config["rope_scaling"]["mrope_section"] = _mrope_section(hidden_size // heads)
+    half = hidden_size // heads // 2  # the real split (16, 24, 24 of 64) scaled: 2, 3, 3 for head_dim 16
+    spatial = 3 * half // 8
+    config["rope_scaling"]["mrope_section"] = [half - 2 * spatial, spatial, spatial]
     config["vision_config"].update(
         depth=2,
         hidden_size=hidden_size,
@@ -213,7 +208,7 @@ def build_tiny_model(
     seed: int = 0,
     overwrite: bool = False,
 ) -> Path:
-    """Build and save the tiny model into `out_dir`; return the folder.
+    """Build and save the tiny model into `out_dir` (one already there is kept unless `overwrite`).
 
     The folder is written next to its final place and renamed in, so an interrupted build
     never leaves a half model that later commands would trust.
@@ -265,13 +260,5 @@ def build_tiny_model(
             shutil.rmtree(out)
         tmp.rename(out)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed into place
     return out
-
-
-def ensure_tiny_model(path: str | Path | None = None) -> Path:
-    """The tiny model at `path` (default: under SATORI_HOME), built on first use."""
-    from satori_cli.config import paths
-
-    return build_tiny_model(path or paths().tiny_model)  # an existing one is returned as it is

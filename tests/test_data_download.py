@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from satori_cli.commands.download import fetch
 from satori_cli.errors import SatoriError
-from satori_cli.hub import fetch, rich_tqdm
+from satori_cli.hub import rich_tqdm
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

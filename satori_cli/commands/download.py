@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from satori_cli.commands.options import OUT
+from satori_cli.errors import SatoriError
+
+if TYPE_CHECKING:
+    from satori_cli.hub import Fetched, Kind
 
 download_app = typer.Typer(
     name="download",
@@ -30,11 +34,46 @@ Source = Annotated[
 ]
 
 
-def _run(kind: str, repo: str | None, revision: str | None, local_dir: Path | None, source: str) -> None:
+def fetch(
+    kind: Kind,
+    repo: str | None = None,
+    *,
+    revision: str | None = None,
+    local_dir: str | Path | None = None,
+    source: str = "hf",
+    tqdm_class: type | None = None,
+) -> Fetched:
+    """The local path of `repo` (an alias, a folder placed by hand or a repo id), downloading
+    what is missing. A folder is used as is, once checked to hold a model or data."""
+    from satori_cli import hub, models
+    from satori_cli.config import DEFAULT_DATASET, DEFAULT_MODEL
+
+    aliases = {**models.ALIASES, "vqa-verify": DEFAULT_DATASET}
+    repo = aliases.get(repo or "", repo) or (DEFAULT_MODEL if kind == "model" else DEFAULT_DATASET)
+    if source not in hub.SOURCES:
+        raise SatoriError(f"unknown --source '{source}'", hint=f"choose one of: {', '.join(hub.SOURCES)}")
+    path = models.local_path(repo, kind=kind)
+    if path is not None:
+        if kind == "model":
+            return hub.Fetched(repo, Path(models.resolve(str(path), flag="").path), "local")
+        from satori_cli.data.readers import ARCHIVE_SUFFIXES, DATA_SUFFIXES
+
+        suffixes = DATA_SUFFIXES + ARCHIVE_SUFFIXES
+        if not any(p.name.lower().endswith(suffixes) for p in path.rglob("*") if p.is_file()):
+            raise SatoriError(
+                f"{path} holds no .parquet, .jsonl, .json or archive file, so it is not a dataset"
+            )
+        return hub.Fetched(repo, path, "local")
+    if source == "modelscope":
+        return hub.fetch_modelscope(kind, repo, revision, local_dir)
+    return hub.fetch_hf(kind, repo, revision, local_dir, tqdm_class)
+
+
+def _run(kind: Kind, repo: str | None, revision: str | None, local_dir: Path | None, source: str) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from satori_cli.console import console
-    from satori_cli.hub import fetch, rich_tqdm
+    from satori_cli.hub import rich_tqdm
 
     with Progress(
         TextColumn("{task.description}"),

@@ -17,10 +17,12 @@ import contextlib
 import shutil
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 
 from satori_cli.data import readers
+from satori_cli.data.images import member_key
+from satori_cli.data.validate import pick
 from satori_cli.errors import SatoriError, one_line
 
 MIN_LIMIT = 2 << 30
@@ -32,10 +34,6 @@ CHUNK = 1 << 20
 def default_limit(archive: Path) -> int:
     """At most 20x the archive's size is extracted (at least 2 GiB): images do not compress."""
     return max(MIN_LIMIT, LIMIT_RATIO * archive.stat().st_size)
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.3g} GiB"
 
 
 class _Reader:
@@ -83,7 +81,7 @@ class _Reader:
             self.written += self.sizes[key]
             if self.written > self.limit:
                 raise SatoriError(
-                    f"{self.archive}: unpacking would write more than {_gib(self.limit)}",
+                    f"{self.archive}: unpacking would write more than {self.limit / 2**30:.3g} GiB",
                     hint="the cap is 20x the archive's size (at least 2 GiB); if you trust this archive, "
                     "raise it with --max-extract-gb",
                 )
@@ -110,15 +108,10 @@ class _Reader:
 
 
 def unpack(
-    archive: Path,
-    dest: Path,
-    limit: int | None,
-    references: Callable[[list[Path], Path], set[str]],
+    archive: Path, dest: Path, limit: int | None, mapping: Mapping[str, str]
 ) -> tuple[list[Path], readers.Unpacked]:
-    """Unpack the data files of `archive` into `dest`, then the members their rows reference.
-
-    `references(files, root)` returns the member names (relative to root) that rows use.
-    """
+    """Unpack the data files of `archive` into `dest`, then the image members their rows
+    reference (columns found as `prepare` finds them, with the user's `mapping`)."""
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     reader = _Reader(archive, root, default_limit(archive) if limit is None else limit)
@@ -129,7 +122,7 @@ def unpack(
             key, why = next(iter(broken.items()))
             raise SatoriError(f"{archive}: data file {key}: {why}")
         files, _ = readers.data_files(root)
-        wanted = references(files, root) & reader.members.keys()
+        wanted = _references(files, root, mapping) & reader.members.keys()
         images = wanted - data
         problems = {
             key: f"an archive member of {reader.sizes[key] >> 20} MiB, too large for an image"
@@ -148,3 +141,14 @@ def _is_data_member(key: str) -> bool:
     if any(p.startswith(".") or p == "images" for p in parts[:-1]):
         return False
     return readers.is_data_name(parts[-1])
+
+
+def _references(files: list[Path], root: Path, mapping: Mapping[str, str]) -> set[str]:
+    """The archive members the rows of `files` use as images (so only those are extracted)."""
+    keys = set()
+    for record in readers.iter_records(files, root):
+        if record.data is not None:
+            key = member_key(pick(record.data, mapping)["image"], record.base_dir, root)
+            if key:
+                keys.add(key)
+    return keys

@@ -77,8 +77,9 @@ def decode_size(data: bytes | None = None, path: Path | None = None) -> tuple[in
         raise Rejected("corrupt_image", f"{type(exc).__name__}: {exc}") from exc
 
 
-def one_image(value: object) -> object:
-    """The single image of a row: unwraps a one-element list, rejects several."""
+def _unwrap(value: object) -> object:
+    """Bytes or a path string from any accepted form (checks the types, never converts them);
+    a one-element list is unwrapped, several images are rejected."""
     if isinstance(value, (list, tuple)):
         if len(value) == 0:
             raise Rejected("missing_image")
@@ -87,12 +88,6 @@ def one_image(value: object) -> object:
         value = value[0]
     if value is None or value == "" or value == b"":
         raise Rejected("missing_image")
-    return value
-
-
-def _unwrap(value: object) -> object:
-    """Bytes or a path string from any accepted form (checks the types, never converts them)."""
-    value = one_image(value)
     if isinstance(value, dict):
         data, ref = value.get("bytes"), value.get("path")
         if data is not None and data != b"":

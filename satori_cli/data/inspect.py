@@ -260,11 +260,6 @@ def _thumbnail(path: str, size: tuple[int, int], target: tuple[int, int]):
         return None
 
 
-def _display(text: str, limit: int = 400) -> str:
-    text = text[:limit]
-    return text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates cannot be drawn
-
-
 def contact_sheet(
     rows: list[dict], out_path: str | Path, cell: int = 320, columns: int = 4, overwrite: bool = False
 ) -> list[Tile]:
@@ -304,7 +299,8 @@ def contact_sheet(
         for box in row["bboxs"]:
             draw.rectangle(tile.to_sheet(box), outline=BOX_COLOR, width=BOX_WIDTH)
         answers = " | ".join(row["possible_answers"])
-        text = _display(f"Q: {_question(row)}\nA: {answers}")
+        text = f"Q: {_question(row)}\nA: {answers}"[:400]
+        text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates cannot be drawn
         lines = [w for part in text.splitlines() for w in textwrap.wrap(part, width=cell // 7) or [""]]
         for k, line in enumerate(lines[:TEXT_LINES]):
             draw.text((x0, y0 + thumb.height + 4 + k * line_h), line, fill=(235, 235, 235), font=font)

@@ -1,6 +1,6 @@
 """`prepare`: raw VQA-Verify-shaped data in, validated ms-swift GRPO JSONL out.
 
-One streaming pass: each record is mapped to our fields (`columns`), checked (`validate`),
+One streaming pass: each record is mapped to our fields and checked (`validate`),
 its image decoded (on a few threads: decoding is the cost) and, when embedded, written once
 by content hash (`images`); the row goes to train (or val) or, with its reason, to
 `rejected.jsonl`. Ids are unique (later steps join rows by id). Every output file is written
@@ -30,7 +30,6 @@ from pathlib import Path
 
 from satori_cli import outputs
 from satori_cli.data import archives, images, readers
-from satori_cli.data import columns as cols
 from satori_cli.data import validate as v
 from satori_cli.errors import SatoriError, one_line
 
@@ -83,7 +82,7 @@ def convert(record: readers.Record, mapping: Mapping[str, str], images_dir: Path
     """One raw record -> one prepared row, or `validate.Rejected`."""
     if record.data is None:
         raise v.Rejected(record.reason, record.error)
-    raw = cols.pick(record.data, mapping)
+    raw = v.pick(record.data, mapping)
     question, answer = raw["question"], raw["answer"]
     if raw["messages"] is not None and (question is None or answer is None):
         q, a = _from_messages(raw["messages"])
@@ -99,9 +98,7 @@ def convert(record: readers.Record, mapping: Mapping[str, str], images_dir: Path
     declared_w = v.dimension(raw["width"], "width")
     declared_h = v.dimension(raw["height"], "height")
     image = images.resolve(raw["image"], record.base_dir, record.jail, images_dir)
-    v.check_size(declared_w, declared_h, image.width, image.height)
-    v.check_aspect_ratio(image.width, image.height)
-    v.check_boxes_in_image(boxes, image.width, image.height)
+    v.check_image(boxes, declared_w, declared_h, image.width, image.height)
 
     row = {
         "id": ident,
@@ -160,10 +157,6 @@ def _converted(
 ) -> Iterator[tuple[readers.Record, dict | v.Rejected]]:
     """(record, row or Rejected) in input order; conversions run on `workers` threads (PIL
     and zlib release the GIL while decoding) with a bounded window, so memory stays flat."""
-    if workers <= 1:
-        for record in records:
-            yield record, _try_convert(record, mapping, images_dir)
-        return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="satori-prepare")
     window: deque = deque()
     try:
@@ -193,7 +186,7 @@ def prepare_dataset(
     *,
     val_ratio: float = 0.0,
     seed: int = 0,
-    columns: Iterable[str] | Mapping[str, str] | None = None,
+    columns: Iterable[str] | None = None,
     strict: bool = False,
     progress: Progress | None = None,
     overwrite: bool = False,
@@ -214,9 +207,7 @@ def prepare_dataset(
         raise SatoriError(f"{src}: no such file or folder")
     if not src.is_file() and not src.is_dir():
         raise SatoriError(f"{src}: not a regular file or folder")
-    if not 0.0 <= val_ratio < 1.0:
-        raise SatoriError(f"--val-ratio must be in [0, 1), got {val_ratio}")
-    mapping = cols.parse_mapping(columns)
+    mapping = v.parse_mapping(columns)
     out_dir = outputs.ensure_dir(out_dir)
     if src.is_file() and src.resolve().parent == out_dir.resolve() and src.name in OUTPUTS:
         raise SatoriError(
@@ -239,9 +230,7 @@ def prepare_dataset(
     try:
         jail = None
         if readers.is_archive(src):
-            files, jail = archives.unpack(
-                src, scratch, max_extract_bytes, lambda fs, root: _references(fs, root, mapping)
-            )
+            files, jail = archives.unpack(src, scratch, max_extract_bytes, mapping)
             root = jail.root
         else:
             files, result.skipped = readers.data_files(src, exclude=(out_dir,))
@@ -251,7 +240,7 @@ def prepare_dataset(
         for path in files:
             readers.check_readable(path)
             if mapping:
-                cols.check_mapping(mapping, readers.column_names(path), path.name)
+                v.check_mapping(mapping, readers.column_names(path), path.name)
         records = readers.iter_records(files, root, jail)
         converted = _converted(records, mapping, images_dir, workers or default_workers())
         # closed here, not when the error's traceback is freed: no conversion outlives a failure
@@ -332,21 +321,10 @@ def _checked(row: dict, first_row_of: Mapping[str, str]) -> tuple[dict | v.Rejec
         return v.Rejected("not_utf8", f"a lone surrogate {exc.object[exc.start]!a} in the text"), b""
 
 
-def _references(files: list[Path], root: Path, mapping: Mapping[str, str]) -> set[str]:
-    """The archive members the rows of `files` use as images (so only those are extracted)."""
-    keys = set()
-    for record in readers.iter_records(files, root):
-        if record.data is not None:
-            key = images.member_key(cols.pick(record.data, mapping)["image"], record.base_dir, root)
-            if key:
-                keys.add(key)
-    return keys
-
-
 def _rejection(record: readers.Record, rej: v.Rejected) -> bytes:
     entry = {"row": record.row_id, "reason": rej.reason, "detail": rej.detail}
     if record.data:
-        for name in cols.ALIASES["id"]:
+        for name in v.ALIASES["id"]:
             value = record.data.get(name)
             if isinstance(value, (str, int)) and not isinstance(value, bool):
                 entry["id"] = str(value)[: v.MAX_ID_CHARS]

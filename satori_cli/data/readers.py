@@ -325,7 +325,7 @@ def _more(fh, buf: str, pos: int, size: int) -> tuple[str, int, bool]:
 
 
 def _json_object_rows(path: Path, text: str) -> Iterator[Row]:
-    from satori_cli.data.columns import ALIASES
+    from satori_cli.data.validate import ALIASES
 
     try:
         obj = loads(text)

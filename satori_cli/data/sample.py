@@ -132,8 +132,6 @@ def write_sample(
     """
     if form not in FORMS:
         raise SatoriError(f"unknown sample format '{form}'", hint=f"choose one of: {', '.join(FORMS)}")
-    if n < 1:
-        raise SatoriError("the sample needs at least one row")
     out_dir = outputs.ensure_dir(Path(out_dir).expanduser())
     outputs.clean_stale(out_dir)
     rng = random.Random(seed)

@@ -1,4 +1,9 @@
-"""Turn raw field values into the typed values of a prepared row, or say why not.
+"""Which raw column feeds which field of a prepared row, and its typed value, or why not.
+
+VQA-Verify's exact schema is not documented (it is very likely a Visual-CoT subset, whose
+fields are `question`, `answer`, `image`, `bboxs`, `width`, `height`, `dataset`, `split`),
+so each field is looked up under its usual names, in order (`ALIASES`), and the user can point
+any field at another column with `--column field=column`.
 
 Every check raises `Rejected(reason, detail)`; `reason` is one of `REASONS` (a short code
 counted in the summary) and `detail` says what exactly was wrong with this row. Nothing is
@@ -16,9 +21,9 @@ import contextlib
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from satori_cli.errors import one_line
+from satori_cli.errors import SatoriError, one_line
 from satori_cli.pixels import MAX_RATIO, smart_resize
 from satori_cli.rewards import MAX_GT_BOXES
 
@@ -56,6 +61,69 @@ REASONS = {
     "unexpected_error": "a check failed in a way satori did not foresee (please report it)",
 }
 MAX_DETAIL_CHARS = 300
+
+
+# field -> raw column names tried in order (the first present and non-null one wins)
+ALIASES: dict[str, tuple[str, ...]] = {
+    "id": ("id", "question_id", "qid", "uid", "sample_id"),
+    "question": ("question", "query", "problem", "prompt", "instruction"),
+    "answer": ("possible_answers", "answers", "answer", "solution", "response", "label"),
+    "image": ("images", "image", "image_path", "img", "image_bytes", "file_name", "filename"),
+    "bboxs": ("bboxs", "bboxes", "bbox", "boxes", "box"),
+    "width": ("width", "image_width", "w"),
+    "height": ("height", "image_height", "h"),
+    "caption": ("image_caption", "caption", "captions"),
+    "source": ("source", "dataset", "data_source"),
+    "messages": ("messages", "conversations"),
+}
+# --column also accepts a field under its name in a prepared row
+PREPARED_NAMES = {
+    "image_caption": "caption",
+    "possible_answers": "answer",
+    "answers": "answer",
+    "images": "image",
+}
+
+
+def parse_mapping(items: Iterable[str] | None) -> dict[str, str]:
+    """Turn `["question=prompt_text", ...]` into {field: column}, checking the fields."""
+    mapping: dict[str, str] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise SatoriError(
+                f"--column expects FIELD=COLUMN, got '{item}'", hint="e.g. --column question=prompt"
+            )
+        field, column = (part.strip() for part in item.split("=", 1))
+        field = PREPARED_NAMES.get(field, field)
+        if field not in ALIASES:
+            raise SatoriError(
+                f"unknown field '{field}' in --column", hint=f"fields are: {', '.join(ALIASES)}"
+            )
+        if not column:
+            raise SatoriError(f"empty column name for field '{field}' in --column")
+        mapping[field] = column
+    return mapping
+
+
+def check_mapping(mapping: Mapping[str, str], columns: Iterable[str], where: str) -> None:
+    """Fail early (one line) when a user-mapped column is absent from the data."""
+    present = set(columns)
+    missing = [f"{field}={column}" for field, column in mapping.items() if column not in present]
+    if missing:
+        raise SatoriError(
+            f"--column {', '.join(missing)}: no such column in {where}",
+            hint=f"columns there: {', '.join(sorted(present)) or '(none)'}",
+        )
+
+
+def pick(record: Mapping[str, object], mapping: Mapping[str, str]) -> dict[str, object]:
+    """The raw value of every field for one record (None where nothing matches)."""
+    out = {
+        field: next((record[name] for name in names if record.get(name) is not None), None)
+        for field, names in ALIASES.items()
+    }
+    out.update((field, record.get(column)) for field, column in mapping.items())
+    return out
 
 
 class Rejected(Exception):
@@ -198,7 +266,7 @@ def boxes(value: object) -> list[list[float]]:
 
     A flat list of 4 numbers is one box (the v2 paper figure writes it so); a JSON string
     of either form is decoded. Corner order and area are checked here, the image bounds
-    in `check_boxes_in_image`.
+    in `check_image`.
     """
     if isinstance(value, str):
         try:
@@ -231,22 +299,19 @@ def boxes(value: object) -> list[list[float]]:
     return out
 
 
-def check_boxes_in_image(bxs: Sequence[Sequence[float]], width: int, height: int) -> None:
-    for i, (x1, y1, x2, y2) in enumerate(bxs):
-        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-            raise Rejected("box_outside_image", f"box {i} = {[x1, y1, x2, y2]} in a {width}x{height} image")
-
-
-def check_aspect_ratio(width: int, height: int) -> None:
-    """Qwen's smart_resize raises on such images mid-training; catch them here instead."""
-    try:
-        smart_resize(height, width)
-    except ValueError as exc:
-        raise Rejected("aspect_ratio", f"{width}x{height}") from exc
-
-
-def check_size(declared_w: int | None, declared_h: int | None, width: int, height: int) -> None:
+def check_image(
+    bxs: Sequence[Sequence[float]], declared_w: int | None, declared_h: int | None, width: int, height: int
+) -> None:
+    """The row against its decoded image: the size it declares, an aspect ratio Qwen's smart_resize
+    accepts (it would raise mid-training), and every box inside."""
     if (declared_w is not None and declared_w != width) or (declared_h is not None and declared_h != height):
         raise Rejected(
             "size_mismatch", f"the row says {declared_w}x{declared_h}, the image is {width}x{height}"
         )
+    try:
+        smart_resize(height, width)
+    except ValueError as exc:
+        raise Rejected("aspect_ratio", f"{width}x{height}") from exc
+    for i, (x1, y1, x2, y2) in enumerate(bxs):
+        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+            raise Rejected("box_outside_image", f"box {i} = {[x1, y1, x2, y2]} in a {width}x{height} image")
