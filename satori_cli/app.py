@@ -7,6 +7,7 @@ import time) may pull in torch, swift, vlmeval, gradio or vllm. A test enforces 
 from __future__ import annotations
 
 import errno
+import signal
 import sys
 
 import typer
@@ -81,17 +82,44 @@ def _register() -> None:
 _register()
 
 
+def interrupt_on_stop_signals() -> None:
+    """From now on SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread.
+
+    `kill PID` (SIGTERM) and a closed terminal or SSH session (SIGHUP) end a Python process on the
+    spot by default: no `finally` runs, so a server child outlives `satori serve` and a download
+    leaves its half-written file behind. Raised as KeyboardInterrupt instead, they take the Ctrl-C
+    path: children are stopped, libraries clean up, and satori exits 130.
+    """
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):  # no SIGHUP on Windows
+            signal.signal(getattr(signal, name), handler)
+
+
+def print_error(exc: SatoriError) -> None:
+    """`error: message (hint)` on one line of stderr (`interrupted ...` for Ctrl-C)."""
+    from rich.markup import escape
+
+    from satori_cli.console import err_console
+
+    # Messages carry file names, file contents and server replies: one line, no escapes, whole.
+    message = escape(one_line(exc.message, None))
+    text = message if isinstance(exc, Interrupted) else f"[bold red]error:[/] {message}"
+    if exc.hint:
+        text += f" [dim]({escape(one_line(exc.hint, None))})[/]"
+    err_console().print(text, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors end in one line on stderr and a non-zero exit; Ctrl-C,
     SIGTERM and SIGHUP end every command the same way (`interrupted`, exit 130)."""
-    from satori_cli.signals import interrupt_on_stop_signals
-
     interrupt_on_stop_signals()
     try:
         app(args=argv, prog_name="satori", standalone_mode=True)
     except SatoriError as exc:
-        from satori_cli.console import print_error
-
         print_error(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:

@@ -56,7 +56,7 @@ class SatoriError(Exception):
 
 
 class Interrupted(SatoriError):
-    """Ctrl-C (or SIGTERM/SIGHUP, see `satori_cli.signals`): `interrupted` on stderr, exit 130.
+    """Ctrl-C (or SIGTERM/SIGHUP, see `satori_cli.app`): `interrupted` on stderr, exit 130.
 
     Raised by a command that stopped its tools and has something to add (where the log is);
     a bare KeyboardInterrupt becomes one of these in `satori_cli.app`.
