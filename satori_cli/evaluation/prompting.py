@@ -30,7 +30,7 @@ class PromptStyle:
 
     @classmethod
     def satori(cls, grammar: str | None = None) -> PromptStyle:
-        from satori_cli.prompts import load_prompt
+        from satori_cli.grammar import load_prompt
 
         return cls(
             system=load_prompt("system", grammar=grammar), suffix=load_prompt("eval_suffix", grammar=grammar)

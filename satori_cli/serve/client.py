@@ -20,9 +20,8 @@ from satori_cli import chat, http_client
 from satori_cli.chat import PreparedImage, prepare_image
 from satori_cli.decoding import Decoding
 from satori_cli.errors import SatoriError
-from satori_cli.grammar import Completion, Grammar, get_grammar, parse
+from satori_cli.grammar import Completion, Grammar, get_grammar, load_prompt, parse
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget, clamp_box
-from satori_cli.prompts import load_prompt
 from satori_cli.serve.backends import SERVED_MODEL_NAME
 
 if TYPE_CHECKING:

@@ -86,7 +86,7 @@ def find_box(image: Any) -> tuple[list[int], str]:
 
 def grammar_asked(body: dict[str, Any]) -> Grammar:
     """The grammar whose system prompt a request (as sent) carries; satori when none matches."""
-    from satori_cli.prompts import load_prompt
+    from satori_cli.grammar import load_prompt
 
     messages = body.get("messages") if isinstance(body, dict) else None
     system = next(
