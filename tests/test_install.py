@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from satori_cli.doctor import PACKAGES, diagnose
+from satori_cli.commands.doctor import PACKAGES, diagnose
 from satori_cli.errors import DIST, MissingDependency, install_hint
 
 if sys.version_info >= (3, 11):
