@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from satori_cli.chat import prepare_image
+from satori_cli.decoding import prepare_image
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import GRAMMARS, Grammar, format_completion, get_grammar
 from satori_cli.pixels import PixelBudget
