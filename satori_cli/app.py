@@ -205,20 +205,6 @@ def command_path(ctx: Any) -> str:
     return " ".join(reversed(names))
 
 
-class ReadableGroup(TyperGroup):
-    """The root group: makes every command and group below it a readable one."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _adopt(self)
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
-        for param in params:
-            readable(param)
-        return params
-
-
 def reflow(text: str) -> str:
     r"""Join the lines of each paragraph; a paragraph with an indented line is kept as is.
 
@@ -234,7 +220,7 @@ def reflow(text: str) -> str:
 
 def _adopt(group: TyperGroup) -> None:
     """Re-class the commands Typer built (plain TyperCommand / TyperGroup) as readable ones:
-    the subclasses only add `get_params`, so the objects stay as Typer made them."""
+    the subclasses only add methods, so the objects stay as Typer made them."""
     for command in group.commands.values():
         if command.help:
             command.help = reflow(command.help)
@@ -246,14 +232,25 @@ def _adopt(group: TyperGroup) -> None:
 
 
 # -- the app ---------------------------------------------------------------------------------------
-class _Commands(ReadableGroup):
-    """The command group; Ctrl-C inside any command becomes `Interrupted`.
+class ReadableGroup(TyperGroup):
+    """The root group (and, re-classed, each group below it): makes every command below it a
+    readable one, and Ctrl-C inside any command becomes `Interrupted`.
 
     Typer turns a KeyboardInterrupt into a silent exit 130, so without this `main` would never
     see it and the user would get no word of what happened. Two path errors any `Path` call can
     raise on what a user typed (a name longer than the filesystem allows, `~someone` for no such
     user) are one line here rather than a guard at every one of the commands' path checks.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _adopt(self)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        for param in params:
+            readable(param)
+        return params
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
@@ -272,7 +269,7 @@ class _Commands(ReadableGroup):
 
 app = typer.Typer(
     name="satori",
-    cls=_Commands,
+    cls=ReadableGroup,
     help="SATORI-R1 as one command: download, prepare data, train with GRPO, evaluate, serve.\n\n"
     "Every heavy library is loaded only by the command that needs it. "
     "Run `satori doctor` to see what this machine can do.",

@@ -45,23 +45,23 @@ class Report:
         return next(c for c in self.checks if c.name == name)
 
 
-# (display name, distribution name, extra that brings it, or the install command itself)
-PACKAGES = (
-    ("torch", "torch", "train"),
-    ("transformers", "transformers", "train"),
-    ("ms-swift", "ms-swift", "train"),
-    ("msgspec", "msgspec", "train"),
-    ("qwen-vl-utils", "qwen-vl-utils", "train"),
-    ("nltk", "nltk", "rewards"),
-    ("rouge-score", "rouge-score", "rewards"),
-    ("shapely", "shapely", "rewards"),
-    ("deepspeed", "deepspeed", "gpu"),
-    ("flash-attn", "flash-attn", "optional, CUDA only: pip install flash-attn --no-build-isolation"),
-    ("ms-vlmeval", "ms-vlmeval", "eval"),
-    ("vllm", "vllm", "gpu"),
-    ("gradio", "gradio", "serve"),
-    ("openai", "openai", "eval"),
-)
+# distribution -> the extra that brings it, or the install command itself
+PACKAGES = {
+    "torch": "train",
+    "transformers": "train",
+    "ms-swift": "train",
+    "msgspec": "train",
+    "qwen-vl-utils": "train",
+    "nltk": "rewards",
+    "rouge-score": "rewards",
+    "shapely": "rewards",
+    "deepspeed": "gpu",
+    "flash-attn": "optional, CUDA only: pip install flash-attn --no-build-isolation",
+    "ms-vlmeval": "eval",
+    "vllm": "gpu",
+    "gradio": "serve",
+    "openai": "eval",
+}
 
 # The transformers backend is `swift deploy`, which loads Qwen2.5-VL with qwen-vl-utils.
 SERVE_BACKEND_NEEDS = {
@@ -71,7 +71,7 @@ SERVE_BACKEND_NEEDS = {
 UI_NEEDS = ["gradio"]
 
 NEEDS = {
-    "train": [name for name, _, extra in PACKAGES if extra in ("train", "rewards")],
+    "train": [name for name, extra in PACKAGES.items() if extra in ("train", "rewards")],
     "train on GPU (paper preset)": ["gpu", "deepspeed"],
     "train with vLLM rollouts (fast preset)": ["gpu", "vllm"],
     "eval": ["torch", "transformers", "ms-vlmeval"],
@@ -114,9 +114,9 @@ def diagnose(home: Path, check_hub: bool = True) -> Report:
     from satori_cli.serve.server import pick_backend
 
     checks = [Check("python", sys.version_info >= (3, 10), f"{platform.python_version()} ({sys.executable})")]
-    for name, dist, extra in PACKAGES:
+    for name, extra in PACKAGES.items():
         try:
-            version = metadata.version(dist)
+            version = metadata.version(name)
         except metadata.PackageNotFoundError:
             version = None
         hint = extra if " " in extra else install_hint(extra)
@@ -140,7 +140,7 @@ def diagnose(home: Path, check_hub: bool = True) -> Report:
     checks.append(_check("disk", free_gib >= 20, f"{free_gib:.0f} GiB free at {probe}", space))
     if check_hub:
         ok, detail = hub_reachable()
-        checks.append(Check("hub", ok, detail, "" if ok else "download elsewhere and pass local folders"))
+        checks.append(_check("hub", ok, detail, "download elsewhere and pass local folders"))
     present = {c.name for c in checks if c.ok} | ({"gpu"} if gpus else set())
     needs = NEEDS | serve_needs(pick_backend("auto", "vllm"))
     jobs = {job: [need for need in wanted if need not in present] for job, wanted in needs.items()}
