@@ -63,7 +63,6 @@ class Grammar:
 
     name: str
     tags: tuple[str, ...]
-    summary: str  # one line: what it is for
     format_reward: str
     format_class: str
     content_rewards: tuple[str, ...]
@@ -109,20 +108,20 @@ class Grammar:
 
 _OURS = "satori's wording around the paper's instruction sentence (the authors' was never released)"
 _V1_CONTENT = ("external_bbox_acc", "extern_vqa_acc", "external_caption_acc")
+# SATORI v1, the released SATORI-3B: caption, boxes, answer.
 SATORI = Grammar(
     name="satori",
     tags=TAGS,
-    summary="SATORI v1, the released SATORI-3B: caption, boxes, answer",
     format_reward="external_format",
     format_class="SatoriFormat",
     content_rewards=_V1_CONTENT,
     prompts="",
     prompt_source="verbatim: the original prompt.txt and evaluation suffix",
 )
+# SATORI v2 Glance-Focus-Think (the paper's current version): caption, boxes, thinking, answer.
 SATORI_V2 = Grammar(
     name="satori-v2",
     tags=("caption", "bbox", "thinking", "answer"),
-    summary="SATORI v2 Glance-Focus-Think (the paper's current version): caption, boxes, thinking, answer",
     format_reward="external_format_v2",
     format_class="SatoriFormatV2",
     content_rewards=_V1_CONTENT,
@@ -130,20 +129,20 @@ SATORI_V2 = Grammar(
     # The authors never released v2 code or prompts; only the instruction sentence is known.
     prompt_source=_OURS,
 )
+# The R1-style baseline the paper compares against: think, answer.
 R1 = Grammar(
     name="r1",
     tags=("think", "answer"),
-    summary="the R1-style baseline the paper compares against: think, answer",
     format_reward="external_format_r1",
     format_class="SatoriFormatR1",
     content_rewards=("extern_vqa_acc",),
     prompts="r1",
     prompt_source=_OURS,
 )
+# The no-caption ablation: boxes, answer.
 NOCAP = Grammar(
     name="nocap",
     tags=("bbox", "answer"),
-    summary="the no-caption ablation: boxes, answer",
     format_reward="external_format_nocap",
     format_class="SatoriFormatNocap",
     content_rewards=("external_bbox_acc", "extern_vqa_acc"),
