@@ -10,7 +10,7 @@ import os
 import platform
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated
@@ -39,7 +39,7 @@ def _check(name: str, ok: bool, detail: str, hint: str) -> Check:
 class Report:
     checks: list[Check]
     gpus: list[Gpu]
-    jobs: dict[str, list[str]] = field(default_factory=dict)  # job -> what is missing
+    jobs: dict[str, list[str]]  # job -> what is missing
 
     def check(self, name: str) -> Check:
         return next(c for c in self.checks if c.name == name)
@@ -79,15 +79,6 @@ NEEDS = {
     "serve --backend transformers": SERVE_BACKEND_NEEDS["transformers"],
     "serve --ui --base-url URL (demo only)": UI_NEEDS,
 }
-
-
-def serve_needs(auto_backend: str) -> dict[str, list[str]]:
-    """`satori serve` and `serve --ui` start the backend `auto` picks: they need what it needs."""
-    backend = SERVE_BACKEND_NEEDS[auto_backend]
-    return {
-        f"serve (auto: {auto_backend})": backend,
-        f"serve --ui (auto: {auto_backend})": [*UI_NEEDS, *backend],
-    }
 
 
 def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
@@ -142,7 +133,10 @@ def diagnose(home: Path, check_hub: bool = True) -> Report:
         ok, detail = hub_reachable()
         checks.append(_check("hub", ok, detail, "download elsewhere and pass local folders"))
     present = {c.name for c in checks if c.ok} | ({"gpu"} if gpus else set())
-    needs = NEEDS | serve_needs(pick_backend("auto", "vllm"))
+    # `satori serve` and `serve --ui` start the backend `auto` picks: they need what it needs.
+    auto = pick_backend("auto", "vllm")
+    backend = SERVE_BACKEND_NEEDS[auto]
+    needs = NEEDS | {f"serve (auto: {auto})": backend, f"serve --ui (auto: {auto})": [*UI_NEEDS, *backend]}
     jobs = {job: [need for need in wanted if need not in present] for job, wanted in needs.items()}
     return Report(checks=checks, gpus=gpus, jobs=jobs)
 
