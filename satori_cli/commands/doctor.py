@@ -7,19 +7,18 @@ Found without importing any heavy library: versions come from package metadata a
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import sys
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from satori_cli.errors import SatoriError, install_hint, one_line
-from satori_cli.gpus import Gpu, detect_gpus
-from satori_cli.models import hub_offline
+
+if TYPE_CHECKING:
+    from satori_cli.gpus import Gpu
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,8 @@ NEEDS = {
 
 def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
     """Whether the Hugging Face hub (or HF_ENDPOINT) answers, honouring HF_HUB_OFFLINE."""
+    from satori_cli.models import hub_offline
+
     if hub_offline():
         return False, "HF_HUB_OFFLINE is set"
     import httpx
@@ -101,6 +102,10 @@ def hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
 
 
 def diagnose(home: Path, check_hub: bool = True) -> Report:
+    import platform
+    from importlib import metadata
+
+    from satori_cli.gpus import detect_gpus
     from satori_cli.process import find_program
     from satori_cli.serve.server import pick_backend
 
