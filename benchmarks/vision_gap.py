@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from satori_cli.prompts import load_prompt  # noqa: E402
+from satori_cli.grammar import load_prompt  # noqa: E402
 from satori_cli.train.recipe import resolve_recipe  # noqa: E402
 from satori_cli.train.targets import sft_row  # noqa: E402
 

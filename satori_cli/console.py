@@ -1,4 +1,4 @@
-"""Console output shared by all commands: one stdout and one stderr console, one error style.
+"""Console output shared by all commands: one stdout and one stderr console.
 
 In a terminal, rich wraps text to the window. Piped or redirected (a log file, SLURM, `| tee`),
 a wrapped line would break a path in two, so there text is never wrapped: each message is one
@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-    from satori_cli.errors import SatoriError
 
 
 def _make(stderr: bool) -> Console:
@@ -40,17 +38,3 @@ def console() -> Console:
 @cache
 def err_console() -> Console:
     return _make(stderr=True)
-
-
-def print_error(exc: SatoriError) -> None:
-    """`error: message (hint)` on one line of stderr (`interrupted ...` for Ctrl-C)."""
-    from rich.markup import escape
-
-    from satori_cli.errors import Interrupted, one_line
-
-    # Messages carry file names, file contents and server replies: one line, no escapes, whole.
-    message = escape(one_line(exc.message, None))
-    text = message if isinstance(exc, Interrupted) else f"[bold red]error:[/] {message}"
-    if exc.hint:
-        text += f" [dim]({escape(one_line(exc.hint, None))})[/]"
-    err_console().print(text, soft_wrap=True)

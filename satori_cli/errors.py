@@ -56,7 +56,7 @@ class SatoriError(Exception):
 
 
 class Interrupted(SatoriError):
-    """Ctrl-C (or SIGTERM/SIGHUP, see `satori_cli.signals`): `interrupted` on stderr, exit 130.
+    """Ctrl-C (or SIGTERM/SIGHUP, see `satori_cli.app`): `interrupted` on stderr, exit 130.
 
     Raised by a command that stopped its tools and has something to add (where the log is);
     a bare KeyboardInterrupt becomes one of these in `satori_cli.app`.
@@ -77,7 +77,7 @@ class MissingDependency(SatoriError):
         )
 
 
-def require(module: str, extra: str, purpose: str, package: str | None = None):
+def require(module: str, extra: str, purpose: str):
     """Import an optional module or raise a one-line MissingDependency."""
     import importlib
 
@@ -89,4 +89,4 @@ def require(module: str, extra: str, purpose: str, package: str | None = None):
         missing = getattr(exc, "name", None) or ""
         if missing and missing.split(".")[0] != module.split(".")[0]:
             raise
-        raise MissingDependency(package or module.split(".")[0], extra, purpose) from exc
+        raise MissingDependency(module.split(".")[0], extra, purpose) from exc

@@ -16,14 +16,25 @@ of numbers in brackets, not by `eval` or `ast.literal_eval`) and takes time line
 text: tags are found with `str.find` and one forward search each, never with a lazy `.*?`
 that rescans the rest of the text from every opening tag (such regexes took 37 s on 184 KB
 of `<caption>`). At most MAX_CHARS characters of a completion are read.
+
+Each grammar's prompts (`load_prompt`; for `satori`, word for word as the released SATORI-3B was
+trained and evaluated) live in `prompts/` (data, not Python constants, so that they can be read
+and diffed): the default grammar's files are `prompts/system.txt` and `prompts/eval_suffix.txt`,
+another grammar's sit in its own folder, `prompts/<grammar>/` (`prompts/README.md` says where each
+wording comes from). A user can replace them everywhere at once (training, evaluation, serving,
+and the child processes these start) by setting `SATORI_PROMPTS_DIR` to a folder laid out the
+same way: its own `system.txt` and/or `eval_suffix.txt`, and `<grammar>/system.txt` etc.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 
 from satori_cli.errors import SatoriError
 from satori_cli.pixels import Box
@@ -52,7 +63,6 @@ class Grammar:
 
     name: str
     tags: tuple[str, ...]
-    summary: str  # one line: what it is for
     format_reward: str
     format_class: str
     content_rewards: tuple[str, ...]
@@ -98,20 +108,20 @@ class Grammar:
 
 _OURS = "satori's wording around the paper's instruction sentence (the authors' was never released)"
 _V1_CONTENT = ("external_bbox_acc", "extern_vqa_acc", "external_caption_acc")
+# SATORI v1, the released SATORI-3B: caption, boxes, answer.
 SATORI = Grammar(
     name="satori",
     tags=TAGS,
-    summary="SATORI v1, the released SATORI-3B: caption, boxes, answer",
     format_reward="external_format",
     format_class="SatoriFormat",
     content_rewards=_V1_CONTENT,
     prompts="",
     prompt_source="verbatim: the original prompt.txt and evaluation suffix",
 )
+# SATORI v2 Glance-Focus-Think (the paper's current version): caption, boxes, thinking, answer.
 SATORI_V2 = Grammar(
     name="satori-v2",
     tags=("caption", "bbox", "thinking", "answer"),
-    summary="SATORI v2 Glance-Focus-Think (the paper's current version): caption, boxes, thinking, answer",
     format_reward="external_format_v2",
     format_class="SatoriFormatV2",
     content_rewards=_V1_CONTENT,
@@ -119,20 +129,20 @@ SATORI_V2 = Grammar(
     # The authors never released v2 code or prompts; only the instruction sentence is known.
     prompt_source=_OURS,
 )
+# The R1-style baseline the paper compares against: think, answer.
 R1 = Grammar(
     name="r1",
     tags=("think", "answer"),
-    summary="the R1-style baseline the paper compares against: think, answer",
     format_reward="external_format_r1",
     format_class="SatoriFormatR1",
     content_rewards=("extern_vqa_acc",),
     prompts="r1",
     prompt_source=_OURS,
 )
+# The no-caption ablation: boxes, answer.
 NOCAP = Grammar(
     name="nocap",
     tags=("bbox", "answer"),
-    summary="the no-caption ablation: boxes, answer",
     format_reward="external_format_nocap",
     format_class="SatoriFormatNocap",
     content_rewards=("external_bbox_acc", "extern_vqa_acc"),
@@ -373,3 +383,48 @@ def format_completion(
     """
     parts = {"caption": caption, "bbox": format_boxes(boxes), "answer": answer}
     return " ".join(f"<{t}>{parts.get(t, thinking)}</{t}>" for t in get_grammar(grammar).tags)
+
+
+# -- prompts ----------------------------------------------------------------------------------------
+PROMPT_NAMES = ("system", "eval_suffix")
+
+
+def prompts_dir() -> Path:
+    """Where the bundled prompt files are: inside the wheel, or `prompts/` in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_prompts", here.parent / "prompts"):
+        if (candidate / "system.txt").is_file():
+            return candidate
+    raise SatoriError("the bundled prompts are missing from this installation", exit_code=1)
+
+
+def prompt_path(name: str = "system", grammar: str | Grammar | None = None) -> Path:
+    """The file a prompt is read from: `$SATORI_PROMPTS_DIR/[<grammar>/]<name>.txt` if set and
+    present, else the bundled one (the grammar's folder is empty for the default grammar)."""
+    if name not in PROMPT_NAMES:
+        raise SatoriError(f"unknown prompt {name!r}; choose one of {', '.join(PROMPT_NAMES)}")
+    relative = Path(get_grammar(grammar).prompts) / f"{name}.txt"
+    override = os.environ.get("SATORI_PROMPTS_DIR")
+    if override:
+        folder = Path(override).expanduser()
+        if not folder.is_dir():
+            raise SatoriError(f"SATORI_PROMPTS_DIR is not a folder: {folder}")
+        own = folder / relative
+        if own.is_file():
+            return own.resolve()
+    return prompts_dir() / relative
+
+
+@cache
+def _read(path: Path, strip: bool) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SatoriError(f"cannot read prompt file {path}: {exc.strerror or exc}") from exc
+    return text.strip() if strip else text
+
+
+def load_prompt(name: str = "system", grammar: str | Grammar | None = None) -> str:
+    """The prompt text of a grammar (default `satori`). `system` is stripped; `eval_suffix` is
+    verbatim (it starts with " \\n")."""
+    return _read(prompt_path(name, grammar).resolve(), strip=(name == "system"))

@@ -91,29 +91,17 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def read_config(folder: str | Path) -> dict[str, Any]:
-    """A checkpoint's `config.json`: the one reader of it (missing or broken: one line)."""
+def checked_type(folder: Path, flag: str) -> str:
+    """The architecture a checkpoint's `config.json` names (the one reader of it): `qwen2_5_vl` or
+    `qwen2_vl`, from `model_type`, else from `architectures`; anything else is refused in one line."""
     config = Path(folder) / "config.json"
     if not config.is_file():
         raise SatoriError(f"{folder} has no config.json: not a model checkpoint")
-    return read_json(config)
-
-
-def model_type(config: dict[str, Any]) -> str | None:
-    """`qwen2_5_vl` / `qwen2_vl` from `model_type`, else from `architectures`; else the type as given."""
-    kind = config.get("model_type")
-    if kind in QWEN_VL_CLASSES:
-        return str(kind)
-    archs = config.get("architectures") or []
-    for name, cls in QWEN_VL_CLASSES.items():
-        if cls in archs:
-            return name
-    return str(kind) if kind else None
-
-
-def checked_type(folder: Path, flag: str) -> str:
-    """The folder's architecture, refused in one line unless it is Qwen2.5-VL or Qwen2-VL."""
-    kind = model_type(read_config(folder))
+    found = read_json(config)
+    kind = found.get("model_type")
+    if kind not in QWEN_VL_CLASSES:
+        archs = found.get("architectures") or []
+        kind = next((name for name, cls in QWEN_VL_CLASSES.items() if cls in archs), kind)
     if kind not in QWEN_VL_CLASSES:
         what = f"a '{kind}' model" if kind else "a model of unknown type (no model_type in config.json)"
         raise SatoriError(

@@ -7,8 +7,8 @@ import sys
 from importlib import metadata
 
 from satori_cli import __version__
+from satori_cli.commands.doctor import diagnose
 from satori_cli.config import paths
-from satori_cli.doctor import diagnose
 from satori_cli.errors import one_line
 
 HEAVY = ("torch", "swift", "vlmeval", "gradio", "vllm", "transformers", "openai", "pandas", "matplotlib")
@@ -84,7 +84,7 @@ def test_doctor_tells_the_truth(satori_home):
 def test_doctor_serve_rows_follow_the_backend_serve_picks(monkeypatch, tmp_path, satori_home):
     """`serve` and `serve --ui` start the backend `auto` picks (vLLM when a vllm executable is
     found, else transformers): doctor's rows name that backend and need what it needs."""
-    from satori_cli.doctor import SERVE_BACKEND_NEEDS, UI_NEEDS
+    from satori_cli.commands.doctor import SERVE_BACKEND_NEEDS, UI_NEEDS
     from satori_cli.serve.server import pick_backend
 
     bin_dir = tmp_path / "bin"
@@ -151,7 +151,7 @@ def test_doctor_hub_check_counts_any_answer_and_names_a_failure(monkeypatch, sat
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from satori_cli.doctor import hub_reachable
+    from satori_cli.commands.doctor import hub_reachable
 
     class NotFound(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -17,8 +17,7 @@ MODULES = [
     "satori_cli.rewards",
     "satori_cli.rewards.reward_functions",
     "satori_cli.rewards.table",
-    "satori_cli.help_style",
-    "satori_cli.vocabulary",
+    "satori_cli.app",
     "satori_cli.evaluation.progress",
     "satori_cli.train.report",
 ]

@@ -66,7 +66,7 @@ def test_api_backend_scores_extracted_answers(satori, tmp_path):
     (row,) = _summary(work)["results"]
     assert row["model"] == "satori" and row["metrics"]["Overall"] == 1.0
     assert len(server.requests) == 8
-    from satori_cli.prompts import load_prompt
+    from satori_cli.grammar import load_prompt
 
     first = server.requests[0]
     assert first["model"] == "satori"  # the served model name, as /v1/models lists it

@@ -166,7 +166,7 @@ def test_every_backend_and_serve_send_the_same_decoding(tmp_path):
         serve_body = server.requests[-1]
     assert {k: serve_body.get(k) for k in wanted} == wanted
     # One request builder: the same body, the same pre-resized image; only eval's question suffix differs.
-    from satori_cli.prompts import load_prompt
+    from satori_cli.grammar import load_prompt
 
     eval_text = eval_body["messages"][1]["content"][1]["text"]
     serve_body["messages"][1]["content"][1]["text"] += load_prompt("eval_suffix")

@@ -206,7 +206,7 @@ def test_api_backend_scores_known_boxes_as_computed_by_hand(satori, tmp_path):
     assert per_row[1]["caption"] == pytest.approx(1.0) and per_row[3]["caption"] == 0.0
     assert per_row[2]["boxes_original"] == [pytest.approx([50, 0, 150, 100])]  # mapped to original pixels
     # The requests: SATORI's prompt, the question without <image>, the image, the budget.
-    from satori_cli.prompts import load_prompt
+    from satori_cli.grammar import load_prompt
 
     first = next(b for b in server.requests if b["messages"][0]["role"] == "system")
     assert first["messages"][0]["content"] == load_prompt("system")  # as text: swift deploy reads a string

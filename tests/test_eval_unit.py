@@ -20,8 +20,8 @@ from satori_cli.evaluation.prompting import (
     vllm_engine_kwargs,
 )
 from satori_cli.evaluation.results import Outcome, collect, read_acc_csv, write_summary
+from satori_cli.grammar import load_prompt
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget
-from satori_cli.prompts import load_prompt
 
 sys.path.insert(0, str(Path(__file__).parent))
 from satori_cli.evaluation.sample_bench import write_tiny_bench

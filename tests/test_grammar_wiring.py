@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from satori_cli.evaluation.prompting import PromptStyle, chat_messages
-from satori_cli.grammar import GRAMMARS, format_completion, get_grammar
-from satori_cli.prompts import load_prompt
+from satori_cli.grammar import GRAMMARS, format_completion, get_grammar, load_prompt
 from satori_cli.train.runinfo import model_grammar, recorded_grammar
 from tests.conftest import prepared as _prepared
 
@@ -155,7 +154,7 @@ def _flag(argv: list[str], name: str) -> list[str]:
 
 @pytest.mark.parametrize("name", list(GRAMMARS))
 def test_train_dry_run_sends_the_grammars_prompt_and_rewards_to_swift(satori, swift_parser, tmp_path, name):
-    from satori_cli.prompts import prompt_path
+    from satori_cli.grammar import prompt_path
     from satori_cli.rewards import plugin_path, rewards_for
 
     data = _prepared(tmp_path)

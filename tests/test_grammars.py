@@ -20,10 +20,11 @@ from satori_cli.grammar import (
     MAX_CHARS,
     format_completion,
     get_grammar,
+    load_prompt,
     parse,
+    prompt_path,
 )
 from satori_cli.pixels import PixelBudget
-from satori_cli.prompts import load_prompt, prompt_path
 from satori_cli.rewards import BY_NAME, REWARD_FUNCS, format_reward, rewards_for, score_all
 
 CAPTION = "a red ball lies on the green grass of a park"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from satori_cli.doctor import PACKAGES, diagnose
+from satori_cli.commands.doctor import PACKAGES, diagnose
 from satori_cli.errors import DIST, MissingDependency, install_hint
 
 if sys.version_info >= (3, 11):
@@ -75,7 +75,7 @@ def test_install_hints_in_code():
 
 
 def test_doctor_hints_are_commands_for_existing_extras(satori_home):
-    for _, _, extra in PACKAGES:
+    for extra in PACKAGES.values():
         assert extra in EXTRAS or extra.startswith("optional, CUDA only: pip install ")
     for check in diagnose(satori_home, check_hub=False).checks:
         for match in HINT.finditer(check.hint):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from satori_cli.errors import SatoriError
-from satori_cli.prompts import load_prompt, prompt_path
+from satori_cli.grammar import load_prompt, prompt_path
 
 SYSTEM = (
     "Given an image and a question, follow these steps: First, generate a brief image caption describing "

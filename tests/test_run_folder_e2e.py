@@ -119,8 +119,7 @@ def test_predict_sends_the_image_resized_to_the_runs_budget(satori, made_run, tm
 
 def test_a_runs_grammar_goes_with_it_to_train_and_predict(satori, made_run, tmp_path):
     """Training on from a run, or asking the server that serves it, uses the grammar it recorded."""
-    from satori_cli.grammar import GRAMMARS
-    from satori_cli.prompts import load_prompt
+    from satori_cli.grammar import GRAMMARS, load_prompt
 
     run = tmp_path / "r1-run"
     shutil.copytree(made_run, run)

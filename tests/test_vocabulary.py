@@ -1,4 +1,4 @@
-"""One name per concept across the CLI (`satori_cli/vocabulary.py`), old names hidden for one release."""
+"""One name per concept across the CLI (`satori_cli/app.py`), old names hidden for one release."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import typer.main
 from typer._click import Context
 from typer.testing import CliRunner
 
-from satori_cli.app import app
-from satori_cli.vocabulary import ALIASES, note, rewrite
+from satori_cli.app import ALIASES, app, note, rewrite
 
 
 def _leaves() -> dict[str, tuple[list, object]]:

@@ -3,7 +3,7 @@
 Use them as `overwrite: Overwrite = False`; a command's own default goes in its signature. Where
 what an option means depends on the command (what `--out` holds, what `--gpus` parallelises,
 which `--model` is meant), the command declares it with the shared names below and its own help,
-so the names stay one vocabulary (`satori_cli/vocabulary.py`; `tests/test_vocabulary.py` checks).
+so the names stay one vocabulary (`satori_cli/app.py`; `tests/test_vocabulary.py` checks).
 """
 
 from __future__ import annotations

@@ -328,7 +328,7 @@ class SatoriAPI(_SatoriModel):
         self.retry = max(1, retry)
         self._lock = threading.Lock()
         self.last_error: str | None = None
-        # images are sent resized to this budget (satori_cli/chat.py)
+        # images are sent resized to this budget (satori_cli/decoding.py)
         standard, extra = self.decoding.openai_fields()
         row = {"backend": "api", "device": self.url, **self.budget.processor_kwargs()}
         self._record_runtime(row | {"decoding": standard | extra})

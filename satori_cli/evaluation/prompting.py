@@ -10,9 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from satori_cli import chat
-from satori_cli.chat import PreparedImage, prepare_image
-from satori_cli.decoding import Decoding
+from satori_cli.decoding import Decoding, PreparedImage, chat_request, prepare_image
 from satori_cli.grammar import extract_answer
 from satori_cli.pixels import PixelBudget
 from satori_cli.vllm_settings import engine_settings
@@ -30,7 +28,7 @@ class PromptStyle:
 
     @classmethod
     def satori(cls, grammar: str | None = None) -> PromptStyle:
-        from satori_cli.prompts import load_prompt
+        from satori_cli.grammar import load_prompt
 
         return cls(
             system=load_prompt("system", grammar=grammar), suffix=load_prompt("eval_suffix", grammar=grammar)
@@ -96,7 +94,7 @@ def api_payload(
     budget: PixelBudget,
     decoding: Decoding,
 ) -> tuple[dict[str, Any], list[PreparedImage]]:
-    """The chat request for one VLMEvalKit item (`satori_cli/chat.py`, the one `satori serve` gets).
+    """The chat request for one VLMEvalKit item (`satori_cli/decoding.py`, the one `satori serve` gets).
 
     Its images are resized to the budget before sending, as the demo does: whatever the server's
     settings, the model answers boxes in the budget's frame. Returns the body and the images sent.
@@ -108,7 +106,7 @@ def api_payload(
     content: list[str | PreparedImage] = []
     for part in chat_messages(message, style)[-1]["content"]:
         content.append(next(sent) if part["type"] == "image" else part["text"])
-    return chat.request(model, style.system, content, decoding, budget), images
+    return chat_request(model, style.system, content, decoding, budget), images
 
 
 def vllm_engine_kwargs(

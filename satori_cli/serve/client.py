@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from satori_cli import chat, http_client
-from satori_cli.chat import PreparedImage, prepare_image
-from satori_cli.decoding import Decoding
+from satori_cli import http_client
+from satori_cli.decoding import Decoding, PreparedImage, chat_request, prepare_image
 from satori_cli.errors import SatoriError
-from satori_cli.grammar import Completion, Grammar, get_grammar, parse
+from satori_cli.grammar import Completion, Grammar, get_grammar, load_prompt, parse
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget, clamp_box
-from satori_cli.prompts import load_prompt
 from satori_cli.serve.backends import SERVED_MODEL_NAME
 
 if TYPE_CHECKING:
@@ -211,12 +209,12 @@ class SatoriClient:
     def payload(
         self, prepared: PreparedImage, question: str, temperature: float, max_tokens: int, stream: bool
     ) -> dict[str, Any]:
-        """The chat request body (`satori_cli/chat.py`, the one `satori eval --backend api` sends)."""
+        """The chat request body (`satori_cli/decoding.py`, the one `satori eval --backend api` sends)."""
         if not question.strip():
             raise SatoriError("ask a question about the image")
         decoding = Decoding(temperature=temperature, max_new_tokens=max_tokens)
         system = load_prompt("system", grammar=self.grammar)
-        return chat.request(SERVED_MODEL_NAME, system, [prepared, question], decoding, self.budget, stream)
+        return chat_request(SERVED_MODEL_NAME, system, [prepared, question], decoding, self.budget, stream)
 
     def stream(
         self, prepared: PreparedImage, question: str, temperature: float = 0.0, max_tokens: int = 512

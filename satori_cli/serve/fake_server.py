@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from satori_cli.chat import prepare_image
+from satori_cli.decoding import prepare_image
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import GRAMMARS, Grammar, format_completion, get_grammar
 from satori_cli.pixels import PixelBudget
@@ -86,7 +86,7 @@ def find_box(image: Any) -> tuple[list[int], str]:
 
 def grammar_asked(body: dict[str, Any]) -> Grammar:
     """The grammar whose system prompt a request (as sent) carries; satori when none matches."""
-    from satori_cli.prompts import load_prompt
+    from satori_cli.grammar import load_prompt
 
     messages = body.get("messages") if isinstance(body, dict) else None
     system = next(

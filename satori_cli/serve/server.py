@@ -272,7 +272,7 @@ def hold_server(plan: ServerPlan, timeout: float, on_ready: Callable[[ServerProc
 
     The one lifecycle of every server satori starts in the foreground (`satori serve`, `satori
     rollout`): a death before or after it is healthy shows its last lines and passes its exit
-    code on; Ctrl-C (and SIGTERM/SIGHUP, see `satori_cli.signals`) stops its whole process group.
+    code on; Ctrl-C (and SIGTERM/SIGHUP, see `satori_cli.app`) stops its whole process group.
     """
     server = None
     try:

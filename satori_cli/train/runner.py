@@ -282,7 +282,7 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     On a multi-node run only node 0 prepares and tags the data; the others wait for it
     (`satori_cli.train.datasync`). GPUs are chosen by the preflight, on the node that runs.
     """
-    from satori_cli.prompts import prompt_path
+    from satori_cli.grammar import prompt_path
     from satori_cli.rewards import plugin_path
     from satori_cli.train.rollout import base_url
 
