@@ -21,7 +21,6 @@ from vlmeval.vlm.base import BaseModel
 
 from satori_cli.decoding import Decoding
 from satori_cli.errors import SatoriError
-from satori_cli.evaluation import records
 from satori_cli.evaluation.progress import ItemCounter
 from satori_cli.evaluation.prompting import (
     PromptStyle,
@@ -31,6 +30,7 @@ from satori_cli.evaluation.prompting import (
     prediction_record,
     vllm_engine_kwargs,
 )
+from satori_cli.evaluation.results import RUNTIME_FILE, inputs_file
 from satori_cli.models import QWEN_VL_CLASSES, checked_type
 from satori_cli.pixels import PixelBudget
 
@@ -209,15 +209,22 @@ class _SatoriModel(BaseModel):
         self.items.item_done()
         return answer
 
+    def _record(self, path: Path, rows: list[dict[str, Any]]) -> None:
+        """Append whole lines (O_APPEND, one write each), so the ranks can share a file
+        (`results.runtime` and `results.input_sizes` read them for summary.json)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for row in rows:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+
     def _record_runtime(self, row: dict[str, Any]) -> None:
         if self.record_dir is not None:
-            records.append(self.record_dir / records.RUNTIME_FILE, {"rank": records.rank(), **row})
+            rank = int(os.environ.get("RANK", "0"))
+            self._record(self.record_dir / RUNTIME_FILE, [{"rank": rank, **row}])
 
     def _record_inputs(self, dataset: str | None, rows: list[dict[str, Any]]) -> None:
         if self.record_dir is not None:
-            path = records.inputs_file(self.record_dir, dataset or "unnamed")
-            for row in rows:
-                records.append(path, row)
+            self._record(inputs_file(self.record_dir, dataset or "unnamed"), rows)
 
 
 class SatoriVLM(_SatoriModel):

@@ -18,12 +18,11 @@ from satori_cli.config import DEFAULT_MODEL, paths
 from satori_cli.console import console
 from satori_cli.decoding import Decoding
 from satori_cli.errors import Interrupted, SatoriError
-from satori_cli.evaluation import datasets, records
+from satori_cli.evaluation import datasets, results
 from satori_cli.evaluation.grounding import SOURCE_PREFIX
 from satori_cli.evaluation.judge import check_judge
 from satori_cli.evaluation.plan import BACKENDS, BASELINE_NAME, SATORI_NAME, EvalPlan, ModelSpec
 from satori_cli.evaluation.progress import EvalProgress
-from satori_cli.evaluation.results import GROUNDING_SCORER, Outcome, collect, table_rows, write_summary
 from satori_cli.grammar import get_grammar
 from satori_cli.http_client import served_models
 from satori_cli.models import Model, settle_budget
@@ -217,7 +216,7 @@ def settings_of(plan: EvalPlan) -> dict:
         "judge_url": plan.judge_url,
         "limit": plan.limit,
         "decoding": plan.decoding.record(),
-        "resolved": {m.name: records.runtime(plan.record_dir(m)) for m in plan.models},
+        "resolved": {m.name: results.runtime(plan.record_dir(m)) for m in plan.models},
         "models": [asdict(m) for m in plan.models],
         "benchmarks": [
             {"requested": b.requested, "name": b.name, "kind": b.kind, "tsv": str(b.tsv), "rows": b.rows}
@@ -262,7 +261,7 @@ def execute(plan: EvalPlan) -> tuple[int, float]:
     return first_error, time.monotonic() - started
 
 
-def check_outcomes(outcomes: list[Outcome], code: int, log: Path) -> None:
+def check_outcomes(outcomes: list[results.Outcome], code: int, log: Path) -> None:
     """Raise one SatoriError (exit 1) naming each failed benchmark, unless all scored."""
     failed = [o for o in outcomes if not o.ok]
     if failed:
@@ -273,7 +272,7 @@ def check_outcomes(outcomes: list[Outcome], code: int, log: Path) -> None:
         raise SatoriError(f"VLMEvalKit exited with code {code}", exit_code=1, hint=f"see {log}")
 
 
-def evaluate(req: EvalRequest) -> list[Outcome]:
+def evaluate(req: EvalRequest) -> list[results.Outcome]:
     """Run the evaluation and print the table; raise SatoriError (exit 1) if anything failed."""
     plan = build_plan(req)
     out = console()
@@ -306,13 +305,14 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
     code, seconds = execute(plan)
     if code == 130:  # Ctrl-C: VLMEvalKit was stopped; what it wrote so far stays in the work dir
         raise Interrupted(f"evaluation stopped; partial results in {plan.work_dir}")
-    outcomes = [collect(plan.work_dir, m.name, b, plan.judge) for b in plan.benchmarks for m in plan.models]
+    pairs = [(m.name, b) for b in plan.benchmarks for m in plan.models]
+    outcomes = [results.collect(plan.work_dir, name, b, plan.judge) for name, b in pairs]
     settings = settings_of(plan) | {"seconds": round(seconds, 1)}
-    json_path, csv_path = write_summary(plan.work_dir, outcomes, settings)
+    json_path, csv_path = results.write_summary(plan.work_dir, outcomes, settings)
     print_table(plan, outcomes)
     for line in resolved_lines(settings["resolved"], outcomes):
         out.print(f"[dim]{line}[/]", highlight=False)
-    judges = sorted({o.judge for o in outcomes if o.judge and o.judge != GROUNDING_SCORER})
+    judges = sorted({o.judge for o in outcomes if o.judge and o.judge != results.GROUNDING_SCORER})
     if judges and plan.judge != "exact_matching":
         out.print(f"[dim]answers matched to options by: {', '.join(judges)} (judge at {plan.judge_url})[/]")
     items = sum(o.items for o in outcomes)
@@ -332,7 +332,7 @@ def data_line(plan: EvalPlan) -> str:
     return f"data: {plan.lmu_dir} (VLMEvalKit's LMUData for this run: links to {links}, decoded images)"
 
 
-def resolved_lines(resolved: dict, outcomes: list[Outcome]) -> list[str]:
+def resolved_lines(resolved: dict, outcomes: list[results.Outcome]) -> list[str]:
     """What each model really ran with, from its processes' own records."""
     lines = []
     for name, got in resolved.items():
@@ -352,10 +352,10 @@ def resolved_lines(resolved: dict, outcomes: list[Outcome]) -> list[str]:
     return lines
 
 
-def print_table(plan: EvalPlan, outcomes: list[Outcome]) -> None:
+def print_table(plan: EvalPlan, outcomes: list[results.Outcome]) -> None:
     models = [m.name for m in plan.models]
     for bench in plan.benchmarks:
-        rows = [r for r in table_rows(outcomes, models) if r[0] == bench.name and shown(bench, r[1])]
+        rows = [r for r in results.table_rows(outcomes, models) if r[0] == bench.name and shown(bench, r[1])]
         if not rows:
             continue  # nothing scored; the error line at the end says why
         rows_run = min(bench.rows or 0, plan.limit) if plan.limit else bench.rows
