@@ -18,10 +18,20 @@ from satori_cli.config import DEFAULT_MODEL, paths
 from satori_cli.console import console
 from satori_cli.decoding import Decoding
 from satori_cli.errors import Interrupted, SatoriError
-from satori_cli.evaluation import datasets, results
+from satori_cli.evaluation import results
 from satori_cli.evaluation.grounding import SOURCE_PREFIX
 from satori_cli.evaluation.judge import check_judge
-from satori_cli.evaluation.plan import BACKENDS, BASELINE_NAME, SATORI_NAME, EvalPlan, ModelSpec
+from satori_cli.evaluation.plan import (
+    BACKENDS,
+    BASELINE_NAME,
+    SATORI_NAME,
+    Benchmark,
+    EvalPlan,
+    ModelSpec,
+    default_data_dir,
+    link_run_data,
+    resolve_all,
+)
 from satori_cli.evaluation.progress import EvalProgress
 from satori_cli.grammar import get_grammar
 from satori_cli.http_client import served_models
@@ -80,8 +90,8 @@ def _validate(req: EvalRequest) -> Decoding:
 def build_plan(req: EvalRequest) -> EvalPlan:
     decoding = _validate(req)
     check_judge(req.judge, req.judge_url, req.judge_key, reach=not req.dry_run)  # a dry run stays offline
-    data_dir = (req.data_dir or datasets.default_data_dir()).expanduser().resolve()
-    benchmarks = datasets.resolve_all(req.data, data_dir)
+    data_dir = (req.data_dir or default_data_dir()).expanduser().resolve()
+    benchmarks = resolve_all(req.data, data_dir)
     model = req.model or ("" if req.backend == "api" else DEFAULT_MODEL)
     specs, resolved = resolve_models(
         model, req.baseline, req.backend, req.base_url, req.baseline_prompt, req.grammar, dry_run=req.dry_run
@@ -201,7 +211,7 @@ def prepare_work_dir(plan: EvalPlan, overwrite: bool) -> None:
     plan.work_dir.mkdir(parents=True, exist_ok=True)
     plan.data_dir.mkdir(parents=True, exist_ok=True)
     if plan.lmu_dir != plan.data_dir:
-        datasets.link_run_data(plan.benchmarks, plan.data_dir, plan.lmu_dir)
+        link_run_data(plan.benchmarks, plan.data_dir, plan.lmu_dir)
 
 
 def settings_of(plan: EvalPlan) -> dict:
@@ -389,7 +399,7 @@ def print_table(plan: EvalPlan, outcomes: list[results.Outcome]) -> None:
 SHOWN_PER_SOURCE = ("box_iou", "answer")  # the table's per-source rows; summary.json/csv hold all six
 
 
-def shown(bench: datasets.Benchmark, metric: str) -> bool:
+def shown(bench: Benchmark, metric: str) -> bool:
     """Whether the printed table has a row for this metric (a grounding run may have many sources)."""
     if not (bench.grounding and metric.startswith(SOURCE_PREFIX)):
         return True

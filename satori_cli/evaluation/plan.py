@@ -1,4 +1,9 @@
-"""Turn `satori eval` options into VLMEvalKit launches: a spec file and one `Command` per model.
+"""What `satori eval` will run: the benchmarks, the models, and one VLMEvalKit launch per model.
+
+Benchmarks are named as users type them and mapped to splits VLMEvalKit can score on this
+machine: VLMEvalKit's `MMBench` is the internal name of the *test* split, whose answers are not
+public: it runs inference and then silently skips scoring. Users typing `MMBench` (as SATORI's
+own script does) want a number, so we say so and score the dev split instead.
 
 SATORI and, with `--baseline`, the base model get identical data, pixel budget, decoding and
 judge from the one spec, but each runs in its own launch, one after the other: two models (or
@@ -10,14 +15,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from satori_cli.decoding import Decoding
-from satori_cli.errors import install_hint
-from satori_cli.evaluation.datasets import Benchmark
+from satori_cli.errors import SatoriError, install_hint
+from satori_cli.evaluation import grounding
 from satori_cli.pixels import PixelBudget
 from satori_cli.process import Command, find_program
 
@@ -25,8 +31,176 @@ BACKENDS = ("transformers", "vllm", "api")
 SATORI_NAME = "satori"  # file-name prefix of the evaluated model in VLMEvalKit's outputs
 BASELINE_NAME = "baseline"
 WORKER_MODULE = "satori_cli.evaluation.worker"
+GROUNDING = "grounding"
+
+# What users type (lower-cased) -> (VLMEvalKit name, why it was changed or None).
+_NO_ANSWERS = "the {src} test split has no public answers, so it cannot be scored here; using the dev split"
+ALIASES: dict[str, tuple[str, str | None]] = {
+    "mmbench": ("MMBench_DEV_EN", _NO_ANSWERS.format(src="MMBench")),
+    "mmbench_en": ("MMBench_DEV_EN", _NO_ANSWERS.format(src="MMBench")),
+    "mmbench_cn": ("MMBench_DEV_CN", _NO_ANSWERS.format(src="MMBench-CN")),
+    "mmbench_v11": ("MMBench_DEV_EN_V11", _NO_ANSWERS.format(src="MMBench v1.1")),
+    "mmbench_cn_v11": ("MMBench_DEV_CN_V11", _NO_ANSWERS.format(src="MMBench-CN v1.1")),
+    "mmstar": ("MMStar", None),
+}
+
+# Names VLMEvalKit can run but never scores without the official server's answers.
+UNSCORABLE = frozenset({"MMBench_TEST_EN", "MMBench_TEST_CN", "MMBench_TEST_EN_V11", "MMBench_TEST_CN_V11"})
 
 
+# -- benchmarks ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark to run: what the user typed, the VLMEvalKit name, and where its TSV is."""
+
+    requested: str
+    name: str
+    note: str | None
+    tsv: Path  # the data file: a VLMEvalKit TSV, or the prepared JSONL of a grounding benchmark
+    kind: str = "vlmeval"  # or GROUNDING: a prepared SATORI JSONL scored with the rewards
+    rows: int | None = None  # rows of a grounding benchmark (checked before anything runs)
+    given_path: bool = False  # `tsv` is the user's own file, linked into the run's data folder
+
+    @property
+    def present(self) -> bool:
+        return self.tsv.is_file()
+
+    @property
+    def grounding(self) -> bool:
+        return self.kind == GROUNDING
+
+    @property
+    def primary(self) -> str:
+        """The metric whose presence says the benchmark was scored."""
+        return grounding.PRIMARY if self.grounding else "Overall"
+
+
+def default_data_dir() -> Path:
+    """Where official TSVs are kept: $LMUData when the user set it (VLMEvalKit's own variable),
+    else satori's data folder. Never VLMEvalKit's fallback ~/LMUData: satori writes there only
+    when the user points --data-dir (or $LMUData) at it."""
+    env = os.environ.get("LMUData")  # noqa: SIM112 (VLMEvalKit's name)
+    if env:
+        return Path(env).expanduser()
+    from satori_cli.config import paths
+
+    return paths().data / "vlmeval"
+
+
+def is_grounding(requested: str) -> bool:
+    """A prepared SATORI JSONL, or a folder (holding its `val.jsonl`)."""
+    if requested.lower().endswith(".jsonl"):
+        return True
+    folder = Path(requested).expanduser()
+    return folder.is_dir() and (os.sep in requested or (folder / grounding.FOLDER_FILE).is_file())
+
+
+def resolve_grounding(requested: str, taken: list[str] | tuple[str, ...] = ()) -> Benchmark:
+    """A grounding benchmark: every row is checked now, so a bad line fails before any model loads."""
+    path, picked = grounding.data_file(Path(requested))
+    rows = len(grounding.read_rows(path))
+    name = grounding.benchmark_name(path, taken)
+    note = f"grounding: {rows} rows of " + (picked or str(path))
+    return Benchmark(requested, name, note, path, kind=GROUNDING, rows=rows)
+
+
+def resolve(requested: str, data_dir: Path, taken: list[str] | tuple[str, ...] = ()) -> Benchmark:
+    """Map one `--data` item to a Benchmark.
+
+    - `MMBench`, `MMStar` and friends (any case) map to scorable VLMEvalKit names (with a note).
+    - A path to an existing `.tsv` becomes a custom benchmark named after the file; when the
+      run starts it is linked into the run's own data folder (`EvalPlan.lmu_dir`), never into
+      `data_dir`, so a same-named file of another run can neither clash nor lend its images.
+    - A `.jsonl` or a folder is a grounding benchmark (`resolve_grounding`), named apart from `taken`.
+    - Anything else passes through as a VLMEvalKit name (official or a TSV in `data_dir`).
+    """
+    if is_grounding(requested):
+        return resolve_grounding(requested, taken)
+    as_path = Path(requested).expanduser()
+    if requested.lower().endswith(".tsv") or os.sep in requested:
+        if not as_path.is_file():
+            raise SatoriError(f"benchmark file not found: {as_path}")
+        check_tsv_columns(as_path)
+        name, note = as_path.stem, f"local TSV {as_path} as '{as_path.stem}'"
+        return Benchmark(requested, name, note, as_path.resolve(), given_path=True)
+    alias = ALIASES.get(requested.lower())
+    if alias is not None:
+        name, note = alias
+        return Benchmark(requested, name, note, data_dir / f"{name}.tsv")
+    if requested in UNSCORABLE:
+        raise SatoriError(
+            f"{requested} has no public answers and cannot be scored locally",
+            hint=f"use {requested.replace('_TEST_', '_DEV_')}",
+        )
+    tsv = data_dir / f"{requested}.tsv"
+    return Benchmark(requested, requested, None, tsv)
+
+
+def check_tsv_columns(path: Path) -> None:
+    """A custom TSV has the columns VLMEvalKit reads, checked from its header before any model
+    loads (a missing one would fail only after loading, as a bare KeyError such as 'image_path').
+
+    VLMEvalKit reads a custom TSV as multiple choice with images (`A`, `B` and `image` or
+    `image_path`), as text-only multiple choice (`A`, `B`, no image) or as open questions, which
+    need an image column; every kind needs `index`, `question` and (to be scored) `answer`.
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            header = fh.readline(1 << 16)
+    except OSError as exc:
+        raise SatoriError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise SatoriError(f"{path} is not a UTF-8 TSV file") from None
+    columns = {c.strip() for c in header.rstrip("\r\n").split("\t")}
+    missing = [c for c in ("index", "question", "answer") if c not in columns]
+    multiple_choice = {"A", "B"} <= columns
+    if not multiple_choice and not columns & {"image", "image_path"}:
+        missing.append("image (or image_path)")
+    if missing:
+        raise SatoriError(
+            f"{path} has no {', '.join(repr(c) for c in missing)} column: not a VLMEvalKit TSV "
+            f"(its header: {', '.join(sorted(columns))[:200]})",
+            hint="columns: index, question, answer, image or image_path, and options A, B, ... for "
+            "multiple choice",
+        )
+
+
+def resolve_all(requested: list[str], data_dir: Path) -> list[Benchmark]:
+    """Resolve every name, dropping duplicates (e.g. `MMBench MMBench_DEV_EN`) in order."""
+    out: list[Benchmark] = []
+    for item in requested:
+        bench = resolve(item, data_dir, [b.name for b in out])
+        # a grounding file is named apart from the others: the same file twice (e.g. as a
+        # folder and as its val.jsonl) is found by its path
+        same = next((b for b in out if b.name == bench.name or (b.grounding and b.tsv == bench.tsv)), None)
+        if same is None:
+            out.append(bench)
+        elif (same.given_path or bench.given_path) and same.tsv != bench.tsv:
+            raise SatoriError(
+                f"two benchmarks would be named '{bench.name}': {same.requested} and {bench.requested}",
+                hint="VLMEvalKit names a benchmark after its file; rename one of the files",
+            )
+    return out
+
+
+def link_run_data(benchmarks: list[Benchmark], data_dir: Path, run_dir: Path) -> None:
+    """Fill the run's data folder: each TSV given by path, and each official TSV `data_dir`
+    holds (VLMEvalKit reads one folder per launch). Links, or copies where links fail."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for bench in benchmarks:
+        if bench.grounding:
+            continue
+        source = bench.tsv if bench.given_path else data_dir / f"{bench.name}.tsv"
+        target = run_dir / f"{bench.name}.tsv"
+        if not source.is_file() or target.exists() or target.is_symlink():
+            continue
+        try:
+            target.symlink_to(source)
+        except OSError:
+            shutil.copyfile(source, target)
+
+
+# -- models and launches ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelSpec:
     """One model to evaluate: VLMEvalKit name, where it is, and which prompt it gets."""

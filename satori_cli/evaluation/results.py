@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from satori_cli.errors import SatoriError
-from satori_cli.evaluation.datasets import Benchmark, missing_message, unknown_message
 from satori_cli.evaluation.judge import EXACT, verdict
+from satori_cli.evaluation.plan import Benchmark
 from satori_cli.train.runlogs import json_objects
 
 RUNTIME_FILE = "satori_runtime.jsonl"
@@ -128,6 +128,22 @@ def _count_failures(pred_file: Path) -> tuple[int, int]:
         raise SatoriError(f"the predictions {pred_file} have no 'prediction' column", exit_code=1)
     failed = sum("Failed to obtain answer" in str(p) for p in data["prediction"])
     return failed, len(data)
+
+
+def unknown_message(bench: Benchmark) -> str:
+    """One line for a name VLMEvalKit does not know and no TSV provides."""
+    return (
+        f"'{bench.name}' is not a VLMEvalKit benchmark and there is no {bench.tsv}; "
+        f"place a VLMEvalKit-format TSV there or pass its path to --data"
+    )
+
+
+def missing_message(bench: Benchmark) -> str:
+    """One line saying which file to place, for a benchmark whose TSV could not be had."""
+    return (
+        f"{bench.name}: {bench.tsv} is missing and could not be downloaded; "
+        f"place the official VLMEvalKit TSV '{bench.name}.tsv' in {bench.tsv.parent}"
+    )
 
 
 def collect(work_dir: Path, model: str, bench: Benchmark, judge: str = EXACT) -> Outcome:
