@@ -128,14 +128,14 @@ MESSAGE = [{"type": "image", "value": "/x.png"}, {"type": "text", "value": "Ques
 
 
 def test_satori_prompt_uses_the_shared_prompt_files():
-    msgs = chat_messages(MESSAGE, PromptStyle.satori())
+    msgs = chat_messages(MESSAGE, PromptStyle.named("satori"))
     assert msgs[0] == {"role": "system", "content": [{"type": "text", "text": load_prompt("system")}]}
     assert msgs[1]["content"][0] == {"type": "image"}
     assert msgs[1]["content"][1]["text"] == "Question: what?" + load_prompt("eval_suffix")
 
 
 def test_stock_prompt_is_the_question_alone():
-    msgs = chat_messages(MESSAGE, PromptStyle.stock())
+    msgs = chat_messages(MESSAGE, PromptStyle.named("stock"))
     assert [m["role"] for m in msgs] == ["user"]
     assert msgs[0]["content"][1]["text"] == "Question: what?"
 
@@ -165,7 +165,7 @@ def test_api_payload_sends_the_image_resized_to_the_budget_the_prompt_and_greedy
     Image.new("RGB", (640, 480), (1, 2, 3)).save(img)
     message = [{"type": "image", "value": str(img)}, {"type": "text", "value": "Q"}]
     budget = PixelBudget(3136, 50176)
-    body, sent = api_payload(message, PromptStyle.satori(), "m", budget, Decoding(max_new_tokens=64))
+    body, sent = api_payload(message, PromptStyle.named("satori"), "m", budget, Decoding(max_new_tokens=64))
     assert body["model"] == "m" and body["max_tokens"] == 64 and body["temperature"] == 0.0
     assert body["repetition_penalty"] == 1.0 and body["top_p"] == 1.0 and body["top_k"] == 0
     assert body["mm_processor_kwargs"] == {"min_pixels": 3136, "max_pixels": 50176}

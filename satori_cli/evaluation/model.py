@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from vlmeval.smp import get_rank_and_world_size
 from vlmeval.vlm.base import BaseModel
 
 from satori_cli.decoding import Decoding
@@ -36,6 +36,7 @@ from satori_cli.pixels import PixelBudget
 
 FAIL_MSG = "Failed to obtain answer via API."  # VLMEvalKit's marker of a failed item
 IMAGE_PAD = "<|image_pad|>"
+API_TIMEOUT_S, API_TRIES = 600.0, 3  # per request to an OpenAI-compatible server
 
 
 def resolved_budget(processor: Any) -> tuple[int, int]:
@@ -219,7 +220,7 @@ class _SatoriModel(BaseModel):
 
     def _record_runtime(self, row: dict[str, Any]) -> None:
         if self.record_dir is not None:
-            rank = int(os.environ.get("RANK", "0"))
+            rank, _ = get_rank_and_world_size()
             self._record(self.record_dir / RUNTIME_FILE, [{"rank": rank, **row}])
 
     def _record_inputs(self, dataset: str | None, rows: list[dict[str, Any]]) -> None:
@@ -338,13 +339,8 @@ class SatoriVLM(_SatoriModel):
         super().set_dump_image(dump_image_func)
         if self.backend == "vllm":
             dataset = getattr(dump_image_func, "__self__", None)  # the dataset whose method it is
-            if dataset is None or not hasattr(dataset, "data"):
-                self.lookahead.bind(None)
-                return
-            from vlmeval.smp import get_rank_and_world_size
-
-            rank, world = get_rank_and_world_size()
-            self.lookahead.bind(RankItems(dataset, self, rank, world))
+            usable = dataset is not None and hasattr(dataset, "data")
+            self.lookahead.bind(RankItems(dataset, self, *get_rank_and_world_size()) if usable else None)
 
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> dict[str, str]:
         self.dataset_name = dataset
@@ -408,18 +404,12 @@ class SatoriAPI(_SatoriModel):
         base_url: str,
         served_model: str,
         api_key: str = "EMPTY",
-        timeout: float = 600.0,
-        retry: int = 3,
         **kwargs: Any,  # the shared arguments of _SatoriModel
     ) -> None:
         super().__init__(**kwargs)
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.served_model = served_model
         self.api_key = api_key
-        self.timeout = timeout
-        self.retry = max(1, retry)
-        self._lock = threading.Lock()
-        self.last_error: str | None = None
         # images are sent resized to this budget (satori_cli/chat.py)
         standard, extra = self.decoding.openai_fields()
         row = {"backend": "api", "device": self.url, **self.budget.processor_kwargs()}
@@ -428,7 +418,7 @@ class SatoriAPI(_SatoriModel):
     def _post(self, payload: dict[str, Any]) -> str:
         from satori_cli.http_client import chat_text, request_json
 
-        body = request_json("POST", self.url, payload, api_key=self.api_key, timeout=self.timeout)
+        body = request_json("POST", self.url, payload, api_key=self.api_key, timeout=API_TIMEOUT_S)
         return chat_text(body, self.url)
 
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> Any:
@@ -440,13 +430,12 @@ class SatoriAPI(_SatoriModel):
                 _input_row(source, image.original, hw, visual_tokens(hw, self.budget.factor), "sent resized")
             )
         self._record_inputs(dataset, rows)
-        for attempt in range(self.retry):
+        for attempt in range(API_TRIES):
             try:
                 return prediction_record(self._post(payload))
             except SatoriError as exc:  # every transport and answer-shape failure, as one line
-                with self._lock:
-                    self.last_error = str(exc)
+                error = str(exc)
                 time.sleep(min(2**attempt, 10))
         # Structured like a success: VLMEvalKit keeps the `extra_records` column (the raw
         # outputs) only when every item's record is structured.
-        return {"prediction": FAIL_MSG, "extra_records": f"{FAIL_MSG} ({self.last_error})"}
+        return {"prediction": FAIL_MSG, "extra_records": f"{FAIL_MSG} ({error})"}

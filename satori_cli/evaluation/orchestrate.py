@@ -92,10 +92,7 @@ def build_plan(req: EvalRequest) -> EvalPlan:
     check_judge(req.judge, req.judge_url, req.judge_key, reach=not req.dry_run)  # a dry run stays offline
     data_dir = (req.data_dir or default_data_dir()).expanduser().resolve()
     benchmarks = resolve_all(req.data, data_dir)
-    model = req.model or ("" if req.backend == "api" else DEFAULT_MODEL)
-    specs, resolved = resolve_models(
-        model, req.baseline, req.backend, req.base_url, req.baseline_prompt, req.grammar, dry_run=req.dry_run
-    )
+    specs, resolved = resolve_models(req)
     # A run's model is scored in the budget it was trained in (a contradicting flag is refused).
     budget = settle_budget(resolved, req.min_pixels, req.max_pixels)
     work_dir = (req.work_dir or paths().runs / "eval" / time.strftime("%Y%m%d-%H%M%S")).expanduser().resolve()
@@ -133,16 +130,7 @@ def check_work_dir(work_dir: Path) -> None:
         )
 
 
-def resolve_models(
-    model: str,
-    baseline: str | None,
-    backend: str,
-    base_url: str | None,
-    baseline_prompt: str,
-    grammar: str | None = None,
-    *,
-    dry_run: bool = False,
-) -> tuple[list[ModelSpec], list[Model]]:
+def resolve_models(req: EvalRequest) -> tuple[list[ModelSpec], list[Model]]:
     """What each launch runs, and the resolved models whose runs set the pixel budget.
 
     Local backends get checkpoint folders: a run folder's last checkpoint, a hub model from the
@@ -152,7 +140,9 @@ def resolve_models(
     asked. `grammar` (--grammar) is the evaluated model's, else the one its run recorded, else
     satori; the baseline keeps its own run's grammar, if any, else shares the evaluated model's.
     """
-    if backend == "api":
+    baseline, base_url, grammar = req.baseline, req.base_url, req.grammar
+    if req.backend == "api":
+        model = req.model or ""
         if not base_url:
             raise SatoriError("--backend api needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         offered = served_models(base_url)
@@ -163,19 +153,20 @@ def resolve_models(
         main = _grammar(grammar, local)
         specs = [ModelSpec(SATORI_NAME, model or name, name, "satori", main, run=_run(local))]
         if baseline:
-            specs.append(ModelSpec(BASELINE_NAME, baseline, baseline, baseline_prompt, main))
+            specs.append(ModelSpec(BASELINE_NAME, baseline, baseline, req.baseline_prompt, main))
         return specs, [local] if local else []
     if base_url:
         raise SatoriError("--base-url is only used with --backend api")
-    hub = "keep" if dry_run else "download"
-    found = models.resolve(model, flag="--model", hub=hub, build=not dry_run)
+    model = req.model or DEFAULT_MODEL
+    hub = "keep" if req.dry_run else "download"
+    found = models.resolve(model, flag="--model", hub=hub, build=not req.dry_run)
     main = _grammar(grammar, found)
     specs = [ModelSpec(SATORI_NAME, model, found.path, "satori", main, run=_run(found))]
     resolved = [found]
     if baseline:
-        base = models.resolve(baseline, flag="--baseline-model", hub=hub, build=not dry_run)
+        base = models.resolve(baseline, flag="--baseline-model", hub=hub, build=not req.dry_run)
         own = _grammar(None, base, main)
-        specs.append(ModelSpec(BASELINE_NAME, baseline, base.path, baseline_prompt, own, run=_run(base)))
+        specs.append(ModelSpec(BASELINE_NAME, baseline, base.path, req.baseline_prompt, own, run=_run(base)))
         resolved.append(base)
     return specs, resolved
 

@@ -29,24 +29,14 @@ class PromptStyle:
     suffix: str
 
     @classmethod
-    def satori(cls, grammar: str | None = None) -> PromptStyle:
+    def named(cls, name: str, grammar: str | None = None) -> PromptStyle:
         from satori_cli.prompts import load_prompt
 
-        return cls(
-            system=load_prompt("system", grammar=grammar), suffix=load_prompt("eval_suffix", grammar=grammar)
-        )
-
-    @classmethod
-    def stock(cls) -> PromptStyle:
-        return cls(system=None, suffix="")
-
-    @classmethod
-    def named(cls, name: str, grammar: str | None = None) -> PromptStyle:
-        if name == "satori":
-            return cls.satori(grammar)
         if name == "stock":
-            return cls.stock()
-        raise ValueError(f"unknown prompt style {name!r} (satori or stock)")
+            return cls(system=None, suffix="")
+        if name != "satori":
+            raise ValueError(f"unknown prompt style {name!r} (satori or stock)")
+        return cls(load_prompt("system", grammar=grammar), load_prompt("eval_suffix", grammar=grammar))
 
 
 def image_paths(message: Sequence[Mapping[str, str]]) -> list[str]:
