@@ -85,7 +85,7 @@ def test_a_run_with_a_local_tsv_reads_from_its_own_data_folder(tmp_path):
     assert (work / "data" / "MMStar.tsv").resolve() == (data_dir / "MMStar.tsv").resolve()
     assert not (work / "data" / "MMBench_DEV_EN.tsv").exists()
     assert sorted(p.name for p in data_dir.iterdir()) == before
-    ((_, command),) = plan.commands()
+    command = plan.command(plan.models[0])  # one model: one launch
     assert command.env["LMUData"] == str(work / "data")
     with pytest.raises(SatoriError, match="already holds results"):
         prepare_work_dir(plan, overwrite=False)  # its data folder counts as results
@@ -223,9 +223,10 @@ def test_both_models_get_identical_settings_but_their_own_prompt(tmp_path):
 @pytest.mark.parametrize("backend", ["transformers", "vllm"])
 def test_each_model_gets_its_own_launch(tmp_path, backend):
     """Two models never share one process (its GPU memory): one launch each, one after the other."""
-    launches = _plan(tmp_path, backend=backend).commands()
-    assert [model.name for model, _ in launches] == ["satori", "baseline"]
-    for model, cmd in launches:
+    plan = _plan(tmp_path, backend=backend)
+    assert [model.name for model in plan.models] == ["satori", "baseline"]
+    for model in plan.models:
+        cmd = plan.command(model)
         after = cmd.argv[cmd.argv.index("--model") + 1 :]
         assert after[0] == model.name and after[1].startswith("--")
 

@@ -256,8 +256,6 @@ class SatoriVLM(_SatoriModel):
             self.lookahead = LookAhead(self._generate_batch, window)
             self._record_engine(self.decoding.vllm_kwargs())
             return
-        if backend != "transformers":
-            raise ValueError(f"unknown backend {backend!r}")
         import torch
         import transformers
 

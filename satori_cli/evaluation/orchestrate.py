@@ -241,7 +241,7 @@ def execute(plan: EvalPlan) -> tuple[int, float]:
     first_error = 0
     out = console()
     with EvalProgress(out) as progress:
-        for model, command in plan.commands():
+        for model in plan.models:
             progress.start_model(model.name)
 
             def on_line(line: str) -> None:
@@ -254,7 +254,7 @@ def execute(plan: EvalPlan) -> tuple[int, float]:
 
             with open(log_path, "a", encoding="utf-8") as log:
                 log.write(f"===== satori: {model.name} ({model.source}) =====\n")
-            code = run(command, on_line=on_line, log_path=log_path)
+            code = run(plan.command(model), on_line=on_line, log_path=log_path)
             progress.end_model()
             first_error = first_error or code
             if code == 130:
@@ -298,8 +298,8 @@ def evaluate(req: EvalRequest) -> list[results.Outcome]:
     )
     if req.dry_run:
         out.print(json.dumps(plan.spec()["models"], indent=2), markup=False, highlight=False)
-        for _, command in plan.commands():  # one launch per model, one after the other
-            out.print(command.display(), markup=False, highlight=False, soft_wrap=True)
+        for model in plan.models:  # one launch per model, one after the other
+            out.print(plan.command(model).display(), markup=False, highlight=False, soft_wrap=True)
         return []
 
     prepare_work_dir(plan, req.overwrite)

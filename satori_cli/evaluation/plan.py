@@ -95,15 +95,6 @@ def is_grounding(requested: str) -> bool:
     return folder.is_dir() and (os.sep in requested or (folder / grounding.FOLDER_FILE).is_file())
 
 
-def resolve_grounding(requested: str, taken: list[str] | tuple[str, ...] = ()) -> Benchmark:
-    """A grounding benchmark: every row is checked now, so a bad line fails before any model loads."""
-    path, picked = grounding.data_file(Path(requested))
-    rows = len(grounding.read_rows(path))
-    name = grounding.benchmark_name(path, taken)
-    note = f"grounding: {rows} rows of " + (picked or str(path))
-    return Benchmark(requested, name, note, path, kind=GROUNDING, rows=rows)
-
-
 def resolve(requested: str, data_dir: Path, taken: list[str] | tuple[str, ...] = ()) -> Benchmark:
     """Map one `--data` item to a Benchmark.
 
@@ -111,11 +102,16 @@ def resolve(requested: str, data_dir: Path, taken: list[str] | tuple[str, ...] =
     - A path to an existing `.tsv` becomes a custom benchmark named after the file; when the
       run starts it is linked into the run's own data folder (`EvalPlan.lmu_dir`), never into
       `data_dir`, so a same-named file of another run can neither clash nor lend its images.
-    - A `.jsonl` or a folder is a grounding benchmark (`resolve_grounding`), named apart from `taken`.
+    - A `.jsonl` or a folder is a grounding benchmark, named apart from `taken`.
     - Anything else passes through as a VLMEvalKit name (official or a TSV in `data_dir`).
     """
-    if is_grounding(requested):
-        return resolve_grounding(requested, taken)
+    if is_grounding(requested):  # every row is checked now, so a bad line fails before any model loads
+        path, picked = grounding.data_file(Path(requested))
+        rows = len(grounding.read_rows(path))
+        note = f"grounding: {rows} rows of " + (picked or str(path))
+        return Benchmark(
+            requested, grounding.benchmark_name(path, taken), note, path, kind=GROUNDING, rows=rows
+        )
     as_path = Path(requested).expanduser()
     if requested.lower().endswith(".tsv") or os.sep in requested:
         if not as_path.is_file():
@@ -317,12 +313,9 @@ class EvalPlan:
             args.append("--verbose")
         return args
 
-    def commands(self) -> list[tuple[ModelSpec, Command]]:
-        """One launch per model, run one after the other."""
-        return [(model, self.command(model)) for model in self.models]
-
     def command(self, model: ModelSpec) -> Command:
-        """The launch: `torchrun --standalone --nproc-per-node=N -m worker ...` or plain python."""
+        """The model's launch (one per model, run one after the other): `torchrun --standalone
+        --nproc-per-node=N -m worker ...` or plain python."""
         worker = ["--spec", str(self.spec_path), "--", *self.vlmeval_args(model)]
         if self.launches_torchrun:
             torchrun = find_program("torchrun", hint=f"install PyTorch: {install_hint('eval')}")
