@@ -1,4 +1,5 @@
-"""What `satori eval` will run: the benchmarks, the models, and one VLMEvalKit launch per model.
+"""From `satori eval`'s options to what will run: the benchmarks, the models, and one VLMEvalKit
+launch per model; everything is checked here, before anything is written or loaded.
 
 Benchmarks are named as users type them and mapped to splits VLMEvalKit can score on this
 machine: VLMEvalKit's `MMBench` is the internal name of the *test* split, whose answers are not
@@ -15,15 +16,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from satori_cli import models
+from satori_cli.config import DEFAULT_MODEL, paths
 from satori_cli.decoding import Decoding
 from satori_cli.errors import SatoriError, install_hint
 from satori_cli.evaluation import grounding
+from satori_cli.evaluation.judge import check_judge
+from satori_cli.grammar import get_grammar
+from satori_cli.http_client import served_models
+from satori_cli.models import Model, settle_budget
+from satori_cli.outputs import check_folder
 from satori_cli.pixels import PixelBudget
 from satori_cli.process import Command, find_program
 
@@ -179,23 +187,6 @@ def resolve_all(requested: list[str], data_dir: Path) -> list[Benchmark]:
     return out
 
 
-def link_run_data(benchmarks: list[Benchmark], data_dir: Path, run_dir: Path) -> None:
-    """Fill the run's data folder: each TSV given by path, and each official TSV `data_dir`
-    holds (VLMEvalKit reads one folder per launch). Links, or copies where links fail."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for bench in benchmarks:
-        if bench.grounding:
-            continue
-        source = bench.tsv if bench.given_path else data_dir / f"{bench.name}.tsv"
-        target = run_dir / f"{bench.name}.tsv"
-        if not source.is_file() or target.exists() or target.is_symlink():
-            continue
-        try:
-            target.symlink_to(source)
-        except OSError:
-            shutil.copyfile(source, target)
-
-
 # -- models and launches ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelSpec:
@@ -333,3 +324,145 @@ class EvalPlan:
         if self.backend == "vllm":
             env["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
         return Command(argv, env)
+
+
+# -- from the request to the plan ------------------------------------------------------------
+@dataclass
+class EvalRequest:
+    data: list[str]
+    model: str | None = None
+    procs: int = 1
+    baseline: str | None = None
+    baseline_prompt: str = "stock"
+    grammar: str | None = None  # None: the run folder's recorded grammar, else satori
+    judge: str = "exact_matching"
+    judge_url: str | None = None
+    judge_key: str | None = None
+    limit: int | None = None
+    backend: str = "transformers"
+    base_url: str | None = None
+    api_key: str = "EMPTY"
+    data_dir: Path | None = None
+    work_dir: Path | None = None
+    overwrite: bool = False
+    max_new_tokens: int = 2048
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    dry_run: bool = False
+    verbose: bool = False
+
+
+def _validate(req: EvalRequest) -> Decoding:
+    if req.backend not in BACKENDS:
+        raise SatoriError(f"unknown backend '{req.backend}'", hint=f"choose one of {', '.join(BACKENDS)}")
+    if req.baseline_prompt not in ("stock", "satori"):
+        raise SatoriError("--baseline-prompt must be 'stock' or 'satori'")
+    if req.grammar is not None:
+        get_grammar(req.grammar)  # an unknown name stops here, before anything is written
+    names = [n for item in req.data for n in item.split(",") if n.strip()]
+    if not names:
+        raise SatoriError("no benchmark given", hint="e.g. satori eval --data MMBench MMStar")
+    req.data = [n.strip() for n in names]
+    try:
+        settle_budget([], req.min_pixels, req.max_pixels)  # a bad bound fails before any model loads
+        return Decoding(req.temperature, req.top_p, req.top_k, req.repetition_penalty, req.max_new_tokens)
+    except ValueError as exc:
+        raise SatoriError(str(exc)) from exc
+
+
+def build_plan(req: EvalRequest) -> EvalPlan:
+    decoding = _validate(req)
+    check_judge(req.judge, req.judge_url, req.judge_key, reach=not req.dry_run)  # a dry run stays offline
+    data_dir = (req.data_dir or default_data_dir()).expanduser().resolve()
+    benchmarks = resolve_all(req.data, data_dir)
+    specs, resolved = resolve_models(req)
+    # A run's model is scored in the budget it was trained in (a contradicting flag is refused).
+    budget = settle_budget(resolved, req.min_pixels, req.max_pixels)
+    work_dir = (req.work_dir or paths().runs / "eval" / time.strftime("%Y%m%d-%H%M%S")).expanduser().resolve()
+    check_work_dir(work_dir)
+    return EvalPlan(
+        benchmarks=benchmarks,
+        models=specs,
+        work_dir=work_dir,
+        data_dir=data_dir,
+        backend=req.backend,
+        procs=req.procs,
+        budget=budget,
+        decoding=decoding,
+        judge=req.judge,
+        judge_url=req.judge_url,
+        judge_key=req.judge_key,
+        limit=req.limit,
+        base_url=req.base_url,
+        api_key=req.api_key,
+        verbose=req.verbose,
+    )
+
+
+# What an evaluation leaves in its work dir (besides a folder per model).
+WORK_DIR_MARKS = ("satori_eval_spec.json", "eval.log", "summary.json")
+
+
+def check_work_dir(work_dir: Path) -> None:
+    """--out is a folder that is new, empty, or an earlier evaluation's (whose results
+    --overwrite replaces): never a file, and never a folder of something else."""
+    if check_folder(work_dir, "--out") and not any((work_dir / m).exists() for m in WORK_DIR_MARKS):
+        raise SatoriError(
+            f"--out {work_dir} is not empty and holds no satori evaluation: satori will not write there",
+            hint="choose a new or empty folder",
+        )
+
+
+def resolve_models(req: EvalRequest) -> tuple[list[ModelSpec], list[Model]]:
+    """What each launch runs, and the resolved models whose runs set the pixel budget.
+
+    Local backends get checkpoint folders: a run folder's last checkpoint, a hub model from the
+    cache or downloaded, `tiny` built; a dry run downloads and builds nothing. With `--backend
+    api` the names are served model names; a `--model` that is a local run folder (or one of its
+    checkpoints) names the served model's budget and grammar, and the server's first model is
+    asked. `grammar` (--grammar) is the evaluated model's, else the one its run recorded, else
+    satori; the baseline keeps its own run's grammar, if any, else shares the evaluated model's.
+    """
+    baseline, base_url, grammar = req.baseline, req.base_url, req.grammar
+    if req.backend == "api":
+        model = req.model or ""
+        if not base_url:
+            raise SatoriError("--backend api needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        offered = served_models(base_url)
+        local = models.resolve(model, hub="keep") if model and Path(model).expanduser().exists() else None
+        name = (None if local else model) or (offered[0] if offered else None)
+        if not name:
+            raise SatoriError(f"the server at {base_url} lists no models; pass --model NAME")
+        main = _grammar(grammar, local)
+        specs = [ModelSpec(SATORI_NAME, model or name, name, "satori", main, run=_run(local))]
+        if baseline:
+            specs.append(ModelSpec(BASELINE_NAME, baseline, baseline, req.baseline_prompt, main))
+        return specs, [local] if local else []
+    if base_url:
+        raise SatoriError("--base-url is only used with --backend api")
+    model = req.model or DEFAULT_MODEL
+    hub = "keep" if req.dry_run else "download"
+    found = models.resolve(model, flag="--model", hub=hub, build=not req.dry_run)
+    main = _grammar(grammar, found)
+    specs = [ModelSpec(SATORI_NAME, model, found.path, "satori", main, run=_run(found))]
+    resolved = [found]
+    if baseline:
+        base = models.resolve(baseline, flag="--baseline-model", hub=hub, build=not req.dry_run)
+        own = _grammar(None, base, main)
+        specs.append(ModelSpec(BASELINE_NAME, baseline, base.path, req.baseline_prompt, own, run=_run(base)))
+        resolved.append(base)
+    return specs, resolved
+
+
+def _grammar(chosen: str | None, model: Model | None, default: str | None = None) -> str:
+    """--grammar if given, else the one the model's run recorded, else `default` (satori)."""
+    recorded = model.run.grammar if model is not None and model.run is not None else None
+    return get_grammar(chosen or recorded or default).name
+
+
+def _run(model: Model | None) -> str | None:
+    return str(model.run.folder) if model is not None and model.run is not None else None
