@@ -236,7 +236,6 @@ class SatoriVLM(_SatoriModel):
         model_path: str,
         backend: str = "transformers",
         tensor_parallel: int = 1,
-        window: int = DEFAULT_WINDOW,
         **kwargs: Any,  # the shared arguments of _SatoriModel
     ) -> None:
         super().__init__(**kwargs)
@@ -253,7 +252,7 @@ class SatoriVLM(_SatoriModel):
 
             self.device = "vllm"
             self.llm = LLM(**vllm_engine_kwargs(self.model_path, self.budget, self.decoding, tensor_parallel))
-            self.lookahead = LookAhead(self._generate_batch, window)
+            self.lookahead = LookAhead(self._generate_batch)
             self._record_engine(self.decoding.vllm_kwargs())
             return
         import torch
