@@ -269,10 +269,9 @@ class EvalPlan:
             },
         }
 
-    def write_spec(self) -> Path:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+    def write_spec(self) -> None:
+        """Into the work dir `orchestrate.prepare_work_dir` made; every launch reads it."""
         self.spec_path.write_text(json.dumps(self.spec(), indent=2), encoding="utf-8")
-        return self.spec_path
 
     @property
     def launches_torchrun(self) -> bool:
