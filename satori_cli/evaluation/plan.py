@@ -328,31 +328,33 @@ class EvalPlan:
 # -- from the request to the plan ------------------------------------------------------------
 @dataclass
 class EvalRequest:
+    """`satori eval`'s options as given (their defaults are the command's)."""
+
     data: list[str]
-    model: str | None = None
-    procs: int = 1
-    baseline: str | None = None
-    baseline_prompt: str = "stock"
-    grammar: str | None = None  # None: the run folder's recorded grammar, else satori
-    judge: str = "exact_matching"
-    judge_url: str | None = None
-    judge_key: str | None = None
-    limit: int | None = None
-    backend: str = "transformers"
-    base_url: str | None = None
-    api_key: str = "EMPTY"
-    data_dir: Path | None = None
-    work_dir: Path | None = None
-    overwrite: bool = False
-    max_new_tokens: int = 2048
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    min_pixels: int | None = None
-    max_pixels: int | None = None
-    dry_run: bool = False
-    verbose: bool = False
+    model: str | None
+    procs: int
+    baseline: str | None
+    baseline_prompt: str
+    grammar: str | None  # None: the run folder's recorded grammar, else satori
+    judge: str
+    judge_url: str | None
+    judge_key: str | None
+    limit: int | None
+    backend: str
+    base_url: str | None
+    api_key: str
+    data_dir: Path | None
+    work_dir: Path | None
+    overwrite: bool
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    repetition_penalty: float
+    min_pixels: int | None
+    max_pixels: int | None
+    dry_run: bool
+    verbose: bool
 
 
 def _validate(req: EvalRequest) -> Decoding:
