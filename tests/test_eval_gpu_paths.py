@@ -159,7 +159,7 @@ def test_every_backend_and_serve_send_the_same_decoding(tmp_path):
     image = tmp_path / "i.png"
     Image.new("RGB", (64, 48), (1, 2, 3)).save(image)
     message = [{"type": "image", "value": str(image)}, {"type": "text", "value": "Q"}]
-    eval_body, _ = api_payload(message, PromptStyle.satori(), "satori", PAPER_BUDGET, d)
+    eval_body, _ = api_payload(message, PromptStyle.named("satori"), "satori", PAPER_BUDGET, d)
     assert {k: eval_body[k] for k in wanted} == wanted
     with FakeServer() as server:
         SatoriClient(server.base_url).complete(prepare_image(Image.open(image).convert("RGB")), "Q", 0.0, 64)

@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 
 from satori_cli.errors import SatoriError
-from satori_cli.evaluation import datasets, grounding
+from satori_cli.evaluation import grounding
 from satori_cli.evaluation.orchestrate import shown
+from satori_cli.evaluation.plan import Benchmark, resolve_all
 from satori_cli.evaluation.sample_bench import write_tiny_bench
 from satori_cli.pixels import PixelBudget
 from tests.serve_helpers import FakeServer
@@ -319,7 +320,7 @@ def test_folder_means_its_val_split_and_names_stay_unique(tmp_path):
     row = _row(image, "Q?", [[1, 2, 3, 4]], ["a"])
     _write(tmp_path / "run1" / "val.jsonl", [row, row])
     _write(tmp_path / "run2" / "val.jsonl", [row])
-    benches = datasets.resolve_all(
+    benches = resolve_all(
         [str(tmp_path / "run1"), str(tmp_path / "run1" / "val.jsonl"), str(tmp_path / "run2"), "MMStar"],
         tmp_path / "lmu",
     )
@@ -328,7 +329,7 @@ def test_folder_means_its_val_split_and_names_stay_unique(tmp_path):
     assert "val.jsonl of" in benches[0].note and benches[2].primary == "Overall"
     (tmp_path / "empty").mkdir()
     with pytest.raises(SatoriError, match=r"holds no val\.jsonl"):
-        datasets.resolve_all([str(tmp_path / "empty")], tmp_path / "lmu")
+        resolve_all([str(tmp_path / "empty")], tmp_path / "lmu")
 
 
 def test_metrics_per_source_and_the_rows_the_table_shows(tmp_path):
@@ -340,7 +341,7 @@ def test_metrics_per_source_and_the_rows_the_table_shows(tmp_path):
     m = grounding.metrics(scored)
     assert list(m)[:6] == list(METRICS) and m["box_iou"] == 0.5
     assert m["source/a/box_iou"] == 1.0 and m["source/b/caption"] == 0.0 and "source/None/format" not in m
-    bench = datasets.Benchmark("x.jsonl", "grounding_x", None, tmp_path / "x.jsonl", kind="grounding")
+    bench = Benchmark("x.jsonl", "grounding_x", None, tmp_path / "x.jsonl", kind="grounding")
     assert [k for k in m if shown(bench, k)] == [*METRICS, "source/a/box_iou", "source/a/answer",
                                                  "source/b/box_iou", "source/b/answer"]  # fmt: skip
 

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from satori_cli.evaluation import worker
-from satori_cli.evaluation.batching import LookAhead
 
 NARROWING_RUN = """
 import os
@@ -129,6 +128,14 @@ def test_device_index(before, now, count, index):
 
 
 # -- look-ahead batching ----------------------------------------------------------------------
+@pytest.fixture
+def look_ahead():
+    """The model module's `LookAhead`, imported by the tests that need it (it loads VLMEvalKit)."""
+    from satori_cli.evaluation.model import LookAhead
+
+    return LookAhead
+
+
 def _items(n: int) -> list[list[dict]]:
     return [[{"type": "text", "value": f"item {i}"}] for i in range(n)]
 
@@ -145,35 +152,35 @@ class Engine:
         return [f"answer to {t}" for t in texts]
 
 
-def test_items_asked_one_by_one_are_generated_in_few_batches():
+def test_items_asked_one_by_one_are_generated_in_few_batches(look_ahead):
     engine, items = Engine(), _items(7)
-    look = LookAhead(engine, window=3)
+    look = look_ahead(engine, window=3)
     look.bind(items)
     answers = [look.answer(m) for m in items]
     assert answers == [f"answer to item {i}" for i in range(7)]
     assert [len(b) for b in engine.batches] == [3, 3, 1]
 
 
-def test_resumed_runs_skip_done_items_and_still_map_answers_right():
+def test_resumed_runs_skip_done_items_and_still_map_answers_right(look_ahead):
     engine, items = Engine(), _items(6)
-    look = LookAhead(engine, window=4)
+    look = look_ahead(engine, window=4)
     look.bind(items)
     asked = [items[i] for i in (2, 3, 5)]  # VLMEvalKit skips items it already has predictions for
     assert [look.answer(m) for m in asked] == ["answer to item 2", "answer to item 3", "answer to item 5"]
     assert engine.batches == [["item 2", "item 3", "item 4", "item 5"]]
 
 
-def test_unknown_items_and_unbound_models_are_generated_alone():
+def test_unknown_items_and_unbound_models_are_generated_alone(look_ahead):
     engine = Engine()
-    look = LookAhead(engine, window=8)
+    look = look_ahead(engine, window=8)
     assert look.answer(_items(1)[0]) == "answer to item 0"
     look.bind(_items(3))
     assert look.answer([{"type": "text", "value": "elsewhere"}]) == "answer to elsewhere"
     assert engine.batches == [["item 0"], ["elsewhere"]]
 
 
-def test_an_engine_that_loses_answers_fails_loudly():
-    look = LookAhead(lambda batch: ["only one"], window=4)
+def test_an_engine_that_loses_answers_fails_loudly(look_ahead):
+    look = look_ahead(lambda batch: ["only one"], window=4)
     look.bind(_items(4))
     with pytest.raises(RuntimeError, match="1 answers for 4 prompts"):
         look.answer(_items(4)[0])

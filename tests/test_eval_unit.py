@@ -10,8 +10,7 @@ import pytest
 
 from satori_cli.decoding import Decoding
 from satori_cli.errors import SatoriError
-from satori_cli.evaluation import datasets
-from satori_cli.evaluation.plan import EvalPlan, ModelSpec
+from satori_cli.evaluation.plan import EvalPlan, ModelSpec, default_data_dir, resolve, resolve_all
 from satori_cli.evaluation.prompting import (
     PromptStyle,
     api_payload,
@@ -38,31 +37,31 @@ from satori_cli.evaluation.sample_bench import write_tiny_bench
     ],
 )
 def test_user_names_map_to_scorable_splits(tmp_path, typed, name):
-    bench = datasets.resolve(typed, tmp_path)
+    bench = resolve(typed, tmp_path)
     assert bench.name == name
     assert bench.tsv == tmp_path / f"{name}.tsv"
     assert not bench.given_path
 
 
 def test_mmbench_mapping_says_why(tmp_path):
-    assert "no public answers" in datasets.resolve("MMBench", tmp_path).note
+    assert "no public answers" in resolve("MMBench", tmp_path).note
 
 
 def test_vlmeval_names_pass_through_and_duplicates_collapse(tmp_path):
-    benches = datasets.resolve_all(["MMBench", "MMBench_DEV_EN", "MathVista_MINI"], tmp_path)
+    benches = resolve_all(["MMBench", "MMBench_DEV_EN", "MathVista_MINI"], tmp_path)
     assert [b.name for b in benches] == ["MMBench_DEV_EN", "MathVista_MINI"]
 
 
 def test_test_split_is_refused_with_the_dev_hint(tmp_path):
     with pytest.raises(SatoriError, match="no public answers") as info:
-        datasets.resolve("MMBench_TEST_EN", tmp_path)
+        resolve("MMBench_TEST_EN", tmp_path)
     assert "MMBench_DEV_EN" in info.value.hint
 
 
 def test_local_tsv_path_is_read_where_it_is_and_nothing_is_written(tmp_path):
     src = write_tiny_bench(tmp_path / "mine" / "MyBench.tsv")
     data_dir = tmp_path / "lmu"
-    bench = datasets.resolve(str(src), data_dir)
+    bench = resolve(str(src), data_dir)
     assert bench.name == "MyBench" and bench.present and bench.given_path
     assert bench.tsv == src.resolve()
     assert not data_dir.exists()  # resolving (and a dry run) writes nothing
@@ -78,7 +77,7 @@ def test_a_run_with_a_local_tsv_reads_from_its_own_data_folder(tmp_path):
     data_dir, work = tmp_path / "lmu", tmp_path / "work"
     write_tiny_bench(data_dir / "MMStar.tsv")
     before = sorted(p.name for p in data_dir.iterdir())
-    benches = datasets.resolve_all([str(src), "MMStar", "MMBench"], data_dir)
+    benches = resolve_all([str(src), "MMStar", "MMBench"], data_dir)
     plan = EvalPlan(benches, [ModelSpec(SATORI_NAME, "m", "m", "satori")], work, data_dir)
     assert plan.lmu_dir == work / "data"
     prepare_work_dir(plan, overwrite=False)
@@ -86,7 +85,7 @@ def test_a_run_with_a_local_tsv_reads_from_its_own_data_folder(tmp_path):
     assert (work / "data" / "MMStar.tsv").resolve() == (data_dir / "MMStar.tsv").resolve()
     assert not (work / "data" / "MMBench_DEV_EN.tsv").exists()
     assert sorted(p.name for p in data_dir.iterdir()) == before
-    ((_, command),) = plan.commands()
+    command = plan.command(plan.models[0])  # one model: one launch
     assert command.env["LMUData"] == str(work / "data")
     with pytest.raises(SatoriError, match="already holds results"):
         prepare_work_dir(plan, overwrite=False)  # its data folder counts as results
@@ -98,7 +97,7 @@ def test_official_benchmarks_alone_read_the_data_dir(tmp_path):
     from satori_cli.evaluation.plan import SATORI_NAME, EvalPlan, ModelSpec
 
     plan = EvalPlan(
-        datasets.resolve_all(["MMStar"], tmp_path / "lmu"), [ModelSpec(SATORI_NAME, "m", "m", "satori")],
+        resolve_all(["MMStar"], tmp_path / "lmu"), [ModelSpec(SATORI_NAME, "m", "m", "satori")],
         tmp_path / "work", tmp_path / "lmu",
     )  # fmt: skip
     assert plan.lmu_dir == tmp_path / "lmu"
@@ -108,20 +107,20 @@ def test_two_local_tsvs_of_one_name_are_refused(tmp_path):
     a = write_tiny_bench(tmp_path / "a" / "Bench.tsv")
     b = write_tiny_bench(tmp_path / "b" / "Bench.tsv")
     with pytest.raises(SatoriError, match="two benchmarks would be named 'Bench'"):
-        datasets.resolve_all([str(a), str(b)], tmp_path / "lmu")
-    assert len(datasets.resolve_all([str(a), str(a)], tmp_path / "lmu")) == 1
+        resolve_all([str(a), str(b)], tmp_path / "lmu")
+    assert len(resolve_all([str(a), str(a)], tmp_path / "lmu")) == 1
 
 
 def test_default_data_dir_is_satoris_own_unless_lmudata_is_set(monkeypatch, satori_home):
     monkeypatch.delenv("LMUData", raising=False)
-    assert datasets.default_data_dir() == satori_home / "data" / "vlmeval"
+    assert default_data_dir() == satori_home / "data" / "vlmeval"
     monkeypatch.setenv("LMUData", "/somewhere/lmu")
-    assert datasets.default_data_dir() == Path("/somewhere/lmu")
+    assert default_data_dir() == Path("/somewhere/lmu")
 
 
 def test_missing_local_tsv_path_is_a_user_error(tmp_path):
     with pytest.raises(SatoriError, match="not found"):
-        datasets.resolve(str(tmp_path / "nope.tsv"), tmp_path)
+        resolve(str(tmp_path / "nope.tsv"), tmp_path)
 
 
 # -- prompts and answers ----------------------------------------------------------------------
@@ -129,14 +128,14 @@ MESSAGE = [{"type": "image", "value": "/x.png"}, {"type": "text", "value": "Ques
 
 
 def test_satori_prompt_uses_the_shared_prompt_files():
-    msgs = chat_messages(MESSAGE, PromptStyle.satori())
+    msgs = chat_messages(MESSAGE, PromptStyle.named("satori"))
     assert msgs[0] == {"role": "system", "content": [{"type": "text", "text": load_prompt("system")}]}
     assert msgs[1]["content"][0] == {"type": "image"}
     assert msgs[1]["content"][1]["text"] == "Question: what?" + load_prompt("eval_suffix")
 
 
 def test_stock_prompt_is_the_question_alone():
-    msgs = chat_messages(MESSAGE, PromptStyle.stock())
+    msgs = chat_messages(MESSAGE, PromptStyle.named("stock"))
     assert [m["role"] for m in msgs] == ["user"]
     assert msgs[0]["content"][1]["text"] == "Question: what?"
 
@@ -166,7 +165,7 @@ def test_api_payload_sends_the_image_resized_to_the_budget_the_prompt_and_greedy
     Image.new("RGB", (640, 480), (1, 2, 3)).save(img)
     message = [{"type": "image", "value": str(img)}, {"type": "text", "value": "Q"}]
     budget = PixelBudget(3136, 50176)
-    body, sent = api_payload(message, PromptStyle.satori(), "m", budget, Decoding(max_new_tokens=64))
+    body, sent = api_payload(message, PromptStyle.named("satori"), "m", budget, Decoding(max_new_tokens=64))
     assert body["model"] == "m" and body["max_tokens"] == 64 and body["temperature"] == 0.0
     assert body["repetition_penalty"] == 1.0 and body["top_p"] == 1.0 and body["top_k"] == 0
     assert body["mm_processor_kwargs"] == {"min_pixels": 3136, "max_pixels": 50176}
@@ -191,7 +190,7 @@ def test_vllm_engine_gets_the_pixel_budget_and_a_context_for_the_longest_request
 
 # -- launch -----------------------------------------------------------------------------------
 def _plan(tmp_path, backend="transformers", procs=2, **kw) -> EvalPlan:
-    bench = datasets.resolve("MMStar", tmp_path / "data")
+    bench = resolve("MMStar", tmp_path / "data")
     models = [
         ModelSpec("satori", "/ckpt", "/ckpt", "satori"),
         ModelSpec("baseline", "base", "/base", "stock"),
@@ -224,9 +223,10 @@ def test_both_models_get_identical_settings_but_their_own_prompt(tmp_path):
 @pytest.mark.parametrize("backend", ["transformers", "vllm"])
 def test_each_model_gets_its_own_launch(tmp_path, backend):
     """Two models never share one process (its GPU memory): one launch each, one after the other."""
-    launches = _plan(tmp_path, backend=backend).commands()
-    assert [model.name for model, _ in launches] == ["satori", "baseline"]
-    for model, cmd in launches:
+    plan = _plan(tmp_path, backend=backend)
+    assert [model.name for model in plan.models] == ["satori", "baseline"]
+    for model in plan.models:
+        cmd = plan.command(model)
         after = cmd.argv[cmd.argv.index("--model") + 1 :]
         assert after[0] == model.name and after[1].startswith("--")
 
@@ -256,7 +256,7 @@ def _status(root: Path, model: str, entry: dict) -> None:
 
 
 def test_scores_come_from_the_acc_csv(tmp_path):
-    bench = datasets.resolve("MMStar", tmp_path)
+    bench = resolve("MMStar", tmp_path)
     _status(tmp_path, "satori", {"status": "done", "metrics": {"split=none|Overall": 0.5}})
     (tmp_path / "satori" / "satori_MMStar_acc.csv").write_text(
         '"split","Overall","coarse perception"\n"none","0.5","0.75"\n'
@@ -274,14 +274,14 @@ def test_scores_come_from_the_acc_csv(tmp_path):
     ],
 )
 def test_vlmeval_failures_that_exit_0_are_failures(tmp_path, entry, fragment):
-    bench = datasets.resolve("MMStar", tmp_path)
+    bench = resolve("MMStar", tmp_path)
     _status(tmp_path, "satori", entry)
     out = collect(tmp_path, "satori", bench)
     assert not out.ok and fragment in out.error
 
 
 def test_no_status_file_is_a_failure(tmp_path):
-    out = collect(tmp_path, "satori", datasets.resolve("MMStar", tmp_path))
+    out = collect(tmp_path, "satori", resolve("MMStar", tmp_path))
     assert not out.ok and "crashed" in out.error
 
 
@@ -294,7 +294,7 @@ def test_unreadable_predictions_fail_the_benchmark_naming_the_file(tmp_path):
     """Failed-item counts decide whether a benchmark failed: an unreadable file is never counted as 0 of 0."""
     import pandas as pd
 
-    bench = datasets.resolve("MMStar", tmp_path)
+    bench = resolve("MMStar", tmp_path)
     _scored(tmp_path)
     pred = tmp_path / "satori" / "satori_MMStar.xlsx"
     pred.write_bytes(b"not a spreadsheet")
@@ -315,7 +315,7 @@ def test_an_unreadable_judge_log_is_no_judge_success(tmp_path):
 
     from satori_cli.evaluation.judge import verdict
 
-    bench = datasets.resolve("MMStar", tmp_path)
+    bench = resolve("MMStar", tmp_path)
     _scored(tmp_path)
     log = tmp_path / "satori" / "satori_MMStar_my-judge_result.xlsx"
     log.write_bytes(b"PK\x03\x04 truncated")

@@ -58,14 +58,14 @@ def test_eval_prompt_style_follows_the_grammar(name):
     msgs = chat_messages(MESSAGE, PromptStyle.named("satori", name))
     assert msgs[0]["content"][0]["text"] == load_prompt("system", grammar=name)
     assert msgs[1]["content"][1]["text"] == "Question: what?" + load_prompt("eval_suffix", grammar=name)
-    assert PromptStyle.named("stock", name) == PromptStyle.stock()
+    assert PromptStyle.named("stock", name) == PromptStyle(system=None, suffix="")
 
 
 def test_eval_model_classes_take_the_grammar():
     from satori_cli.evaluation.model import SatoriAPI
 
     model = SatoriAPI("http://127.0.0.1:9/v1", "satori", grammar="satori-v2")
-    assert model.style == PromptStyle.satori("satori-v2")
+    assert model.style == PromptStyle.named("satori", "satori-v2")
     assert model.style.suffix.startswith(" \nOutput the caption of overall scene first")
 
 

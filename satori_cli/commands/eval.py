@@ -158,7 +158,8 @@ def eval_command(
     <answer> is scored, the raw output is kept. The exit code is non-zero when any benchmark
     failed, even where VLMEvalKit itself would exit 0.
     """
-    from satori_cli.evaluation.orchestrate import EvalRequest, evaluate
+    from satori_cli.evaluation.orchestrate import evaluate
+    from satori_cli.evaluation.plan import EvalRequest
 
     check_number(max_new_tokens, "--max-new-tokens", positive=True)
     check_number(temperature, "--temperature")

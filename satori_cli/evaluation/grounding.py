@@ -241,7 +241,6 @@ def score(
     from satori_cli.grammar import extract_answer, get_grammar, parse
     from satori_cli.rewards import BY_NAME
 
-    outputs = [o if isinstance(o, str) else "" for o in outputs]
     columns = {
         "bboxs": [r.bboxs for r in rows],
         "width": [r.width for r in rows],
@@ -295,7 +294,3 @@ def metrics(scored: Sequence[dict[str, Any]]) -> dict[str, float]:
         for key, value in _means([r for r in scored if r.get("source") == name]).items():
             out[f"{SOURCE_PREFIX}{name}/{key}"] = value
     return out
-
-
-def budget_of(entry: dict[str, Any]) -> PixelBudget:
-    return PixelBudget(int(entry["min_pixels"]), int(entry["max_pixels"]))

@@ -25,6 +25,7 @@ import pandas as pd
 from vlmeval.dataset.image_base import ImageBaseDataset
 
 from satori_cli.evaluation import grounding
+from satori_cli.pixels import PixelBudget
 
 
 def _text(value: Any) -> str | None:
@@ -50,7 +51,7 @@ class SatoriGroundingDataset(ImageBaseDataset):
     def __init__(self, dataset: str, **kwargs: Any) -> None:
         entry = self.SOURCES[dataset]
         self.rows = {r.line: r for r in grounding.read_rows(Path(entry["path"]))}
-        self.budget = grounding.budget_of(entry)
+        self.budget = PixelBudget(entry["min_pixels"], entry["max_pixels"])
         super().__init__(dataset=dataset, skip_noimg=False)
 
     def load_data(self, dataset: str) -> pd.DataFrame:

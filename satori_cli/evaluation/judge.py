@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from satori_cli.errors import SatoriError
 
@@ -92,21 +93,6 @@ def result_file(pred_dir: Path, model: str, bench: str, judge: str) -> Path | No
     return found[0] if len(found) == 1 else None
 
 
-def probe_failure(judge: str, api_base: str) -> str:
-    """The error the worker raises when the judge fails VLMEvalKit's `working()` probe."""
-    return (
-        f"the judge '{judge}' at {api_base} did not answer VLMEvalKit's probe "
-        "(satori does not fall back to exact matching)"
-    )
-
-
-def no_guess(result: dict) -> dict:
-    """VLMEvalKit's random letter for an item the judge could not map becomes a wrong answer."""
-    if GUESS_LOG in str(result.get("log", "")):
-        return {"opt": "Z", "log": f"{GUESS_LOG} ({UNREADABLE})"}
-    return result
-
-
 def verdict(pred_dir: Path, model: str, bench: str, judge: str) -> Verdict:
     """Read the match log: did `judge` score, or did VLMEvalKit fall back or give up on items?"""
     if judge == EXACT:
@@ -134,3 +120,36 @@ def verdict(pred_dir: Path, model: str, bench: str, judge: str) -> Verdict:
             f"the judge '{judge}' gave no readable letter for {guessed} item(s) ({UNREADABLE})",
         )
     return Verdict(judge)
+
+
+def strict_judge() -> None:
+    """In the worker: an LLM judge that fails its probe fails the benchmark; an item it cannot
+    map scores wrong (VLMEvalKit's random letter becomes "Z").
+
+    VLMEvalKit would instead score with exact matching (after 5 x retry probes) and give items
+    the judge could not map a random letter, both silently. One probe (with VLMEvalKit's own
+    retries) is enough to tell a dead judge.
+    """
+    from vlmeval.api.base import BaseAPI
+    from vlmeval.dataset.utils import multiple_choice
+
+    def working(self: BaseAPI) -> bool:
+        reply = self.generate("hello")
+        if reply and self.fail_msg not in str(reply):
+            return True
+        where = getattr(self, "api_base", type(self).__name__)
+        raise RuntimeError(
+            f"the judge '{getattr(self, 'model', '?')}' at {where} did not answer VLMEvalKit's probe "
+            "(satori does not fall back to exact matching)"
+        )
+
+    extract = multiple_choice.extract_answer_from_item
+
+    def extract_answer_from_item(model: Any, item: Any, dataset_name: str | None = None) -> dict:
+        result = extract(model, item, dataset_name=dataset_name)
+        if GUESS_LOG in str(result.get("log", "")):
+            return {"opt": "Z", "log": f"{GUESS_LOG} ({UNREADABLE})"}
+        return result
+
+    BaseAPI.working = working
+    multiple_choice.extract_answer_from_item = extract_answer_from_item

@@ -1,5 +1,6 @@
-"""From the user's request to a printed, honest result (the body of `satori eval`): resolve
-models and data into a plan, launch VLMEvalKit once per model, judge and print the outcome."""
+"""From the user's request to a printed, honest result (the body of `satori eval`): build the
+plan (`plan.py`; all a dry run does is print it), launch VLMEvalKit once per model, judge and
+print the outcome."""
 
 from __future__ import annotations
 
@@ -7,178 +8,36 @@ import json
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.markup import escape
 from rich.table import Table
 
-from satori_cli import models
-from satori_cli.config import DEFAULT_MODEL, paths
 from satori_cli.console import console
-from satori_cli.decoding import Decoding
 from satori_cli.errors import Interrupted, SatoriError
-from satori_cli.evaluation import datasets, records
+from satori_cli.evaluation import results
 from satori_cli.evaluation.grounding import SOURCE_PREFIX
-from satori_cli.evaluation.judge import check_judge
-from satori_cli.evaluation.plan import BACKENDS, BASELINE_NAME, SATORI_NAME, EvalPlan, ModelSpec
+from satori_cli.evaluation.plan import Benchmark, EvalPlan, EvalRequest, build_plan
 from satori_cli.evaluation.progress import EvalProgress
-from satori_cli.evaluation.results import GROUNDING_SCORER, Outcome, collect, table_rows, write_summary
-from satori_cli.grammar import get_grammar
-from satori_cli.http_client import served_models
-from satori_cli.models import Model, settle_budget
-from satori_cli.outputs import check_folder
 from satori_cli.process import run
 
 
-@dataclass
-class EvalRequest:
-    data: list[str]
-    model: str | None = None
-    procs: int = 1
-    baseline: str | None = None
-    baseline_prompt: str = "stock"
-    grammar: str | None = None  # None: the run folder's recorded grammar, else satori
-    judge: str = "exact_matching"
-    judge_url: str | None = None
-    judge_key: str | None = None
-    limit: int | None = None
-    backend: str = "transformers"
-    base_url: str | None = None
-    api_key: str = "EMPTY"
-    data_dir: Path | None = None
-    work_dir: Path | None = None
-    overwrite: bool = False
-    max_new_tokens: int = 2048
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    min_pixels: int | None = None
-    max_pixels: int | None = None
-    dry_run: bool = False
-    verbose: bool = False
-
-
-def _validate(req: EvalRequest) -> Decoding:
-    if req.backend not in BACKENDS:
-        raise SatoriError(f"unknown backend '{req.backend}'", hint=f"choose one of {', '.join(BACKENDS)}")
-    if req.baseline_prompt not in ("stock", "satori"):
-        raise SatoriError("--baseline-prompt must be 'stock' or 'satori'")
-    if req.grammar is not None:
-        get_grammar(req.grammar)  # an unknown name stops here, before anything is written
-    names = [n for item in req.data for n in item.split(",") if n.strip()]
-    if not names:
-        raise SatoriError("no benchmark given", hint="e.g. satori eval --data MMBench MMStar")
-    req.data = [n.strip() for n in names]
-    try:
-        settle_budget([], req.min_pixels, req.max_pixels)  # a bad bound fails before any model loads
-        return Decoding(req.temperature, req.top_p, req.top_k, req.repetition_penalty, req.max_new_tokens)
-    except ValueError as exc:
-        raise SatoriError(str(exc)) from exc
-
-
-def build_plan(req: EvalRequest) -> EvalPlan:
-    decoding = _validate(req)
-    check_judge(req.judge, req.judge_url, req.judge_key, reach=not req.dry_run)  # a dry run stays offline
-    data_dir = (req.data_dir or datasets.default_data_dir()).expanduser().resolve()
-    benchmarks = datasets.resolve_all(req.data, data_dir)
-    model = req.model or ("" if req.backend == "api" else DEFAULT_MODEL)
-    specs, resolved = resolve_models(
-        model, req.baseline, req.backend, req.base_url, req.baseline_prompt, req.grammar, dry_run=req.dry_run
-    )
-    # A run's model is scored in the budget it was trained in (a contradicting flag is refused).
-    budget = settle_budget(resolved, req.min_pixels, req.max_pixels)
-    work_dir = (req.work_dir or paths().runs / "eval" / time.strftime("%Y%m%d-%H%M%S")).expanduser().resolve()
-    check_work_dir(work_dir)
-    return EvalPlan(
-        benchmarks=benchmarks,
-        models=specs,
-        work_dir=work_dir,
-        data_dir=data_dir,
-        backend=req.backend,
-        procs=req.procs,
-        budget=budget,
-        decoding=decoding,
-        judge=req.judge,
-        judge_url=req.judge_url,
-        judge_key=req.judge_key,
-        limit=req.limit,
-        base_url=req.base_url,
-        api_key=req.api_key,
-        verbose=req.verbose,
-    )
-
-
-# What an evaluation leaves in its work dir (besides a folder per model).
-WORK_DIR_MARKS = ("satori_eval_spec.json", "eval.log", "summary.json")
-
-
-def check_work_dir(work_dir: Path) -> None:
-    """--out is a folder that is new, empty, or an earlier evaluation's (whose results
-    --overwrite replaces): never a file, and never a folder of something else."""
-    if check_folder(work_dir, "--out") and not any((work_dir / m).exists() for m in WORK_DIR_MARKS):
-        raise SatoriError(
-            f"--out {work_dir} is not empty and holds no satori evaluation: satori will not write there",
-            hint="choose a new or empty folder",
-        )
-
-
-def resolve_models(
-    model: str,
-    baseline: str | None,
-    backend: str,
-    base_url: str | None,
-    baseline_prompt: str,
-    grammar: str | None = None,
-    *,
-    dry_run: bool = False,
-) -> tuple[list[ModelSpec], list[Model]]:
-    """What each launch runs, and the resolved models whose runs set the pixel budget.
-
-    Local backends get checkpoint folders: a run folder's last checkpoint, a hub model from the
-    cache or downloaded, `tiny` built; a dry run downloads and builds nothing. With `--backend
-    api` the names are served model names; a `--model` that is a local run folder (or one of its
-    checkpoints) names the served model's budget and grammar, and the server's first model is
-    asked. `grammar` (--grammar) is the evaluated model's, else the one its run recorded, else
-    satori; the baseline keeps its own run's grammar, if any, else shares the evaluated model's.
-    """
-    if backend == "api":
-        if not base_url:
-            raise SatoriError("--backend api needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        offered = served_models(base_url)
-        local = models.resolve(model, hub="keep") if model and Path(model).expanduser().exists() else None
-        name = (None if local else model) or (offered[0] if offered else None)
-        if not name:
-            raise SatoriError(f"the server at {base_url} lists no models; pass --model NAME")
-        main = _grammar(grammar, local)
-        specs = [ModelSpec(SATORI_NAME, model or name, name, "satori", main, run=_run(local))]
-        if baseline:
-            specs.append(ModelSpec(BASELINE_NAME, baseline, baseline, baseline_prompt, main))
-        return specs, [local] if local else []
-    if base_url:
-        raise SatoriError("--base-url is only used with --backend api")
-    hub = "keep" if dry_run else "download"
-    found = models.resolve(model, flag="--model", hub=hub, build=not dry_run)
-    main = _grammar(grammar, found)
-    specs = [ModelSpec(SATORI_NAME, model, found.path, "satori", main, run=_run(found))]
-    resolved = [found]
-    if baseline:
-        base = models.resolve(baseline, flag="--baseline-model", hub=hub, build=not dry_run)
-        own = _grammar(None, base, main)
-        specs.append(ModelSpec(BASELINE_NAME, baseline, base.path, baseline_prompt, own, run=_run(base)))
-        resolved.append(base)
-    return specs, resolved
-
-
-def _grammar(chosen: str | None, model: Model | None, default: str | None = None) -> str:
-    """--grammar if given, else the one the model's run recorded, else `default` (satori)."""
-    recorded = model.run.grammar if model is not None and model.run is not None else None
-    return get_grammar(chosen or recorded or default).name
-
-
-def _run(model: Model | None) -> str | None:
-    return str(model.run.folder) if model is not None and model.run is not None else None
+def link_run_data(benchmarks: list[Benchmark], data_dir: Path, run_dir: Path) -> None:
+    """Fill the run's data folder: each TSV given by path, and each official TSV `data_dir`
+    holds (VLMEvalKit reads one folder per launch). Links, or copies where links fail."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for bench in benchmarks:
+        if bench.grounding:
+            continue
+        source = bench.tsv if bench.given_path else data_dir / f"{bench.name}.tsv"
+        target = run_dir / f"{bench.name}.tsv"
+        if not source.is_file() or target.exists() or target.is_symlink():
+            continue
+        try:
+            target.symlink_to(source)
+        except OSError:
+            shutil.copyfile(source, target)
 
 
 def prepare_work_dir(plan: EvalPlan, overwrite: bool) -> None:
@@ -202,7 +61,7 @@ def prepare_work_dir(plan: EvalPlan, overwrite: bool) -> None:
     plan.work_dir.mkdir(parents=True, exist_ok=True)
     plan.data_dir.mkdir(parents=True, exist_ok=True)
     if plan.lmu_dir != plan.data_dir:
-        datasets.link_run_data(plan.benchmarks, plan.data_dir, plan.lmu_dir)
+        link_run_data(plan.benchmarks, plan.data_dir, plan.lmu_dir)
 
 
 def settings_of(plan: EvalPlan) -> dict:
@@ -217,7 +76,7 @@ def settings_of(plan: EvalPlan) -> dict:
         "judge_url": plan.judge_url,
         "limit": plan.limit,
         "decoding": plan.decoding.record(),
-        "resolved": {m.name: records.runtime(plan.record_dir(m)) for m in plan.models},
+        "resolved": {m.name: results.runtime(plan.record_dir(m)) for m in plan.models},
         "models": [asdict(m) for m in plan.models],
         "benchmarks": [
             {"requested": b.requested, "name": b.name, "kind": b.kind, "tsv": str(b.tsv), "rows": b.rows}
@@ -241,7 +100,7 @@ def execute(plan: EvalPlan) -> tuple[int, float]:
     first_error = 0
     out = console()
     with EvalProgress(out) as progress:
-        for model, command in plan.commands():
+        for model in plan.models:
             progress.start_model(model.name)
 
             def on_line(line: str) -> None:
@@ -254,7 +113,7 @@ def execute(plan: EvalPlan) -> tuple[int, float]:
 
             with open(log_path, "a", encoding="utf-8") as log:
                 log.write(f"===== satori: {model.name} ({model.source}) =====\n")
-            code = run(command, on_line=on_line, log_path=log_path)
+            code = run(plan.command(model), on_line=on_line, log_path=log_path)
             progress.end_model()
             first_error = first_error or code
             if code == 130:
@@ -262,7 +121,7 @@ def execute(plan: EvalPlan) -> tuple[int, float]:
     return first_error, time.monotonic() - started
 
 
-def check_outcomes(outcomes: list[Outcome], code: int, log: Path) -> None:
+def check_outcomes(outcomes: list[results.Outcome], code: int, log: Path) -> None:
     """Raise one SatoriError (exit 1) naming each failed benchmark, unless all scored."""
     failed = [o for o in outcomes if not o.ok]
     if failed:
@@ -273,7 +132,7 @@ def check_outcomes(outcomes: list[Outcome], code: int, log: Path) -> None:
         raise SatoriError(f"VLMEvalKit exited with code {code}", exit_code=1, hint=f"see {log}")
 
 
-def evaluate(req: EvalRequest) -> list[Outcome]:
+def evaluate(req: EvalRequest) -> list[results.Outcome]:
     """Run the evaluation and print the table; raise SatoriError (exit 1) if anything failed."""
     plan = build_plan(req)
     out = console()
@@ -298,21 +157,22 @@ def evaluate(req: EvalRequest) -> list[Outcome]:
     )
     if req.dry_run:
         out.print(json.dumps(plan.spec()["models"], indent=2), markup=False, highlight=False)
-        for _, command in plan.commands():  # one launch per model, one after the other
-            out.print(command.display(), markup=False, highlight=False, soft_wrap=True)
+        for model in plan.models:  # one launch per model, one after the other
+            out.print(plan.command(model).display(), markup=False, highlight=False, soft_wrap=True)
         return []
 
     prepare_work_dir(plan, req.overwrite)
     code, seconds = execute(plan)
     if code == 130:  # Ctrl-C: VLMEvalKit was stopped; what it wrote so far stays in the work dir
         raise Interrupted(f"evaluation stopped; partial results in {plan.work_dir}")
-    outcomes = [collect(plan.work_dir, m.name, b, plan.judge) for b in plan.benchmarks for m in plan.models]
+    pairs = [(m.name, b) for b in plan.benchmarks for m in plan.models]
+    outcomes = [results.collect(plan.work_dir, name, b, plan.judge) for name, b in pairs]
     settings = settings_of(plan) | {"seconds": round(seconds, 1)}
-    json_path, csv_path = write_summary(plan.work_dir, outcomes, settings)
+    json_path, csv_path = results.write_summary(plan.work_dir, outcomes, settings)
     print_table(plan, outcomes)
     for line in resolved_lines(settings["resolved"], outcomes):
         out.print(f"[dim]{line}[/]", highlight=False)
-    judges = sorted({o.judge for o in outcomes if o.judge and o.judge != GROUNDING_SCORER})
+    judges = sorted({o.judge for o in outcomes if o.judge and o.judge != results.GROUNDING_SCORER})
     if judges and plan.judge != "exact_matching":
         out.print(f"[dim]answers matched to options by: {', '.join(judges)} (judge at {plan.judge_url})[/]")
     items = sum(o.items for o in outcomes)
@@ -332,7 +192,7 @@ def data_line(plan: EvalPlan) -> str:
     return f"data: {plan.lmu_dir} (VLMEvalKit's LMUData for this run: links to {links}, decoded images)"
 
 
-def resolved_lines(resolved: dict, outcomes: list[Outcome]) -> list[str]:
+def resolved_lines(resolved: dict, outcomes: list[results.Outcome]) -> list[str]:
     """What each model really ran with, from its processes' own records."""
     lines = []
     for name, got in resolved.items():
@@ -352,10 +212,10 @@ def resolved_lines(resolved: dict, outcomes: list[Outcome]) -> list[str]:
     return lines
 
 
-def print_table(plan: EvalPlan, outcomes: list[Outcome]) -> None:
+def print_table(plan: EvalPlan, outcomes: list[results.Outcome]) -> None:
     models = [m.name for m in plan.models]
     for bench in plan.benchmarks:
-        rows = [r for r in table_rows(outcomes, models) if r[0] == bench.name and shown(bench, r[1])]
+        rows = [r for r in results.table_rows(outcomes, models) if r[0] == bench.name and shown(bench, r[1])]
         if not rows:
             continue  # nothing scored; the error line at the end says why
         rows_run = min(bench.rows or 0, plan.limit) if plan.limit else bench.rows
@@ -389,7 +249,7 @@ def print_table(plan: EvalPlan, outcomes: list[Outcome]) -> None:
 SHOWN_PER_SOURCE = ("box_iou", "answer")  # the table's per-source rows; summary.json/csv hold all six
 
 
-def shown(bench: datasets.Benchmark, metric: str) -> bool:
+def shown(bench: Benchmark, metric: str) -> bool:
     """Whether the printed table has a row for this metric (a grounding run may have many sources)."""
     if not (bench.grounding and metric.startswith(SOURCE_PREFIX)):
         return True

@@ -17,6 +17,7 @@ the end), each line whole. The worker side needs only the standard library.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -61,8 +62,6 @@ class ItemCounter:
     def start(self, dataset: Any) -> None:
         """A benchmark begins: `dataset` is VLMEvalKit's dataset object (its `data` already cut
         to --limit), split over ranks as VLMEvalKit's `infer_data` splits it."""
-        import os
-
         name = getattr(dataset, "dataset_name", None)
         data = getattr(dataset, "data", None)
         if name is None or data is None:
@@ -139,14 +138,13 @@ class EvalProgress:
 
     def __init__(self, console: Any) -> None:
         self.console = console
-        self.live = console.is_terminal
         self.model = ""
         self.benches: dict[str, _Bench] = {}
         self._progress: Any = None
         self._waiting: Any = None
 
     def __enter__(self) -> EvalProgress:
-        if self.live:
+        if self.console.is_terminal:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from satori_cli.decoding import Decoding, PreparedImage, chat_request, prepare_image
-from satori_cli.grammar import extract_answer
+from satori_cli.grammar import extract_answer, load_prompt
 from satori_cli.pixels import PixelBudget
 from satori_cli.vllm_settings import engine_settings
 
@@ -27,24 +27,12 @@ class PromptStyle:
     suffix: str
 
     @classmethod
-    def satori(cls, grammar: str | None = None) -> PromptStyle:
-        from satori_cli.grammar import load_prompt
-
-        return cls(
-            system=load_prompt("system", grammar=grammar), suffix=load_prompt("eval_suffix", grammar=grammar)
-        )
-
-    @classmethod
-    def stock(cls) -> PromptStyle:
-        return cls(system=None, suffix="")
-
-    @classmethod
     def named(cls, name: str, grammar: str | None = None) -> PromptStyle:
-        if name == "satori":
-            return cls.satori(grammar)
         if name == "stock":
-            return cls.stock()
-        raise ValueError(f"unknown prompt style {name!r} (satori or stock)")
+            return cls(system=None, suffix="")
+        if name != "satori":
+            raise ValueError(f"unknown prompt style {name!r} (satori or stock)")
+        return cls(load_prompt("system", grammar=grammar), load_prompt("eval_suffix", grammar=grammar))
 
 
 def image_paths(message: Sequence[Mapping[str, str]]) -> list[str]:

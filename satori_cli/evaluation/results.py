@@ -3,21 +3,33 @@
 VLMEvalKit exits 0 even when a benchmark failed, was skipped, or its data could not be
 fetched. The truth is in `<work_dir>/<model>/status.json` and `<model>_<data>_acc.csv`; this
 module reads them, writes `summary.json` / `summary.csv`, and lists every failure.
+
+`summary.json` also says what ran, not what was asked for, from what each evaluation process
+recorded (`evaluation/model.py`) beside VLMEvalKit's files in `<work_dir>/<model>/`:
+
+- `satori_runtime.jsonl`: one line per process: backend, device, the pixel budget the loaded
+  processor resolved, and the decoding settings handed to the engine.
+- `<model>_<benchmark>_inputs.jsonl`: one line per image: its original size, the size the
+  model received and the number of visual tokens, with `source` saying how that size is known
+  (the processor's `image_grid_thw`; for vLLM, its visual token count matching the budget's; for
+  an API server, the size satori resized the image to before sending it).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from satori_cli.errors import SatoriError
-from satori_cli.evaluation import records
-from satori_cli.evaluation.datasets import Benchmark, missing_message, unknown_message
 from satori_cli.evaluation.judge import EXACT, verdict
+from satori_cli.evaluation.plan import Benchmark
+from satori_cli.train.runlogs import json_objects
 
+RUNTIME_FILE = "satori_runtime.jsonl"
 GROUNDING_SCORER = "satori rewards"  # who scores a grounding benchmark (no option matching)
 _SKIP_REASONS = {
     "invalid_dataset": "VLMEvalKit could not load it",
@@ -39,13 +51,46 @@ class Outcome:
     items: int = 0
     judge: str | None = None  # who actually mapped answers to options (None: nothing scored)
     unreadable_items: int = 0  # items the LLM judge could not map (scored as wrong)
-    inputs: dict[str, Any] | None = None  # image sizes the model received (records.input_sizes)
+    inputs: dict[str, Any] | None = None  # image sizes the model received (input_sizes)
     primary: str = "Overall"  # the metric that must be there (`box_iou` for a grounding benchmark)
     per_row: str | None = None  # grounding: the JSONL of each row's output and scores
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.primary in self.metrics
+
+
+# -- what the processes recorded ------------------------------------------------------------
+def inputs_file(record_dir: Path, dataset: str) -> Path:
+    return record_dir / f"{record_dir.name}_{dataset}_inputs.jsonl"
+
+
+def runtime(record_dir: Path) -> dict[str, Any] | None:
+    """The processes of one model's run, merged: shared settings once, devices per rank."""
+    rows = list(json_objects(record_dir / RUNTIME_FILE))
+    if not rows:
+        return None
+    merged = {k: v for k, v in rows[-1].items() if k not in ("rank", "pid", "device", "visible_devices")}
+    by_rank = {int(r.get("rank", 0)): r for r in rows}  # the latest line of each rank
+    merged["devices"] = {str(k): by_rank[k].get("device") for k in sorted(by_rank)}
+    merged["pids"] = sorted({r["pid"] for r in rows if "pid" in r})
+    visible = {str(k): by_rank[k].get("visible_devices") for k in sorted(by_rank)}
+    if any(visible.values()):
+        merged["visible_devices"] = visible
+    keys = ("min_pixels", "max_pixels", "decoding")
+    differ = [k for k in keys if len({json.dumps(r.get(k), sort_keys=True) for r in rows}) > 1]
+    if differ:
+        merged["inconsistent"] = differ
+    return merged
+
+
+def input_sizes(path: Path) -> dict[str, Any] | None:
+    """How many images were recorded and at which model-input sizes (`WxH`: count)."""
+    rows = list(json_objects(path))
+    if not rows:
+        return None
+    sizes = Counter("x".join(str(v) for v in r["input_wh"]) for r in rows if r.get("input_wh"))
+    return {"file": str(path), "images": len(rows), "input_wh": dict(sizes.most_common())}
 
 
 def read_acc_csv(path: Path) -> dict[str, float]:
@@ -85,9 +130,25 @@ def _count_failures(pred_file: Path) -> tuple[int, int]:
     return failed, len(data)
 
 
+def unknown_message(bench: Benchmark) -> str:
+    """One line for a name VLMEvalKit does not know and no TSV provides."""
+    return (
+        f"'{bench.name}' is not a VLMEvalKit benchmark and there is no {bench.tsv}; "
+        f"place a VLMEvalKit-format TSV there or pass its path to --data"
+    )
+
+
+def missing_message(bench: Benchmark) -> str:
+    """One line saying which file to place, for a benchmark whose TSV could not be had."""
+    return (
+        f"{bench.name}: {bench.tsv} is missing and could not be downloaded; "
+        f"place the official VLMEvalKit TSV '{bench.name}.tsv' in {bench.tsv.parent}"
+    )
+
+
 def collect(work_dir: Path, model: str, bench: Benchmark, judge: str = EXACT) -> Outcome:
     out = Outcome(model=model, benchmark=bench.name, primary=bench.primary)
-    out.inputs = records.input_sizes(records.inputs_file(work_dir / model, bench.name))
+    out.inputs = input_sizes(inputs_file(work_dir / model, bench.name))
     status_file = work_dir / model / "status.json"
     try:
         status = json.loads(status_file.read_text(encoding="utf-8"))

@@ -21,6 +21,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from satori_cli.evaluation.judge import strict_judge
+
 
 def _force_gloo() -> None:
     """VLMEvalKit hard-codes the NCCL backend; without CUDA use gloo so torchrun works on CPU."""
@@ -33,34 +35,6 @@ def _force_gloo() -> None:
         return original(*args, **kwargs)
 
     dist.init_process_group = init_process_group
-
-
-def _strict_judge() -> None:
-    """An LLM judge that fails its probe fails the benchmark; an unmappable item scores wrong.
-
-    VLMEvalKit would instead score with exact matching (after 5 x retry probes) and give items
-    the judge could not map a random letter, both silently. One probe (with VLMEvalKit's own
-    retries) is enough to tell a dead judge.
-    """
-    from vlmeval.api.base import BaseAPI
-    from vlmeval.dataset.utils import multiple_choice
-
-    from satori_cli.evaluation.judge import no_guess, probe_failure
-
-    def working(self: BaseAPI) -> bool:
-        reply = self.generate("hello")
-        if reply and self.fail_msg not in str(reply):
-            return True
-        where = getattr(self, "api_base", type(self).__name__)
-        raise RuntimeError(probe_failure(str(getattr(self, "model", "?")), str(where)))
-
-    extract = multiple_choice.extract_answer_from_item
-
-    def extract_answer_from_item(model: Any, item: Any, dataset_name: str | None = None) -> dict:
-        return no_guess(extract(model, item, dataset_name=dataset_name))
-
-    BaseAPI.working = working
-    multiple_choice.extract_answer_from_item = extract_answer_from_item
 
 
 def _warn_md5(names: list[str]) -> None:
@@ -113,10 +87,8 @@ def register_grounding(spec: dict[str, Any], models: list[str]) -> None:
 
     from satori_cli.evaluation.grounding_dataset import SatoriGroundingDataset
 
-    grammars = {spec["models"][m].get("grammar") for m in models if m in spec["models"]}
-    if len(grammars) > 1:
-        raise RuntimeError(f"one launch evaluates models of several grammars: {sorted(map(str, grammars))}")
-    SatoriGroundingDataset.GRAMMAR = grammars.pop() if grammars else None
+    grammars = [spec["models"][m].get("grammar") for m in models if m in spec["models"]]
+    SatoriGroundingDataset.GRAMMAR = grammars[0] if grammars else None  # one model per launch
     SatoriGroundingDataset.SOURCES.update(entries)
     if SatoriGroundingDataset not in vlmeval.dataset.DATASET_CLASSES:
         vlmeval.dataset.DATASET_CLASSES.insert(0, SatoriGroundingDataset)
@@ -177,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
 
     register(spec)
     register_grounding(spec, launched_models(rest))
-    _strict_judge()
+    strict_judge()
     os.environ.pop("LOCAL_LLM", None)  # it would replace the --judge name VLMEvalKit sends
     _warn_md5(spec.get("datasets", []))
     sys.argv = ["vlmeval", *rest]
