@@ -34,7 +34,7 @@ from satori_cli import outputs
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import Grammar
 from satori_cli.pixels import PixelBudget, env_bounds, given_budget
-from satori_cli.rewards.table import BY_NAME, REWARDS, rewards_for
+from satori_cli.rewards import BY_NAME, REWARDS, rewards_for
 
 DATA_COLUMNS = sorted({c for r in REWARDS for c in r.columns})
 COMPLETION_KEYS = ("completion", "response")
