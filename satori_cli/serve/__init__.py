@@ -4,8 +4,8 @@ that keeps box coordinates honest, and a Gradio demo that draws the boxes where 
 Module map:
 - `backends`: build the server's command line (vLLM, `swift deploy`, the fake) and supervise its
   child process.
-- `plan`: `satori serve`'s options checked, planned, then printed (dry run) or run.
-- `server`: check addresses, plan the server, run it (and the demo) until stopped.
+- `server`: `satori serve`'s options and addresses checked, the server planned, then printed
+  (dry run) or run (and the demo) until stopped.
 - `client`: pre-resize to the pixel budget, call the API (`satori_cli.http_client`), parse, map
   boxes back, draw.
 - `demo`: the Gradio demo on top of `client`.

@@ -1,8 +1,11 @@
-"""Decide which server to start (backend, model, command), bring it up, and keep it until stopped.
+"""`satori serve` from its options to a running server: check them, decide which server to start
+(backend, model, command line) or only the demo (with --base-url), then print that plan (a dry
+run) or bring the server up and keep it (and the demo) until stopped.
 
-Addresses are checked before anything starts (a bad --host or --port is one line, not a
-traceback minutes later); `--port 0` picks a free port. Ctrl-C, SIGTERM and SIGHUP (a closed
-terminal or SSH session) stop the server and the demo the same way.
+Every check runs before anything starts; a dry run builds nothing and binds no port. Addresses
+are checked up front (a bad --host or --port is one line, not a traceback minutes later);
+`--port 0` picks a free port. Ctrl-C, SIGTERM and SIGHUP (a closed terminal or SSH session)
+stop the server and the demo the same way.
 """
 
 from __future__ import annotations
@@ -10,17 +13,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.markup import escape
+
 from satori_cli import models
 from satori_cli.config import paths
+from satori_cli.console import console, err_console
 from satori_cli.errors import SatoriError
+from satori_cli.http_client import check_api_key, check_base_url
 from satori_cli.models import Model
 from satori_cli.pixels import PixelBudget, env_bounds
 from satori_cli.process import Command, find_program
 from satori_cli.serve.backends import (
+    BACKENDS,
     ServerDied,
     ServerProcess,
     fake_command,
@@ -29,8 +38,93 @@ from satori_cli.serve.backends import (
     swift_command,
     vllm_command,
 )
+from satori_cli.train.runinfo import model_grammar
 
 REDACTED = "***"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `satori serve` was asked (its options, one field each; numbers already checked)."""
+
+    model: str | None
+    host: str
+    port: int
+    gpus: int
+    api_key: str | None
+    backend: str
+    vllm_bin: str
+    ui: bool
+    grammar: str | None
+    ui_port: int
+    base_url: str | None
+    max_model_len: int | None
+    startup_timeout: float
+    dry_run: bool
+
+
+def serve(opts: ServeOptions) -> None:
+    """Check `opts`, plan, then print the plan (`dry_run`) or serve until stopped."""
+    check_api_key(opts.api_key)
+    grammar = model_grammar(opts.grammar, opts.model).name  # a run folder answers in its own grammar
+    if opts.base_url and not opts.ui:
+        raise SatoriError(
+            "--base-url only attaches the demo; add --ui", hint="or drop --base-url to start a server"
+        )
+    if opts.base_url is not None:  # checked here too: a dry run makes no client
+        check_base_url(opts.base_url)
+    if opts.backend not in (*BACKENDS, "auto"):
+        raise SatoriError(f"unknown backend {opts.backend!r}", hint="choose vllm, transformers, fake or auto")
+    wanted = [] if opts.base_url else [(opts.port, "--port")]
+    if opts.ui:
+        if not opts.base_url and opts.ui_port == opts.port and opts.port != 0:
+            raise SatoriError(
+                f"--ui-port {opts.ui_port} is the API's --port too", hint="give them different ports"
+            )
+        wanted.append((opts.ui_port, "--ui-port"))
+    check_ports(opts.host, wanted, probe=False)  # numbers and host name, before anything else
+    backend = opts.backend
+    if opts.base_url:
+        model = budget_model(opts.model)
+    else:
+        backend = pick_backend(backend, opts.vllm_bin)
+        # A run folder: its last checkpoint, with the run's budget. A dry run builds nothing (a hub
+        # id is checked in plan_server); the fake backend serves no model, but a run named with it
+        # still sets the budget of the canned answers and the demo.
+        model = models.resolve(opts.model, build=not opts.dry_run and backend != "fake")
+    budget = pixel_budget(model)
+
+    planned = None if opts.base_url else plan_server(opts, backend, model, budget, opts.port)
+    if opts.dry_run:
+        print_plan(opts, planned, model, grammar)
+        return
+    chosen = check_ports(opts.host, wanted)  # in use, privileged, not local; 0 -> a free port
+    ui_port = chosen.pop() if opts.ui else None
+    if planned is None:
+        run_demo(opts.base_url, opts.api_key, budget, opts.host, ui_port, grammar=grammar)
+        return
+    if chosen[0] != opts.port:
+        planned = plan_server(opts, backend, model, budget, chosen[0])
+    run_server(planned, opts.startup_timeout, ui_port, budget, grammar=grammar)
+
+
+def print_plan(opts: ServeOptions, planned: ServerPlan | None, model: Model | None, grammar: str) -> None:
+    """The dry run: the server's command line (API key hidden), the run it serves, the demo."""
+    if planned is None:
+        console().print(
+            f"would start the demo on {root_url(opts.host, opts.ui_port)} against {opts.base_url} "
+            f"(grammar {grammar})"
+        )
+        return
+    console().print(planned.display(), soft_wrap=True, markup=False, highlight=False)
+    if model is not None and model.run is not None:
+        console().print(f"# model: {model.describe()}", soft_wrap=True, markup=False)
+    if opts.ui:
+        console().print(
+            f"# then the demo on {root_url(opts.host, opts.ui_port)} against {planned.base_url} "
+            f"(grammar {grammar})",
+            markup=False,
+        )
 
 
 @dataclass(frozen=True)
@@ -92,47 +186,34 @@ def pixel_budget(model: Model | None = None) -> PixelBudget:
     return models.settle_budget(named, low, high, "MIN_PIXELS/MAX_PIXELS in the environment")
 
 
-def plan_server(
-    *,
-    backend: str,
-    model: Model,
-    host: str,
-    port: int,
-    gpus: int,
-    api_key: str | None,
-    vllm_bin: str,
-    max_model_len: int | None,
-    budget: PixelBudget,
-    resolve: bool,
-) -> ServerPlan:
-    """Everything about the server to start, checked. `resolve=False` (dry run) touches nothing.
+def plan_server(opts: ServeOptions, backend: str, model: Model, budget: PixelBudget, port: int) -> ServerPlan:
+    """Everything about the server to start, checked; a dry run touches nothing.
 
-    `backend` is picked already (`pick_backend`); `host` and `port` are checked by the caller
+    `backend` is picked already (`pick_backend`); the host and `port` are checked by the caller
     (`check_ports`).
     """
+    host, api_key = opts.host, opts.api_key
     if backend == "fake":
         command = fake_command(host, port, budget, api_key)
         return ServerPlan(backend, "(none: canned answers)", command, host, port, api_key)
     if backend == "transformers":
-        if gpus > 1:
+        if opts.gpus > 1:
             raise SatoriError(
                 "--gpus > 1 needs --backend vllm", hint="the transformers backend uses one device"
             )
         command = swift_command(model.path, host, port, budget, api_key, model_type=model.model_type)
     else:
-        command = vllm_command(model.path, host, port, budget, api_key, vllm_bin, gpus, max_model_len)
-    if resolve:
+        command = vllm_command(
+            model.path, host, port, budget, api_key, opts.vllm_bin, opts.gpus, opts.max_model_len
+        )
+    if not opts.dry_run:
         command = resolve_program(command, backend)
         models.check_reachable(model)  # a hub model the server downloads: cached, or not offline
-    return ServerPlan(
-        backend=backend, model=model.path, command=command, host=host, port=port, api_key=api_key
-    )
+    return ServerPlan(backend, model.path, command, host, port, api_key)
 
 
 def start_server(plan: ServerPlan, timeout: float) -> ServerProcess:
     """Start the server and wait for /health with a spinner. Raises ServerDied with its log tail."""
-    from satori_cli.console import console
-
     server = ServerProcess(plan.command, f"the {plan.backend} server", log_path=plan.log_path).start()
     try:
         with console().status(f"starting the {plan.backend} server for {plan.model} ...") as status:
@@ -218,9 +299,6 @@ def run_demo(
 ) -> None:
     """The demo (asking in `grammar`) against `base_url` until Ctrl-C, or until `server` (when given) dies.
     `canned`: the server is the fake backend (the demo says so in a banner)."""
-    import time
-
-    from satori_cli.console import console
     from satori_cli.serve.demo import build_demo, launch_demo
 
     built = build_demo(base_url, api_key, budget, grammar=grammar, canned=canned)
@@ -239,9 +317,6 @@ def run_server(
     plan: ServerPlan, timeout: float, ui_port: int | None, budget: PixelBudget, grammar: str | None = None
 ) -> None:
     """Start the planned server, print where it answers, and keep it (and the demo) until stopped."""
-    from rich.markup import escape
-
-    from satori_cli.console import console
     from satori_cli.serve.client import CANNED_NOTICE
 
     canned = plan.backend == "fake"
@@ -290,9 +365,5 @@ def hold_server(plan: ServerPlan, timeout: float, on_ready: Callable[[ServerProc
 
 def print_tail(exc: ServerDied) -> None:
     """The last lines the dead server wrote: usually the reason it died."""
-    from rich.markup import escape
-
-    from satori_cli.console import err_console
-
     for line in exc.tail[-15:]:
         err_console().print(f"[dim]| {escape(line)}[/]", soft_wrap=True)
