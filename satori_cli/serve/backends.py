@@ -13,6 +13,7 @@ code is passed through.
 from __future__ import annotations
 
 import collections
+import contextlib
 import subprocess
 import sys
 import threading
@@ -145,16 +146,12 @@ class ServerProcess:
 
     def _drain(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        log = open(self.log_path, "a", encoding="utf-8") if self.log_path else None  # noqa: SIM115
-        try:
+        with open(self.log_path, "a", encoding="utf-8") if self.log_path else contextlib.nullcontext() as log:
             for line in self.proc.stdout:
                 self._tail.append(line.rstrip("\n"))
                 if log is not None:
                     log.write(line)
                     log.flush()
-        finally:
-            if log is not None:
-                log.close()
 
     @property
     def alive(self) -> bool:

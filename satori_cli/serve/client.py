@@ -28,7 +28,6 @@ from satori_cli.serve.backends import SERVED_MODEL_NAME
 if TYPE_CHECKING:
     from PIL import Image
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # larger files are refused before decoding
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard
 # `owned_by` of the fake backend's model in /v1/models: how a client tells canned answers.
@@ -185,7 +184,7 @@ class SatoriClient:
 
     def __init__(
         self,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str,
         api_key: str | None = None,
         budget: PixelBudget = PAPER_BUDGET,
         timeout: float = 120.0,
