@@ -171,7 +171,7 @@ def score(
     for col in ("mean", "=1", "=0", "rows scored"):
         table.add_column(col, justify="right")
     for name, s in report.rewards.items():
-        mean = f"{s.mean:.4f}" if s.scored else "-"
+        mean = f"{s.total / s.scored:.4f}" if s.scored else "-"
         table.add_row(name, BY_NAME[name].class_name, mean, str(s.full), str(s.zero), str(s.scored))
     console().print(table)
     for name, s in report.rewards.items():

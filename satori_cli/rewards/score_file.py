@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +52,6 @@ class RewardSummary:
     zero: int = 0  # rows scoring 0.0
     lacking: int = 0  # well-formed rows without this reward's columns
     missing_columns: set[str] = field(default_factory=set)
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.scored if self.scored else math.nan
 
 
 @dataclass
