@@ -182,16 +182,6 @@ class ServerProcess:
             hint=f"see {self.log_path}" if self.log_path else "raise --startup-timeout",
         )
 
-    def wait(self) -> int:
-        """Block until the server exits (Ctrl-C stops the whole group); return its exit code."""
+    def stop(self) -> int:
         assert self.proc is not None
-        try:
-            return self.proc.wait()
-        except KeyboardInterrupt:
-            self.stop()
-            raise
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
         return stop_group(self.proc, grace=10.0)

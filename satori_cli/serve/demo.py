@@ -229,12 +229,11 @@ def build_demo(
     # Before gradio is imported: its analytics read the variable at import and at Blocks().
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     gr = require("gradio", "serve", "The demo")
-    analytics = os.environ["GRADIO_ANALYTICS_ENABLED"] == "True"
 
     client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout, grammar=grammar)
     colors = {f"box {i + 1}": BOX_COLORS[i % len(BOX_COLORS)] for i in range(50)}
     # Result files older than an hour are deleted every hour: a long-running demo stays bounded.
-    with gr.Blocks(title="SATORI", analytics_enabled=analytics, delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title="SATORI", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(intro(client.grammar))
         if canned:
             gr.Markdown(canned_markdown(), elem_id="canned")

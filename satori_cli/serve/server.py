@@ -353,7 +353,7 @@ def hold_server(plan: ServerPlan, timeout: float, on_ready: Callable[[ServerProc
     try:
         server = start_server(plan, timeout)  # stops the server itself if it fails
         on_ready(server)
-        if server.wait() != 0:
+        if server.proc.wait() != 0:  # Ctrl-C: stopped below, with its whole process group
             raise server.died()
     except ServerDied as exc:
         print_tail(exc)
