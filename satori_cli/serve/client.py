@@ -23,11 +23,11 @@ from satori_cli.errors import SatoriError
 from satori_cli.grammar import Completion, Grammar, get_grammar, parse
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget, clamp_box
 from satori_cli.prompts import load_prompt
-from satori_cli.serve.backends import SERVED_MODEL_NAME
 
 if TYPE_CHECKING:
     from PIL import Image
 
+SERVED_MODEL_NAME = "satori"  # the model name every backend serves SATORI under
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # larger files are refused before decoding
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard
 # `owned_by` of the fake backend's model in /v1/models: how a client tells canned answers.

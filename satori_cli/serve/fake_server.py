@@ -32,8 +32,7 @@ from satori_cli.chat import prepare_image
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import GRAMMARS, Grammar, format_completion, get_grammar
 from satori_cli.pixels import PixelBudget
-from satori_cli.serve.backends import SERVED_MODEL_NAME
-from satori_cli.serve.client import CANNED_OWNER, MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
+from satori_cli.serve.client import CANNED_OWNER, MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES, SERVED_MODEL_NAME
 
 MAX_REQUEST_BYTES = 2 * MAX_UPLOAD_BYTES  # one base64 image (4/3 of its bytes) and the text
 MAX_TOKENS_LIMIT = 32768
