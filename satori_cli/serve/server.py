@@ -145,16 +145,13 @@ class ServerPlan:
     log_file: Path | None = None  # default: $SATORI_HOME/logs/serve-<backend>-<port>.log
 
     @property
-    def root(self) -> str:
-        return root_url(self.host, self.port)
-
-    @property
     def base_url(self) -> str:
-        return self.root + "/v1"
+        return root_url(self.host, self.port) + "/v1"
 
     @property
     def health_url(self) -> str:
-        return self.root + "/health"  # open even when an API key guards /v1 (vLLM, swift, fake)
+        # open even when an API key guards /v1 (vLLM, swift, fake)
+        return root_url(self.host, self.port) + "/health"
 
     def display(self) -> str:
         """The command line, with the API key hidden."""
