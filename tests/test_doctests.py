@@ -16,7 +16,6 @@ MODULES = [
     "satori_cli.pixels",
     "satori_cli.rewards",
     "satori_cli.rewards.reward_functions",
-    "satori_cli.rewards.table",
     "satori_cli.app",
     "satori_cli.evaluation.progress",
     "satori_cli.train.report",

@@ -16,8 +16,8 @@ from PIL import Image
 from satori_cli.errors import SatoriError
 from satori_cli.pixels import PAPER_MAX_PIXELS, PAPER_MIN_PIXELS, PixelBudget
 from satori_cli.process import Command, wait_until
-from satori_cli.serve.backends import ServerDied, ServerProcess, vllm_command
 from satori_cli.serve.client import BOX_COLORS
+from satori_cli.serve.server import ServerDied, ServerProcess, vllm_command
 from tests.conftest import REPO, satori_env
 from tests.serve_helpers import CASES, FakeServer, listening, red_box_image, serving
 

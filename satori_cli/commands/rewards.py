@@ -140,8 +140,7 @@ def score(
         file = newest_run("score", has="completions.jsonl")
         console().print(f"run: {file} (the newest)", markup=False, soft_wrap=True)
     chosen = model_grammar(grammar, file if file.is_dir() else None)
-    given = scoring_input(file, min_pixels, max_pixels)
-    file, budget, data_rows = given.file, given.budget, given.data_rows
+    file, budget, data_rows = scoring_input(file, min_pixels, max_pixels)
     if not file.is_file():
         raise SatoriError(f"no such file: {file}", hint="pass a JSONL file of completions")
     if out is not None:
@@ -172,7 +171,7 @@ def score(
     for col in ("mean", "=1", "=0", "rows scored"):
         table.add_column(col, justify="right")
     for name, s in report.rewards.items():
-        mean = f"{s.mean:.4f}" if s.scored else "-"
+        mean = f"{s.total / s.scored:.4f}" if s.scored else "-"
         table.add_row(name, BY_NAME[name].class_name, mean, str(s.full), str(s.zero), str(s.scored))
     console().print(table)
     for name, s in report.rewards.items():
@@ -185,8 +184,8 @@ def score(
         console().print(f"[yellow]{len(report.malformed)} rejected row(s)[/] (null scores):")
         for number, why in report.malformed[:show_malformed]:
             console().print(f"  line {number}: {escape(why)}")
-    if report.out_path is not None:
-        console().print(f"per-row scores: {escape(str(report.out_path))}")
+    if out is not None:
+        console().print(f"per-row scores: {escape(str(out))}")
 
 
 def register(app: typer.Typer) -> None:

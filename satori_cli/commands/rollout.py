@@ -72,8 +72,7 @@ def rollout(
     from satori_cli.errors import SatoriError, install_hint
     from satori_cli.gpus import detect_gpus
     from satori_cli.process import find_program
-    from satori_cli.serve.backends import root_url
-    from satori_cli.serve.server import ServerPlan, check_ports, hold_server
+    from satori_cli.serve.server import ServerPlan, check_ports, hold_server, root_url
     from satori_cli.train.devices import assumed_pool
     from satori_cli.train.preflight import check_budget, check_token_env
     from satori_cli.train.recipe import parse_passthrough, resolve_recipe

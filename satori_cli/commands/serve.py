@@ -81,13 +81,13 @@ def serve(
     --port 0 / --ui-port 0 pick free ports (printed). Ctrl-C, SIGTERM or a closed terminal stop
     the server and everything it started; so does satori dying any other way.
     """
-    from satori_cli.serve import plan
+    from satori_cli.serve import server
 
     check_number(startup_timeout, "--startup-timeout", positive=True)
     if max_model_len is not None:
         check_number(max_model_len, "--max-model-len", positive=True)
-    plan.serve(
-        plan.ServeOptions(
+    server.serve(
+        server.ServeOptions(
             model=model,
             host=host,
             port=port,

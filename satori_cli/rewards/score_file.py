@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from satori_cli import outputs
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import Grammar
 from satori_cli.pixels import PixelBudget, env_bounds, given_budget
-from satori_cli.rewards.table import BY_NAME, REWARDS, rewards_for
+from satori_cli.rewards import BY_NAME, REWARDS, rewards_for
 
 DATA_COLUMNS = sorted({c for r in REWARDS for c in r.columns})
 COMPLETION_KEYS = ("completion", "response")
@@ -47,7 +46,6 @@ MAX_LINE_CHARS = 64 * 2**20
 
 @dataclass
 class RewardSummary:
-    name: str
     scored: int = 0
     total: float = 0.0
     full: int = 0  # rows scoring 1.0
@@ -55,28 +53,19 @@ class RewardSummary:
     lacking: int = 0  # well-formed rows without this reward's columns
     missing_columns: set[str] = field(default_factory=set)
 
-    @property
-    def mean(self) -> float:
-        return self.total / self.scored if self.scored else math.nan
-
 
 @dataclass
 class ScoreReport:
     rows: int
-    out_path: Path | None
     rewards: dict[str, RewardSummary]
     malformed: list[tuple[int, str]]  # (1-based line number, why)
 
 
-@dataclass(frozen=True)
-class ScoringInput:
-    file: Path  # the JSONL of completions
-    budget: PixelBudget  # the pixels the completions' boxes are in
-    data_rows: dict[str, dict[str, Any]] | None  # a run's training rows by id (None: a plain file)
-
-
-def scoring_input(path: Path, min_pixels: int | None, max_pixels: int | None) -> ScoringInput:
-    """The completions at `path` (a file or a run folder) and the budget to score them in."""
+def scoring_input(
+    path: Path, min_pixels: int | None, max_pixels: int | None
+) -> tuple[Path, PixelBudget, dict[str, dict[str, Any]] | None]:
+    """The completions at `path` (a file or a run folder): the JSONL file, the budget its boxes
+    are in, and a run's training rows by id (None: a plain file)."""
     rows = None
     if path.is_dir():
         from satori_cli.models import run_budget, run_for
@@ -89,11 +78,11 @@ def scoring_input(path: Path, min_pixels: int | None, max_pixels: int | None) ->
             raise SatoriError(f"{path} has no completions.jsonl", hint="train with log_completions on")
         run, rows = run_for(path), dataset_rows(read_run_json(path), path)
         if run is not None:
-            return ScoringInput(logged[-1], run_budget(run, str(path), min_pixels, max_pixels, _GIVEN), rows)
+            return logged[-1], run_budget(run, str(path), min_pixels, max_pixels, _GIVEN), rows
         path = logged[-1]  # logged completions without run.json: scored like a plain file, with its rows
     low, high = env_bounds()  # a bad MIN_PIXELS/MAX_PIXELS is one line
     budget = given_budget(min_pixels or low, max_pixels or high, f"{_GIVEN} and MIN_PIXELS/MAX_PIXELS")
-    return ScoringInput(path, budget, rows)
+    return path, budget, rows
 
 
 def check_out_path(out_path: Path, input_path: Path, overwrite: bool) -> None:
@@ -212,7 +201,7 @@ def score_jsonl(
     boxes are, "resized" (the model's input, mapped with `budget`) or "original" (no mapping).
     """
     names = [*rewards_for(grammar), *(["external_vqa_norm_acc"] if normalized_vqa else [])]
-    summaries = {name: RewardSummary(name) for name in names}
+    summaries = {name: RewardSummary() for name in names}
     malformed: list[tuple[int, str]] = []
     rows = 0
     items = _read_rows(path)
@@ -231,7 +220,7 @@ def score_jsonl(
     except OSError as exc:
         where = f" or write {out_path}" if out_path else ""
         raise SatoriError(f"cannot read {path}{where}: {exc.strerror or exc}") from exc
-    return ScoreReport(rows=rows, out_path=out_path, rewards=summaries, malformed=malformed)
+    return ScoreReport(rows=rows, rewards=summaries, malformed=malformed)
 
 
 def _with_data_columns(row: dict, data_rows: Mapping[str, dict]) -> dict:

@@ -1,6 +1,6 @@
 """ms-swift reward plugin for SATORI: `swift rlhf --external_plugins <this file>`.
 
-Registers one ORM class per entry of `satori_cli.rewards.table.REWARDS`, under the
+Registers one ORM class per entry of `satori_cli.rewards.REWARDS`, under the
 original SATORI names (so the original command line keeps working) and, for the other output
 grammars, `external_format_v2`, `external_format_r1`, `external_format_nocap`; `satori rewards
 list` prints them. ms-swift logs each reward as `rewards/<ClassName>/mean` and as a
@@ -29,8 +29,7 @@ except ImportError:  # ms-swift 3.x
     from swift.plugin import ORM, orms
 
 from satori_cli.errors import install_hint
-from satori_cli.rewards.reward_functions import missing_libraries
-from satori_cli.rewards.table import REWARDS
+from satori_cli.rewards import REWARDS, missing_libraries
 
 if missing_libraries():
     raise ImportError(f"the SATORI rewards need {', '.join(missing_libraries())}: {install_hint('rewards')}")

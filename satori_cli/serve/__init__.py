@@ -2,10 +2,9 @@
 that keeps box coordinates honest, and a Gradio demo that draws the boxes where they belong.
 
 Module map:
-- `backends`: build the server's command line (vLLM, `swift deploy`, the fake) and supervise its
-  child process.
-- `plan`: `satori serve`'s options checked, planned, then printed (dry run) or run.
-- `server`: check addresses, plan the server, run it (and the demo) until stopped.
+- `server`: `satori serve`'s options and addresses checked, the server planned (its command line:
+  vLLM, `swift deploy` or the fake), then printed (dry run) or run as a supervised child process
+  (and the demo) until stopped; `satori rollout` and `satori train` start theirs with it too.
 - `client`: pre-resize to the pixel budget, call the API (`satori_cli.http_client`), parse, map
   boxes back, draw.
 - `demo`: the Gradio demo on top of `client`.

@@ -21,12 +21,11 @@ from satori_cli.decoding import Decoding, PreparedImage, chat_request, prepare_i
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import Completion, Grammar, get_grammar, load_prompt, parse
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget, clamp_box
-from satori_cli.serve.backends import SERVED_MODEL_NAME
 
 if TYPE_CHECKING:
     from PIL import Image
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+SERVED_MODEL_NAME = "satori"  # the model name every backend serves SATORI under
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # larger files are refused before decoding
 MAX_IMAGE_PIXELS = 50_000_000  # decompression-bomb guard
 # `owned_by` of the fake backend's model in /v1/models: how a client tells canned answers.
@@ -183,7 +182,7 @@ class SatoriClient:
 
     def __init__(
         self,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str,
         api_key: str | None = None,
         budget: PixelBudget = PAPER_BUDGET,
         timeout: float = 120.0,

@@ -116,7 +116,7 @@ def server_status(client: SatoriClient) -> str:
     return text
 
 
-def make_handler(client: SatoriClient, budget: PixelBudget, save_image: Callable[[Any], str]):
+def make_handler(client: SatoriClient, save_image: Callable[[Any], str]):
     """The streaming `ask` handler: yields (annotated image, parsed panel, raw text).
 
     `save_image` writes the picture shown with the answer to a file of its own (ResultFiles).
@@ -128,7 +128,7 @@ def make_handler(client: SatoriClient, budget: PixelBudget, save_image: Callable
             return
         try:
             image = load_image(image_path)
-            prepared = prepare_image(image, budget)
+            prepared = prepare_image(image, client.budget)
         except SatoriError as exc:
             yield None, error_markdown(str(exc)), ""
             return
@@ -144,7 +144,7 @@ def make_handler(client: SatoriClient, budget: PixelBudget, save_image: Callable
         except SatoriError as exc:
             yield (picture, []), error_markdown(str(exc)), text
             return
-        prediction = interpret(text, prepared, budget, client.grammar)
+        prediction = interpret(text, prepared, client.budget, client.grammar)
         yield (picture, annotations(prediction)), parsed_markdown(prediction), text
 
     return ask
@@ -229,12 +229,11 @@ def build_demo(
     # Before gradio is imported: its analytics read the variable at import and at Blocks().
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     gr = require("gradio", "serve", "The demo")
-    analytics = os.environ["GRADIO_ANALYTICS_ENABLED"] == "True"
 
     client = SatoriClient(base_url, api_key=api_key, budget=budget, timeout=timeout, grammar=grammar)
     colors = {f"box {i + 1}": BOX_COLORS[i % len(BOX_COLORS)] for i in range(50)}
     # Result files older than an hour are deleted every hour: a long-running demo stays bounded.
-    with gr.Blocks(title="SATORI", analytics_enabled=analytics, delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title="SATORI", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(intro(client.grammar))
         if canned:
             gr.Markdown(canned_markdown(), elem_id="canned")
@@ -260,7 +259,7 @@ def build_demo(
                 out = gr.AnnotatedImage(label="Regions", elem_id="out", format="png", color_map=colors)
                 files = ResultFiles(out, colors)
                 out.postprocess = files.postprocess  # on the instance: see _refuse_non_images
-                ask = make_handler(client, budget, files.save_image)
+                ask = make_handler(client, files.save_image)
                 parsed = gr.Markdown(elem_id="parsed")
                 raw = gr.Textbox(label="Raw output", elem_id="raw", lines=4, interactive=False)
         inputs = [image, question, temperature, max_tokens]
@@ -269,15 +268,6 @@ def build_demo(
         demo.load(lambda: server_status(client), None, status, api_visibility="private")
     demo.satori_api_key = api_key  # launch_demo puts the demo behind it
     return demo
-
-
-def key_check(api_key: str) -> Callable[[str, str], bool]:
-    """Gradio's login check for a demo behind an API key: any user name, the key as password."""
-
-    def check(username: str, password: str) -> bool:
-        return secrets.compare_digest(password.encode(), api_key.encode())
-
-    return check
 
 
 def launch_demo(demo: Any, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> Any:
@@ -298,7 +288,9 @@ def launch_demo(demo: Any, host: str = "127.0.0.1", port: int = 7860, block: boo
             css=CSS,
             max_file_size=MAX_UPLOAD_BYTES,
             prevent_thread_lock=not block,
-            auth=key_check(api_key) if api_key else None,
+            auth=(lambda _user, password: secrets.compare_digest(password.encode(), api_key.encode()))
+            if api_key
+            else None,
             auth_message="This demo uses the server's API key: log in with any user name and the key "
             "as password."
             if api_key

@@ -32,8 +32,7 @@ from satori_cli.decoding import prepare_image
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import GRAMMARS, Grammar, format_completion, get_grammar
 from satori_cli.pixels import PixelBudget
-from satori_cli.serve.backends import SERVED_MODEL_NAME
-from satori_cli.serve.client import CANNED_OWNER, MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES
+from satori_cli.serve.client import CANNED_OWNER, MAX_IMAGE_PIXELS, MAX_UPLOAD_BYTES, SERVED_MODEL_NAME
 
 MAX_REQUEST_BYTES = 2 * MAX_UPLOAD_BYTES  # one base64 image (4/3 of its bytes) and the text
 MAX_TOKENS_LIMIT = 32768
@@ -218,13 +217,11 @@ def make_app(model: CannedModel | None = None, api_key: str | None = None):
         except BadRequest as exc:
             return error(400, str(exc))
         text = text[: max(1, 8 * (parsed.max_tokens or 512))]
-        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": SERVED_MODEL_NAME}
         if not parsed.stream:
             return {
-                "id": rid,
+                **head,
                 "object": "chat.completion",
-                "created": created,
-                "model": SERVED_MODEL_NAME,
                 "choices": [
                     {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
                 ],
@@ -232,14 +229,8 @@ def make_app(model: CannedModel | None = None, api_key: str | None = None):
             }
 
         def chunk(delta: dict[str, str], finish: str | None = None) -> str:
-            event = {
-                "id": rid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": SERVED_MODEL_NAME,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-            return f"data: {json.dumps(event)}\n\n"
+            choices = [{"index": 0, "delta": delta, "finish_reason": finish}]
+            return f"data: {json.dumps({**head, 'object': 'chat.completion.chunk', 'choices': choices})}\n\n"
 
         async def events():
             for i in range(0, len(text), 8):  # a few characters at a time, like tokens

@@ -401,8 +401,7 @@ def start_rollout(plan: TrainPlan, split: DeviceSplit, swift_bin: str, timeout: 
     The same managed child as `satori serve`'s server (its own process group, told to stop when
     satori dies, log in the run folder as `rollout.log`); the caller stops it after training.
     """
-    from satori_cli.serve.backends import ServerDied
-    from satori_cli.serve.server import ServerPlan, check_ports, print_tail, start_server
+    from satori_cli.serve.server import ServerDied, ServerPlan, check_ports, print_tail, start_server
     from satori_cli.train.rollout import rollout_args, rollout_command
 
     spec = plan.managed_rollout
