@@ -377,7 +377,7 @@ def test_fingerprint_reads_in_chunks_and_counts_like_lines(tmp_path, chunk):
     hundreds of megabytes) and still counts the non-blank lines a line-by-line read counts."""
     import random
 
-    from satori_cli.train.runinfo import fingerprint
+    from satori_cli.train.runfolder import fingerprint
 
     rng = random.Random(chunk)
     for case in range(40):

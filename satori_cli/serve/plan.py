@@ -25,7 +25,7 @@ from satori_cli.serve.server import (
     run_demo,
     run_server,
 )
-from satori_cli.train.runinfo import model_grammar
+from satori_cli.train.runfolder import model_grammar
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from satori_cli import outputs
 from satori_cli.errors import SatoriError
-from satori_cli.train.runinfo import fingerprint
+from satori_cli.train.runfolder import fingerprint
 
 READY = "ready.json"
 DEFAULT_TIMEOUT = 3600.0  # preparing a raw data set (images and all) on node 0 can take a while

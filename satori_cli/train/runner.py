@@ -25,7 +25,7 @@ from satori_cli.errors import Interrupted, SatoriError, install_hint, one_line
 from satori_cli.grammar import get_grammar
 from satori_cli.pixels import PixelBudget
 from satori_cli.process import Command, find_program, run
-from satori_cli.train import datasync, runfolder, runinfo, runlogs
+from satori_cli.train import datasync, runfolder, runlogs
 from satori_cli.train.datasync import DEFAULT_TIMEOUT as DEFAULT_DATA_TIMEOUT
 from satori_cli.train.devices import DeviceSplit
 from satori_cli.train.plan import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
@@ -453,7 +453,7 @@ def inherit_run(
 
 def resumed_grammar(run_dir: Path, chosen: str | None, resolved: str) -> str:
     """A resumed run keeps the grammar it started with: its prompt and rewards cannot change mid-run."""
-    recorded = runinfo.recorded_grammar(run_dir)
+    recorded = runfolder.recorded_grammar(run_dir)
     if recorded is None:
         return resolved
     if chosen is not None and get_grammar(chosen).name != recorded:
@@ -497,7 +497,6 @@ def run_plan(
     command of a server satori started for this run (recorded with the rest).
     """
     from satori_cli.console import console
-    from satori_cli.train.progress import ProgressFeed, progress_display
 
     run_dir = plan.output_dir
     rank = plan.launch.node_rank or 0
@@ -505,14 +504,14 @@ def run_plan(
     swift_args = plan.swift_args()
     train_src, val_src = plan.data_sources
     info: dict[str, Any] = {
-        "started": runinfo.now(),
+        "started": runfolder.now(),
         "status": "running",
         "stage": plan.stage,
         "recipe": asdict(plan.recipe),
         "grammar": plan.recipe.grammar,  # what `satori eval/serve/rewards score` follow for this run
         "model": plan.model,
         "resume_from": str(plan.resume) if plan.resume else None,
-        "command": runinfo.command_record([(rank, command)]),
+        "command": runfolder.command_record([(rank, command)]),
         "swift_args": swift_args,
         "launch": {
             "gpus": plan.launch.gpus,
@@ -524,7 +523,7 @@ def run_plan(
         },
         "rollout": {
             "urls": list(plan.rollout_urls),
-            "started_by_satori": runinfo.command_record([(rank, rollout)])[0] if rollout else None,
+            "started_by_satori": runfolder.command_record([(rank, rollout)])[0] if rollout else None,
         }
         if plan.rollout_urls
         else None,
@@ -533,17 +532,17 @@ def run_plan(
             "run_name": swift_args.get("run_name"),
             "tensorboard_dir": str(run_dir / "runs") if "tensorboard" in plan.report_to else None,
         },
-        "versions": runinfo.versions(),
-        "git_commit": runinfo.git_commit(),
-        "data": {"train": runinfo.fingerprint(train_src), "val": runinfo.fingerprint(val_src)},
+        "versions": runfolder.versions(),
+        "git_commit": runfolder.git_commit(),
+        "data": {"train": runfolder.fingerprint(train_src), "val": runfolder.fingerprint(val_src)},
         "log": str(log_path),
     }
     record = rank == 0
     if record:
-        runinfo.write_run_json(run_dir, info)
+        runfolder.write_run_json(run_dir, info)
     start = time.monotonic()
-    with progress_display(console()) as display:
-        feed = ProgressFeed(display)
+    with runlogs.progress_display(console()) as display:
+        feed = runlogs.ProgressFeed(display)
 
         def on_line(line: str) -> None:
             feed(line)
@@ -554,7 +553,7 @@ def run_plan(
     latest = runlogs.latest_checkpoint(run_dir)
     info.update(
         {
-            "finished": runinfo.now(),
+            "finished": runfolder.now(),
             "status": "ok" if code == 0 else ("interrupted" if code == 130 else "failed"),
             "exit_code": code,
             "wall_s": round(time.monotonic() - start, 2),
@@ -563,7 +562,7 @@ def run_plan(
         }
     )
     if record:
-        runinfo.write_run_json(run_dir, info)
+        runfolder.write_run_json(run_dir, info)
     if code != 0:
         refused = parser_error(feed.tail) if code == 2 else None
         if refused:  # swift's argument parser: its one line says it all (the usage runs to pages)
