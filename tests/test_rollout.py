@@ -440,7 +440,7 @@ def test_train_starts_its_own_rollout_server_on_the_first_gpus_and_stops_it(
     import socket
 
     from satori_cli.errors import SatoriError
-    from satori_cli.train.devices import split_devices
+    from satori_cli.train.preflight import split_devices
     from satori_cli.train.rollout import probe_rollout
     from satori_cli.train.runner import TrainOptions, build_plan, start_rollout
 

@@ -12,8 +12,8 @@ from satori_cli.errors import SatoriError
 from satori_cli.gpus import Gpu
 from satori_cli.pixels import PixelBudget
 from satori_cli.train import preflight as pf
-from satori_cli.train.devices import split_devices
 from satori_cli.train.plan import Launch, TrainPlan
+from satori_cli.train.preflight import split_devices
 from satori_cli.train.recipe import parse_passthrough, resolve_recipe
 from satori_cli.train.resources import (
     GIB,

@@ -17,7 +17,7 @@ import pytest
 from satori_cli.errors import SatoriError
 from satori_cli.gpus import Gpu, parse_nvidia_smi, visible_env
 from satori_cli.train import datasync
-from satori_cli.train.devices import DeviceSplit, is_this_machine, split_devices
+from satori_cli.train.preflight import DeviceSplit, is_this_machine, split_devices
 from tests.conftest import REPO, satori_env
 from tests.fake_rollout import FakeRollout, fake_nvidia_smi
 from tests.serve_helpers import free_port

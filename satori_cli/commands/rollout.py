@@ -74,8 +74,7 @@ def rollout(
     from satori_cli.process import find_program
     from satori_cli.serve.backends import root_url
     from satori_cli.serve.server import ServerPlan, check_ports, hold_server
-    from satori_cli.train.devices import assumed_pool
-    from satori_cli.train.preflight import check_budget, check_token_env
+    from satori_cli.train.preflight import assumed_pool, check_budget, check_token_env
     from satori_cli.train.recipe import parse_passthrough, resolve_recipe
     from satori_cli.train.rollout import RolloutSpec, rollout_args, rollout_command
     from satori_cli.train.runner import inherit_run

@@ -15,9 +15,16 @@ from urllib.parse import urlsplit
 from satori_cli.errors import SatoriError
 from satori_cli.gpus import detect_gpus
 from satori_cli.grammar import get_grammar
-from satori_cli.train.devices import DeviceSplit, assumed_pool, is_this_machine, url_host
 from satori_cli.train.plan import TrainPlan, build_commands
-from satori_cli.train.preflight import check_batch, check_budget, choose_devices
+from satori_cli.train.preflight import (
+    DeviceSplit,
+    assumed_pool,
+    check_batch,
+    check_budget,
+    choose_devices,
+    is_this_machine,
+    url_host,
+)
 from satori_cli.train.runner import TrainOptions, build_plan, swift_program
 
 

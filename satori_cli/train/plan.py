@@ -6,7 +6,7 @@ One builder, pure (no imports of swift, no file access beyond what the caller re
 multi-node use ms-swift's own launcher: with `NPROC_PER_NODE`/`NNODES` set, `swift rlhf` (and
 `swift sft`) re-executes itself under `torch.distributed.run`, so every node runs the same argv and
 only `NODE_RANK` differs. The training processes see exactly their own GPUs (`devices`, chosen by
-`satori_cli.train.devices`); in server mode the rollouts come from `swift rollout` servers
+`satori_cli.train.preflight`); in server mode the rollouts come from `swift rollout` servers
 (`rollout_urls`) on other GPUs or machines.
 """
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from satori_cli import models, outputs
 from satori_cli.config import paths
@@ -27,9 +27,11 @@ from satori_cli.pixels import PixelBudget
 from satori_cli.process import Command, find_program, run
 from satori_cli.train import datasync, runfolder, runlogs
 from satori_cli.train.datasync import DEFAULT_TIMEOUT as DEFAULT_DATA_TIMEOUT
-from satori_cli.train.devices import DeviceSplit
 from satori_cli.train.plan import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
 from satori_cli.train.recipe import STAGE_KEYS, Recipe, parse_passthrough, read_recipe_file, resolve_recipe
+
+if TYPE_CHECKING:
+    from satori_cli.train.preflight import DeviceSplit
 
 SAMPLE_ROWS = 8
 SWIFT_HINT = f"install the training extra: {install_hint('train')}"
