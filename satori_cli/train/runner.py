@@ -9,31 +9,26 @@ self-contained.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from satori_cli import models, outputs
 from satori_cli.config import paths
-from satori_cli.errors import Interrupted, SatoriError, install_hint, one_line
+from satori_cli.errors import Interrupted, SatoriError, install_hint
 from satori_cli.grammar import get_grammar
-from satori_cli.pixels import PixelBudget
 from satori_cli.process import Command, find_program, run
-from satori_cli.train import datasync, runfolder, runlogs
-from satori_cli.train.datasync import DEFAULT_TIMEOUT as DEFAULT_DATA_TIMEOUT
+from satori_cli.train import rundata, runfolder, runlogs
 from satori_cli.train.plan import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
 from satori_cli.train.recipe import STAGE_KEYS, Recipe, parse_passthrough, read_recipe_file, resolve_recipe
 
 if TYPE_CHECKING:
     from satori_cli.train.preflight import DeviceSplit
 
-SAMPLE_ROWS = 8
 SWIFT_HINT = f"install the training extra: {install_hint('train')}"
 
 
@@ -59,27 +54,8 @@ class TrainOptions:
     rollout_urls: list[str] = field(default_factory=list)  # server mode: running `swift rollout`s
     rollout_gpus: int | None = None  # GPUs of the rollout server satori starts (one node)
     report_to: str | None = None  # tensorboard, wandb, swanlab or none
-    data_timeout: float = DEFAULT_DATA_TIMEOUT  # nodes 1..N-1 wait this long for node 0's data
+    data_timeout: float = rundata.DEFAULT_TIMEOUT  # nodes 1..N-1 wait this long for node 0's data
     stage: str = "grpo"  # grpo (swift rlhf) or sft (swift sft on gold completions)
-
-
-GRPO_KEYS = frozenset({"messages", "images", "bboxs"})
-
-
-def is_prepared_jsonl(path: Path) -> bool:
-    """A JSONL in the GRPO shape satori trains on (first row has messages, images and bboxs;
-    `tag_rows` checks every other row)."""
-    if path.suffix != ".jsonl" or not path.is_file():
-        return False
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    return False
-                return isinstance(row, dict) and set(row) >= GRPO_KEYS
-    return False
 
 
 def default_output(preset: str) -> Path:
@@ -128,106 +104,6 @@ def resolve_output_and_resume(
             )
     runfolder.check_resumable(checkpoint, recipe.swift)
     return run_dir, checkpoint, None
-
-
-def _prepare(src: Path, out_dir: Path) -> Path:
-    """A raw source prepared into `out_dir` (no val split): its training JSONL."""
-    from satori_cli.data.prepare import prepare_dataset
-
-    return prepare_dataset(src, out_dir).train_path
-
-
-def resolve_data(recipe: Recipe, run_dir: Path) -> tuple[Path, Path | None]:
-    """The prepared training JSONL (preparing a raw source, or the sample set, into the run folder)."""
-    if recipe.data is None:
-        if recipe.preset != "smoke":
-            raise SatoriError(
-                "--data is required for this preset",
-                hint="e.g. satori data prepare SRC --out data/vqa, then --data data/vqa/train.jsonl",
-            )
-        from satori_cli.data.sample import write_sample
-
-        raw = write_sample(run_dir / "data" / "sample", SAMPLE_ROWS, 0)
-        train = _prepare(Path(raw), run_dir / "data" / "prepared")
-    else:
-        source = Path(recipe.data).expanduser().resolve()
-        if not source.exists():
-            raise SatoriError(f"training data {recipe.data} not found")
-        train = source if is_prepared_jsonl(source) else _prepare(source, run_dir / "data" / "prepared")
-    val = None
-    if recipe.val_data:
-        val = Path(recipe.val_data).expanduser().resolve()
-        if not val.is_file():
-            raise SatoriError(f"validation data {recipe.val_data} not found")
-    return train, val
-
-
-def tag_rows(src: Path, dest: Path) -> Path:
-    """Copy a prepared JSONL adding `solution` = the row id where absent.
-
-    ms-swift logs a `solution` column next to each completion (and no other column), so this
-    is what lets `satori report` find a completion's image and ground-truth boxes. The
-    prompt the model sees is unchanged; the rewards ignore the column. Every row must be a
-    prepared row: a broken line is refused here, with its number, not minutes later in swift.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside and renamed over: a reader (another node, a resumed run) never sees half a file.
-    with open(src, "rb") as fin, outputs.atomic_file(dest, remember=False) as fout:
-        for n, line in enumerate(fin):
-            if not line.strip():
-                continue
-            row = _prepared_row(line, src, n + 1)
-            row.setdefault("solution", str(row.get("id", n)))
-            fout.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return dest
-
-
-PREPARE_HINT = "make it with `satori data prepare SRC --out DIR`, or pass the raw source as --data"
-
-
-def _prepared_row(line: bytes, src: Path, number: int) -> dict[str, Any]:
-    """One line of a prepared JSONL as a row, or a one-line error naming the line."""
-    try:
-        row = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SatoriError(
-            f"{src} line {number} is not UTF-8 text (byte {exc.start + 1})", hint=PREPARE_HINT
-        ) from None
-    except json.JSONDecodeError as exc:
-        why = f"{exc.msg} at character {exc.pos + 1}"
-        raise SatoriError(f"{src} line {number} is not valid JSON: {why}", hint=PREPARE_HINT) from None
-    except (ValueError, RecursionError) as exc:
-        raise SatoriError(
-            f"{src} line {number} is not valid JSON: {one_line(exc, 120)}", hint=PREPARE_HINT
-        ) from None
-    if not isinstance(row, dict):
-        raise SatoriError(f"{src} line {number} is not a JSON object", hint=PREPARE_HINT)
-    missing = sorted(GRPO_KEYS - set(row))
-    if missing:
-        raise SatoriError(
-            f"{src} line {number} has no {', '.join(missing)}: not a prepared row", hint=PREPARE_HINT
-        )
-    return row
-
-
-def stage_data(
-    stage: str, train: Path, val: Path | None, run_dir: Path, budget: PixelBudget, grammar: str
-) -> tuple[Path, Path | None]:
-    """The files swift reads, in the run folder: GRPO rows tagged with their id (`tag_rows`), or,
-    for SFT, the same rows with their gold completion as the assistant turn (`targets`)."""
-    write = tag_rows
-    if stage == "sft":
-        from satori_cli.train.targets import write_sft_jsonl
-
-        write = partial(write_sft_jsonl, budget=budget, grammar=grammar)
-    dest, val_dest = stage_files(stage, run_dir)
-    return write(train, dest), write(val, val_dest) if val else None
-
-
-def stage_files(stage: str, run_dir: Path) -> tuple[Path, Path]:
-    """Where a stage's training and validation files go in the run folder."""
-    prefix = "sft_" if stage == "sft" else ""
-    return run_dir / "data" / f"{prefix}train.jsonl", run_dir / "data" / f"{prefix}val.jsonl"
 
 
 def check_stage(recipe: Recipe, opts: TrainOptions) -> None:
@@ -282,7 +158,7 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     """Resolve recipe, model, data, output and resume into a plan (prepares data if needed).
 
     On a multi-node run only node 0 prepares and tags the data; the others wait for it
-    (`satori_cli.train.datasync`). GPUs are chosen by the preflight, on the node that runs.
+    (`satori_cli.train.rundata`). GPUs are chosen by the preflight, on the node that runs.
     """
     from satori_cli.prompts import prompt_path
     from satori_cli.rewards import plugin_path
@@ -317,31 +193,23 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         recipe.grammar = resumed_grammar(run_dir, opts.grammar, recipe.grammar)
     grammar = get_grammar(recipe.grammar)
     check_stage(recipe, opts)
-    made = None
+    made, data_sources = None, (None, None)
     if prepare_data:
         if claim is not None:
             runfolder.clear_data(claim)
         made = outputs.missing_root(run_dir)
         outputs.ensure_dir(run_dir, "--out")
         try:
-            source = datasync.source_of(recipe.data, recipe.val_data) if launch.nodes > 1 else {}
-            if launch.nodes > 1 and (launch.node_rank or 0) > 0:
-                train, val = tagged, tagged_val = datasync.wait_for_data(run_dir, source, opts.data_timeout)
-            else:
-                train, val = resolve_data(recipe, run_dir)
-                tagged, tagged_val = stage_data(opts.stage, train, val, run_dir, recipe.budget, grammar.name)
-                if launch.nodes > 1:
-                    datasync.publish(run_dir, source, tagged, tagged_val)
+            data = rundata.make_data(recipe, run_dir, launch, opts.stage, grammar.name, opts.data_timeout)
+            data_sources, (tagged, tagged_val) = data[:2], data[2:]
             if model.kind == "tiny":  # built after the data: the cheap checks come first
                 model = models.resolve(recipe.model, build=True)
         except BaseException:
             runfolder.abandon(made, claim)  # a failure before training leaves no run folder behind
             raise
     else:
-        tagged, tagged_val = stage_files(opts.stage, run_dir)
-        train = Path(recipe.data or tagged).expanduser().resolve()
-        val = Path(recipe.val_data).expanduser().resolve() if recipe.val_data else None
-        tagged_val = tagged_val if val else None
+        tagged, tagged_val = rundata.stage_files(opts.stage, run_dir)
+        tagged_val = tagged_val if recipe.val_data else None
     plan = TrainPlan(
         recipe=recipe,
         model=model.path,
@@ -358,7 +226,7 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         stage=opts.stage,
         made_dir=made,
         claim=claim,
-        data_sources=(train, val),
+        data_sources=data_sources,
     )
     if plan.server_mode and not rollout_urls:
         plan_managed_rollout(plan, dry_run=not prepare_data)
