@@ -197,7 +197,7 @@ def train(
     if not data_timeout > 0:
         raise SatoriError(f"--data-timeout must be a positive number of seconds, not {data_timeout}")
     if dry_run:
-        from satori_cli.train.dry_run import dry_run_text
+        from satori_cli.train.runner import dry_run_text
 
         try:
             typer.echo(dry_run_text(opts))

@@ -4,6 +4,13 @@ The order matters for the user: everything cheap (recipe, paths, preflight) happ
 the model loads, so a mistake costs a second, not minutes. Data preparation (raw source or
 the built-in sample for the smoke preset) happens in the run folder, so a run is
 self-contained.
+
+`--dry-run` (`dry_run_text`) prints the exact command and environment each node (and rollout
+server) would run, built by the same builder as a real run, so it can be pasted on each machine
+of a multi-node job. Nothing is prepared or started, and no server is asked anything. The GPUs
+shown are this machine's pool (its `CUDA_VISIBLE_DEVICES`, else what nvidia-smi lists, else
+GPUs 0..N-1), split as the real run splits it on every node: a rollout server on this machine
+first, training next.
 """
 
 from __future__ import annotations
@@ -11,23 +18,32 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shlex
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import urlsplit
 
 from satori_cli import models, outputs
 from satori_cli.config import paths
 from satori_cli.errors import Interrupted, SatoriError, install_hint
+from satori_cli.gpus import detect_gpus
 from satori_cli.grammar import get_grammar
 from satori_cli.process import Command, find_program, run
 from satori_cli.train import rundata, runfolder, runlogs
-from satori_cli.train.plan import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
+from satori_cli.train.plan import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan, build_commands
+from satori_cli.train.preflight import (
+    DeviceSplit,
+    assumed_pool,
+    check_batch,
+    check_budget,
+    choose_devices,
+    is_this_machine,
+    url_host,
+)
 from satori_cli.train.recipe import STAGE_KEYS, Recipe, parse_passthrough, read_recipe_file, resolve_recipe
-
-if TYPE_CHECKING:
-    from satori_cli.train.preflight import DeviceSplit
 
 SWIFT_HINT = f"install the training extra: {install_hint('train')}"
 
@@ -58,10 +74,6 @@ class TrainOptions:
     stage: str = "grpo"  # grpo (swift rlhf) or sft (swift sft on gold completions)
 
 
-def default_output(preset: str) -> Path:
-    return paths().runs / f"{preset}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
 def _latest_run_with_checkpoint() -> Path | None:
     runs = paths().runs
     if not runs.is_dir():
@@ -81,13 +93,13 @@ def resolve_output_and_resume(
     """
     output = Path(opts.output).expanduser().resolve() if opts.output else None
     if opts.resume is None:
-        run_dir = output or default_output(recipe.preset)
-        joining = opts.nodes > 1 and (opts.node_rank or 0) > 0
+        run_dir = output or paths().runs / f"{recipe.preset}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        joining = (opts.node_rank or 0) > 0  # the Launch checked it is below --nodes
         return run_dir, None, None if joining else runfolder.claim_new(run_dir, opts.overwrite)
     if opts.resume != "latest":
         checkpoint = Path(opts.resume).expanduser().resolve()
         if not (checkpoint / "trainer_state.json").is_file():
-            latest = runlogs.latest_checkpoint(checkpoint) if checkpoint.is_dir() else None
+            latest = runlogs.latest_checkpoint(checkpoint)
             if latest is None:
                 raise SatoriError(f"--resume {opts.resume}: no checkpoint there (no trainer_state.json)")
             checkpoint = latest
@@ -447,3 +459,98 @@ def run_plan(
             f"swift {command.argv[1]} failed with exit code {code}", exit_code=1, hint=f"full log: {log_path}"
         )
     return info
+
+
+# -- the dry run -----------------------------------------------------------------------------------
+def rollout_lines(plan: TrainPlan, opts: TrainOptions, program: str, split: DeviceSplit) -> list[str]:
+    """What runs the rollouts: the server satori starts here, or the command for each rollout machine."""
+    from satori_cli.train.rollout import (
+        PLACEHOLDER_URL,
+        ROLLOUT_PORT,
+        RolloutSpec,
+        rollout_args,
+        rollout_command,
+    )
+
+    def command(spec: RolloutSpec, split: DeviceSplit) -> str:
+        args = rollout_args(plan.model, plan.recipe, spec, local_qwen2_5_vl=plan.local_qwen2_5_vl)
+        return rollout_command(args, plan.recipe.budget, split.rollout, program).display()
+
+    if plan.managed_rollout is not None:
+        spec = plan.managed_rollout
+        gpus = ",".join(g.device_id for g in split.rollout)
+        return [
+            f"# rollout server (swift rollout, vLLM {spec.data_parallel} x data parallel) on GPU(s) {gpus} "
+            "of this machine, started and stopped by satori train:",
+            command(spec, split),
+        ]
+    lines = []
+    gpus = plan.recipe.rollout_gpus
+    for url in plan.rollout_urls:
+        host, port = url_host(url), urlsplit(url).port or ROLLOUT_PORT
+        local = is_this_machine(host)
+        listen = host if local else "0.0.0.0"
+        here = "this machine" if local else f"machine {host}"
+        if url == PLACEHOLDER_URL:
+            here = "a machine of its own"
+        satori = ["satori", "rollout", "--preset", plan.recipe.preset]
+        if opts.config is not None:
+            satori += ["--config", str(opts.config)]
+        satori += ["--model", opts.model or plan.recipe.model, "--gpus", str(gpus or "N")]
+        satori += ["--host", listen, "--port", str(port)]
+        lines.append(f"# rollouts from {url}: start them first on {here} with `{shlex.join(satori)}`")
+        if url == PLACEHOLDER_URL:
+            lines.append("# (ROLLOUT_HOST: that machine's address; pass it to every node as --rollout-url)")
+        if gpus:
+            spec = RolloutSpec(gpus=gpus, host=listen, port=port)
+            lines.append("# which runs:")
+            devices = split if local and split.rollout else DeviceSplit(rollout=tuple(assumed_pool(gpus)))
+            lines.append(command(spec, devices))
+    return lines
+
+
+def dry_run_text(opts: TrainOptions) -> str:
+    plan = build_plan(opts, prepare_data=False)
+    check_batch(plan)
+    check_budget(plan.recipe.budget)
+    try:
+        program = swift_program()
+    except SatoriError:
+        program = "swift"
+    launch = plan.launch
+    local_rollout = plan.managed_rollout.gpus if plan.managed_rollout else 0
+    if launch.nodes == 1 and any(is_this_machine(url_host(u)) for u in plan.rollout_urls):
+        local_rollout = plan.recipe.rollout_gpus
+    pool = (detect_gpus() or assumed_pool(launch.gpus + local_rollout)) if launch.gpus else []
+    split = choose_devices(plan, pool, local_rollout)
+    shape = (
+        "1 CPU process"
+        if launch.gpus == 0
+        else f"{launch.nodes} node(s) x {launch.gpus} GPU(s) = {launch.world_size} training process(es)"
+    )
+    lines = [
+        f"# satori train --preset {plan.recipe.preset} --stage {plan.stage}: {plan.recipe.description}",
+        f"# {shape}; run folder {plan.output_dir}",
+    ]
+    if plan.resume is not None:
+        lines.append(f"# resuming from {plan.resume}")
+    grammar = get_grammar(plan.recipe.grammar)
+    lines.append(
+        f"# grammar {grammar.name}: {grammar.shape()}; rewards {' '.join(plan.reward_funcs)}; "
+        f"system prompt {plan.system_prompt} ({grammar.prompt_source})"
+    )
+    source = plan.recipe.data or "the generated sample set"
+    what = (
+        "rows get their gold completion as the assistant turn"
+        if plan.stage == "sft"
+        else "rows get solution=<id> for the report"
+    )
+    prepared = "node 0 prepares it once, the other nodes wait for it" if launch.nodes > 1 else ""
+    lines.append(f"# data: {source} -> {plan.train_path} ({what})" + (f"; {prepared}" if prepared else ""))
+    lines.append(f"# trackers: {', '.join(plan.report_to)} (run name {plan.swift_args().get('run_name')})")
+    lines.extend(rollout_lines(plan, opts, program, split))
+    for rank, command in build_commands(plan, program):
+        where = f"node {rank} of {launch.nodes}" if launch.nodes > 1 else "this machine"
+        lines.append(f"# {where}: {split.describe()}")
+        lines.append(command.display())
+    return "\n".join(lines)
