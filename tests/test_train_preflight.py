@@ -140,12 +140,15 @@ def test_data_missing_or_empty(tmp_path):
 
 
 def test_output_not_writable(tmp_path):
+    """Refused when the plan is built, before any data is prepared (the preflight need not ask again)."""
+    from satori_cli.train.runner import TrainOptions, build_plan
+
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(SatoriError) as exc:
-        pf.check_output(blocker / "run")
+        build_plan(TrainOptions(output=blocker / "run"))
     assert "a-file is a file" in one_line(exc)
-    pf.check_output(tmp_path / "ok" / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
 def test_resume_without_checkpoint(tmp_path, tiny_model):

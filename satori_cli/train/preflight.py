@@ -4,9 +4,9 @@ A GRPO run loads a multi-GB model and spends minutes before ms-swift validates i
 arguments; these checks catch the common mistakes (too few GPUs or a wrong rollout/training
 split, a rollout server that is down or serves another model, a batch that does not split
 into generation groups, a pixel budget swift would round differently from the reward, a
-missing DeepSpeed or vLLM, an unreachable hub model, missing data, an unwritable output folder, a
-resume without checkpoint, a model that will not fit) first. Local models and run folders are
-checked where they are resolved (`satori_cli.models`, when the plan is built).
+missing DeepSpeed or vLLM, an unreachable hub model, missing data, a resume without checkpoint, a
+model that will not fit) first. Local models, run folders and the output folder are checked where
+they are resolved (`satori_cli.models`, `satori_cli.train.runfolder`, when the plan is built).
 
 It also chooses which GPUs of this machine the rollout server and the training processes get.
 ms-swift puts its processes on every GPU it can see: with more GPUs visible than processes it
@@ -151,12 +151,6 @@ def check_data(train: Path, val: Path | None) -> None:
             raise SatoriError(f"training data {path} is empty")
 
 
-def check_output(output: Path) -> None:
-    from satori_cli.outputs import ensure_dir
-
-    ensure_dir(output, "--out")
-
-
 def check_memory(plan: TrainPlan, found: list[Gpu]) -> None:
     if plan.launch.gpus == 0:
         return
@@ -281,7 +275,6 @@ def preflight(
     check_needs(plan)
     check_model(plan.model)
     check_data(plan.train_path, plan.val_path)
-    check_output(plan.output_dir)
     if plan.resume is not None:
         check_resume(plan.resume)
     if memory:

@@ -271,11 +271,8 @@ def write_run_json(run_dir: Path, info: dict[str, Any]) -> Path:
     return path
 
 
-def command_record(commands: list[tuple[int, Command]]) -> list[dict[str, Any]]:
-    return [
-        {"node_rank": rank, "argv": cmd.argv, "env": cmd.env, "display": cmd.display()}
-        for rank, cmd in commands
-    ]
+def command_record(rank: int, cmd: Command) -> dict[str, Any]:
+    return {"node_rank": rank, "argv": cmd.argv, "env": cmd.env, "display": cmd.display()}
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:

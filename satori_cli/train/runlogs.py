@@ -190,7 +190,6 @@ class PlainLines:
 
     def __init__(self, console: Any) -> None:
         self.console = console
-        self.eta = Eta()
 
     def start(self) -> None:
         self.console.print("loading model and data ...", markup=False, highlight=False)
@@ -198,8 +197,7 @@ class PlainLines:
     def stop(self) -> None:
         pass
 
-    def update(self, step: int, total: int, description: str) -> None:
-        left = eta_text(self.eta(step, total))
+    def update(self, step: int, total: int, description: str, left: str) -> None:
         self.console.print(
             f"step {step}/{total} ETA {left} {description}", markup=False, highlight=False, soft_wrap=True
         )
@@ -215,7 +213,6 @@ class LiveLine:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
         from rich.table import Column
 
-        self.eta = Eta()
         narrow = console.width < 100
         columns = [
             TextColumn("[bold]step", table_column=Column(no_wrap=True)),
@@ -234,8 +231,7 @@ class LiveLine:
     def stop(self) -> None:
         self.progress.stop()
 
-    def update(self, step: int, total: int, description: str) -> None:
-        left = eta_text(self.eta(step, total))
+    def update(self, step: int, total: int, description: str, left: str) -> None:
         self.progress.update(self.task, completed=step, total=total, description=description, eta=left)
 
     def line(self, text: str) -> None:
@@ -260,6 +256,7 @@ class ProgressFeed:
         self.display = display
         self.tail: deque[str] = deque(maxlen=40)
         self.last: dict[str, Any] | None = None
+        self.eta = Eta()
 
     def __call__(self, line: str) -> None:
         self.tail.append(line)
@@ -268,7 +265,7 @@ class ProgressFeed:
         if step is None:
             return
         self.last = metrics
-        self.display.update(step[0], step[1], describe(metrics))
+        self.display.update(*step, describe(metrics), eta_text(self.eta(*step)))
 
 
 def describe(metrics: dict[str, Any]) -> str:

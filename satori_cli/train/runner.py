@@ -393,7 +393,7 @@ def run_plan(
         "grammar": plan.recipe.grammar,  # what `satori eval/serve/rewards score` follow for this run
         "model": plan.model,
         "resume_from": str(plan.resume) if plan.resume else None,
-        "command": runfolder.command_record([(rank, command)]),
+        "command": [runfolder.command_record(rank, command)],
         "swift_args": swift_args,
         "launch": {
             "gpus": plan.launch.gpus,
@@ -405,7 +405,7 @@ def run_plan(
         },
         "rollout": {
             "urls": list(plan.rollout_urls),
-            "started_by_satori": runfolder.command_record([(rank, rollout)])[0] if rollout else None,
+            "started_by_satori": runfolder.command_record(rank, rollout) if rollout else None,
         }
         if plan.rollout_urls
         else None,
