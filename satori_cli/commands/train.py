@@ -233,9 +233,9 @@ def train(
         console().print(split.describe())
     rollout = None
     if plan.managed_rollout is not None:
-        from satori_cli.train.runner import start_rollout
+        from satori_cli.train.rollout import start_rollout
 
-        rollout = start_rollout(plan, split, program)
+        rollout = start_rollout(plan, split.rollout, program)
     try:
         info = run_plan(plan, command, verbose=verbose, rollout=rollout.command if rollout else None)
     except ArgumentsRefused:

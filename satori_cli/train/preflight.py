@@ -99,7 +99,7 @@ def check_needs(plan: TrainPlan) -> None:
             )
 
 
-def check_rollout_servers(plan: TrainPlan, timeout: float = 10.0) -> int:
+def check_rollout_servers(plan: TrainPlan) -> int:
     """Every --rollout-url answers as a `swift rollout` serving the training model's architecture.
 
     Returns how many GPUs rollout servers on this machine use (their vLLM world size), which
@@ -111,7 +111,7 @@ def check_rollout_servers(plan: TrainPlan, timeout: float = 10.0) -> int:
     here = 0
     config = model_config(plan.model) if plan.rollout_urls else {}
     for url in plan.rollout_urls:
-        server = probe_rollout(url, timeout)
+        server = probe_rollout(url)
         matched = check_same_model(server, plan.model, config)
         local = is_this_machine(url_host(url))
         here += server.world_size if local else 0

@@ -174,7 +174,7 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     """
     from satori_cli.prompts import prompt_path
     from satori_cli.rewards import plugin_path
-    from satori_cli.train.rollout import base_url
+    from satori_cli.train.rollout import base_url, plan_managed_rollout
 
     swift_overrides = parse_passthrough(opts.extra)
     if opts.report_to is not None:
@@ -243,75 +243,6 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     if plan.server_mode and not rollout_urls:
         plan_managed_rollout(plan, dry_run=not prepare_data)
     return plan
-
-
-def plan_managed_rollout(plan: TrainPlan, dry_run: bool = False) -> None:
-    """Server mode without --rollout-url: on one node, satori starts `swift rollout` itself.
-
-    Across nodes the rollout server runs on a machine of its own, which only the user can name;
-    a dry run shows the commands with ROLLOUT_HOST in its place.
-    """
-    from satori_cli.train.rollout import PLACEHOLDER_URL, ROLLOUT_PORT, RolloutSpec
-
-    if plan.launch.nodes > 1 and dry_run:
-        plan.rollout_urls = (PLACEHOLDER_URL,)
-        return
-    if plan.launch.nodes > 1:
-        raise SatoriError(
-            "server mode across nodes needs --rollout-url http://ROLLOUT_HOST:PORT",
-            hint="start it on a machine of its own with `satori rollout --host 0.0.0.0`; --dry-run shows how",
-        )
-    if plan.recipe.rollout_gpus < 1:
-        raise SatoriError(
-            "server mode (vllm_mode server) needs a rollout server",
-            hint="pass --rollout-url http://HOST:PORT of a running `satori rollout`, or --rollout-gpus N to "
-            "start one on this machine",
-        )
-    if plan.launch.gpus < 1:
-        raise SatoriError("server mode trains on GPUs: --gpus 0 (CPU) cannot use a vLLM rollout server")
-    spec = RolloutSpec(gpus=plan.recipe.rollout_gpus, host="127.0.0.1", port=ROLLOUT_PORT)
-    plan.managed_rollout = spec
-    plan.rollout_urls = (f"http://{spec.host}:{spec.port}",)
-
-
-STARTUP_TIMEOUT = 1800.0  # vLLM loads the model, profiles memory and captures CUDA graphs first
-
-
-def start_rollout(plan: TrainPlan, split: DeviceSplit, swift_bin: str, timeout: float = STARTUP_TIMEOUT):
-    """Start the rollout server of a one-node server-mode run on its GPUs; return it once healthy.
-
-    The same managed child as `satori serve`'s server (its own process group, told to stop when
-    satori dies, log in the run folder as `rollout.log`); the caller stops it after training.
-    """
-    from satori_cli.serve.backends import ServerDied
-    from satori_cli.serve.server import ServerPlan, check_ports, print_tail, start_server
-    from satori_cli.train.rollout import rollout_args, rollout_command
-
-    spec = plan.managed_rollout
-    assert spec is not None
-    url = f"http://{spec.host}:{spec.port}"
-    try:
-        check_ports(spec.host, [(spec.port, "rollout port")])
-    except SatoriError as exc:
-        raise SatoriError(
-            exc.message,
-            hint=f"a rollout server already running there? train against it with --rollout-url {url}",
-        ) from None
-    args = rollout_args(plan.model, plan.recipe, spec, local_qwen2_5_vl=plan.local_qwen2_5_vl)
-    command = rollout_command(args, plan.recipe.budget, split.rollout, swift_bin)
-    server_plan = ServerPlan(
-        backend="rollout",
-        model=plan.model,
-        command=command,
-        host=spec.host,
-        port=spec.port,
-        log_file=plan.output_dir / "rollout.log",
-    )
-    try:
-        return start_server(server_plan, timeout)
-    except ServerDied as exc:
-        print_tail(exc)
-        raise
 
 
 def inherit_run(
