@@ -327,11 +327,8 @@ def run_plan(
         "command": [runfolder.command_record(rank, command)],
         "swift_args": swift_args,
         "launch": {
-            "gpus": plan.launch.gpus,
-            "nodes": plan.launch.nodes,
+            **asdict(plan.launch),
             "node_rank": rank,
-            "master_addr": plan.launch.master_addr,
-            "master_port": plan.launch.master_port,
             "devices": [g.device_id for g in plan.launch.devices],
         },
         "rollout": {
