@@ -33,7 +33,15 @@ from satori_cli.gpus import detect_gpus
 from satori_cli.grammar import get_grammar
 from satori_cli.process import Command, find_program, run
 from satori_cli.train import rundata, runfolder, runlogs
-from satori_cli.train.plan import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan, build_commands
+from satori_cli.train.plan import (
+    DEFAULT_MASTER_PORT,
+    ROLLOUT_PORT,
+    TRACKERS,
+    Launch,
+    RolloutSpec,
+    TrainPlan,
+    build_commands,
+)
 from satori_cli.train.preflight import (
     DeviceSplit,
     assumed_pool,
@@ -392,13 +400,7 @@ def run_plan(
 # -- the dry run -----------------------------------------------------------------------------------
 def rollout_lines(plan: TrainPlan, opts: TrainOptions, program: str, split: DeviceSplit) -> list[str]:
     """What runs the rollouts: the server satori starts here, or the command for each rollout machine."""
-    from satori_cli.train.rollout import (
-        PLACEHOLDER_URL,
-        ROLLOUT_PORT,
-        RolloutSpec,
-        rollout_args,
-        rollout_command,
-    )
+    from satori_cli.train.rollout import PLACEHOLDER_URL, rollout_args, rollout_command
 
     def command(spec: RolloutSpec, split: DeviceSplit) -> str:
         args = rollout_args(plan.model, plan.recipe, spec, local_qwen2_5_vl=plan.local_qwen2_5_vl)
