@@ -89,9 +89,7 @@ def rollout(
     spec = RolloutSpec(gpus=count, tensor_parallel=tensor_parallel, host=host, port=port)
     check_budget(recipe.budget)
     check_ports(host, [(port, "--port")], probe=False)
-    found = detect_gpus()
-    if dry_run:
-        found = found or assumed_pool(count)
+    found = detect_gpus() or (assumed_pool(count) if dry_run else [])
     if count > len(found):
         have = f"{len(found)} GPU(s) visible" if found else "no GPU visible"
         raise SatoriError(

@@ -213,7 +213,7 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         recipe.grammar = resumed_grammar(run_dir, opts.grammar, recipe.grammar)
     grammar = get_grammar(recipe.grammar)
     check_stage(recipe, opts)
-    made, data_sources = None, (None, None)
+    made = None
     if prepare_data:
         if claim is not None:
             runfolder.clear_data(claim)
@@ -229,7 +229,10 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
             raise
     else:
         tagged, tagged_val = rundata.stage_files(opts.stage, run_dir)
-        tagged_val = tagged_val if recipe.val_data else None
+        # Resolved as the real run would: a path it cannot use (`~nobody/...`) is refused here too.
+        train = Path(recipe.data or tagged).expanduser().resolve()
+        val = Path(recipe.val_data).expanduser().resolve() if recipe.val_data else None
+        data_sources, tagged_val = (train, val), tagged_val if val else None
     plan = TrainPlan(
         recipe=recipe,
         model=model.path,
