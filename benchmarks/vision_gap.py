@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from satori_cli.grammar import load_prompt  # noqa: E402
 from satori_cli.train.recipe import resolve_recipe  # noqa: E402
-from satori_cli.train.targets import sft_row  # noqa: E402
+from satori_cli.train.rundata import sft_row  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -33,7 +33,7 @@ QWEN_VL_CLASSES = {
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
     "qwen2_vl": "Qwen2VLForConditionalGeneration",
 }
-RUN_JSON = "run.json"  # written by satori_cli/train/runinfo.py
+RUN_JSON = "run.json"  # written by satori_cli/train/runfolder.py
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _CHECKPOINT = re.compile(r"^checkpoint-\d+$")
 USE = "give a checkpoint folder, a `satori train` run folder, a hub id (Org/Name), `tiny` or `base`"

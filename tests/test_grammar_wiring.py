@@ -12,7 +12,7 @@ import pytest
 
 from satori_cli.evaluation.prompting import PromptStyle, chat_messages
 from satori_cli.grammar import GRAMMARS, format_completion, get_grammar, load_prompt
-from satori_cli.train.runinfo import model_grammar, recorded_grammar
+from satori_cli.train.runfolder import model_grammar, recorded_grammar
 from tests.conftest import prepared as _prepared
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -440,9 +440,9 @@ def test_train_starts_its_own_rollout_server_on_the_first_gpus_and_stops_it(
     import socket
 
     from satori_cli.errors import SatoriError
-    from satori_cli.train.devices import split_devices
-    from satori_cli.train.rollout import probe_rollout
-    from satori_cli.train.runner import TrainOptions, build_plan, start_rollout
+    from satori_cli.train.preflight import split_devices
+    from satori_cli.train.rollout import probe_rollout, start_rollout
+    from satori_cli.train.runner import TrainOptions, build_plan
 
     swift = fake_swift(tmp_path / "swift-bin")
     log = tmp_path / "fake.jsonl"
@@ -456,7 +456,7 @@ def test_train_starts_its_own_rollout_server_on_the_first_gpus_and_stops_it(
     plan.managed_rollout = dataclasses.replace(plan.managed_rollout, port=port)
     (tmp_path / "run").mkdir()
     split = split_devices(EIGHT, 6, 2, managed=True)
-    server = start_rollout(plan, split, str(swift), timeout=60)
+    server = start_rollout(plan, split.rollout, str(swift), timeout=60)
     try:
         assert probe_rollout(f"http://127.0.0.1:{port}").world_size == 2
         record = json.loads(log.read_text().splitlines()[0])
@@ -475,7 +475,7 @@ def test_train_starts_its_own_rollout_server_on_the_first_gpus_and_stops_it(
         sock.bind(("127.0.0.1", port))
         sock.listen()
         with pytest.raises(SatoriError) as exc:
-            start_rollout(plan, split, str(swift), timeout=5)
+            start_rollout(plan, split.rollout, str(swift), timeout=5)
     assert "already in use" in str(exc.value) and f"--rollout-url http://127.0.0.1:{port}" in str(exc.value)
 
 

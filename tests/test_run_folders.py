@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from satori_cli.train import runlogs
-from satori_cli.train.progress import Eta, LiveLine, PlainLines, ProgressFeed, eta_text
 from satori_cli.train.runfolder import RunComplete, check_resumable
+from satori_cli.train.runlogs import Eta, LiveLine, PlainLines, ProgressFeed, eta_text
 
 SMOKE = {"preset": "smoke", "min_pixels": 3136, "max_pixels": 12544}
 

@@ -127,7 +127,7 @@ def test_sft_stage_then_grpo_from_the_run_folder(satori, tmp_path, tiny_model):
     assert info["command"][0]["env"]["MAX_PIXELS"] == "6272"
     # swift trained on the gold completions, boxes in the 6272 budget's frame.
     from satori_cli.pixels import PixelBudget
-    from satori_cli.train.targets import gold_completion
+    from satori_cli.train.rundata import gold_completion
 
     rows = [json.loads(line) for line in (sft / "data" / "sft_train.jsonl").read_text().splitlines()]
     assert rows and all(

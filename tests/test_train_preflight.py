@@ -12,8 +12,8 @@ from satori_cli.errors import SatoriError
 from satori_cli.gpus import Gpu
 from satori_cli.pixels import PixelBudget
 from satori_cli.train import preflight as pf
-from satori_cli.train.devices import split_devices
 from satori_cli.train.plan import Launch, TrainPlan
+from satori_cli.train.preflight import split_devices
 from satori_cli.train.recipe import parse_passthrough, resolve_recipe
 from satori_cli.train.resources import (
     GIB,
@@ -140,12 +140,15 @@ def test_data_missing_or_empty(tmp_path):
 
 
 def test_output_not_writable(tmp_path):
+    """Refused when the plan is built, before any data is prepared (the preflight need not ask again)."""
+    from satori_cli.train.runner import TrainOptions, build_plan
+
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(SatoriError) as exc:
-        pf.check_output(blocker / "run")
+        build_plan(TrainOptions(output=blocker / "run"))
     assert "a-file is a file" in one_line(exc)
-    pf.check_output(tmp_path / "ok" / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
 def test_resume_without_checkpoint(tmp_path, tiny_model):

@@ -15,8 +15,8 @@ from satori_cli.errors import SatoriError
 from satori_cli.grammar import format_completion
 from satori_cli.pixels import PixelBudget
 from satori_cli.train import runlogs
-from satori_cli.train.progress import describe
 from satori_cli.train.report import write_report
+from satori_cli.train.runlogs import describe
 
 # A line as ms-swift 4.6 prints it (after a tqdm bar), values as strings.
 LINE = (

@@ -16,8 +16,8 @@ import pytest
 
 from satori_cli.errors import SatoriError
 from satori_cli.gpus import Gpu, parse_nvidia_smi, visible_env
-from satori_cli.train import datasync
-from satori_cli.train.devices import DeviceSplit, is_this_machine, split_devices
+from satori_cli.train import rundata
+from satori_cli.train.preflight import DeviceSplit, is_this_machine, split_devices
 from tests.conftest import REPO, satori_env
 from tests.fake_rollout import FakeRollout, fake_nvidia_smi
 from tests.serve_helpers import free_port
@@ -153,13 +153,13 @@ def test_node_0_prepares_the_data_once_and_node_1_waits_and_verifies_it(tmp_path
     out1, err1 = waiting.communicate(timeout=120)
     assert first.returncode == 0 and waiting.returncode == 0, err0 + err1
     zero, one = json.loads(out0), json.loads(out1)
-    ready = run / "data" / datasync.READY
+    ready = run / "data" / rundata.READY
     record = json.loads(ready.read_text())
     assert one["train"] == zero["train"] == str(run / "data" / "train.jsonl")
     assert one["end"] >= ready.stat().st_mtime - 1  # node 1 went on only after node 0 published
     # Node 1 read the very file node 0 wrote (same inode, untouched) and checked its hash.
     assert (one["ino"], one["mtime_ns"]) == (zero["ino"], zero["mtime_ns"])
-    assert record["train"]["sha256"] == datasync.fingerprint(run / "data" / "train.jsonl")["sha256"]
+    assert record["train"]["sha256"] == rundata.fingerprint(run / "data" / "train.jsonl")["sha256"]
     assert (
         record["train"]["rows"] == 50
         and record["source"]["data"]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
@@ -182,7 +182,7 @@ def test_node_1_refuses_data_node_0_prepared_from_something_else(tmp_path):
     with open(run / "data" / "train.jsonl", "a") as handle:
         handle.write("{}\n")
     with pytest.raises(SatoriError, match="does not match the sha256 node 0 recorded"):
-        datasync.wait_for_data(run, datasync.source_of(str(data), None), timeout=0.5, interval=0.1)
+        rundata.wait_for_data(run, rundata.source_of(str(data), None), timeout=0.5, interval=0.1)
 
 
 def test_node_1_times_out_with_one_line_when_node_0_never_writes(satori, tmp_path):
@@ -377,7 +377,7 @@ def test_fingerprint_reads_in_chunks_and_counts_like_lines(tmp_path, chunk):
     hundreds of megabytes) and still counts the non-blank lines a line-by-line read counts."""
     import random
 
-    from satori_cli.train.runinfo import fingerprint
+    from satori_cli.train.runfolder import fingerprint
 
     rng = random.Random(chunk)
     for case in range(40):

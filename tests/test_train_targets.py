@@ -14,7 +14,7 @@ from satori_cli.grammar import format_completion, parse
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget
 from satori_cli.rewards import score_all
 from satori_cli.train.recipe import resolve_recipe
-from satori_cli.train.targets import gold_completion, sft_row, write_sft_jsonl
+from satori_cli.train.rundata import gold_completion, sft_row, write_sft_jsonl
 
 SMOKE = resolve_recipe("smoke").budget
 LEARN = resolve_recipe("learn").budget

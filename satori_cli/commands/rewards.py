@@ -124,7 +124,7 @@ def score(
     from satori_cli.rewards import BY_NAME, missing_libraries
     from satori_cli.rewards.reward_functions import BOX_SPACES
     from satori_cli.rewards.score_file import check_out_path, count_lines, score_jsonl, scoring_input
-    from satori_cli.train.runinfo import model_grammar
+    from satori_cli.train.runfolder import model_grammar
 
     if boxes not in BOX_SPACES:
         raise SatoriError(f"--boxes must be resized or original, not {boxes!r}")

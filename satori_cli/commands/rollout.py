@@ -73,8 +73,7 @@ def rollout(
     from satori_cli.gpus import detect_gpus
     from satori_cli.process import find_program
     from satori_cli.serve.server import ServerPlan, check_ports, hold_server, root_url
-    from satori_cli.train.devices import assumed_pool
-    from satori_cli.train.preflight import check_budget, check_token_env
+    from satori_cli.train.preflight import assumed_pool, check_budget, check_token_env
     from satori_cli.train.recipe import parse_passthrough, resolve_recipe
     from satori_cli.train.rollout import RolloutSpec, rollout_args, rollout_command
     from satori_cli.train.runner import inherit_run
@@ -89,9 +88,7 @@ def rollout(
     spec = RolloutSpec(gpus=count, tensor_parallel=tensor_parallel, host=host, port=port)
     check_budget(recipe.budget)
     check_ports(host, [(port, "--port")], probe=False)
-    found = detect_gpus()
-    if dry_run:
-        found = found or assumed_pool(count)
+    found = detect_gpus() or (assumed_pool(count) if dry_run else [])
     if count > len(found):
         have = f"{len(found)} GPU(s) visible" if found else "no GPU visible"
         raise SatoriError(

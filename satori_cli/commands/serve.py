@@ -148,7 +148,7 @@ def predict(
     from satori_cli.console import console
     from satori_cli.serve.client import SatoriClient, draw_boxes, load_image
     from satori_cli.serve.server import budget_model, pixel_budget
-    from satori_cli.train.runinfo import model_grammar
+    from satori_cli.train.runfolder import model_grammar
 
     check_number(timeout, "--timeout", positive=True)
     check_number(wait, "--wait")

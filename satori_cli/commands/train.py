@@ -197,7 +197,7 @@ def train(
     if not data_timeout > 0:
         raise SatoriError(f"--data-timeout must be a positive number of seconds, not {data_timeout}")
     if dry_run:
-        from satori_cli.train.dry_run import dry_run_text
+        from satori_cli.train.runner import dry_run_text
 
         try:
             typer.echo(dry_run_text(opts))
@@ -233,9 +233,9 @@ def train(
         console().print(split.describe())
     rollout = None
     if plan.managed_rollout is not None:
-        from satori_cli.train.runner import start_rollout
+        from satori_cli.train.rollout import start_rollout
 
-        rollout = start_rollout(plan, split, program)
+        rollout = start_rollout(plan, split.rollout, program)
     try:
         info = run_plan(plan, command, verbose=verbose, rollout=rollout.command if rollout else None)
     except ArgumentsRefused:

@@ -70,7 +70,7 @@ def scoring_input(
     if path.is_dir():
         from satori_cli.models import run_budget, run_for
         from satori_cli.train.report import dataset_rows
-        from satori_cli.train.runinfo import read_run_json
+        from satori_cli.train.runfolder import read_run_json
         from satori_cli.train.runlogs import swift_dirs
 
         logged = [d / "completions.jsonl" for d in swift_dirs(path) if (d / "completions.jsonl").is_file()]

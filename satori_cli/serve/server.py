@@ -41,7 +41,7 @@ from satori_cli.models import Model
 from satori_cli.pixels import PAPER_BUDGET, PixelBudget, env_bounds
 from satori_cli.process import Command, find_program, flag_args, spawn, stop_group
 from satori_cli.serve.client import CANNED_NOTICE, SERVED_MODEL_NAME
-from satori_cli.train.runinfo import model_grammar
+from satori_cli.train.runfolder import model_grammar
 from satori_cli.vllm_settings import engine_settings
 
 BACKENDS = ("vllm", "transformers", "fake")

@@ -6,8 +6,8 @@ One builder, pure (no imports of swift, no file access beyond what the caller re
 multi-node use ms-swift's own launcher: with `NPROC_PER_NODE`/`NNODES` set, `swift rlhf` (and
 `swift sft`) re-executes itself under `torch.distributed.run`, so every node runs the same argv and
 only `NODE_RANK` differs. The training processes see exactly their own GPUs (`devices`, chosen by
-`satori_cli.train.devices`); in server mode the rollouts come from `swift rollout` servers
-(`rollout_urls`) on other GPUs or machines.
+`satori_cli.train.preflight`); in server mode the rollouts come from `swift rollout` servers
+(`rollout_urls`) on other GPUs or machines, or from one satori starts (`RolloutSpec`: how wide).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from satori_cli.process import Command, flag_args
 from satori_cli.train.recipe import Recipe
 
 DEFAULT_MASTER_PORT = 29500
+ROLLOUT_PORT = 8000  # swift rollout's default, and the trainer's default vllm_server_port
 # `--report-to` choices, each with how to install the module transformers' callback imports
 # (named as the tracker); `none` logs only to swift's logging.jsonl.
 TRACKERS = {
@@ -32,7 +33,6 @@ TRACKERS = {
 }
 
 if TYPE_CHECKING:
-    from satori_cli.train.rollout import RolloutSpec
     from satori_cli.train.runfolder import Claim
 
 
@@ -93,6 +93,29 @@ class Launch:
                 {"NNODES": str(self.nodes), "NODE_RANK": str(node_rank), "MASTER_ADDR": str(self.master_addr)}
             )
         return env
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """Where and how wide the rollout server runs: `gpus` = data parallel x tensor parallel."""
+
+    gpus: int
+    tensor_parallel: int = 1
+    host: str = "127.0.0.1"
+    port: int = ROLLOUT_PORT
+
+    def __post_init__(self) -> None:
+        if self.gpus < 1:
+            raise SatoriError("the rollout server needs at least one GPU (--gpus N, vLLM is CUDA-only)")
+        if self.tensor_parallel < 1 or self.gpus % self.tensor_parallel:
+            raise SatoriError(
+                f"--tensor-parallel {self.tensor_parallel} does not divide --gpus {self.gpus}",
+                hint="the rollout runs gpus / tensor_parallel vLLM engines of tensor_parallel GPUs each",
+            )
+
+    @property
+    def data_parallel(self) -> int:
+        return self.gpus // self.tensor_parallel
 
 
 @dataclass

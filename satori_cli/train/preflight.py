@@ -4,23 +4,33 @@ A GRPO run loads a multi-GB model and spends minutes before ms-swift validates i
 arguments; these checks catch the common mistakes (too few GPUs or a wrong rollout/training
 split, a rollout server that is down or serves another model, a batch that does not split
 into generation groups, a pixel budget swift would round differently from the reward, a
-missing DeepSpeed or vLLM, an unreachable hub model, missing data, an unwritable output folder, a
-resume without checkpoint, a model that will not fit) first. Local models and run folders are
-checked where they are resolved (`satori_cli.models`, when the plan is built).
+missing DeepSpeed or vLLM, an unreachable hub model, missing data, a resume without checkpoint, a
+model that will not fit) first. Local models, run folders and the output folder are checked where
+they are resolved (`satori_cli.models`, `satori_cli.train.runfolder`, when the plan is built).
+
+It also chooses which GPUs of this machine the rollout server and the training processes get.
+ms-swift puts its processes on every GPU it can see: with more GPUs visible than processes it
+splits each process's model over several of them (which DeepSpeed and vLLM refuse), and a
+`swift rollout` beside the training would share their GPUs. So satori gives every child its own
+`CUDA_VISIBLE_DEVICES`, chosen from the pool (the user's `CUDA_VISIBLE_DEVICES`, in its order,
+else every GPU): a rollout server on this machine takes the first GPUs of the pool, training the
+next ones. The batch rule counts the training processes only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
-from collections.abc import Mapping
+import socket
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from satori_cli.errors import SatoriError, install_hint
 from satori_cli.gpus import Gpu
 from satori_cli.pixels import PixelBudget
-from satori_cli.train.devices import DeviceSplit, is_this_machine, split_devices, url_host
 from satori_cli.train.plan import TRACKERS, TrainPlan, generation_batch_check
 from satori_cli.train.resources import memory_shortfall, model_config, model_size
 
@@ -89,7 +99,7 @@ def check_needs(plan: TrainPlan) -> None:
             )
 
 
-def check_rollout_servers(plan: TrainPlan, timeout: float = 10.0) -> int:
+def check_rollout_servers(plan: TrainPlan) -> int:
     """Every --rollout-url answers as a `swift rollout` serving the training model's architecture.
 
     Returns how many GPUs rollout servers on this machine use (their vLLM world size), which
@@ -101,7 +111,7 @@ def check_rollout_servers(plan: TrainPlan, timeout: float = 10.0) -> int:
     here = 0
     config = model_config(plan.model) if plan.rollout_urls else {}
     for url in plan.rollout_urls:
-        server = probe_rollout(url, timeout)
+        server = probe_rollout(url)
         matched = check_same_model(server, plan.model, config)
         local = is_this_machine(url_host(url))
         here += server.world_size if local else 0
@@ -141,12 +151,6 @@ def check_data(train: Path, val: Path | None) -> None:
             raise SatoriError(f"training data {path} is empty")
 
 
-def check_output(output: Path) -> None:
-    from satori_cli.outputs import ensure_dir
-
-    ensure_dir(output, "--out")
-
-
 def check_memory(plan: TrainPlan, found: list[Gpu]) -> None:
     if plan.launch.gpus == 0:
         return
@@ -158,6 +162,85 @@ def check_memory(plan: TrainPlan, found: list[Gpu]) -> None:
         raise SatoriError(
             problem, hint="try --preset lora, more GPUs (ZeRO shards the optimizer), or --skip-memory-check"
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSplit:
+    """The GPUs of one machine: the rollout server's (none when it runs elsewhere) and training's."""
+
+    rollout: tuple[Gpu, ...] = ()
+    train: tuple[Gpu, ...] = ()
+
+    def describe(self) -> str:
+        def ids(gpus: tuple[Gpu, ...]) -> str:
+            return ",".join(g.device_id for g in gpus)
+
+        train = f"training on GPU(s) {ids(self.train)}" if self.train else "training on the CPU"
+        return f"rollout on GPU(s) {ids(self.rollout)}, {train}" if self.rollout else train
+
+
+def assumed_pool(count: int) -> list[Gpu]:
+    """GPUs 0..count-1: the pool shown by a dry run on a machine that has none (another node)."""
+    return [Gpu(i, "", 0.0) for i in range(count)]
+
+
+def split_devices(
+    pool: Sequence[Gpu], train: int, rollout: int = 0, *, pinned: bool = False, managed: bool = False
+) -> DeviceSplit:
+    """Give a rollout server on this machine the first `rollout` GPUs of the pool, training `train` next.
+
+    `rollout` is 0 when the rollout server runs on another machine. A rollout server already
+    running here (`managed=False`) was started on the first GPUs of the same pool by `satori
+    rollout`, unless the user `pinned` CUDA_VISIBLE_DEVICES to exactly the training GPUs: then
+    those are taken as they are. Anything else that does not fit is refused in one line.
+    """
+    pool = list(pool)
+    if train == 0:
+        return DeviceSplit()
+    if rollout == 0:
+        if train > len(pool):
+            have = f"{len(pool)} GPU(s) visible" if pool else "no GPU visible"
+            raise SatoriError(
+                f"--gpus {train} asked for, but {have}",
+                hint="use --gpus 0 with --preset smoke on a CPU, or check CUDA_VISIBLE_DEVICES / nvidia-smi",
+            )
+        return DeviceSplit((), tuple(pool[:train]))
+    if rollout + train <= len(pool):
+        return DeviceSplit(tuple(pool[:rollout]), tuple(pool[rollout : rollout + train]))
+    if not managed and pinned and len(pool) == train:
+        return DeviceSplit((), tuple(pool))
+    pinning = "" if managed else f", or set CUDA_VISIBLE_DEVICES to exactly the {train} training GPUs"
+    raise SatoriError(
+        f"wrong GPU split: the rollout server takes {rollout} GPU(s) of this machine and training asks "
+        f"for {train}, but {len(pool)} GPU(s) are visible",
+        hint=f"use --gpus {max(len(pool) - rollout, 0)} (training processes only) or fewer rollout GPUs, "
+        f"or run the rollout server on another machine{pinning}",
+    )
+
+
+def url_host(url: str) -> str:
+    return urlsplit(url).hostname or ""
+
+
+def is_this_machine(host: str) -> bool:
+    """Whether `host` names this machine: loopback, or an address one of its interfaces holds.
+
+    An address is this machine's exactly when a socket can be bound to it.
+    """
+    if host in ("", "localhost", "0.0.0.0", "::") or host.endswith(".localhost"):
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError):
+        return False
+    for family, _, _, _, address in infos:
+        with contextlib.closing(socket.socket(family, socket.SOCK_STREAM)) as sock:
+            try:
+                sock.bind((address[0], 0))
+            except OSError:
+                continue
+            return True
+    return False
 
 
 def choose_devices(
@@ -192,7 +275,6 @@ def preflight(
     check_needs(plan)
     check_model(plan.model)
     check_data(plan.train_path, plan.val_path)
-    check_output(plan.output_dir)
     if plan.resume is not None:
         check_resume(plan.resume)
     if memory:

@@ -22,7 +22,7 @@ from satori_cli.data.validate import finite
 from satori_cli.errors import SatoriError
 from satori_cli.grammar import parse
 from satori_cli.pixels import PixelBudget
-from satori_cli.train import runinfo, runlogs
+from satori_cli.train import runfolder, runlogs
 
 THUMB = 320  # gallery image width in pixels
 
@@ -125,7 +125,7 @@ def grounding_eval_command(run_dir: Path) -> str | None:
     model = shlex.quote(str(checkpoint)) if checkpoint else shlex.quote(str(run_dir)) + "/checkpoint-N"
     command = f"satori eval --data {shlex.quote(str(val))} --model {model}"
     budget = _run_budget(run_dir)
-    run = runinfo.read_run_json(run_dir)
+    run = runfolder.read_run_json(run_dir)
     if budget != PixelBudget():
         command += f" --min-pixels {budget.min_pixels} --max-pixels {budget.max_pixels}"
     if isinstance(run.get("model"), str) and run["model"]:  # beside the model the run started from
@@ -283,9 +283,9 @@ def _reward_keys(item: dict[str, Any]) -> list[str]:
 def write_gallery(run_dir: Path, out_dir: Path, max_items: int) -> Path:
     """gallery.html: the latest logged completions, newest step first, one card each."""
     budget = _run_budget(run_dir)
-    run = runinfo.read_run_json(run_dir)
+    run = runfolder.read_run_json(run_dir)
     dataset = dataset_rows(run, run_dir)
-    grammar = runinfo.model_grammar(None, run_dir)  # "well-formed" in the run's own grammar
+    grammar = runfolder.model_grammar(None, run_dir)  # "well-formed" in the run's own grammar
     seen, items = set(), []
     for item in reversed(runlogs.read_completions(run_dir)):
         key = repr((item.get("step"), item.get("completion"), item.get("solution")))  # may hold dicts

@@ -226,13 +226,6 @@ def resident_and_transient(parts: dict[str, float]) -> tuple[float, float]:
     return resident, transient
 
 
-def vllm_share(swift: dict[str, Any]) -> float:
-    """Fraction of each GPU a colocated vLLM engine reserves (0 without vLLM)."""
-    if not _flag(swift.get("use_vllm", False)) or str(swift.get("vllm_mode")) != "colocate":
-        return 0.0
-    return float(swift.get("vllm_gpu_memory_utilization", 0.9))
-
-
 def memory_shortfall(
     size: ModelSize, swift: dict[str, Any], gpus: list[Gpu], gpus_per_node: int, stage: str = "grpo"
 ) -> str | None:
@@ -242,7 +235,10 @@ def memory_shortfall(
     smallest = min(gpus, key=lambda g: g.memory_gib)
     parts = estimate_parts(size, swift, gpus_per_node, stage)
     resident, transient = resident_and_transient(parts)
-    vllm = vllm_share(swift) * smallest.memory_gib * GIB
+    # A colocated vLLM engine reserves a fraction of each GPU.
+    colocated = _flag(swift.get("use_vllm", False)) and str(swift.get("vllm_mode")) == "colocate"
+    vllm = float(swift.get("vllm_gpu_memory_utilization", 0.9)) if colocated else 0.0
+    vllm *= smallest.memory_gib * GIB
     # vLLM asleep (level >= 1) frees its KV cache and weights while the policy trains, so the
     # two take turns; awake, both sit on the GPU at once.
     sleeps = int(swift.get("sleep_level", 0) or 0) >= 1

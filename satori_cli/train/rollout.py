@@ -1,4 +1,5 @@
-"""GRPO rollouts on dedicated GPUs: the `swift rollout` command, and what a running one reports.
+"""GRPO rollouts on dedicated GPUs: the `swift rollout` command, the server a one-node train run
+starts itself, and what a running one reports.
 
 In server mode (`--vllm_mode server`) ms-swift's trainer sends every prompt to a `swift rollout`
 server (vLLM, data and/or tensor parallel over its own GPUs) and pushes the policy's weights to
@@ -16,7 +17,7 @@ differ in layers (36/28/64/80), and a text-only model has no vision blocks.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,36 +27,13 @@ from satori_cli.gpus import Gpu, visible_env
 from satori_cli.http_client import HTTPStatusError, request_json
 from satori_cli.pixels import PixelBudget
 from satori_cli.process import Command, flag_args
+from satori_cli.train.plan import ROLLOUT_PORT, RolloutSpec, TrainPlan
 from satori_cli.train.recipe import Recipe
 
-ROLLOUT_PORT = 8000  # swift rollout's default, and the trainer's default vllm_server_port
 PLACEHOLDER_URL = f"http://ROLLOUT_HOST:{ROLLOUT_PORT}"  # a multi-node dry run without --rollout-url
 START_HINT = "start one with `satori rollout --model MODEL --gpus N --host 0.0.0.0` on the rollout machine"
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
-
-
-@dataclass(frozen=True)
-class RolloutSpec:
-    """Where and how wide the rollout server runs: `gpus` = data parallel x tensor parallel."""
-
-    gpus: int
-    tensor_parallel: int = 1
-    host: str = "127.0.0.1"
-    port: int = ROLLOUT_PORT
-
-    def __post_init__(self) -> None:
-        if self.gpus < 1:
-            raise SatoriError("the rollout server needs at least one GPU (--gpus N, vLLM is CUDA-only)")
-        if self.tensor_parallel < 1 or self.gpus % self.tensor_parallel:
-            raise SatoriError(
-                f"--tensor-parallel {self.tensor_parallel} does not divide --gpus {self.gpus}",
-                hint="the rollout runs gpus / tensor_parallel vLLM engines of tensor_parallel GPUs each",
-            )
-
-    @property
-    def data_parallel(self) -> int:
-        return self.gpus // self.tensor_parallel
 
 
 def max_model_len(swift: dict[str, Any]) -> int:
@@ -201,3 +179,69 @@ def check_same_model(server: RolloutServer, model: str, config: dict[str, Any]) 
         )
     blocks = f" + {want_blocks} vision blocks" if want_blocks else ""
     return f"same architecture as {model} ({want_layers} layers{blocks})"
+
+
+# -- the rollout server of a one-node train run -----------------------------------------------------
+def plan_managed_rollout(plan: TrainPlan, dry_run: bool = False) -> None:
+    """Server mode without --rollout-url: on one node, satori starts `swift rollout` itself.
+
+    Across nodes the rollout server runs on a machine of its own, which only the user can name;
+    a dry run shows the commands with ROLLOUT_HOST in its place.
+    """
+    if plan.launch.nodes > 1 and dry_run:
+        plan.rollout_urls = (PLACEHOLDER_URL,)
+        return
+    if plan.launch.nodes > 1:
+        raise SatoriError(
+            "server mode across nodes needs --rollout-url http://ROLLOUT_HOST:PORT",
+            hint="start it on a machine of its own with `satori rollout --host 0.0.0.0`; --dry-run shows how",
+        )
+    if plan.recipe.rollout_gpus < 1:
+        raise SatoriError(
+            "server mode (vllm_mode server) needs a rollout server",
+            hint="pass --rollout-url http://HOST:PORT of a running `satori rollout`, or --rollout-gpus N to "
+            "start one on this machine",
+        )
+    if plan.launch.gpus < 1:
+        raise SatoriError("server mode trains on GPUs: --gpus 0 (CPU) cannot use a vLLM rollout server")
+    spec = RolloutSpec(gpus=plan.recipe.rollout_gpus, host="127.0.0.1", port=ROLLOUT_PORT)
+    plan.managed_rollout = spec
+    plan.rollout_urls = (f"http://{spec.host}:{spec.port}",)
+
+
+STARTUP_TIMEOUT = 1800.0  # vLLM loads the model, profiles memory and captures CUDA graphs first
+
+
+def start_rollout(plan: TrainPlan, devices: Sequence[Gpu], swift_bin: str, timeout: float = STARTUP_TIMEOUT):
+    """Start the rollout server of a one-node server-mode run on its GPUs; return it once healthy.
+
+    The same managed child as `satori serve`'s server (its own process group, told to stop when
+    satori dies, log in the run folder as `rollout.log`); the caller stops it after training.
+    """
+    from satori_cli.serve.server import ServerDied, ServerPlan, check_ports, print_tail, start_server
+
+    spec = plan.managed_rollout
+    assert spec is not None
+    url = f"http://{spec.host}:{spec.port}"
+    try:
+        check_ports(spec.host, [(spec.port, "rollout port")])
+    except SatoriError as exc:
+        raise SatoriError(
+            exc.message,
+            hint=f"a rollout server already running there? train against it with --rollout-url {url}",
+        ) from None
+    args = rollout_args(plan.model, plan.recipe, spec, local_qwen2_5_vl=plan.local_qwen2_5_vl)
+    command = rollout_command(args, plan.recipe.budget, devices, swift_bin)
+    server_plan = ServerPlan(
+        backend="rollout",
+        model=plan.model,
+        command=command,
+        host=spec.host,
+        port=spec.port,
+        log_file=plan.output_dir / "rollout.log",
+    )
+    try:
+        return start_server(server_plan, timeout)
+    except ServerDied as exc:
+        print_tail(exc)
+        raise

@@ -4,34 +4,55 @@ The order matters for the user: everything cheap (recipe, paths, preflight) happ
 the model loads, so a mistake costs a second, not minutes. Data preparation (raw source or
 the built-in sample for the smoke preset) happens in the run folder, so a run is
 self-contained.
+
+`--dry-run` (`dry_run_text`) prints the exact command and environment each node (and rollout
+server) would run, built by the same builder as a real run, so it can be pasted on each machine
+of a multi-node job. Nothing is prepared or started, and no server is asked anything. The GPUs
+shown are this machine's pool (its `CUDA_VISIBLE_DEVICES`, else what nvidia-smi lists, else
+GPUs 0..N-1), split as the real run splits it on every node: a rollout server on this machine
+first, training next.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
+import shlex
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from satori_cli import models, outputs
 from satori_cli.config import paths
-from satori_cli.errors import Interrupted, SatoriError, install_hint, one_line
+from satori_cli.errors import Interrupted, SatoriError, install_hint
+from satori_cli.gpus import detect_gpus
 from satori_cli.grammar import get_grammar
-from satori_cli.pixels import PixelBudget
 from satori_cli.process import Command, find_program, run
-from satori_cli.train import datasync, runfolder, runinfo, runlogs
-from satori_cli.train.datasync import DEFAULT_TIMEOUT as DEFAULT_DATA_TIMEOUT
-from satori_cli.train.devices import DeviceSplit
-from satori_cli.train.plan import DEFAULT_MASTER_PORT, TRACKERS, Launch, TrainPlan
+from satori_cli.train import rundata, runfolder, runlogs
+from satori_cli.train.plan import (
+    DEFAULT_MASTER_PORT,
+    ROLLOUT_PORT,
+    TRACKERS,
+    Launch,
+    RolloutSpec,
+    TrainPlan,
+    build_commands,
+)
+from satori_cli.train.preflight import (
+    DeviceSplit,
+    assumed_pool,
+    check_batch,
+    check_budget,
+    choose_devices,
+    is_this_machine,
+    url_host,
+)
 from satori_cli.train.recipe import STAGE_KEYS, Recipe, parse_passthrough, read_recipe_file, resolve_recipe
 
-SAMPLE_ROWS = 8
 SWIFT_HINT = f"install the training extra: {install_hint('train')}"
 
 
@@ -57,31 +78,8 @@ class TrainOptions:
     rollout_urls: list[str] = field(default_factory=list)  # server mode: running `swift rollout`s
     rollout_gpus: int | None = None  # GPUs of the rollout server satori starts (one node)
     report_to: str | None = None  # tensorboard, wandb, swanlab or none
-    data_timeout: float = DEFAULT_DATA_TIMEOUT  # nodes 1..N-1 wait this long for node 0's data
+    data_timeout: float = rundata.DEFAULT_TIMEOUT  # nodes 1..N-1 wait this long for node 0's data
     stage: str = "grpo"  # grpo (swift rlhf) or sft (swift sft on gold completions)
-
-
-GRPO_KEYS = frozenset({"messages", "images", "bboxs"})
-
-
-def is_prepared_jsonl(path: Path) -> bool:
-    """A JSONL in the GRPO shape satori trains on (first row has messages, images and bboxs;
-    `tag_rows` checks every other row)."""
-    if path.suffix != ".jsonl" or not path.is_file():
-        return False
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    return False
-                return isinstance(row, dict) and set(row) >= GRPO_KEYS
-    return False
-
-
-def default_output(preset: str) -> Path:
-    return paths().runs / f"{preset}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def _latest_run_with_checkpoint() -> Path | None:
@@ -103,13 +101,13 @@ def resolve_output_and_resume(
     """
     output = Path(opts.output).expanduser().resolve() if opts.output else None
     if opts.resume is None:
-        run_dir = output or default_output(recipe.preset)
-        joining = opts.nodes > 1 and (opts.node_rank or 0) > 0
+        run_dir = output or paths().runs / f"{recipe.preset}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        joining = (opts.node_rank or 0) > 0  # the Launch checked it is below --nodes
         return run_dir, None, None if joining else runfolder.claim_new(run_dir, opts.overwrite)
     if opts.resume != "latest":
         checkpoint = Path(opts.resume).expanduser().resolve()
         if not (checkpoint / "trainer_state.json").is_file():
-            latest = runlogs.latest_checkpoint(checkpoint) if checkpoint.is_dir() else None
+            latest = runlogs.latest_checkpoint(checkpoint)
             if latest is None:
                 raise SatoriError(f"--resume {opts.resume}: no checkpoint there (no trainer_state.json)")
             checkpoint = latest
@@ -126,106 +124,6 @@ def resolve_output_and_resume(
             )
     runfolder.check_resumable(checkpoint, recipe.swift)
     return run_dir, checkpoint, None
-
-
-def _prepare(src: Path, out_dir: Path) -> Path:
-    """A raw source prepared into `out_dir` (no val split): its training JSONL."""
-    from satori_cli.data.prepare import prepare_dataset
-
-    return prepare_dataset(src, out_dir).train_path
-
-
-def resolve_data(recipe: Recipe, run_dir: Path) -> tuple[Path, Path | None]:
-    """The prepared training JSONL (preparing a raw source, or the sample set, into the run folder)."""
-    if recipe.data is None:
-        if recipe.preset != "smoke":
-            raise SatoriError(
-                "--data is required for this preset",
-                hint="e.g. satori data prepare SRC --out data/vqa, then --data data/vqa/train.jsonl",
-            )
-        from satori_cli.data.sample import write_sample
-
-        raw = write_sample(run_dir / "data" / "sample", SAMPLE_ROWS, 0)
-        train = _prepare(Path(raw), run_dir / "data" / "prepared")
-    else:
-        source = Path(recipe.data).expanduser().resolve()
-        if not source.exists():
-            raise SatoriError(f"training data {recipe.data} not found")
-        train = source if is_prepared_jsonl(source) else _prepare(source, run_dir / "data" / "prepared")
-    val = None
-    if recipe.val_data:
-        val = Path(recipe.val_data).expanduser().resolve()
-        if not val.is_file():
-            raise SatoriError(f"validation data {recipe.val_data} not found")
-    return train, val
-
-
-def tag_rows(src: Path, dest: Path) -> Path:
-    """Copy a prepared JSONL adding `solution` = the row id where absent.
-
-    ms-swift logs a `solution` column next to each completion (and no other column), so this
-    is what lets `satori report` find a completion's image and ground-truth boxes. The
-    prompt the model sees is unchanged; the rewards ignore the column. Every row must be a
-    prepared row: a broken line is refused here, with its number, not minutes later in swift.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside and renamed over: a reader (another node, a resumed run) never sees half a file.
-    with open(src, "rb") as fin, outputs.atomic_file(dest, remember=False) as fout:
-        for n, line in enumerate(fin):
-            if not line.strip():
-                continue
-            row = _prepared_row(line, src, n + 1)
-            row.setdefault("solution", str(row.get("id", n)))
-            fout.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return dest
-
-
-PREPARE_HINT = "make it with `satori data prepare SRC --out DIR`, or pass the raw source as --data"
-
-
-def _prepared_row(line: bytes, src: Path, number: int) -> dict[str, Any]:
-    """One line of a prepared JSONL as a row, or a one-line error naming the line."""
-    try:
-        row = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SatoriError(
-            f"{src} line {number} is not UTF-8 text (byte {exc.start + 1})", hint=PREPARE_HINT
-        ) from None
-    except json.JSONDecodeError as exc:
-        why = f"{exc.msg} at character {exc.pos + 1}"
-        raise SatoriError(f"{src} line {number} is not valid JSON: {why}", hint=PREPARE_HINT) from None
-    except (ValueError, RecursionError) as exc:
-        raise SatoriError(
-            f"{src} line {number} is not valid JSON: {one_line(exc, 120)}", hint=PREPARE_HINT
-        ) from None
-    if not isinstance(row, dict):
-        raise SatoriError(f"{src} line {number} is not a JSON object", hint=PREPARE_HINT)
-    missing = sorted(GRPO_KEYS - set(row))
-    if missing:
-        raise SatoriError(
-            f"{src} line {number} has no {', '.join(missing)}: not a prepared row", hint=PREPARE_HINT
-        )
-    return row
-
-
-def stage_data(
-    stage: str, train: Path, val: Path | None, run_dir: Path, budget: PixelBudget, grammar: str
-) -> tuple[Path, Path | None]:
-    """The files swift reads, in the run folder: GRPO rows tagged with their id (`tag_rows`), or,
-    for SFT, the same rows with their gold completion as the assistant turn (`targets`)."""
-    write = tag_rows
-    if stage == "sft":
-        from satori_cli.train.targets import write_sft_jsonl
-
-        write = partial(write_sft_jsonl, budget=budget, grammar=grammar)
-    dest, val_dest = stage_files(stage, run_dir)
-    return write(train, dest), write(val, val_dest) if val else None
-
-
-def stage_files(stage: str, run_dir: Path) -> tuple[Path, Path]:
-    """Where a stage's training and validation files go in the run folder."""
-    prefix = "sft_" if stage == "sft" else ""
-    return run_dir / "data" / f"{prefix}train.jsonl", run_dir / "data" / f"{prefix}val.jsonl"
 
 
 def check_stage(recipe: Recipe, opts: TrainOptions) -> None:
@@ -280,11 +178,11 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
     """Resolve recipe, model, data, output and resume into a plan (prepares data if needed).
 
     On a multi-node run only node 0 prepares and tags the data; the others wait for it
-    (`satori_cli.train.datasync`). GPUs are chosen by the preflight, on the node that runs.
+    (`satori_cli.train.rundata`). GPUs are chosen by the preflight, on the node that runs.
     """
     from satori_cli.grammar import prompt_path
     from satori_cli.rewards import plugin_path
-    from satori_cli.train.rollout import base_url
+    from satori_cli.train.rollout import base_url, plan_managed_rollout
 
     swift_overrides = parse_passthrough(opts.extra)
     if opts.report_to is not None:
@@ -322,24 +220,19 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         made = outputs.missing_root(run_dir)
         outputs.ensure_dir(run_dir, "--out")
         try:
-            source = datasync.source_of(recipe.data, recipe.val_data) if launch.nodes > 1 else {}
-            if launch.nodes > 1 and (launch.node_rank or 0) > 0:
-                train, val = tagged, tagged_val = datasync.wait_for_data(run_dir, source, opts.data_timeout)
-            else:
-                train, val = resolve_data(recipe, run_dir)
-                tagged, tagged_val = stage_data(opts.stage, train, val, run_dir, recipe.budget, grammar.name)
-                if launch.nodes > 1:
-                    datasync.publish(run_dir, source, tagged, tagged_val)
+            data = rundata.make_data(recipe, run_dir, launch, opts.stage, grammar.name, opts.data_timeout)
+            data_sources, (tagged, tagged_val) = data[:2], data[2:]
             if model.kind == "tiny":  # built after the data: the cheap checks come first
                 model = models.resolve(recipe.model, build=True)
         except BaseException:
             runfolder.abandon(made, claim)  # a failure before training leaves no run folder behind
             raise
     else:
-        tagged, tagged_val = stage_files(opts.stage, run_dir)
+        tagged, tagged_val = rundata.stage_files(opts.stage, run_dir)
+        # Resolved as the real run would: a path it cannot use (`~nobody/...`) is refused here too.
         train = Path(recipe.data or tagged).expanduser().resolve()
         val = Path(recipe.val_data).expanduser().resolve() if recipe.val_data else None
-        tagged_val = tagged_val if val else None
+        data_sources, tagged_val = (train, val), tagged_val if val else None
     plan = TrainPlan(
         recipe=recipe,
         model=model.path,
@@ -356,79 +249,11 @@ def build_plan(opts: TrainOptions, *, prepare_data: bool = True) -> TrainPlan:
         stage=opts.stage,
         made_dir=made,
         claim=claim,
-        data_sources=(train, val),
+        data_sources=data_sources,
     )
     if plan.server_mode and not rollout_urls:
         plan_managed_rollout(plan, dry_run=not prepare_data)
     return plan
-
-
-def plan_managed_rollout(plan: TrainPlan, dry_run: bool = False) -> None:
-    """Server mode without --rollout-url: on one node, satori starts `swift rollout` itself.
-
-    Across nodes the rollout server runs on a machine of its own, which only the user can name;
-    a dry run shows the commands with ROLLOUT_HOST in its place.
-    """
-    from satori_cli.train.rollout import PLACEHOLDER_URL, ROLLOUT_PORT, RolloutSpec
-
-    if plan.launch.nodes > 1 and dry_run:
-        plan.rollout_urls = (PLACEHOLDER_URL,)
-        return
-    if plan.launch.nodes > 1:
-        raise SatoriError(
-            "server mode across nodes needs --rollout-url http://ROLLOUT_HOST:PORT",
-            hint="start it on a machine of its own with `satori rollout --host 0.0.0.0`; --dry-run shows how",
-        )
-    if plan.recipe.rollout_gpus < 1:
-        raise SatoriError(
-            "server mode (vllm_mode server) needs a rollout server",
-            hint="pass --rollout-url http://HOST:PORT of a running `satori rollout`, or --rollout-gpus N to "
-            "start one on this machine",
-        )
-    if plan.launch.gpus < 1:
-        raise SatoriError("server mode trains on GPUs: --gpus 0 (CPU) cannot use a vLLM rollout server")
-    spec = RolloutSpec(gpus=plan.recipe.rollout_gpus, host="127.0.0.1", port=ROLLOUT_PORT)
-    plan.managed_rollout = spec
-    plan.rollout_urls = (f"http://{spec.host}:{spec.port}",)
-
-
-STARTUP_TIMEOUT = 1800.0  # vLLM loads the model, profiles memory and captures CUDA graphs first
-
-
-def start_rollout(plan: TrainPlan, split: DeviceSplit, swift_bin: str, timeout: float = STARTUP_TIMEOUT):
-    """Start the rollout server of a one-node server-mode run on its GPUs; return it once healthy.
-
-    The same managed child as `satori serve`'s server (its own process group, told to stop when
-    satori dies, log in the run folder as `rollout.log`); the caller stops it after training.
-    """
-    from satori_cli.serve.server import ServerDied, ServerPlan, check_ports, print_tail, start_server
-    from satori_cli.train.rollout import rollout_args, rollout_command
-
-    spec = plan.managed_rollout
-    assert spec is not None
-    url = f"http://{spec.host}:{spec.port}"
-    try:
-        check_ports(spec.host, [(spec.port, "rollout port")])
-    except SatoriError as exc:
-        raise SatoriError(
-            exc.message,
-            hint=f"a rollout server already running there? train against it with --rollout-url {url}",
-        ) from None
-    args = rollout_args(plan.model, plan.recipe, spec, local_qwen2_5_vl=plan.local_qwen2_5_vl)
-    command = rollout_command(args, plan.recipe.budget, split.rollout, swift_bin)
-    server_plan = ServerPlan(
-        backend="rollout",
-        model=plan.model,
-        command=command,
-        host=spec.host,
-        port=spec.port,
-        log_file=plan.output_dir / "rollout.log",
-    )
-    try:
-        return start_server(server_plan, timeout)
-    except ServerDied as exc:
-        print_tail(exc)
-        raise
 
 
 def inherit_run(
@@ -452,7 +277,7 @@ def inherit_run(
 
 def resumed_grammar(run_dir: Path, chosen: str | None, resolved: str) -> str:
     """A resumed run keeps the grammar it started with: its prompt and rewards cannot change mid-run."""
-    recorded = runinfo.recorded_grammar(run_dir)
+    recorded = runfolder.recorded_grammar(run_dir)
     if recorded is None:
         return resolved
     if chosen is not None and get_grammar(chosen).name != recorded:
@@ -496,7 +321,6 @@ def run_plan(
     command of a server satori started for this run (recorded with the rest).
     """
     from satori_cli.console import console
-    from satori_cli.train.progress import ProgressFeed, progress_display
 
     run_dir = plan.output_dir
     rank = plan.launch.node_rank or 0
@@ -504,26 +328,23 @@ def run_plan(
     swift_args = plan.swift_args()
     train_src, val_src = plan.data_sources
     info: dict[str, Any] = {
-        "started": runinfo.now(),
+        "started": runfolder.now(),
         "status": "running",
         "stage": plan.stage,
         "recipe": asdict(plan.recipe),
         "grammar": plan.recipe.grammar,  # what `satori eval/serve/rewards score` follow for this run
         "model": plan.model,
         "resume_from": str(plan.resume) if plan.resume else None,
-        "command": runinfo.command_record([(rank, command)]),
+        "command": [runfolder.command_record(rank, command)],
         "swift_args": swift_args,
         "launch": {
-            "gpus": plan.launch.gpus,
-            "nodes": plan.launch.nodes,
+            **asdict(plan.launch),
             "node_rank": rank,
-            "master_addr": plan.launch.master_addr,
-            "master_port": plan.launch.master_port,
             "devices": [g.device_id for g in plan.launch.devices],
         },
         "rollout": {
             "urls": list(plan.rollout_urls),
-            "started_by_satori": runinfo.command_record([(rank, rollout)])[0] if rollout else None,
+            "started_by_satori": runfolder.command_record(rank, rollout) if rollout else None,
         }
         if plan.rollout_urls
         else None,
@@ -532,17 +353,17 @@ def run_plan(
             "run_name": swift_args.get("run_name"),
             "tensorboard_dir": str(run_dir / "runs") if "tensorboard" in plan.report_to else None,
         },
-        "versions": runinfo.versions(),
-        "git_commit": runinfo.git_commit(),
-        "data": {"train": runinfo.fingerprint(train_src), "val": runinfo.fingerprint(val_src)},
+        "versions": runfolder.versions(),
+        "git_commit": runfolder.git_commit(),
+        "data": {"train": runfolder.fingerprint(train_src), "val": runfolder.fingerprint(val_src)},
         "log": str(log_path),
     }
     record = rank == 0
     if record:
-        runinfo.write_run_json(run_dir, info)
+        runfolder.write_run_json(run_dir, info)
     start = time.monotonic()
-    with progress_display(console()) as display:
-        feed = ProgressFeed(display)
+    with runlogs.progress_display(console()) as display:
+        feed = runlogs.ProgressFeed(display)
 
         def on_line(line: str) -> None:
             feed(line)
@@ -553,7 +374,7 @@ def run_plan(
     latest = runlogs.latest_checkpoint(run_dir)
     info.update(
         {
-            "finished": runinfo.now(),
+            "finished": runfolder.now(),
             "status": "ok" if code == 0 else ("interrupted" if code == 130 else "failed"),
             "exit_code": code,
             "wall_s": round(time.monotonic() - start, 2),
@@ -562,7 +383,7 @@ def run_plan(
         }
     )
     if record:
-        runinfo.write_run_json(run_dir, info)
+        runfolder.write_run_json(run_dir, info)
     if code != 0:
         refused = parser_error(feed.tail) if code == 2 else None
         if refused:  # swift's argument parser: its one line says it all (the usage runs to pages)
@@ -577,3 +398,92 @@ def run_plan(
             f"swift {command.argv[1]} failed with exit code {code}", exit_code=1, hint=f"full log: {log_path}"
         )
     return info
+
+
+# -- the dry run -----------------------------------------------------------------------------------
+def rollout_lines(plan: TrainPlan, opts: TrainOptions, program: str, split: DeviceSplit) -> list[str]:
+    """What runs the rollouts: the server satori starts here, or the command for each rollout machine."""
+    from satori_cli.train.rollout import PLACEHOLDER_URL, rollout_args, rollout_command
+
+    def command(spec: RolloutSpec, split: DeviceSplit) -> str:
+        args = rollout_args(plan.model, plan.recipe, spec, local_qwen2_5_vl=plan.local_qwen2_5_vl)
+        return rollout_command(args, plan.recipe.budget, split.rollout, program).display()
+
+    if plan.managed_rollout is not None:
+        spec = plan.managed_rollout
+        gpus = ",".join(g.device_id for g in split.rollout)
+        return [
+            f"# rollout server (swift rollout, vLLM {spec.data_parallel} x data parallel) on GPU(s) {gpus} "
+            "of this machine, started and stopped by satori train:",
+            command(spec, split),
+        ]
+    lines = []
+    gpus = plan.recipe.rollout_gpus
+    for url in plan.rollout_urls:
+        host, port = url_host(url), urlsplit(url).port or ROLLOUT_PORT
+        local = is_this_machine(host)
+        listen = host if local else "0.0.0.0"
+        here = "this machine" if local else f"machine {host}"
+        if url == PLACEHOLDER_URL:
+            here = "a machine of its own"
+        satori = ["satori", "rollout", "--preset", plan.recipe.preset]
+        if opts.config is not None:
+            satori += ["--config", str(opts.config)]
+        satori += ["--model", opts.model or plan.recipe.model, "--gpus", str(gpus or "N")]
+        satori += ["--host", listen, "--port", str(port)]
+        lines.append(f"# rollouts from {url}: start them first on {here} with `{shlex.join(satori)}`")
+        if url == PLACEHOLDER_URL:
+            lines.append("# (ROLLOUT_HOST: that machine's address; pass it to every node as --rollout-url)")
+        if gpus:
+            spec = RolloutSpec(gpus=gpus, host=listen, port=port)
+            lines.append("# which runs:")
+            devices = split if local and split.rollout else DeviceSplit(rollout=tuple(assumed_pool(gpus)))
+            lines.append(command(spec, devices))
+    return lines
+
+
+def dry_run_text(opts: TrainOptions) -> str:
+    plan = build_plan(opts, prepare_data=False)
+    check_batch(plan)
+    check_budget(plan.recipe.budget)
+    try:
+        program = swift_program()
+    except SatoriError:
+        program = "swift"
+    launch = plan.launch
+    local_rollout = plan.managed_rollout.gpus if plan.managed_rollout else 0
+    if launch.nodes == 1 and any(is_this_machine(url_host(u)) for u in plan.rollout_urls):
+        local_rollout = plan.recipe.rollout_gpus
+    pool = (detect_gpus() or assumed_pool(launch.gpus + local_rollout)) if launch.gpus else []
+    split = choose_devices(plan, pool, local_rollout)
+    shape = (
+        "1 CPU process"
+        if launch.gpus == 0
+        else f"{launch.nodes} node(s) x {launch.gpus} GPU(s) = {launch.world_size} training process(es)"
+    )
+    lines = [
+        f"# satori train --preset {plan.recipe.preset} --stage {plan.stage}: {plan.recipe.description}",
+        f"# {shape}; run folder {plan.output_dir}",
+    ]
+    if plan.resume is not None:
+        lines.append(f"# resuming from {plan.resume}")
+    grammar = get_grammar(plan.recipe.grammar)
+    lines.append(
+        f"# grammar {grammar.name}: {grammar.shape()}; rewards {' '.join(plan.reward_funcs)}; "
+        f"system prompt {plan.system_prompt} ({grammar.prompt_source})"
+    )
+    source = plan.recipe.data or "the generated sample set"
+    what = (
+        "rows get their gold completion as the assistant turn"
+        if plan.stage == "sft"
+        else "rows get solution=<id> for the report"
+    )
+    prepared = "node 0 prepares it once, the other nodes wait for it" if launch.nodes > 1 else ""
+    lines.append(f"# data: {source} -> {plan.train_path} ({what})" + (f"; {prepared}" if prepared else ""))
+    lines.append(f"# trackers: {', '.join(plan.report_to)} (run name {plan.swift_args().get('run_name')})")
+    lines.extend(rollout_lines(plan, opts, program, split))
+    for rank, command in build_commands(plan, program):
+        where = f"node {rank} of {launch.nodes}" if launch.nodes > 1 else "this machine"
+        lines.append(f"# {where}: {split.describe()}")
+        lines.append(command.display())
+    return "\n".join(lines)
