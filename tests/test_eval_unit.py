@@ -357,3 +357,53 @@ def test_sample_bench_command_writes_a_scoreable_tsv(satori, tmp_path):
     for row in rows:  # the answer letter names the option that is the image's colour
         assert row[row["answer"]] in {"red", "green", "blue"}
     assert {int(r["index"]) % 1_000_000 for r in rows} == {0, 1, 2, 3}
+
+
+def test_api_items_that_fail_together_each_record_their_own_error(tmp_path, monkeypatch):
+    """VLMEvalKit asks an API model from several threads (--api-nproc): an item that fails every try
+    is recorded with its own last error, never another thread's (a stand-in server refuses each item
+    by name, at once)."""
+    import re
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from satori_cli.evaluation import model as eval_model
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            item = re.search(r"item-\d+", body).group(0)
+            reply = json.dumps({"error": {"message": f"no answer for {item}"}}).encode()
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(eval_model, "time", SimpleNamespace(sleep=lambda s: None))  # no back-off waits
+    image = tmp_path / "i.png"
+    Image.new("RGB", (56, 56), "red").save(image)
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    model = eval_model.SatoriAPI(url, "satori", min_pixels=3136, max_pixels=12544)
+
+    def ask(i: int) -> dict:
+        message = [{"type": "image", "value": str(image)}, {"type": "text", "value": f"item-{i}?"}]
+        return model.generate_inner(message)
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            records = list(pool.map(ask, range(24)))
+    finally:
+        server.shutdown()
+    for i, record in enumerate(records):
+        assert record["prediction"] == eval_model.FAIL_MSG
+        assert record["extra_records"].endswith(f"no answer for item-{i})"), record
