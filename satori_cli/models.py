@@ -99,10 +99,11 @@ def checked_type(folder: Path, flag: str) -> str:
         raise SatoriError(f"{folder} has no config.json: not a model checkpoint")
     found = read_json(config)
     kind = found.get("model_type")
-    if kind not in QWEN_VL_CLASSES:
-        archs = found.get("architectures") or []
+    if not isinstance(kind, str) or kind not in QWEN_VL_CLASSES:
+        archs = found.get("architectures")
+        archs = archs if isinstance(archs, list) else []  # a hand-edited config may hold anything
         kind = next((name for name, cls in QWEN_VL_CLASSES.items() if cls in archs), kind)
-    if kind not in QWEN_VL_CLASSES:
+    if not isinstance(kind, str) or kind not in QWEN_VL_CLASSES:
         what = f"a '{kind}' model" if kind else "a model of unknown type (no model_type in config.json)"
         raise SatoriError(
             f"{_named(flag, folder)} is {what}; satori runs Qwen2.5-VL (or Qwen2-VL) checkpoints"

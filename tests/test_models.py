@@ -134,6 +134,20 @@ def test_folders_that_are_not_checkpoints(tmp_path):
     assert "unknown type" in error(source=str(unknown))
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"model_type": ["qwen2_5_vl"]},
+        {"model_type": {"name": "qwen2_5_vl"}},
+        {"model_type": 7, "architectures": 7},
+        {"architectures": "Qwen2_5_VLForConditionalGeneration"},
+        {"architectures": [["Qwen2_5_VLForConditionalGeneration"]]},
+    ],
+)
+def test_a_config_with_fields_of_the_wrong_type_is_refused_in_one_line(tmp_path, config):
+    assert "satori runs Qwen2.5-VL" in error(source=str(checkpoint(tmp_path / "odd", config)))
+
+
 def test_a_swift_output_folder_without_run_json_points_at_its_checkpoint(tmp_path):
     checkpoint(tmp_path / "out" / "checkpoint-5")
     text = error(source=str(tmp_path / "out"))
