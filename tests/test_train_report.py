@@ -34,6 +34,8 @@ def test_parse_metrics_line():
         and runlogs.parse_step(m["global_step/max_steps"]) == (1, 2)
     )
     assert describe(m) == "reward 1.196 [Format 0.71, BoxIoU 0.49] kl 0.0012 len 16"
+    # a key that names no reward (`rewards/mean`) is not a component, and never a KeyError
+    assert describe(m | {"rewards/mean": 0.5}) == describe(m)
     assert runlogs.parse_metrics_line("{'a': __import__('os')} global_step/max_steps") is None
     assert runlogs.parse_metrics_line("plain log line") is None
 

@@ -138,7 +138,7 @@ def reward_components(rows: list[dict[str, Any]]) -> list[str]:
         for key in row:
             if key.startswith("rewards/") and key.endswith("/mean"):
                 name = key[len("rewards/") : -len("/mean")]
-                if name not in names:
+                if name and name not in names:  # `rewards/mean` names no reward
                     names.append(name)
     return names
 
