@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Tests stop real commands with Ctrl-C. A suite started in the background (`make test &`, nohup, a
+# non-interactive shell's `&`) inherits SIGINT ignored, and so would every command it starts: Python
+# then installs no KeyboardInterrupt handler and Ctrl-C does nothing. Caught here, the children get
+# the default back (a caught signal is reset on exec; an ignored one is not).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
