@@ -389,7 +389,10 @@ def test_api_items_that_fail_together_each_record_their_own_error(tmp_path, monk
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setattr(eval_model, "time", SimpleNamespace(sleep=lambda s: None))  # no back-off waits
+    # Back-off waits of 50 ms instead of seconds: long enough that the other threads fail meanwhile
+    # (an error kept on the model would be theirs by the time the item is recorded), short for a test.
+    real_sleep = eval_model.time.sleep
+    monkeypatch.setattr(eval_model, "time", SimpleNamespace(sleep=lambda s: real_sleep(0.05)))
     image = tmp_path / "i.png"
     Image.new("RGB", (56, 56), "red").save(image)
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
